@@ -1,0 +1,178 @@
+//! Avro single-object encoding over apache-avro's schema-aware serde (no `Value` detour).
+
+use std::sync::LazyLock;
+
+use apache_avro::Schema;
+use apache_avro::rabin::Rabin;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// The two marker bytes that open every single-object-encoded message.
+pub const MAGIC: [u8; 2] = [0xC3, 0x01];
+/// Marker plus the 8-byte little-endian CRC-64-AVRO (Rabin) fingerprint.
+pub const HEADER_LEN: usize = 10;
+
+/// One schema from `schemas/`, parsed once, with its reader and writer resolved once.
+pub struct Codec {
+    name: &'static str,
+    source: &'static str,
+    schema: &'static Schema,
+    fingerprint: [u8; 8],
+    writer: GenericDatumWriter<'static>,
+    reader: GenericDatumReader<'static>,
+}
+
+impl Codec {
+    /// Builds the codec of an embedded schema. The schemas are compiled into the binary and
+    /// checked by tests, so a failure here is a build defect and stops the process loudly.
+    fn embedded(name: &'static str, source: &'static str) -> Codec {
+        let schema: &'static Schema = Box::leak(Box::new(
+            Schema::parse_str(source)
+                .unwrap_or_else(|e| panic!("bug: embedded schema {name} does not parse: {e}")),
+        ));
+        let mut fingerprint = [0u8; 8];
+        fingerprint.copy_from_slice(&schema.fingerprint::<Rabin>().bytes);
+        let writer = GenericDatumWriter::builder(schema)
+            .build()
+            .unwrap_or_else(|e| panic!("bug: writer for {name}: {e}"));
+        let reader = GenericDatumReader::builder(schema)
+            .build()
+            .unwrap_or_else(|e| panic!("bug: reader for {name}: {e}"));
+        Codec { name, source, schema, fingerprint, writer, reader }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn schema(&self) -> &'static Schema {
+        self.schema
+    }
+
+    /// The `.avsc` text the codec was built from.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// The little-endian Rabin fingerprint of the schema's parsing canonical form.
+    pub fn fingerprint(&self) -> [u8; 8] {
+        self.fingerprint
+    }
+
+    /// Appends the single-object encoding of `value` to `out`.
+    pub fn encode_into<T: Serialize>(&self, value: &T, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.fingerprint);
+        self.writer
+            .write_ser(out, value)
+            .map(|_| ())
+            .map_err(|e| Error::Encode { schema: self.name, message: e.to_string() })
+    }
+
+    pub fn encode<T: Serialize>(&self, value: &T) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(256);
+        self.encode_into(value, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes a single-object-encoded message, refusing another schema's fingerprint and
+    /// any bytes left over after the datum.
+    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
+        let fingerprint = split_header(bytes)?;
+        if fingerprint != self.fingerprint {
+            return Err(Error::WrongSchema {
+                expected: self.name,
+                fingerprint: fingerprint_hex(fingerprint),
+            });
+        }
+        let mut datum = &bytes[HEADER_LEN..];
+        let value = self
+            .reader
+            .read_deser(&mut datum)
+            .map_err(|e| Error::Decode { schema: self.name, message: e.to_string() })?;
+        if !datum.is_empty() {
+            return Err(Error::TrailingBytes { schema: self.name, trailing: datum.len() });
+        }
+        Ok(value)
+    }
+}
+
+/// Checks the single-object marker and returns the fingerprint.
+pub fn split_header(bytes: &[u8]) -> Result<[u8; 8]> {
+    if bytes.len() < HEADER_LEN {
+        return Err(Error::NotSingleObject("shorter than the 10-byte header"));
+    }
+    if bytes[..2] != MAGIC {
+        return Err(Error::NotSingleObject("missing the C3 01 marker"));
+    }
+    let mut fingerprint = [0u8; 8];
+    fingerprint.copy_from_slice(&bytes[2..HEADER_LEN]);
+    Ok(fingerprint)
+}
+
+pub fn fingerprint_hex(fingerprint: [u8; 8]) -> String {
+    fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A type with a schema in `schemas/`.
+pub trait AvroRecord: Serialize + DeserializeOwned {
+    fn codec() -> &'static Codec;
+
+    fn to_avro(&self) -> Result<Vec<u8>> {
+        Self::codec().encode(self)
+    }
+
+    fn from_avro(bytes: &[u8]) -> Result<Self> {
+        Self::codec().decode(bytes)
+    }
+}
+
+/// Name and codec of each schema, so a reader can find a schema by fingerprint.
+pub struct SchemaInfo {
+    pub file: &'static str,
+    pub codec: &'static Codec,
+}
+
+macro_rules! schemas {
+    ($($ty:ident => $file:literal),+ $(,)?) => {
+        $(
+            impl AvroRecord for crate::types::$ty {
+                fn codec() -> &'static Codec {
+                    static CODEC: LazyLock<Codec> = LazyLock::new(|| {
+                        Codec::embedded(
+                            stringify!($ty),
+                            include_str!(concat!("../../../schemas/", $file)),
+                        )
+                    });
+                    &CODEC
+                }
+            }
+        )+
+
+        /// Every schema of `schemas/`, in a fixed order.
+        pub fn schemas() -> Vec<SchemaInfo> {
+            vec![$(SchemaInfo { file: $file, codec: <crate::types::$ty as AvroRecord>::codec() }),+]
+        }
+    };
+}
+
+schemas! {
+    Incident => "Incident.avsc",
+    SignedIncident => "SignedIncident.avsc",
+    Alert => "Alert.avsc",
+    Rejection => "Rejection.avsc",
+    DeliveryReceipt => "DeliveryReceipt.avsc",
+    Ack => "Ack.avsc",
+    Subscription => "Subscription.avsc",
+}
+
+/// Finds the schema a single-object-encoded message was written with.
+pub fn schema_by_fingerprint(fingerprint: [u8; 8]) -> Option<&'static Codec> {
+    static ALL: LazyLock<Vec<&'static Codec>> =
+        LazyLock::new(|| schemas().into_iter().map(|s| s.codec).collect());
+    ALL.iter().copied().find(|c| c.fingerprint == fingerprint)
+}

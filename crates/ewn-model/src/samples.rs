@@ -1,0 +1,145 @@
+//! Fully populated sample values, for tests and benches of this and other crates.
+
+use std::collections::BTreeMap;
+
+use crate::types::*;
+
+pub fn incident() -> Incident {
+    Incident {
+        incident_id: "7d0e7c1e-5b2a-4a57-9f6c-2f1d8b0c9a11".into(),
+        occurred_at: 1_790_000_000_000,
+        reported_at: 1_790_000_060_000,
+        reporter: Reporter {
+            state: "KZ".into(),
+            agency: "KZ-KNB".into(),
+            post_id: Some("KZ-ZHARKENT-03".into()),
+        },
+        category: Category::SuspiciousCrossing,
+        severity: Level::High,
+        source_reliability: SourceReliability::B,
+        info_credibility: 2,
+        tlp: Tlp::Amber,
+        location: Location {
+            lat: 44.1667,
+            lon: 80.0,
+            area: "KZ-ZHT".into(),
+            crossing: Some("KZ-KHORGOS".into()),
+        },
+        direction: Some(Direction::Exit),
+        subjects: vec![Subject {
+            kind: SubjectKind::Person,
+            subject_ref: "a".repeat(64),
+            watchlist: Some("UNSC-1267".into()),
+        }],
+        summary: "Subject crossed on foot at dusk with two companions".into(),
+        attributes: BTreeMap::from([("shift".to_string(), "night".to_string())]),
+    }
+}
+
+pub fn signed_incident() -> SignedIncident {
+    SignedIncident { key_id: "kz-2026-01".into(), signature: [7; 64], payload: vec![1, 2, 3] }
+}
+
+pub fn alert() -> Alert {
+    Alert {
+        alert_id: "0123456789abcdef0123456789abcdef".into(),
+        msg_type: MsgType::Update,
+        references: vec!["fedcba9876543210fedcba9876543210".into()],
+        rule: "cross_border_movement".into(),
+        level: Level::High,
+        score: 71,
+        reasons: vec![ScoreReason {
+            factor: "category".into(),
+            contribution: 71,
+            detail: "SUSPICIOUS_CROSSING".into(),
+        }],
+        key: "a".repeat(64),
+        window_start: 1_790_000_000_000,
+        window_end: 1_790_259_200_000,
+        incident_ids: vec!["7d0e7c1e-5b2a-4a57-9f6c-2f1d8b0c9a11".into()],
+        states: vec!["KZ".into(), "KG".into()],
+        categories: vec![Category::SuspiciousCrossing],
+        areas: vec!["KZ-ZHT".into()],
+        points: vec![GeoPoint { lat: 44.1667, lon: 80.0 }],
+        tlp: Tlp::AmberStrict,
+        named_agencies: vec!["KG-GKNB".into()],
+        created_at: 1_790_000_100_000,
+        evidence: vec![Evidence {
+            incident_id: "7d0e7c1e-5b2a-4a57-9f6c-2f1d8b0c9a11".into(),
+            topic: "ewn.incidents.kz".into(),
+            partition: 2,
+            offset: 12345,
+            key_id: "kz-2026-01".into(),
+            signature: [9; 64],
+            payload_sha256: [4; 32],
+        }],
+    }
+}
+
+pub fn rejection() -> Rejection {
+    Rejection {
+        reason: RejectReason::BadSignature,
+        detail: "key kz-2026-01: signature does not verify".into(),
+        topic: "ewn.incidents.kz".into(),
+        partition: 0,
+        offset: 42,
+        key_id: Some("kz-2026-01".into()),
+        incident_id: None,
+        record_size: 512,
+        record_sha256: [1; 32],
+        rejected_at: 1_790_000_100_000,
+        rejected_by: "process-1".into(),
+    }
+}
+
+pub fn delivery_receipt() -> DeliveryReceipt {
+    DeliveryReceipt {
+        alert_id: "0123456789abcdef0123456789abcdef".into(),
+        subscription_id: "kg-desk".into(),
+        agency: "KG-GKNB".into(),
+        channel: Channel::Webhook,
+        format: Format::Cap,
+        outcome: DeliveryOutcome::Delivered,
+        tlp: Tlp::Amber,
+        redacted: false,
+        escalation_step: 0,
+        webhook_id: Some("msg_0123456789abcdef".into()),
+        attempts: 2,
+        status_code: Some(204),
+        error: None,
+        first_attempt_at: 1_790_000_100_000,
+        completed_at: 1_790_000_101_000,
+    }
+}
+
+pub fn ack() -> Ack {
+    Ack {
+        alert_id: "0123456789abcdef0123456789abcdef".into(),
+        agency: "KG-GKNB".into(),
+        subscription_id: Some("kg-desk".into()),
+        actor: "duty-officer-2".into(),
+        via: AckVia::Console,
+        note: Some("units dispatched".into()),
+        acked_at: 1_790_000_200_000,
+    }
+}
+
+pub fn subscription() -> Subscription {
+    Subscription {
+        id: "kg-desk".into(),
+        agency: "KG-GKNB".into(),
+        clearance: Tlp::Amber,
+        min_level: Level::Medium,
+        categories: vec![Category::WatchlistHit, Category::FtfReturnee],
+        states: vec!["KG".into()],
+        areas: vec![],
+        rules: vec![],
+        format: Format::Json,
+        channel: Channel::Webhook,
+        webhook_url: Some("http://127.0.0.1:9999/hook".into()),
+        webhook_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        redacted_above_clearance: true,
+        escalation: vec![EscalationStep { after_secs: 300, targets: vec!["kg-duty".into()] }],
+        updated_at: 1_790_000_000_000,
+    }
+}

@@ -1,0 +1,302 @@
+//! The records of `schemas/`. Field order, names and enum symbol order must match the schema
+//! files exactly (the codec maps enum variants by index); `tests/schema_conformance` checks it.
+//!
+//! Timestamps are Avro `timestamp-millis`: milliseconds since the Unix epoch, UTC.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A closed set of symbols mirrored from an Avro enum, with its text form (also used as a
+/// metric label value), in schema order.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every symbol, in schema order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownSymbol;
+            fn from_str(s: &str) -> Result<Self, UnknownSymbol> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownSymbol { kind: stringify!($name), value: s.chars().take(40).collect() }),
+                }
+            }
+        }
+    };
+}
+
+/// A text that is not one of an enum's symbols.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{value}`")]
+pub struct UnknownSymbol {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+wire_enum!(Category {
+    WatchlistHit = "WATCHLIST_HIT",
+    SuspiciousCrossing = "SUSPICIOUS_CROSSING",
+    DocumentFraud = "DOCUMENT_FRAUD",
+    WeaponsSeizure = "WEAPONS_SEIZURE",
+    ExplosivesPrecursor = "EXPLOSIVES_PRECURSOR",
+    FtfReturnee = "FTF_RETURNEE",
+    AttackPlanning = "ATTACK_PLANNING",
+    Cyber = "CYBER",
+    Other = "OTHER",
+});
+
+wire_enum!(
+    /// Ordered: `Low < Medium < High < Critical`.
+    Level { Low = "LOW", Medium = "MEDIUM", High = "HIGH", Critical = "CRITICAL" }
+);
+
+wire_enum!(
+    /// Admiralty/NATO source reliability, `A` (completely reliable) .. `F` (cannot be judged).
+    SourceReliability { A = "A", B = "B", C = "C", D = "D", E = "E", F = "F" }
+);
+
+wire_enum!(
+    /// FIRST TLP 2.0, ordered from least to most restricted.
+    Tlp { Clear = "CLEAR", Green = "GREEN", Amber = "AMBER", AmberStrict = "AMBER_STRICT", Red = "RED" }
+);
+
+wire_enum!(Direction { Entry = "ENTRY", Exit = "EXIT" });
+
+wire_enum!(SubjectKind {
+    Person = "PERSON",
+    Vehicle = "VEHICLE",
+    Document = "DOCUMENT",
+    Phone = "PHONE",
+    Organisation = "ORGANISATION",
+});
+
+wire_enum!(MsgType { Alert = "ALERT", Update = "UPDATE", Cancel = "CANCEL" });
+
+wire_enum!(
+    /// Why a record was rejected: a closed set, reused as the `reason` metric label.
+    RejectReason {
+        Undecodable = "UNDECODABLE",
+        Oversized = "OVERSIZED",
+        UnknownKey = "UNKNOWN_KEY",
+        BadSignature = "BAD_SIGNATURE",
+        KeyStateMismatch = "KEY_STATE_MISMATCH",
+        TopicMismatch = "TOPIC_MISMATCH",
+        KeyRevoked = "KEY_REVOKED",
+        KeyExpired = "KEY_EXPIRED",
+        Duplicate = "DUPLICATE",
+        ClockSkew = "CLOCK_SKEW",
+        TooOld = "TOO_OLD",
+        Invalid = "INVALID",
+    }
+);
+
+wire_enum!(Channel { Webhook = "WEBHOOK", Stream = "STREAM", Console = "CONSOLE" });
+
+wire_enum!(Format { Json = "JSON", Cap = "CAP" });
+
+wire_enum!(DeliveryOutcome {
+    Delivered = "DELIVERED",
+    DeadLetter = "DEAD_LETTER",
+    EndpointGone = "ENDPOINT_GONE",
+});
+
+wire_enum!(AckVia { Api = "API", Console = "CONSOLE", Cap = "CAP" });
+
+impl RejectReason {
+    /// The lower-case code printed by tools and used as a metric label.
+    pub fn code(self) -> String {
+        self.as_str().to_ascii_lowercase()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reporter {
+    pub state: String,
+    pub agency: String,
+    pub post_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
+    pub area: String,
+    pub crossing: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub kind: SubjectKind,
+    /// Blinded identifier: hex(HMAC-SHA256(blinding key, kind ":" normalised id)).
+    #[serde(rename = "ref")]
+    pub subject_ref: String,
+    pub watchlist: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub incident_id: String,
+    pub occurred_at: i64,
+    pub reported_at: i64,
+    pub reporter: Reporter,
+    pub category: Category,
+    pub severity: Level,
+    pub source_reliability: SourceReliability,
+    pub info_credibility: i32,
+    pub tlp: Tlp,
+    pub location: Location,
+    pub direction: Option<Direction>,
+    pub subjects: Vec<Subject>,
+    pub summary: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedIncident {
+    pub key_id: String,
+    #[serde(with = "apache_avro::serde::fixed")]
+    pub signature: [u8; 64],
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScoreReason {
+    pub factor: String,
+    pub contribution: i32,
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GeoPoint {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub incident_id: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key_id: String,
+    #[serde(with = "apache_avro::serde::fixed")]
+    pub signature: [u8; 64],
+    #[serde(with = "apache_avro::serde::fixed")]
+    pub payload_sha256: [u8; 32],
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub alert_id: String,
+    pub msg_type: MsgType,
+    pub references: Vec<String>,
+    pub rule: String,
+    pub level: Level,
+    pub score: i32,
+    pub reasons: Vec<ScoreReason>,
+    pub key: String,
+    pub window_start: i64,
+    pub window_end: i64,
+    pub incident_ids: Vec<String>,
+    pub states: Vec<String>,
+    pub categories: Vec<Category>,
+    pub areas: Vec<String>,
+    pub points: Vec<GeoPoint>,
+    pub tlp: Tlp,
+    pub named_agencies: Vec<String>,
+    pub created_at: i64,
+    pub evidence: Vec<Evidence>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key_id: Option<String>,
+    pub incident_id: Option<String>,
+    pub record_size: i64,
+    #[serde(with = "apache_avro::serde::fixed")]
+    pub record_sha256: [u8; 32],
+    pub rejected_at: i64,
+    pub rejected_by: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReceipt {
+    pub alert_id: String,
+    pub subscription_id: String,
+    pub agency: String,
+    pub channel: Channel,
+    pub format: Format,
+    pub outcome: DeliveryOutcome,
+    pub tlp: Tlp,
+    pub redacted: bool,
+    pub escalation_step: i32,
+    pub webhook_id: Option<String>,
+    pub attempts: i32,
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub first_attempt_at: i64,
+    pub completed_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub alert_id: String,
+    pub agency: String,
+    pub subscription_id: Option<String>,
+    pub actor: String,
+    pub via: AckVia,
+    pub note: Option<String>,
+    pub acked_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationStep {
+    pub after_secs: i64,
+    pub targets: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub agency: String,
+    pub clearance: Tlp,
+    pub min_level: Level,
+    pub categories: Vec<Category>,
+    pub states: Vec<String>,
+    pub areas: Vec<String>,
+    pub rules: Vec<String>,
+    pub format: Format,
+    pub channel: Channel,
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub redacted_above_clearance: bool,
+    pub escalation: Vec<EscalationStep>,
+    pub updated_at: i64,
+}
