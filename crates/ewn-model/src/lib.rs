@@ -11,6 +11,7 @@ pub mod codec;
 pub mod error;
 pub mod samples;
 pub mod types;
+pub mod validate;
 
 pub use codec::{AvroRecord, Codec, SchemaInfo, schema_by_fingerprint, schemas};
 pub use error::{Error, Result};

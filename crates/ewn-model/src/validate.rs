@@ -1,0 +1,164 @@
+//! Semantic checks on an `Incident`, shared by the producer (before signing) and the
+//! verifier (after decoding), so both sides hold reports to the same bounds.
+
+use crate::types::Incident;
+
+/// Bounds on the free-form parts of a report. Hostile producers could otherwise grow
+/// records, windows and alerts without limit.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub summary_max_bytes: usize,
+    pub subjects_max: usize,
+    pub attributes_max: usize,
+    pub text_max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { summary_max_bytes: 2048, subjects_max: 32, attributes_max: 32, text_max_bytes: 128 }
+    }
+}
+
+/// One problem with one field, named by its path (`subjects[2].ref`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "field `{}`: {}", self.field, self.message)
+    }
+}
+
+/// Checks an incident against `limits`; returns every problem found, not just the first.
+pub fn validate_incident(incident: &Incident, limits: &Limits) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut fail = |field: &str, message: String| {
+        errors.push(FieldError { field: field.to_string(), message })
+    };
+    if !is_uuid(&incident.incident_id) {
+        fail("incident_id", "is not a UUID (8-4-4-4-12 hex digits)".into());
+    }
+    if incident.occurred_at > incident.reported_at {
+        fail("occurred_at", "is after reported_at".into());
+    }
+    if !is_state_code(&incident.reporter.state) {
+        fail("reporter.state", "is not an ISO 3166-1 alpha-2 code in upper case".into());
+    }
+    check_text(&mut fail, "reporter.agency", &incident.reporter.agency, limits, false);
+    if let Some(post) = &incident.reporter.post_id {
+        check_text(&mut fail, "reporter.post_id", post, limits, false);
+    }
+    if !(1..=6).contains(&incident.info_credibility) {
+        fail("info_credibility", format!("{} is outside 1..6", incident.info_credibility));
+    }
+    let loc = &incident.location;
+    if !(loc.lat.is_finite() && (-90.0..=90.0).contains(&loc.lat)) {
+        fail("location.lat", "is not a latitude in -90..90".into());
+    }
+    if !(loc.lon.is_finite() && (-180.0..=180.0).contains(&loc.lon)) {
+        fail("location.lon", "is not a longitude in -180..180".into());
+    }
+    check_text(&mut fail, "location.area", &loc.area, limits, false);
+    if let Some(crossing) = &loc.crossing {
+        check_text(&mut fail, "location.crossing", crossing, limits, false);
+    }
+    if incident.subjects.len() > limits.subjects_max {
+        fail("subjects", format!("has {} entries, at most {}", incident.subjects.len(), limits.subjects_max));
+    }
+    for (i, subject) in incident.subjects.iter().enumerate() {
+        if !is_blinded_ref(&subject.subject_ref) {
+            fail(&format!("subjects[{i}].ref"), "is not a blinded reference (64 lower-case hex digits)".into());
+        }
+        if let Some(list) = &subject.watchlist {
+            check_text(&mut fail, &format!("subjects[{i}].watchlist"), list, limits, false);
+        }
+    }
+    if incident.summary.len() > limits.summary_max_bytes {
+        fail("summary", format!("is {} bytes, at most {}", incident.summary.len(), limits.summary_max_bytes));
+    }
+    if incident.attributes.len() > limits.attributes_max {
+        fail("attributes", format!("has {} entries, at most {}", incident.attributes.len(), limits.attributes_max));
+    }
+    for (key, value) in &incident.attributes {
+        check_text(&mut fail, "attributes (key)", key, limits, false);
+        if value.len() > limits.summary_max_bytes {
+            fail(&format!("attributes.{}", printable(key)), "value is too long".into());
+        }
+    }
+    errors
+}
+
+fn check_text(fail: &mut impl FnMut(&str, String), field: &str, value: &str, limits: &Limits, may_be_empty: bool) {
+    if value.is_empty() && !may_be_empty {
+        fail(field, "is empty".into());
+    } else if value.len() > limits.text_max_bytes {
+        fail(field, format!("is {} bytes, at most {}", value.len(), limits.text_max_bytes));
+    } else if value.chars().any(char::is_control) {
+        fail(field, "contains control characters".into());
+    }
+}
+
+/// A bounded, printable rendering of untrusted text for error messages.
+pub fn printable(value: &str) -> String {
+    let mut out: String =
+        value.chars().take(40).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if value.chars().count() > 40 {
+        out.push('…');
+    }
+    out
+}
+
+pub fn is_state_code(s: &str) -> bool {
+    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+pub fn is_blinded_ref(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::samples;
+
+    #[test]
+    fn sample_is_valid() {
+        assert_eq!(validate_incident(&samples::incident(), &Limits::default()), vec![]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let mut i = samples::incident();
+        i.incident_id = "nope".into();
+        i.info_credibility = 9;
+        i.location.lat = f64::NAN;
+        i.subjects[0].subject_ref = "raw-passport-123".into();
+        i.summary = "x".repeat(5000);
+        i.reporter.state = "kz".into();
+        let fields: Vec<String> =
+            validate_incident(&i, &Limits::default()).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            ["incident_id", "reporter.state", "info_credibility", "location.lat", "subjects[0].ref", "summary"]
+        );
+    }
+
+    #[test]
+    fn uuid_shape() {
+        assert!(is_uuid("7d0e7c1e-5b2a-4a57-9f6c-2f1d8b0c9a11"));
+        assert!(!is_uuid("7d0e7c1e5b2a4a579f6c2f1d8b0c9a11"));
+        assert!(!is_uuid("7d0e7c1e-5b2a-4a57-9f6c-2f1d8b0c9a1g"));
+    }
+}

@@ -1,0 +1,23 @@
+//! Who may say what: EWN's keys and the checks on them.
+//!
+//! - [`keys`]: Ed25519 signing keys (PKCS#8 PEM files, mode 0600) and domain-separated
+//!   signing of incidents (`"ewn/incident/v1" || payload`).
+//! - [`store`]: the TOML trust store of public keys with validity windows and revocation.
+//! - [`verify`]: verification of `SignedIncident` records with closed-set reason codes.
+//! - [`blind`]: normalisation and HMAC blinding of subject identifiers.
+//! - [`secret`]: reading and writing secret files with restrictive modes.
+//!
+//! No Kafka, no network. Time is passed in, never read here.
+
+pub mod blind;
+pub mod error;
+pub mod keys;
+pub mod secret;
+pub mod store;
+pub mod verify;
+
+pub use blind::BlindingKey;
+pub use error::{Error, Result};
+pub use keys::{DOMAIN, IncidentSigner};
+pub use store::{KeyEntry, TrustStore};
+pub use verify::{Rejected, Verified, Verifier, VerifyPolicy};

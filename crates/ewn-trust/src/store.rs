@@ -1,0 +1,310 @@
+//! The trust store: which public key may sign for which member state, and when.
+//!
+//! ```toml
+//! [[keys]]
+//! key_id = "kz-2026-01"
+//! state = "KZ"
+//! public_key = "base64 of the 32-byte Ed25519 public key"
+//! not_before = "2026-01-01T00:00:00Z"
+//! not_after = "2027-01-01T00:00:00Z"
+//! revoked_at = "2026-06-01T00:00:00Z"   # optional
+//! ```
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ed25519_dalek::VerifyingKey;
+use ewn_model::validate::{is_state_code, printable};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// A trusted public key.
+#[derive(Clone, Debug)]
+pub struct KeyEntry {
+    pub key_id: String,
+    /// Upper-case ISO 3166-1 alpha-2 code of the member state the key signs for.
+    pub state: String,
+    pub public_key: VerifyingKey,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+pub struct TrustStore {
+    keys: HashMap<String, KeyEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForm {
+    #[serde(default)]
+    keys: Vec<EntryForm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryForm {
+    key_id: String,
+    state: String,
+    public_key: String,
+    not_before: TimeForm,
+    not_after: TimeForm,
+    revoked_at: Option<TimeForm>,
+}
+
+/// Times may be written as TOML datetimes or as RFC 3339 strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TimeForm {
+    Native(toml::value::Datetime),
+    Text(String),
+}
+
+impl TimeForm {
+    fn millis(&self) -> std::result::Result<i64, String> {
+        let text = match self {
+            TimeForm::Native(d) => d.to_string(),
+            TimeForm::Text(s) => s.clone(),
+        };
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| format!("`{}` is not an RFC 3339 time with offset: {e}", printable(&text)))
+    }
+}
+
+impl TrustStore {
+    pub fn load(path: &Path) -> Result<TrustStore> {
+        let text = fs::read_to_string(path).map_err(Error::io(path))?;
+        TrustStore::parse(&text)
+            .map_err(|problems| Error::BadTrustStore { path: path.into(), problems })
+    }
+
+    /// Parses the TOML text, reporting every problem at once.
+    pub fn parse(text: &str) -> std::result::Result<TrustStore, String> {
+        let form: FileForm = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut problems = Vec::new();
+        let mut keys = HashMap::new();
+        for (i, e) in form.keys.into_iter().enumerate() {
+            let at = format!("keys[{i}] (key_id `{}`)", printable(&e.key_id));
+            match entry(e) {
+                Ok(entry) => {
+                    if keys.contains_key(&entry.key_id) {
+                        problems.push(format!("{at}: duplicate key_id"));
+                    } else {
+                        keys.insert(entry.key_id.clone(), entry);
+                    }
+                }
+                Err(errs) => problems.extend(errs.into_iter().map(|p| format!("{at}: {p}"))),
+            }
+        }
+        if problems.is_empty() { Ok(TrustStore { keys }) } else { Err(problems.join("; ")) }
+    }
+
+    pub fn get(&self, key_id: &str) -> Option<&KeyEntry> {
+        self.keys.get(key_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn insert(&mut self, entry: KeyEntry) {
+        self.keys.insert(entry.key_id.clone(), entry);
+    }
+
+    /// Appends a key to the trust store file (created if missing), keeping what is there,
+    /// comments included. Refuses a key id the store already holds.
+    pub fn append_to_file(path: &Path, entry: &KeyEntry) -> Result<()> {
+        let existing = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::Io { path: path.into(), source: e }),
+        };
+        let store = TrustStore::parse(&existing)
+            .map_err(|problems| Error::BadTrustStore { path: path.into(), problems })?;
+        if store.get(&entry.key_id).is_some() {
+            return Err(Error::DuplicateKey { key_id: entry.key_id.clone() });
+        }
+        let mut text = existing;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&entry.to_toml());
+        TrustStore::parse(&text)
+            .map_err(|problems| Error::BadTrustStore { path: path.into(), problems })?;
+        let tmp = path.with_extension("toml.tmp");
+        let mut file = fs::File::create(&tmp).map_err(Error::io(&tmp))?;
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(Error::io(&tmp))?;
+        fs::rename(&tmp, path).map_err(Error::io(path))
+    }
+}
+
+fn entry(e: EntryForm) -> std::result::Result<KeyEntry, Vec<String>> {
+    let mut problems = Vec::new();
+    if e.key_id.is_empty() || e.key_id.len() > 64 || e.key_id.chars().any(char::is_control) {
+        problems.push("key_id must be 1..64 printable characters".to_string());
+    }
+    if !is_state_code(&e.state) {
+        problems.push(format!("state `{}` is not an upper-case ISO 3166-1 alpha-2 code", printable(&e.state)));
+    }
+    let public_key = match B64.decode(e.public_key.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+        None => {
+            problems.push("public_key is not base64 of 32 bytes".to_string());
+            None
+        }
+        Some(bytes) => match VerifyingKey::from_bytes(&bytes) {
+            Ok(k) if k.is_weak() => {
+                problems.push("public_key is a weak (small-order) point".to_string());
+                None
+            }
+            Ok(k) => Some(k),
+            Err(_) => {
+                problems.push("public_key is not a valid Ed25519 point".to_string());
+                None
+            }
+        },
+    };
+    let mut time = |name: &str, t: &TimeForm| match t.millis() {
+        Ok(ms) => Some(ms),
+        Err(p) => {
+            problems.push(format!("{name}: {p}"));
+            None
+        }
+    };
+    let not_before = time("not_before", &e.not_before);
+    let not_after = time("not_after", &e.not_after);
+    let revoked_at = e.revoked_at.as_ref().map(|t| time("revoked_at", t));
+    if let (Some(b), Some(a)) = (not_before, not_after) {
+        if a <= b {
+            problems.push("not_after is not after not_before".to_string());
+        }
+    }
+    match (public_key, not_before, not_after, revoked_at) {
+        (Some(public_key), Some(not_before), Some(not_after), revoked_at) if problems.is_empty() => {
+            Ok(KeyEntry {
+                key_id: e.key_id,
+                state: e.state,
+                public_key,
+                not_before,
+                not_after,
+                revoked_at: revoked_at.flatten(),
+            })
+        }
+        _ => Err(problems),
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl KeyEntry {
+    pub fn public_key_base64(&self) -> String {
+        B64.encode(self.public_key.as_bytes())
+    }
+
+    fn to_toml(&self) -> String {
+        let mut s = format!(
+            "[[keys]]\nkey_id = {}\nstate = {}\npublic_key = \"{}\"\nnot_before = \"{}\"\nnot_after = \"{}\"\n",
+            toml_string(&self.key_id),
+            toml_string(&self.state),
+            self.public_key_base64(),
+            rfc3339(self.not_before),
+            rfc3339(self.not_after),
+        );
+        if let Some(r) = self.revoked_at {
+            s.push_str(&format!("revoked_at = \"{}\"\n", rfc3339(r)));
+        }
+        s
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::generate;
+
+    fn sample(key_id: &str) -> KeyEntry {
+        KeyEntry {
+            key_id: key_id.into(),
+            state: "KZ".into(),
+            public_key: generate().verifying_key(),
+            not_before: 1_767_225_600_000,
+            not_after: 1_798_761_600_000,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn append_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        fs::write(&path, "# operator's note\n").unwrap();
+        TrustStore::append_to_file(&path, &sample("kz-1")).unwrap();
+        let mut revoked = sample("kz-2");
+        revoked.revoked_at = Some(1_780_000_000_000);
+        TrustStore::append_to_file(&path, &revoked).unwrap();
+        assert!(matches!(
+            TrustStore::append_to_file(&path, &sample("kz-1")),
+            Err(Error::DuplicateKey { .. })
+        ));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# operator's note\n"));
+        let store = TrustStore::load(&path).unwrap();
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.get("kz-2").unwrap().revoked_at, Some(1_780_000_000_000));
+        assert_eq!(store.get("kz-1").unwrap().not_before, 1_767_225_600_000);
+    }
+
+    #[test]
+    fn native_toml_datetimes_are_accepted() {
+        let key = sample("x").public_key_base64();
+        let text = format!(
+            "[[keys]]\nkey_id = \"x\"\nstate = \"KG\"\npublic_key = \"{key}\"\nnot_before = 2026-01-01T00:00:00Z\nnot_after = 2027-01-01T00:00:00Z\n"
+        );
+        assert_eq!(TrustStore::parse(&text).unwrap().get("x").unwrap().state, "KG");
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let text = "[[keys]]\nkey_id = \"bad\"\nstate = \"kz\"\npublic_key = \"AAAA\"\nnot_before = \"yesterday\"\nnot_after = \"2027-01-01T00:00:00Z\"\n";
+        let err = TrustStore::parse(text).unwrap_err();
+        assert!(err.contains("keys[0] (key_id `bad`): state `kz`"), "{err}");
+        assert!(err.contains("public_key is not base64 of 32 bytes"), "{err}");
+        assert!(err.contains("not_before: `yesterday`"), "{err}");
+        let unknown = "[[keys]]\nkey_id = \"x\"\nstat = \"KZ\"\n";
+        assert!(TrustStore::parse(unknown).unwrap_err().contains("unknown field `stat`"));
+    }
+
+    #[test]
+    fn weak_keys_are_refused() {
+        // The identity point encodes as 0x01 followed by zeros: small order.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let text = format!(
+            "[[keys]]\nkey_id = \"w\"\nstate = \"KZ\"\npublic_key = \"{}\"\nnot_before = \"2026-01-01T00:00:00Z\"\nnot_after = \"2027-01-01T00:00:00Z\"\n",
+            B64.encode(weak)
+        );
+        assert!(TrustStore::parse(&text).unwrap_err().contains("weak"));
+    }
+}
