@@ -1,0 +1,47 @@
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use thiserror::Error;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("kafka: {context}: {source}")]
+    Kafka { context: String, source: KafkaError },
+    #[error("kafka setting `{key}`: {message}")]
+    Setting { key: String, message: String },
+    #[error("topic {topic}: {message}")]
+    Topic { topic: String, message: String },
+    #[error("no topic matches {0}")]
+    NoTopic(String),
+}
+
+impl Error {
+    pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
+        let context = context.into();
+        move |source| Error::Kafka { context, source }
+    }
+
+    /// True when retrying later may succeed (broker unreachable, timeouts, leadership moves).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kafka { source, .. } => matches!(
+                source.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::BrokerTransportFailure
+                        | RDKafkaErrorCode::AllBrokersDown
+                        | RDKafkaErrorCode::OperationTimedOut
+                        | RDKafkaErrorCode::MessageTimedOut
+                        | RDKafkaErrorCode::RequestTimedOut
+                        | RDKafkaErrorCode::QueueFull
+                        | RDKafkaErrorCode::NotLeaderForPartition
+                        | RDKafkaErrorCode::LeaderNotAvailable
+                        | RDKafkaErrorCode::NetworkException
+                        | RDKafkaErrorCode::NotCoordinator
+                        | RDKafkaErrorCode::CoordinatorNotAvailable
+                )
+            ),
+            Error::NoTopic(_) => true,
+            Error::Setting { .. } | Error::Topic { .. } => false,
+        }
+    }
+}

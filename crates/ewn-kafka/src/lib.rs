@@ -1,0 +1,20 @@
+//! EWN's one door to Kafka. No other crate names rdkafka: they see settings, topic names,
+//! a producer that confirms deliveries, readers that hand out borrowed records, and metrics.
+//!
+//! The test broker (Tansu 0.6.0) has no transactions and no auto-creation, so nothing here
+//! relies on either: topics are created explicitly and producers are idempotent.
+
+pub mod admin;
+pub mod error;
+pub mod metrics;
+pub mod producer;
+pub mod reader;
+pub mod settings;
+pub mod topics;
+
+pub use error::{Error, Result};
+pub use metrics::KafkaMetrics;
+pub use producer::{DeliveryReport, RecordProducer};
+pub use reader::{AssignedReader, RawRecord, StartAt};
+pub use settings::KafkaSettings;
+pub use topics::{TopicKind, TopicSpec, Topics};

@@ -1,0 +1,74 @@
+//! librdkafka statistics as Prometheus series (as Vector does): queue depths, consumer lag,
+//! broker round trips and error counts. Label values are topic names, partition numbers and
+//! broker names: bounded sets owned by the operator, never record data.
+
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use rdkafka::Statistics;
+
+#[derive(Clone)]
+pub struct KafkaMetrics {
+    queue_messages: IntGaugeVec,
+    queue_bytes: IntGaugeVec,
+    consumer_lag: IntGaugeVec,
+    broker_rtt_avg_us: IntGaugeVec,
+    broker_errors: IntGaugeVec,
+    stats_total: IntCounterVec,
+}
+
+impl KafkaMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let stats_total = IntCounterVec::new(
+            Opts::new("ewn_kafka_statistics_total", "librdkafka statistics reports received"),
+            &["client"],
+        )?;
+        registry.register(Box::new(stats_total.clone()))?;
+        Ok(KafkaMetrics {
+            queue_messages: gauge("ewn_kafka_queue_messages", "messages in the client's produce queue", &["client"])?,
+            queue_bytes: gauge("ewn_kafka_queue_bytes", "bytes in the client's produce queue", &["client"])?,
+            consumer_lag: gauge(
+                "ewn_kafka_consumer_lag_messages",
+                "messages between the consumer's position and the partition's high watermark",
+                &["client", "topic", "partition"],
+            )?,
+            broker_rtt_avg_us: gauge(
+                "ewn_kafka_broker_rtt_average_microseconds",
+                "average broker round-trip time over the last statistics window",
+                &["client", "broker"],
+            )?,
+            broker_errors: gauge(
+                "ewn_kafka_broker_transmit_errors",
+                "cumulative transmit errors per broker connection",
+                &["client", "broker"],
+            )?,
+            stats_total,
+        })
+    }
+
+    /// Applies one librdkafka statistics report; `client` is the role (`publish`, `process`, ...).
+    pub fn observe(&self, client: &str, stats: &Statistics) {
+        self.stats_total.with_label_values(&[client]).inc();
+        self.queue_messages.with_label_values(&[client]).set(stats.msg_cnt as i64);
+        self.queue_bytes.with_label_values(&[client]).set(stats.msg_size as i64);
+        for topic in stats.topics.values() {
+            for (id, p) in &topic.partitions {
+                // -1 is librdkafka's internal UA partition; a lag of -1 means "unknown".
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    self.consumer_lag
+                        .with_label_values(&[client, topic.topic.as_str(), id.to_string().as_str()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+        for broker in stats.brokers.values() {
+            if let Some(rtt) = &broker.rtt {
+                self.broker_rtt_avg_us.with_label_values(&[client, broker.nodename.as_str()]).set(rtt.avg);
+            }
+            self.broker_errors.with_label_values(&[client, broker.nodename.as_str()]).set(broker.txerrs as i64);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! A group-less reader: assigns every partition of the matching topics itself. For tools
+//! (`ewn tail`) and tests that read a topic without joining or disturbing a consumer group.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, Timestamp};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::{Error, Result};
+use crate::settings::KafkaSettings;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    End,
+}
+
+/// A record borrowed from the client's buffer, valid for the callback only.
+#[derive(Debug)]
+pub struct RawRecord<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub timestamp_ms: Option<i64>,
+}
+
+pub struct AssignedReader {
+    consumer: BaseConsumer,
+    topics: Vec<String>,
+}
+
+impl AssignedReader {
+    /// Assigns every partition of every topic whose name satisfies `select`. Fails with
+    /// [`Error::NoTopic`] when none does.
+    pub fn new(
+        settings: &KafkaSettings,
+        role: &str,
+        what: &str,
+        select: impl Fn(&str) -> bool,
+        start: StartAt,
+    ) -> Result<Self> {
+        settings.check()?;
+        let consumer: BaseConsumer =
+            settings.consumer_config(role, None).create().map_err(Error::kafka("create consumer"))?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_millis(settings.request_timeout_ms))
+            .map_err(Error::kafka("fetch metadata"))?;
+        let offset = match start {
+            StartAt::Beginning => Offset::Beginning,
+            StartAt::End => Offset::End,
+        };
+        let mut list = TopicPartitionList::new();
+        let mut topics = Vec::new();
+        for topic in metadata.topics().iter().filter(|t| t.error().is_none() && select(t.name())) {
+            topics.push(topic.name().to_string());
+            for p in topic.partitions() {
+                list.add_partition_offset(topic.name(), p.id(), offset)
+                    .map_err(Error::kafka("assign"))?;
+            }
+        }
+        if topics.is_empty() {
+            return Err(Error::NoTopic(what.to_string()));
+        }
+        topics.sort();
+        consumer.assign(&list).map_err(Error::kafka("assign"))?;
+        Ok(AssignedReader { consumer, topics })
+    }
+
+    /// The topics assigned, sorted.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// Waits up to `timeout` for one record and hands it to `f`. `Ok(None)` when none came.
+    pub fn poll<T>(&self, timeout: Duration, f: impl FnOnce(RawRecord<'_>) -> T) -> Result<Option<T>> {
+        match self.consumer.poll(timeout) {
+            None => Ok(None),
+            Some(Err(e)) => Err(Error::Kafka { context: "consume".into(), source: e }),
+            Some(Ok(m)) => {
+                let timestamp_ms = match m.timestamp() {
+                    Timestamp::NotAvailable => None,
+                    Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+                };
+                Ok(Some(f(RawRecord {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key(),
+                    value: m.payload(),
+                    timestamp_ms,
+                })))
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Client settings. Durability is not optional: producers always use `acks=all` and
+//! idempotence, so a retried batch is never written twice.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// Prefix of every topic name, so several networks or test runs share one cluster.
+    pub topic_prefix: String,
+    pub client_id: String,
+    /// Partitions of each topic `ewn topics create` makes.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Member states (ISO 3166-1 alpha-2) with an incidents topic each.
+    pub states: Vec<String>,
+    /// How long the producer keeps retrying a record before reporting it failed.
+    pub message_timeout_ms: u64,
+    /// How long admin and metadata requests may take.
+    pub request_timeout_ms: u64,
+    pub linger_ms: u64,
+    /// librdkafka statistics interval; 0 turns statistics off.
+    pub statistics_interval_ms: u64,
+    /// Further librdkafka properties (`security.protocol`, `sasl.*`, `ssl.*`, ...). They
+    /// may not weaken the durability settings above.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "ewn.".into(),
+            client_id: "ewn".into(),
+            partitions: 3,
+            replication_factor: 1,
+            states: ["kz", "kg", "tj", "uz", "tm"].map(String::from).to_vec(),
+            message_timeout_ms: 30_000,
+            request_timeout_ms: 10_000,
+            linger_ms: 5,
+            statistics_interval_ms: 5_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Properties a user may not override through `properties`.
+const PINNED: &[&str] =
+    &["acks", "enable.idempotence", "enable.auto.commit", "bootstrap.servers", "enable.auto.offset.store"];
+
+impl KafkaSettings {
+    /// Every problem with the settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.brokers.trim().is_empty() {
+            p.push("kafka.brokers: is empty".into());
+        }
+        if self.partitions < 1 {
+            p.push("kafka.partitions: must be at least 1".into());
+        }
+        if self.replication_factor < 1 {
+            p.push("kafka.replication_factor: must be at least 1".into());
+        }
+        let prefix_ok = self.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !prefix_ok || self.topic_prefix.len() > 100 {
+            p.push("kafka.topic_prefix: only ASCII letters, digits, '.', '_' and '-', at most 100".into());
+        }
+        for s in &self.states {
+            if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_lowercase()) {
+                p.push(format!("kafka.states: `{s}` is not a lower-case ISO 3166-1 alpha-2 code"));
+            }
+        }
+        if self.message_timeout_ms == 0 {
+            p.push("kafka.message_timeout_ms: must be positive".into());
+        }
+        for key in self.properties.keys() {
+            if PINNED.contains(&key.as_str()) {
+                p.push(format!("kafka.properties.{key}: is set by EWN and may not be overridden"));
+            }
+        }
+        p
+    }
+
+    fn base(&self, role: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", format!("{}-{role}", self.client_id))
+            .set("socket.keepalive.enable", "true")
+            .set("request.timeout.ms", self.request_timeout_ms.to_string())
+            .set("statistics.interval.ms", self.statistics_interval_ms.to_string());
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// An idempotent, `acks=all` producer configuration.
+    pub fn producer_config(&self, role: &str) -> ClientConfig {
+        let mut c = self.base(role);
+        c.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("message.timeout.ms", self.message_timeout_ms.to_string())
+            .set("linger.ms", self.linger_ms.to_string())
+            .set("queue.buffering.max.messages", "200000");
+        c
+    }
+
+    /// A consumer configuration; offsets are committed explicitly by the caller, never
+    /// automatically, so an offset is only committed once its record is fully handled.
+    pub fn consumer_config(&self, role: &str, group_id: Option<&str>) -> ClientConfig {
+        let mut c = self.base(role);
+        c.set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "50");
+        if let Some(group) = group_id {
+            c.set("group.id", group);
+        }
+        c
+    }
+
+    pub fn admin_config(&self) -> ClientConfig {
+        self.base("admin")
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.problems().into_iter().next() {
+            None => Ok(()),
+            Some(message) => Err(Error::Setting { key: "kafka".into(), message }),
+        }
+    }
+}

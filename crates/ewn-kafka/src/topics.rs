@@ -1,0 +1,145 @@
+//! Topic names. Every name carries the configured prefix (default `ewn.`).
+
+use serde::{Deserialize, Serialize};
+
+/// The topics of DESIGN.md, by role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicKind {
+    Incidents,
+    Rejected,
+    Alerts,
+    Deliveries,
+    Acks,
+    Subscriptions,
+}
+
+impl TopicKind {
+    pub const ALL: [TopicKind; 6] = [
+        TopicKind::Incidents,
+        TopicKind::Rejected,
+        TopicKind::Alerts,
+        TopicKind::Deliveries,
+        TopicKind::Acks,
+        TopicKind::Subscriptions,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TopicKind::Incidents => "incidents",
+            TopicKind::Rejected => "rejected",
+            TopicKind::Alerts => "alerts",
+            TopicKind::Deliveries => "deliveries",
+            TopicKind::Acks => "acks",
+            TopicKind::Subscriptions => "subscriptions",
+        }
+    }
+}
+
+impl std::str::FromStr for TopicKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TopicKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown topic `{s}`: one of incidents, rejected, alerts, deliveries, acks, subscriptions"))
+    }
+}
+
+/// One topic to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub compacted: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Topics { prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>incidents.<cc>`, `cc` lower case.
+    pub fn incidents(&self, state: &str) -> String {
+        format!("{}incidents.{}", self.prefix, state.to_ascii_lowercase())
+    }
+
+    /// The member state of an incidents topic name, lower case.
+    pub fn state_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let state = topic.strip_prefix(&self.prefix)?.strip_prefix("incidents.")?;
+        (state.len() == 2 && state.bytes().all(|b| b.is_ascii_lowercase())).then_some(state)
+    }
+
+    pub fn is_incidents(&self, topic: &str) -> bool {
+        self.state_of(topic).is_some()
+    }
+
+    pub fn rejected(&self) -> String {
+        format!("{}rejected", self.prefix)
+    }
+
+    pub fn alerts(&self) -> String {
+        format!("{}alerts", self.prefix)
+    }
+
+    pub fn deliveries(&self) -> String {
+        format!("{}deliveries", self.prefix)
+    }
+
+    pub fn acks(&self) -> String {
+        format!("{}acks", self.prefix)
+    }
+
+    pub fn subscriptions(&self) -> String {
+        format!("{}subscriptions", self.prefix)
+    }
+
+    /// Does `topic` belong to `kind`? (`Incidents` matches every member state's topic.)
+    pub fn matches(&self, kind: TopicKind, topic: &str) -> bool {
+        match kind {
+            TopicKind::Incidents => self.is_incidents(topic),
+            TopicKind::Rejected => topic == self.rejected(),
+            TopicKind::Alerts => topic == self.alerts(),
+            TopicKind::Deliveries => topic == self.deliveries(),
+            TopicKind::Acks => topic == self.acks(),
+            TopicKind::Subscriptions => topic == self.subscriptions(),
+        }
+    }
+
+    /// Every topic of the network for `states`.
+    pub fn all(&self, states: &[String], partitions: i32) -> Vec<TopicSpec> {
+        let spec = |name, compacted| TopicSpec { name, partitions, compacted };
+        let mut v: Vec<TopicSpec> = states.iter().map(|s| spec(self.incidents(s), false)).collect();
+        v.push(spec(self.rejected(), false));
+        v.push(spec(self.alerts(), false));
+        v.push(spec(self.deliveries(), false));
+        v.push(spec(self.acks(), false));
+        v.push(spec(self.subscriptions(), true));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_states() {
+        let t = Topics::new("t1.ewn.");
+        assert_eq!(t.incidents("KZ"), "t1.ewn.incidents.kz");
+        assert_eq!(t.state_of("t1.ewn.incidents.kg"), Some("kg"));
+        assert_eq!(t.state_of("t1.ewn.incidents.kgz"), None);
+        assert_eq!(t.state_of("ewn.incidents.kg"), None);
+        assert!(t.matches(TopicKind::Alerts, "t1.ewn.alerts"));
+        assert_eq!(t.all(&["kz".into()], 3).len(), 6);
+    }
+}
