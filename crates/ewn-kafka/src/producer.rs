@@ -28,6 +28,12 @@ pub trait DeliverySink: Send + Sync + 'static {
     fn on_delivery(&self, id: usize, outcome: std::result::Result<Landed, String>);
 }
 
+impl<T: DeliverySink> DeliverySink for std::sync::Arc<T> {
+    fn on_delivery(&self, id: usize, outcome: std::result::Result<Landed, String>) {
+        (**self).on_delivery(id, outcome)
+    }
+}
+
 /// Counts confirmations and keeps the failures (id and error), for one-shot producers
 /// such as `ewn publish`.
 #[derive(Default)]

@@ -1,0 +1,162 @@
+//! Publish a JSON-lines file: validate, blind, sign, produce, and wait for the broker to
+//! confirm every record. Valid lines go out even when others are invalid; the outcome says
+//! exactly which lines were rejected and which were not confirmed.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ewn_kafka::producer::Tally;
+use ewn_kafka::{DeliveryReport, KafkaMetrics, KafkaSettings, RecordProducer, Topics};
+use ewn_model::{AvroRecord, SignedIncident};
+use ewn_model::validate::Limits;
+use ewn_trust::{BlindingKey, IncidentSigner};
+
+use crate::error::{Error, Result};
+use crate::input::{InputError, Line, LineReader, parse_incident};
+
+pub struct PublishOptions {
+    pub kafka: KafkaSettings,
+    pub limits: Limits,
+    /// The member state the signing key belongs to (upper case). Lines from another state
+    /// are rejected here rather than by every verifier downstream. When `None`, the first
+    /// valid line fixes it.
+    pub state: Option<String>,
+    /// Where to write the input lines the broker did not confirm (mode 0600, since they
+    /// hold raw identifiers), so they can be published again.
+    pub unsent_out: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct PublishOutcome {
+    pub lines: usize,
+    /// Lines queued to the broker.
+    pub queued: usize,
+    pub rejected: Vec<InputError>,
+    pub report: DeliveryReport,
+    pub elapsed: Duration,
+}
+
+impl PublishOutcome {
+    pub fn unconfirmed(&self) -> usize {
+        self.queued - self.report.confirmed as usize
+    }
+
+    pub fn success(&self) -> bool {
+        self.rejected.is_empty() && self.unconfirmed() == 0
+    }
+}
+
+/// Publishes every valid line of `input`. `now_ms` gives the signing time; `progress` is
+/// called with the bytes read so far, now and then.
+#[allow(clippy::too_many_arguments)]
+pub fn publish(
+    input: impl BufRead,
+    options: &PublishOptions,
+    signer: &mut IncidentSigner,
+    blinding: &BlindingKey,
+    metrics: Option<KafkaMetrics>,
+    now_ms: impl Fn() -> i64,
+    mut on_error: impl FnMut(&InputError),
+    mut progress: impl FnMut(u64),
+) -> Result<PublishOutcome> {
+    let started = Instant::now();
+    let tally = Arc::new(Tally::default());
+    let producer = RecordProducer::new(&options.kafka, "publish", tally.clone(), metrics)?;
+    let topics = Topics::new(&options.kafka.topic_prefix);
+    let mut state = options.state.clone();
+    let mut reader = LineReader::new(input);
+    let mut rejected = Vec::new();
+    let mut kept_lines: Vec<(usize, String)> = Vec::new();
+    let mut queued = 0usize;
+    let mut lines = 0usize;
+    let mut value = Vec::with_capacity(1024);
+    let mut reject = |e: InputError, rejected: &mut Vec<InputError>| {
+        on_error(&e);
+        rejected.push(e);
+    };
+    while let Some((n, line)) = reader.next_line().map_err(Error::Input)? {
+        lines = n;
+        let text = match line {
+            Line::Text(t) if t.trim().is_empty() => continue,
+            Line::Text(t) => t,
+            Line::TooLong => {
+                reject(InputError { line: n, field: "-".into(), message: "line is longer than 256 KiB".into() }, &mut rejected);
+                continue;
+            }
+            Line::NotUtf8 => {
+                reject(InputError { line: n, field: "-".into(), message: "not valid UTF-8".into() }, &mut rejected);
+                continue;
+            }
+        };
+        let incident = match parse_incident(text, n, blinding, &options.limits, now_ms()) {
+            Ok(i) => i,
+            Err(errors) => {
+                for e in errors {
+                    reject(e, &mut rejected);
+                }
+                continue;
+            }
+        };
+        let expected = state.get_or_insert_with(|| incident.reporter.state.clone());
+        if incident.reporter.state != *expected {
+            reject(
+                InputError {
+                    line: n,
+                    field: "reporter.state".into(),
+                    message: format!("is {}, but this key signs for {expected}", incident.reporter.state),
+                },
+                &mut rejected,
+            );
+            continue;
+        }
+        let signed = signer.sign(&incident)?;
+        value.clear();
+        SignedIncident::codec().encode_into(&signed, &mut value)?;
+        let key = incident.subjects.first().map_or(incident.incident_id.as_bytes(), |s| s.subject_ref.as_bytes());
+        producer.send(&topics.incidents(&incident.reporter.state), Some(key), Some(&value), n)?;
+        queued += 1;
+        if options.unsent_out.is_some() {
+            kept_lines.push((n, text.to_string()));
+        }
+        if n % 1024 == 0 {
+            progress(reader.bytes_read());
+        }
+    }
+    progress(reader.bytes_read());
+    // Every record either lands or times out within message_timeout_ms; the margin covers
+    // the last round trip.
+    let deadline = Duration::from_millis(options.kafka.message_timeout_ms + options.kafka.request_timeout_ms);
+    if let Err(e) = producer.flush(deadline) {
+        tracing::warn!(error = %e, in_flight = producer.in_flight(), "flush did not complete");
+    }
+    // Dropping the producer purges whatever is still in flight, and each purged record is
+    // reported as failed: afterwards every queued record is either confirmed or failed.
+    drop(producer);
+    let report = tally.report();
+    let outcome = PublishOutcome { lines, queued, rejected, report, elapsed: started.elapsed() };
+    if let Some(path) = &options.unsent_out {
+        write_unsent(path, &kept_lines, &outcome)?;
+    }
+    Ok(outcome)
+}
+
+/// Writes the lines that were queued but not confirmed.
+fn write_unsent(path: &PathBuf, kept: &[(usize, String)], outcome: &PublishOutcome) -> Result<()> {
+    let failed: HashSet<usize> = outcome.report.failed.iter().map(|(id, _)| *id).collect();
+    let io = |source| Error::Io { path: path.clone(), source };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    for (_, text) in kept.iter().filter(|(n, _)| failed.contains(n)) {
+        writeln!(file, "{text}").map_err(io)?;
+    }
+    file.sync_all().map_err(io)
+}
