@@ -60,3 +60,25 @@ pub fn list_topics(settings: &KafkaSettings) -> Result<Vec<(String, i32)>> {
         .map(|t| (t.name().to_string(), t.partitions().len() as i32))
         .collect())
 }
+
+/// The number of records in each selected topic (high minus low watermark, summed over
+/// partitions), e.g. to prove nothing was written twice.
+pub fn record_counts(settings: &KafkaSettings, select: impl Fn(&str) -> bool) -> Result<Vec<(String, i64)>> {
+    let consumer: BaseConsumer =
+        settings.consumer_config("metadata", None).create().map_err(Error::kafka("create client"))?;
+    let timeout = Duration::from_millis(settings.request_timeout_ms);
+    let metadata = consumer.fetch_metadata(None, timeout).map_err(Error::kafka("fetch metadata"))?;
+    let mut out = Vec::new();
+    for topic in metadata.topics().iter().filter(|t| t.error().is_none() && select(t.name())) {
+        let mut total = 0;
+        for p in topic.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic.name(), p.id(), timeout)
+                .map_err(Error::kafka(format!("watermarks of {}/{}", topic.name(), p.id())))?;
+            total += high - low;
+        }
+        out.push((topic.name().to_string(), total));
+    }
+    out.sort();
+    Ok(out)
+}

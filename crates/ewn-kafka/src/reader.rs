@@ -43,8 +43,11 @@ impl AssignedReader {
         start: StartAt,
     ) -> Result<Self> {
         settings.check()?;
+        // librdkafka wants a group id even for manual assignment; the reader never joins
+        // the group nor commits to it.
+        let group = format!("{}-{role}-assigned", settings.client_id);
         let consumer: BaseConsumer =
-            settings.consumer_config(role, None).create().map_err(Error::kafka("create consumer"))?;
+            settings.consumer_config(role, Some(&group)).create().map_err(Error::kafka("create consumer"))?;
         let metadata = consumer
             .fetch_metadata(None, Duration::from_millis(settings.request_timeout_ms))
             .map_err(Error::kafka("fetch metadata"))?;

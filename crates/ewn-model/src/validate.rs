@@ -5,7 +5,8 @@ use crate::types::Incident;
 
 /// Bounds on the free-form parts of a report. Hostile producers could otherwise grow
 /// records, windows and alerts without limit.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub summary_max_bytes: usize,
     pub subjects_max: usize,

@@ -20,4 +20,4 @@ pub use blind::BlindingKey;
 pub use error::{Error, Result};
 pub use keys::{DOMAIN, IncidentSigner};
 pub use store::{KeyEntry, TrustStore};
-pub use verify::{Rejected, Verified, Verifier, VerifyPolicy};
+pub use verify::{Rejected, TrustSettings, Verified, Verifier, VerifyPolicy};

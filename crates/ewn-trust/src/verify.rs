@@ -37,6 +37,42 @@ impl Default for VerifyPolicy {
     }
 }
 
+/// The `[trust]` configuration section.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrustSettings {
+    /// The TOML trust store of public keys.
+    pub trust_store: Option<std::path::PathBuf>,
+    pub max_record_bytes: usize,
+    /// How far ahead of the verifier's clock `reported_at` may be.
+    pub max_clock_skew_secs: u64,
+    /// How old `reported_at` may be when the processor sees the record.
+    pub max_age_secs: u64,
+}
+
+impl Default for TrustSettings {
+    fn default() -> Self {
+        TrustSettings {
+            trust_store: None,
+            max_record_bytes: 64 * 1024,
+            max_clock_skew_secs: 300,
+            max_age_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl TrustSettings {
+    /// The policy a stream processor enforces; `limits` bound the decoded fields.
+    pub fn policy(&self, limits: Limits) -> VerifyPolicy {
+        VerifyPolicy {
+            max_record_bytes: self.max_record_bytes,
+            limits,
+            max_clock_skew_ms: Some(self.max_clock_skew_secs as i64 * 1000),
+            max_age_ms: Some(self.max_age_secs as i64 * 1000),
+        }
+    }
+}
+
 /// A record that passed every check.
 #[derive(Debug, Clone)]
 pub struct Verified {

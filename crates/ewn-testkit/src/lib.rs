@@ -1,0 +1,153 @@
+//! Test harness: one real Tansu broker per test binary, started on a free loopback port
+//! with the durable sqlite engine, and a unique topic prefix per test.
+//!
+//! Tests never skip silently: when the broker cannot start, they fail and say why.
+//! The broker dies with the test process (a watchdog shell polls the parent pid), and its
+//! directory is removed then.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ewn_kafka::KafkaSettings;
+
+pub struct Broker {
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    pub dir: PathBuf,
+}
+
+/// The Tansu binary: `$TANSU_BIN`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu`.
+pub fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file());
+    on_path.unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cargo/bin/tansu")
+    })
+}
+
+/// A loopback port nobody listens on at the moment of asking.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+}
+
+/// The broker shared by every test of this binary.
+pub fn broker() -> &'static Broker {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match start_broker() {
+                Ok(b) => return b,
+                Err(e) => last = e,
+            }
+        }
+        panic!("Tansu broker did not start: {last}")
+    })
+}
+
+fn start_broker() -> Result<Broker, String> {
+    let bin = tansu_bin();
+    if !bin.is_file() {
+        return Err(format!(
+            "{} not found: run `make broker` (installs Tansu 0.6.0) or set TANSU_BIN",
+            bin.display()
+        ));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("ewn-tansu-")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?
+        .keep();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // The watchdog: start Tansu, then wait for this test process to end and stop it.
+    // Tansu opens `sqlite://broker.db` relative to its working directory (DESIGN.md).
+    let script = format!(
+        "'{bin}' broker --listener-url tcp://{addr} --advertised-listener-url tcp://{addr} \
+         --storage-engine sqlite://broker.db >tansu.log 2>&1 & child=$!; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done; \
+         kill $child 2>/dev/null; wait $child 2>/dev/null; cd /; rm -rf '{dir}'",
+        bin = bin.display(),
+        parent = std::process::id(),
+        dir = dir.display(),
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("spawn sh: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(&addr).is_ok() {
+            return Ok(Broker { addr, dir });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("not listening on {addr} after 30 s; log: {}", log_tail(&dir.join("tansu.log"))))
+}
+
+fn log_tail(path: &Path) -> String {
+    let mut text = String::new();
+    let _ = std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text));
+    text.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect()
+}
+
+/// A topic prefix no other test of any run shares: `t<pid>-<n>-<name>.ewn.`.
+pub fn unique_prefix(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let clean: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect();
+    format!("t{}-{}-{}.ewn.", std::process::id(), N.fetch_add(1, Ordering::Relaxed), clean)
+}
+
+/// Kafka settings for the shared broker under `prefix`.
+pub fn kafka_settings(prefix: &str) -> KafkaSettings {
+    KafkaSettings {
+        brokers: broker().addr.clone(),
+        topic_prefix: prefix.to_string(),
+        partitions: 3,
+        statistics_interval_ms: 0,
+        ..KafkaSettings::default()
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes `text` to `path` (creating parent directories).
+pub fn write_file(path: &Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}

@@ -1,0 +1,134 @@
+//! Argument parsing and the layered configuration shared by every subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ewn_ops::config::Layers;
+use ewn_ops::logging::LogFormat;
+
+use crate::cmd;
+use crate::settings::{LIST_KEYS, Settings};
+
+#[derive(Parser, Debug)]
+#[command(name = "ewn", version, about = "EWN: the regional counter-terrorism early-warning network")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes. Flags override `EWN__*` variables, which override the
+/// configuration file, which overrides the built-in defaults.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Global {
+    /// TOML configuration file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers (kafka.brokers).
+    #[arg(long, global = true, value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+    /// Prefix of every topic name (kafka.topic_prefix).
+    #[arg(long, global = true, value_name = "PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// Log format (log.format).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// Log filter, e.g. `info` or `debug,rdkafka=warn` (log.level).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormatArg {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a state's signing key (and its trust-store entry) or the network blinding key.
+    Keygen(cmd::keygen::Args),
+    /// Create or list the network's topics.
+    Topics(cmd::topics::Args),
+    /// Validate, blind, sign and publish incidents from a JSON-lines file.
+    Publish(cmd::publish::Args),
+    /// Read a topic, decode and (for incidents) verify every record; one JSON object a line.
+    Tail(cmd::tail::Args),
+}
+
+impl Global {
+    /// Loads the settings: defaults, file, `EWN__*` environment, then these flags and the
+    /// subcommand's `extra` overrides.
+    pub fn settings(&self, extra: Vec<(String, String)>) -> anyhow::Result<Settings> {
+        let mut overrides = Vec::new();
+        let mut set = |key: &str, value: Option<String>| {
+            if let Some(v) = value {
+                overrides.push((key.to_string(), v));
+            }
+        };
+        set("kafka.brokers", self.brokers.clone());
+        set("kafka.topic_prefix", self.topic_prefix.clone());
+        set(
+            "log.format",
+            self.log_format.map(|f| match f {
+                LogFormatArg::Pretty => "pretty".to_string(),
+                LogFormatArg::Json => "json".to_string(),
+            }),
+        );
+        set("log.level", self.log_level.clone());
+        overrides.extend(extra);
+        let layers = Layers {
+            file: self.config.as_deref(),
+            env: std::env::vars().collect(),
+            overrides,
+            list_keys: LIST_KEYS,
+        };
+        let settings: Settings = ewn_ops::config::load(&layers)?;
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            return Err(ewn_ops::Error::Config(problems).into());
+        }
+        // A second init (tests driving several commands in one process) keeps the first.
+        let _ = ewn_ops::logging::init(&settings.log);
+        Ok(settings)
+    }
+}
+
+impl Default for LogFormatArg {
+    fn default() -> Self {
+        match LogFormat::default() {
+            LogFormat::Pretty => LogFormatArg::Pretty,
+            LogFormat::Json => LogFormatArg::Json,
+        }
+    }
+}
+
+/// Exit codes: 0 success, 1 the command ran but not everything succeeded (rejected lines,
+/// unconfirmed records, unverified records when asked to fail on them), 2 it could not run.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Keygen(args) => cmd::keygen::run(&cli.global, args),
+            Command::Topics(args) => cmd::topics::run(&cli.global, args).await,
+            Command::Publish(args) => tokio::task::block_in_place(|| cmd::publish::run(&cli.global, args)),
+            Command::Tail(args) => tokio::task::block_in_place(|| cmd::tail::run(&cli.global, args)),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
