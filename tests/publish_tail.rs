@@ -1,6 +1,8 @@
 //! Issue 2 against a real broker (Tansu): signed incidents published with `ewn publish` and
 //! read back, verified, with `ewn tail`.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on anything unexpected
+
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -35,7 +37,10 @@ struct Net {
 
 impl Net {
     fn new(name: &str) -> Net {
-        let net = Net { dir: tempfile::tempdir().unwrap(), prefix: unique_prefix(name) };
+        let net = Net {
+            dir: tempfile::tempdir().unwrap(),
+            prefix: unique_prefix(name),
+        };
         let out = net.run(&["topics", "create"]);
         assert!(out.status.success(), "topics create: {}", text(&out.stderr));
         net.keygen("KZ", "kz-1");
@@ -55,9 +60,15 @@ impl Net {
 
     fn keygen(&self, state: &str, key_id: &str) {
         let out = ewn(&[
-            "keygen", "--state", state, "--key-id", key_id,
-            "--secret-out", &self.p(&format!("{key_id}.pem")),
-            "--trust-store", &self.p("trust.toml"),
+            "keygen",
+            "--state",
+            state,
+            "--key-id",
+            key_id,
+            "--secret-out",
+            &self.p(&format!("{key_id}.pem")),
+            "--trust-store",
+            &self.p("trust.toml"),
         ]);
         assert!(out.status.success(), "keygen: {}", text(&out.stderr));
     }
@@ -65,13 +76,32 @@ impl Net {
     /// `ewn ARGS --brokers B --topic-prefix P`.
     fn run(&self, args: &[&str]) -> Output {
         let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--brokers", broker().addr.as_str(), "--topic-prefix", self.prefix.as_str()]);
+        all.extend([
+            "--brokers",
+            broker().addr.as_str(),
+            "--topic-prefix",
+            self.prefix.as_str(),
+        ]);
         ewn(&all)
     }
 
     fn publish(&self, input: &Path, extra: &[&str]) -> Output {
-        let (key, blind, input) = (self.p("kz-1.pem"), self.p("blind.key"), input.display().to_string());
-        let mut args = vec!["publish", "--key", &key, "--key-id", "kz-1", "--blinding-key", &blind, "--input", &input];
+        let (key, blind, input) = (
+            self.p("kz-1.pem"),
+            self.p("blind.key"),
+            input.display().to_string(),
+        );
+        let mut args = vec![
+            "publish",
+            "--key",
+            &key,
+            "--key-id",
+            "kz-1",
+            "--blinding-key",
+            &blind,
+            "--input",
+            &input,
+        ];
         args.extend(extra);
         self.run(&args)
     }
@@ -81,11 +111,22 @@ impl Net {
         let store = self.p("trust.toml");
         let count = count.to_string();
         let out = self.run(&[
-            "tail", "--topic", "incidents", "--trust-store", &store, "--from-beginning",
-            "--count", &count, "--timeout-secs", "120",
+            "tail",
+            "--topic",
+            "incidents",
+            "--trust-store",
+            &store,
+            "--from-beginning",
+            "--count",
+            &count,
+            "--timeout-secs",
+            "120",
         ]);
         assert!(out.status.success(), "tail: {}", text(&out.stderr));
-        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 }
 
@@ -121,9 +162,18 @@ fn ten_thousand_incidents_published_and_read_back_verified() {
     let out = net.publish(&input, &[]);
     let elapsed = started.elapsed();
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "publish: {stdout} {}", text(&out.stderr));
-    assert!(stdout.contains("published 10000 of 10000 records (0 rejected); 10000 confirmed"), "{stdout}");
-    eprintln!("publish of 10,000 records: {elapsed:?} wall clock (whole command); ewn says: {stdout}");
+    assert!(
+        out.status.success(),
+        "publish: {stdout} {}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("published 10000 of 10000 records (0 rejected); 10000 confirmed"),
+        "{stdout}"
+    );
+    eprintln!(
+        "publish of 10,000 records: {elapsed:?} wall clock (whole command); ewn says: {stdout}"
+    );
 
     let records = net.tail_incidents(10_000);
     let ids: HashSet<&str> = records
@@ -136,8 +186,13 @@ fn ten_thousand_incidents_published_and_read_back_verified() {
     assert_eq!(ids.len(), 10_000, "every incident read back once");
     // Nothing written twice: the topics hold exactly 10,000 records.
     let topics = Topics::new(&net.prefix);
-    let counts = admin::record_counts(&kafka_settings(&net.prefix), |t| topics.is_incidents(t)).unwrap();
-    assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 10_000, "{counts:?}");
+    let counts =
+        admin::record_counts(&kafka_settings(&net.prefix), |t| topics.is_incidents(t)).unwrap();
+    assert_eq!(
+        counts.iter().map(|(_, n)| n).sum::<i64>(),
+        10_000,
+        "{counts:?}"
+    );
 }
 
 #[test]
@@ -162,8 +217,14 @@ fn hostile_records_each_get_their_reason() {
     };
     let mut revoked = add("kz-revoked", Some(now - day), now + 300 * day);
     let mut expired = add("kz-expired", None, now - day);
-    let mut kz = IncidentSigner::new("kz-1", keys::load_signing_key(&net.path("kz-1.pem")).unwrap());
-    let mut kg = IncidentSigner::new("kg-1", keys::load_signing_key(&net.path("kg-1.pem")).unwrap());
+    let mut kz = IncidentSigner::new(
+        "kz-1",
+        keys::load_signing_key(&net.path("kz-1.pem")).unwrap(),
+    );
+    let mut kg = IncidentSigner::new(
+        "kg-1",
+        keys::load_signing_key(&net.path("kg-1.pem")).unwrap(),
+    );
     let mut stranger = IncidentSigner::new("xx-9", keys::generate());
 
     let mut incident = ewn_model::samples::incident();
@@ -182,9 +243,19 @@ fn hostile_records_each_get_their_reason() {
         ("unknown_key", &kz_topic, signed(&mut stranger, &incident)),
         ("key_revoked", &kz_topic, signed(&mut revoked, &incident)),
         ("key_expired", &kz_topic, signed(&mut expired, &incident)),
-        ("undecodable", &kz_topic, b"\xc3\x01 definitely not avro".to_vec()),
+        (
+            "undecodable",
+            &kz_topic,
+            b"\xc3\x01 definitely not avro".to_vec(),
+        ),
     ];
-    let producer = RecordProducer::new(&kafka_settings(&net.prefix), "test", Arc::new(Tally::default()), None).unwrap();
+    let producer = RecordProducer::new(
+        &kafka_settings(&net.prefix),
+        "test",
+        Arc::new(Tally::default()),
+        None,
+    )
+    .unwrap();
     for (i, (_, topic, value)) in cases.iter().enumerate() {
         producer.send(topic, Some(b"k"), Some(value), i).unwrap();
     }
@@ -194,7 +265,13 @@ fn hostile_records_each_get_their_reason() {
     let mut got: Vec<String> = net
         .tail_incidents(cases.len())
         .into_iter()
-        .map(|r| if r["verified"] == json!(true) { "valid".to_string() } else { r["reason"].as_str().unwrap().to_string() })
+        .map(|r| {
+            if r["verified"] == json!(true) {
+                "valid".to_string()
+            } else {
+                r["reason"].as_str().unwrap().to_string()
+            }
+        })
         .collect();
     got.sort();
     let mut want: Vec<String> = cases.iter().map(|(r, _, _)| r.to_string()).collect();
@@ -206,8 +283,16 @@ fn hostile_records_each_get_their_reason() {
 fn invalid_lines_are_named_and_the_valid_ones_published() {
     let net = Net::new("invalid");
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/examples/");
-    let valid: Vec<String> = std::fs::read_to_string(format!("{examples}valid.jsonl")).unwrap().lines().map(String::from).collect();
-    let invalid: Vec<String> = std::fs::read_to_string(format!("{examples}invalid.jsonl")).unwrap().lines().map(String::from).collect();
+    let valid: Vec<String> = std::fs::read_to_string(format!("{examples}valid.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let invalid: Vec<String> = std::fs::read_to_string(format!("{examples}invalid.jsonl"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
     // valid, invalid, valid, invalid, ...: lines 2, 4, 6, ... are the invalid ones.
     let mut mixed = Vec::new();
     for i in 0..invalid.len().max(valid.len()) {
@@ -217,21 +302,45 @@ fn invalid_lines_are_named_and_the_valid_ones_published() {
     let input = net.path("mixed.jsonl");
     write_file(&input, &(mixed.join("\n") + "\n"));
     let out = net.publish(&input, &[]);
-    assert_eq!(out.status.code(), Some(1), "rejected lines make the exit non-zero");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "rejected lines make the exit non-zero"
+    );
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("published 5 of 12 records (7 rejected); 5 confirmed by the broker, 0 not confirmed"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "published 5 of 12 records (7 rejected); 5 confirmed by the broker, 0 not confirmed"
+        ),
+        "{stdout}"
+    );
     let stderr = text(&out.stderr);
-    let line_of = |needle: &str| mixed.iter().position(|l| l.contains(needle)).map(|i| i + 1).unwrap();
+    let line_of = |needle: &str| {
+        mixed
+            .iter()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap()
+    };
     for expected in [
         format!("line {}: field `category`: missing field `category`", 2),
-        format!("line {}: field `severity`: unknown variant `APOCALYPTIC`", 4),
+        format!(
+            "line {}: field `severity`: unknown variant `APOCALYPTIC`",
+            4
+        ),
         format!("line {}: field `occurred_at`:", 6),
         format!("line {}: field `subjects[0].id`: missing field `id`", 8),
-        format!("line {}: field `summary`: is 3000 bytes, at most 2048", line_of(&"x".repeat(3000))),
+        format!(
+            "line {}: field `summary`: is 3000 bytes, at most 2048",
+            line_of(&"x".repeat(3000))
+        ),
         format!("line {}: field `info_credibility`: 9 is outside 1..6", 11),
         format!("line {}: not valid JSON", line_of("not JSON at all")),
     ] {
-        assert!(stderr.contains(&expected), "missing `{expected}` in:\n{stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
     }
     let records = net.tail_incidents(5);
     assert!(records.iter().all(|r| r["verified"] == json!(true)));
@@ -241,15 +350,53 @@ fn invalid_lines_are_named_and_the_valid_ones_published() {
 fn unreachable_broker_fails_within_the_timeout_and_keeps_the_unsent_lines() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
-    assert!(ewn(&["keygen", "--state", "KZ", "--key-id", "kz-1", "--secret-out", &p("k.pem"), "--trust-store", &p("t.toml")]).status.success());
-    assert!(ewn(&["keygen", "--blinding-out", &p("b.key")]).status.success());
+    assert!(
+        ewn(&[
+            "keygen",
+            "--state",
+            "KZ",
+            "--key-id",
+            "kz-1",
+            "--secret-out",
+            &p("k.pem"),
+            "--trust-store",
+            &p("t.toml")
+        ])
+        .status
+        .success()
+    );
+    assert!(
+        ewn(&["keygen", "--blinding-out", &p("b.key")])
+            .status
+            .success()
+    );
     let input = dir.path().join("in.jsonl");
-    write_file(&input, &((0..5).map(input_line).collect::<Vec<_>>().join("\n") + "\n"));
+    write_file(
+        &input,
+        &((0..5).map(input_line).collect::<Vec<_>>().join("\n") + "\n"),
+    );
     let nobody = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_ewn"))
-        .args(["publish", "--brokers", &nobody, "--timeout-ms", "3000", "--key", &p("k.pem"), "--key-id", "kz-1"])
-        .args(["--blinding-key", &p("b.key"), "--input", &input.display().to_string(), "--unsent", &p("unsent.jsonl")])
+        .args([
+            "publish",
+            "--brokers",
+            &nobody,
+            "--timeout-ms",
+            "3000",
+            "--key",
+            &p("k.pem"),
+            "--key-id",
+            "kz-1",
+        ])
+        .args([
+            "--blinding-key",
+            &p("b.key"),
+            "--input",
+            &input.display().to_string(),
+            "--unsent",
+            &p("unsent.jsonl"),
+        ])
         .env("EWN__KAFKA__REQUEST_TIMEOUT_MS", "2000")
         .env("EWN__LOG__LEVEL", "error")
         .output()
@@ -257,12 +404,18 @@ fn unreachable_broker_fails_within_the_timeout_and_keeps_the_unsent_lines() {
     let elapsed = started.elapsed();
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout} {}", text(&out.stderr));
-    assert!(stdout.contains("0 confirmed by the broker, 5 not confirmed"), "{stdout}");
+    assert!(
+        stdout.contains("0 confirmed by the broker, 5 not confirmed"),
+        "{stdout}"
+    );
     // 3 s message timeout plus the 2 s flush margin; generous slack for a loaded CI machine.
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
     let unsent = std::fs::read_to_string(dir.path().join("unsent.jsonl")).unwrap();
     assert_eq!(unsent.lines().count(), 5);
-    let mode = std::fs::metadata(dir.path().join("unsent.jsonl")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("unsent.jsonl"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -275,7 +428,14 @@ fn no_raw_identifier_reaches_the_topic() {
     assert!(net.publish(&input, &[]).status.success());
     let settings = kafka_settings(&net.prefix);
     let topics = Topics::new(&net.prefix);
-    let reader = AssignedReader::new(&settings, "raw", "incidents", |t| topics.is_incidents(t), StartAt::Beginning).unwrap();
+    let reader = AssignedReader::new(
+        &settings,
+        "raw",
+        "incidents",
+        |t| topics.is_incidents(t),
+        StartAt::Beginning,
+    )
+    .unwrap();
     let mut stored = Vec::new();
     let mut n = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -293,8 +453,15 @@ fn no_raw_identifier_reaches_the_topic() {
     // Positive control: text that is meant to travel is found by this search.
     assert!(haystack.contains("ROUTINE CROSSING REPORT NUMBER 49"));
     for i in 0..50 {
-        for raw in [format!("Rawname Person{i:06}"), format!("PASSPORT{i:07}"), format!("PERSON{i:06}")] {
-            assert!(!haystack.contains(&raw.to_ascii_uppercase()), "raw identifier {raw} found on the topic");
+        for raw in [
+            format!("Rawname Person{i:06}"),
+            format!("PASSPORT{i:07}"),
+            format!("PERSON{i:06}"),
+        ] {
+            assert!(
+                !haystack.contains(&raw.to_ascii_uppercase()),
+                "raw identifier {raw} found on the topic"
+            );
         }
     }
 }
@@ -307,14 +474,21 @@ fn configuration_errors_name_the_key_and_the_file() {
     let out = ewn(&["topics", "list", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("kafka.brokerz") && stderr.contains(cfg.to_str().unwrap()), "{stderr}");
+    assert!(
+        stderr.contains("kafka.brokerz") && stderr.contains(cfg.to_str().unwrap()),
+        "{stderr}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_ewn"))
         .args(["topics", "list"])
         .env("EWN__KAFKA__PARTITIONS", "lots")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("EWN__KAFKA__PARTITIONS"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("EWN__KAFKA__PARTITIONS"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -322,15 +496,38 @@ fn keygen_writes_private_keys_0600_and_fills_the_trust_store() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
     for (state, id) in [("KZ", "kz-1"), ("kg", "kg-1")] {
-        let out = ewn(&["keygen", "--state", state, "--key-id", id, "--secret-out", &p(&format!("{id}.pem")), "--trust-store", &p("t.toml")]);
+        let out = ewn(&[
+            "keygen",
+            "--state",
+            state,
+            "--key-id",
+            id,
+            "--secret-out",
+            &p(&format!("{id}.pem")),
+            "--trust-store",
+            &p("t.toml"),
+        ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let mode = std::fs::metadata(p(&format!("{id}.pem"))).unwrap().permissions().mode();
+        let mode = std::fs::metadata(p(&format!("{id}.pem")))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let store = TrustStore::load(&dir.path().join("t.toml")).unwrap();
     assert_eq!(store.get("kg-1").unwrap().state, "KG");
     // a duplicate key id is refused and leaves no secret behind
-    let out = ewn(&["keygen", "--state", "KZ", "--key-id", "kz-1", "--secret-out", &p("again.pem"), "--trust-store", &p("t.toml")]);
+    let out = ewn(&[
+        "keygen",
+        "--state",
+        "KZ",
+        "--key-id",
+        "kz-1",
+        "--secret-out",
+        &p("again.pem"),
+        "--trust-store",
+        &p("t.toml"),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!dir.path().join("again.pem").exists());
     let ids: BTreeMap<&str, ()> = [("kz-1", ()), ("kg-1", ())].into();

@@ -15,5 +15,8 @@ pub enum Error {
     #[error("reading input: {0}")]
     Input(std::io::Error),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }

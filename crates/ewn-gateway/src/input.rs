@@ -7,7 +7,10 @@ use std::io::BufRead;
 
 use chrono::{DateTime, FixedOffset};
 use ewn_model::validate::{Limits, printable, validate_incident};
-use ewn_model::{Category, Direction, Incident, Level, Location, Reporter, SourceReliability, Subject, SubjectKind, Tlp};
+use ewn_model::{
+    Category, Direction, Incident, Level, Location, Reporter, SourceReliability, Subject,
+    SubjectKind, Tlp,
+};
 use ewn_trust::BlindingKey;
 use serde::Deserialize;
 
@@ -80,7 +83,11 @@ impl fmt::Display for InputError {
         if self.field == "-" {
             write!(f, "line {}: {}", self.line, self.message)
         } else {
-            write!(f, "line {}: field `{}`: {}", self.line, self.field, self.message)
+            write!(
+                f,
+                "line {}: field `{}`: {}",
+                self.line, self.field, self.message
+            )
         }
     }
 }
@@ -94,25 +101,39 @@ pub fn parse_incident(
     limits: &Limits,
     now_ms: i64,
 ) -> Result<Incident, Vec<InputError>> {
-    let err = |field: &str, message: String| InputError { line, field: field.to_string(), message };
+    let err = |field: &str, message: String| InputError {
+        line,
+        field: field.to_string(),
+        message,
+    };
     let mut de = serde_json::Deserializer::from_str(text);
     let input: InputIncident = match serde_path_to_error::deserialize(&mut de) {
         Ok(v) => v,
         Err(e) => return Err(vec![deserialize_error(line, &e)]),
     };
     if let Err(e) = de.end() {
-        return Err(vec![err("-", format!("not valid JSON: {}", strip_position(&e.to_string())))]);
+        return Err(vec![err(
+            "-",
+            format!("not valid JSON: {}", strip_position(&e.to_string())),
+        )]);
     }
 
     let mut errors = Vec::new();
     let mut subjects = Vec::with_capacity(input.subjects.len());
     for (i, s) in input.subjects.into_iter().enumerate() {
         if s.id.len() > MAX_RAW_ID_BYTES {
-            errors.push(err(&format!("subjects[{i}].id"), format!("is longer than {MAX_RAW_ID_BYTES} bytes")));
+            errors.push(err(
+                &format!("subjects[{i}].id"),
+                format!("is longer than {MAX_RAW_ID_BYTES} bytes"),
+            ));
             continue;
         }
         match blinding.blind(s.kind, &s.id) {
-            Ok(subject_ref) => subjects.push(Subject { kind: s.kind, subject_ref, watchlist: s.watchlist }),
+            Ok(subject_ref) => subjects.push(Subject {
+                kind: s.kind,
+                subject_ref,
+                watchlist: s.watchlist,
+            }),
             Err(e) => errors.push(err(&format!("subjects[{i}].id"), e.to_string())),
         }
     }
@@ -149,31 +170,53 @@ pub fn parse_incident(
             .filter(|e| !(blinding_failed && e.field.starts_with("subjects[")))
             .map(|e| err(&e.field, e.message)),
     );
-    if errors.is_empty() { Ok(incident) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(incident)
+    } else {
+        Err(errors)
+    }
 }
 
 fn deserialize_error(line: usize, e: &serde_path_to_error::Error<serde_json::Error>) -> InputError {
     let inner = e.inner();
     if inner.is_syntax() || inner.is_eof() {
         let message = format!("not valid JSON: {}", strip_position(&inner.to_string()));
-        return InputError { line, field: "-".into(), message };
+        return InputError {
+            line,
+            field: "-".into(),
+            message,
+        };
     }
     let mut field = e.path().to_string();
     let message = strip_position(&inner.to_string());
     // serde names a missing field in the message, at its parent's path.
-    if let Some(name) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
-        field = if field == "." { name.to_string() } else { format!("{field}.{name}") };
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        field = if field == "." {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        };
     }
     if field == "." {
         field = "-".into();
     }
     // serde may quote the offending value; a raw identifier must never be echoed.
-    let message = if field.starts_with("subjects[") && field.ends_with("].id") && !message.starts_with("missing") {
+    let message = if field.starts_with("subjects[")
+        && field.ends_with("].id")
+        && !message.starts_with("missing")
+    {
         "must be a string (value not shown: raw identifiers are never echoed)".to_string()
     } else {
         message
     };
-    InputError { line, field, message }
+    InputError {
+        line,
+        field,
+        message,
+    }
 }
 
 /// serde_json appends " at line 1 column 57" to messages; the line number is ours.
@@ -202,7 +245,12 @@ pub enum Line<'a> {
 
 impl<R: BufRead> LineReader<R> {
     pub fn new(inner: R) -> Self {
-        LineReader { inner, buf: Vec::with_capacity(4096), line: 0, bytes_read: 0 }
+        LineReader {
+            inner,
+            buf: Vec::with_capacity(4096),
+            line: 0,
+            bytes_read: 0,
+        }
     }
 
     pub fn bytes_read(&self) -> u64 {
@@ -268,7 +316,13 @@ mod tests {
     const GOOD: &str = r#"{"incident_id":"7d0e7c1e-5b2a-4a57-9f6c-2f1d8b0c9a11","occurred_at":"2026-11-20T10:00:00Z","reporter":{"state":"KZ","agency":"KZ-KNB","post_id":"KZ-KHORGOS-01"},"category":"WATCHLIST_HIT","severity":"HIGH","source_reliability":"B","info_credibility":2,"tlp":"AMBER","location":{"lat":44.2,"lon":80.3,"area":"KZ-ZHT","crossing":"KZ-KHORGOS"},"direction":"EXIT","subjects":[{"kind":"PERSON","id":"Aliyev Rustam 1987-03-02","watchlist":"UNSC-1267"}],"summary":"watch-list hit at passport control"}"#;
 
     fn parse(text: &str) -> Result<Incident, Vec<InputError>> {
-        parse_incident(text, 7, &BlindingKey::from_bytes([3; 32]), &Limits::default(), 1_800_000_000_000)
+        parse_incident(
+            text,
+            7,
+            &BlindingKey::from_bytes([3; 32]),
+            &Limits::default(),
+            1_800_000_000_000,
+        )
     }
 
     fn first(text: &str) -> String {
@@ -286,20 +340,44 @@ mod tests {
     #[test]
     fn errors_name_line_and_field() {
         let missing = GOOD.replace(r#""category":"WATCHLIST_HIT","#, "");
-        assert_eq!(first(&missing), "line 7: field `category`: missing field `category`");
+        assert_eq!(
+            first(&missing),
+            "line 7: field `category`: missing field `category`"
+        );
         let unknown = GOOD.replace("WATCHLIST_HIT", "ALIENS");
-        assert!(first(&unknown).starts_with("line 7: field `category`: unknown variant `ALIENS`"), "{}", first(&unknown));
+        assert!(
+            first(&unknown).starts_with("line 7: field `category`: unknown variant `ALIENS`"),
+            "{}",
+            first(&unknown)
+        );
         let bad_time = GOOD.replace("2026-11-20T10:00:00Z", "yesterday");
-        assert!(first(&bad_time).starts_with("line 7: field `occurred_at`:"), "{}", first(&bad_time));
+        assert!(
+            first(&bad_time).starts_with("line 7: field `occurred_at`:"),
+            "{}",
+            first(&bad_time)
+        );
         let no_id = GOOD.replace(r#""id":"Aliyev Rustam 1987-03-02","#, "");
-        assert_eq!(first(&no_id), "line 7: field `subjects[0].id`: missing field `id`");
+        assert_eq!(
+            first(&no_id),
+            "line 7: field `subjects[0].id`: missing field `id`"
+        );
         let long = GOOD.replace("watch-list hit at passport control", &"x".repeat(3000));
-        assert_eq!(first(&long), "line 7: field `summary`: is 3000 bytes, at most 2048");
-        assert!(first("hello").starts_with("line 7: not valid JSON"), "{}", first("hello"));
+        assert_eq!(
+            first(&long),
+            "line 7: field `summary`: is 3000 bytes, at most 2048"
+        );
+        assert!(
+            first("hello").starts_with("line 7: not valid JSON"),
+            "{}",
+            first("hello")
+        );
         let extra = GOOD.replace(r#""tlp":"AMBER""#, r#""tlp":"AMBER","colour":"red""#);
         assert!(first(&extra).contains("unknown field `colour`"));
         let blank_id = GOOD.replace("Aliyev Rustam 1987-03-02", " ");
-        assert_eq!(first(&blank_id), "line 7: field `subjects[0].id`: identifier is empty after normalisation");
+        assert_eq!(
+            first(&blank_id),
+            "line 7: field `subjects[0].id`: identifier is empty after normalisation"
+        );
     }
 
     #[test]
@@ -310,7 +388,10 @@ mod tests {
         }
         let number = GOOD.replace(r#""Aliyev Rustam 1987-03-02""#, "19870302555");
         let e = first(&number);
-        assert!(e.starts_with("line 7: field `subjects[0].id`: must be a string"), "{e}");
+        assert!(
+            e.starts_with("line 7: field `subjects[0].id`: must be a string"),
+            "{e}"
+        );
         assert!(!e.contains("19870302555"), "{e}");
     }
 
@@ -323,7 +404,10 @@ mod tests {
         bytes.extend_from_slice(b"\xff\n");
         let mut r = LineReader::new(std::io::Cursor::new(bytes));
         assert!(matches!(r.next_line().unwrap(), Some((1, Line::TooLong))));
-        assert!(matches!(r.next_line().unwrap(), Some((2, Line::Text("short")))));
+        assert!(matches!(
+            r.next_line().unwrap(),
+            Some((2, Line::Text("short")))
+        ));
         assert!(matches!(r.next_line().unwrap(), Some((3, Line::NotUtf8))));
         assert!(r.next_line().unwrap().is_none());
     }

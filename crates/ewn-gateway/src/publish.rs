@@ -4,15 +4,15 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
-use std::sync::Arc;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ewn_kafka::producer::Tally;
 use ewn_kafka::{DeliveryReport, KafkaMetrics, KafkaSettings, RecordProducer, Topics};
-use ewn_model::{AvroRecord, SignedIncident};
 use ewn_model::validate::Limits;
+use ewn_model::{AvroRecord, SignedIncident};
 use ewn_trust::{BlindingKey, IncidentSigner};
 
 use crate::error::{Error, Result};
@@ -84,11 +84,25 @@ pub fn publish(
             Line::Text(t) if t.trim().is_empty() => continue,
             Line::Text(t) => t,
             Line::TooLong => {
-                reject(InputError { line: n, field: "-".into(), message: "line is longer than 256 KiB".into() }, &mut rejected);
+                reject(
+                    InputError {
+                        line: n,
+                        field: "-".into(),
+                        message: "line is longer than 256 KiB".into(),
+                    },
+                    &mut rejected,
+                );
                 continue;
             }
             Line::NotUtf8 => {
-                reject(InputError { line: n, field: "-".into(), message: "not valid UTF-8".into() }, &mut rejected);
+                reject(
+                    InputError {
+                        line: n,
+                        field: "-".into(),
+                        message: "not valid UTF-8".into(),
+                    },
+                    &mut rejected,
+                );
                 continue;
             }
         };
@@ -107,7 +121,10 @@ pub fn publish(
                 InputError {
                     line: n,
                     field: "reporter.state".into(),
-                    message: format!("is {}, but this key signs for {expected}", incident.reporter.state),
+                    message: format!(
+                        "is {}, but this key signs for {expected}",
+                        incident.reporter.state
+                    ),
                 },
                 &mut rejected,
             );
@@ -116,8 +133,18 @@ pub fn publish(
         let signed = signer.sign(&incident)?;
         value.clear();
         SignedIncident::codec().encode_into(&signed, &mut value)?;
-        let key = incident.subjects.first().map_or(incident.incident_id.as_bytes(), |s| s.subject_ref.as_bytes());
-        producer.send(&topics.incidents(&incident.reporter.state), Some(key), Some(&value), n)?;
+        let key = incident
+            .subjects
+            .first()
+            .map_or(incident.incident_id.as_bytes(), |s| {
+                s.subject_ref.as_bytes()
+            });
+        producer.send(
+            &topics.incidents(&incident.reporter.state),
+            Some(key),
+            Some(&value),
+            n,
+        )?;
         queued += 1;
         if options.unsent_out.is_some() {
             kept_lines.push((n, text.to_string()));
@@ -129,7 +156,8 @@ pub fn publish(
     progress(reader.bytes_read());
     // Every record either lands or times out within message_timeout_ms; the margin covers
     // the last round trip.
-    let deadline = Duration::from_millis(options.kafka.message_timeout_ms + options.kafka.request_timeout_ms);
+    let deadline =
+        Duration::from_millis(options.kafka.message_timeout_ms + options.kafka.request_timeout_ms);
     if let Err(e) = producer.flush(deadline) {
         tracing::warn!(error = %e, in_flight = producer.in_flight(), "flush did not complete");
     }
@@ -137,7 +165,13 @@ pub fn publish(
     // reported as failed: afterwards every queued record is either confirmed or failed.
     drop(producer);
     let report = tally.report();
-    let outcome = PublishOutcome { lines, queued, rejected, report, elapsed: started.elapsed() };
+    let outcome = PublishOutcome {
+        lines,
+        queued,
+        rejected,
+        report,
+        elapsed: started.elapsed(),
+    };
     if let Some(path) = &options.unsent_out {
         write_unsent(path, &kept_lines, &outcome)?;
     }
@@ -147,7 +181,10 @@ pub fn publish(
 /// Writes the lines that were queued but not confirmed.
 fn write_unsent(path: &PathBuf, kept: &[(usize, String)], outcome: &PublishOutcome) -> Result<()> {
     let failed: HashSet<usize> = outcome.report.failed.iter().map(|(id, _)| *id).collect();
-    let io = |source| Error::Io { path: path.clone(), source };
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

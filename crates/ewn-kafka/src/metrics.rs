@@ -23,13 +23,24 @@ impl KafkaMetrics {
             Ok(g)
         };
         let stats_total = IntCounterVec::new(
-            Opts::new("ewn_kafka_statistics_total", "librdkafka statistics reports received"),
+            Opts::new(
+                "ewn_kafka_statistics_total",
+                "librdkafka statistics reports received",
+            ),
             &["client"],
         )?;
         registry.register(Box::new(stats_total.clone()))?;
         Ok(KafkaMetrics {
-            queue_messages: gauge("ewn_kafka_queue_messages", "messages in the client's produce queue", &["client"])?,
-            queue_bytes: gauge("ewn_kafka_queue_bytes", "bytes in the client's produce queue", &["client"])?,
+            queue_messages: gauge(
+                "ewn_kafka_queue_messages",
+                "messages in the client's produce queue",
+                &["client"],
+            )?,
+            queue_bytes: gauge(
+                "ewn_kafka_queue_bytes",
+                "bytes in the client's produce queue",
+                &["client"],
+            )?,
             consumer_lag: gauge(
                 "ewn_kafka_consumer_lag_messages",
                 "messages between the consumer's position and the partition's high watermark",
@@ -52,8 +63,12 @@ impl KafkaMetrics {
     /// Applies one librdkafka statistics report; `client` is the role (`publish`, `process`, ...).
     pub fn observe(&self, client: &str, stats: &Statistics) {
         self.stats_total.with_label_values(&[client]).inc();
-        self.queue_messages.with_label_values(&[client]).set(stats.msg_cnt as i64);
-        self.queue_bytes.with_label_values(&[client]).set(stats.msg_size as i64);
+        self.queue_messages
+            .with_label_values(&[client])
+            .set(stats.msg_cnt as i64);
+        self.queue_bytes
+            .with_label_values(&[client])
+            .set(stats.msg_size as i64);
         for topic in stats.topics.values() {
             for (id, p) in &topic.partitions {
                 // -1 is librdkafka's internal UA partition; a lag of -1 means "unknown".
@@ -66,9 +81,13 @@ impl KafkaMetrics {
         }
         for broker in stats.brokers.values() {
             if let Some(rtt) = &broker.rtt {
-                self.broker_rtt_avg_us.with_label_values(&[client, broker.nodename.as_str()]).set(rtt.avg);
+                self.broker_rtt_avg_us
+                    .with_label_values(&[client, broker.nodename.as_str()])
+                    .set(rtt.avg);
             }
-            self.broker_errors.with_label_values(&[client, broker.nodename.as_str()]).set(broker.txerrs as i64);
+            self.broker_errors
+                .with_label_values(&[client, broker.nodename.as_str()])
+                .set(broker.txerrs as i64);
         }
     }
 }

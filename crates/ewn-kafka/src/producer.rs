@@ -55,16 +55,27 @@ impl DeliverySink for Tally {
             Ok(_) => {
                 self.confirmed.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => self.failed.lock().unwrap_or_else(|p| p.into_inner()).push((id, e)),
+            Err(e) => self
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((id, e)),
         }
     }
 }
 
 impl Tally {
     pub fn report(&self) -> DeliveryReport {
-        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         failed.sort();
-        DeliveryReport { confirmed: self.confirmed.load(Ordering::Relaxed), failed }
+        DeliveryReport {
+            confirmed: self.confirmed.load(Ordering::Relaxed),
+            failed,
+        }
     }
 }
 
@@ -90,7 +101,10 @@ impl<S: DeliverySink> ProducerContext for Context<S> {
 
     fn delivery(&self, result: &DeliveryResult<'_>, id: usize) {
         let outcome = match result {
-            Ok(m) => Ok(Landed { partition: m.partition(), offset: m.offset() }),
+            Ok(m) => Ok(Landed {
+                partition: m.partition(),
+                offset: m.offset(),
+            }),
             Err((e, _)) => Err(e.to_string()),
         };
         self.sink.on_delivery(id, outcome);
@@ -103,9 +117,17 @@ pub struct RecordProducer<S: DeliverySink = Tally> {
 }
 
 impl<S: DeliverySink> RecordProducer<S> {
-    pub fn new(settings: &KafkaSettings, role: &str, sink: S, metrics: Option<KafkaMetrics>) -> Result<Self> {
+    pub fn new(
+        settings: &KafkaSettings,
+        role: &str,
+        sink: S,
+        metrics: Option<KafkaMetrics>,
+    ) -> Result<Self> {
         settings.check()?;
-        let context = Context { sink, metrics: metrics.map(|m| (m, role.to_string())) };
+        let context = Context {
+            sink,
+            metrics: metrics.map(|m| (m, role.to_string())),
+        };
         let inner = settings
             .producer_config(role)
             .create_with_context(context)
@@ -119,7 +141,13 @@ impl<S: DeliverySink> RecordProducer<S> {
 
     /// Queues a record; `id` comes back through the sink. Waits while the local queue is
     /// full rather than dropping anything.
-    pub fn send(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, id: usize) -> Result<()> {
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        id: usize,
+    ) -> Result<()> {
         let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, id);
         if let Some(k) = key {
             record = record.key(k);
@@ -134,7 +162,12 @@ impl<S: DeliverySink> RecordProducer<S> {
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _)) => return Err(Error::Kafka { context: format!("send to {topic}"), source: e }),
+                Err((e, _)) => {
+                    return Err(Error::Kafka {
+                        context: format!("send to {topic}"),
+                        source: e,
+                    });
+                }
             }
         }
     }

@@ -46,8 +46,10 @@ impl AssignedReader {
         // librdkafka wants a group id even for manual assignment; the reader never joins
         // the group nor commits to it.
         let group = format!("{}-{role}-assigned", settings.client_id);
-        let consumer: BaseConsumer =
-            settings.consumer_config(role, Some(&group)).create().map_err(Error::kafka("create consumer"))?;
+        let consumer: BaseConsumer = settings
+            .consumer_config(role, Some(&group))
+            .create()
+            .map_err(Error::kafka("create consumer"))?;
         let metadata = consumer
             .fetch_metadata(None, Duration::from_millis(settings.request_timeout_ms))
             .map_err(Error::kafka("fetch metadata"))?;
@@ -57,7 +59,11 @@ impl AssignedReader {
         };
         let mut list = TopicPartitionList::new();
         let mut topics = Vec::new();
-        for topic in metadata.topics().iter().filter(|t| t.error().is_none() && select(t.name())) {
+        for topic in metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && select(t.name()))
+        {
             topics.push(topic.name().to_string());
             for p in topic.partitions() {
                 list.add_partition_offset(topic.name(), p.id(), offset)
@@ -78,10 +84,17 @@ impl AssignedReader {
     }
 
     /// Waits up to `timeout` for one record and hands it to `f`. `Ok(None)` when none came.
-    pub fn poll<T>(&self, timeout: Duration, f: impl FnOnce(RawRecord<'_>) -> T) -> Result<Option<T>> {
+    pub fn poll<T>(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(RawRecord<'_>) -> T,
+    ) -> Result<Option<T>> {
         match self.consumer.poll(timeout) {
             None => Ok(None),
-            Some(Err(e)) => Err(Error::Kafka { context: "consume".into(), source: e }),
+            Some(Err(e)) => Err(Error::Kafka {
+                context: "consume".into(),
+                source: e,
+            }),
             Some(Ok(m)) => {
                 let timestamp_ms = match m.timestamp() {
                     Timestamp::NotAvailable => None,

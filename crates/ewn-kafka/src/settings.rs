@@ -52,8 +52,13 @@ impl Default for KafkaSettings {
 }
 
 /// Properties a user may not override through `properties`.
-const PINNED: &[&str] =
-    &["acks", "enable.idempotence", "enable.auto.commit", "bootstrap.servers", "enable.auto.offset.store"];
+const PINNED: &[&str] = &[
+    "acks",
+    "enable.idempotence",
+    "enable.auto.commit",
+    "bootstrap.servers",
+    "enable.auto.offset.store",
+];
 
 impl KafkaSettings {
     /// Every problem with the settings, each naming its key.
@@ -68,13 +73,21 @@ impl KafkaSettings {
         if self.replication_factor < 1 {
             p.push("kafka.replication_factor: must be at least 1".into());
         }
-        let prefix_ok = self.topic_prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        let prefix_ok = self
+            .topic_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !prefix_ok || self.topic_prefix.len() > 100 {
-            p.push("kafka.topic_prefix: only ASCII letters, digits, '.', '_' and '-', at most 100".into());
+            p.push(
+                "kafka.topic_prefix: only ASCII letters, digits, '.', '_' and '-', at most 100"
+                    .into(),
+            );
         }
         for s in &self.states {
             if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_lowercase()) {
-                p.push(format!("kafka.states: `{s}` is not a lower-case ISO 3166-1 alpha-2 code"));
+                p.push(format!(
+                    "kafka.states: `{s}` is not a lower-case ISO 3166-1 alpha-2 code"
+                ));
             }
         }
         if self.message_timeout_ms == 0 {
@@ -82,7 +95,9 @@ impl KafkaSettings {
         }
         for key in self.properties.keys() {
             if PINNED.contains(&key.as_str()) {
-                p.push(format!("kafka.properties.{key}: is set by EWN and may not be overridden"));
+                p.push(format!(
+                    "kafka.properties.{key}: is set by EWN and may not be overridden"
+                ));
             }
         }
         p
@@ -94,7 +109,10 @@ impl KafkaSettings {
             .set("client.id", format!("{}-{role}", self.client_id))
             .set("socket.keepalive.enable", "true")
             .set("request.timeout.ms", self.request_timeout_ms.to_string())
-            .set("statistics.interval.ms", self.statistics_interval_ms.to_string());
+            .set(
+                "statistics.interval.ms",
+                self.statistics_interval_ms.to_string(),
+            );
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -135,7 +153,10 @@ impl KafkaSettings {
     pub(crate) fn check(&self) -> Result<()> {
         match self.problems().into_iter().next() {
             None => Ok(()),
-            Some(message) => Err(Error::Setting { key: "kafka".into(), message }),
+            Some(message) => Err(Error::Setting {
+                key: "kafka".into(),
+                message,
+            }),
         }
     }
 }

@@ -61,7 +61,9 @@ pub struct Topics {
 
 impl Topics {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Topics { prefix: prefix.into() }
+        Topics {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -75,7 +77,9 @@ impl Topics {
 
     /// The member state of an incidents topic name, lower case.
     pub fn state_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
-        let state = topic.strip_prefix(&self.prefix)?.strip_prefix("incidents.")?;
+        let state = topic
+            .strip_prefix(&self.prefix)?
+            .strip_prefix("incidents.")?;
         (state.len() == 2 && state.bytes().all(|b| b.is_ascii_lowercase())).then_some(state)
     }
 
@@ -117,8 +121,15 @@ impl Topics {
 
     /// Every topic of the network for `states`.
     pub fn all(&self, states: &[String], partitions: i32) -> Vec<TopicSpec> {
-        let spec = |name, compacted| TopicSpec { name, partitions, compacted };
-        let mut v: Vec<TopicSpec> = states.iter().map(|s| spec(self.incidents(s), false)).collect();
+        let spec = |name, compacted| TopicSpec {
+            name,
+            partitions,
+            compacted,
+        };
+        let mut v: Vec<TopicSpec> = states
+            .iter()
+            .map(|s| spec(self.incidents(s), false))
+            .collect();
         v.push(spec(self.rejected(), false));
         v.push(spec(self.alerts(), false));
         v.push(spec(self.deliveries(), false));

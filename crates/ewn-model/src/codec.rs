@@ -30,10 +30,10 @@ impl Codec {
     /// Builds the codec of an embedded schema. The schemas are compiled into the binary and
     /// checked by tests, so a failure here is a build defect and stops the process loudly.
     fn embedded(name: &'static str, source: &'static str) -> Codec {
-        let schema: &'static Schema = Box::leak(Box::new(
-            Schema::parse_str(source)
-                .unwrap_or_else(|e| panic!("bug: embedded schema {name} does not parse: {e}")),
-        ));
+        let schema: &'static Schema =
+            Box::leak(Box::new(Schema::parse_str(source).unwrap_or_else(|e| {
+                panic!("bug: embedded schema {name} does not parse: {e}")
+            })));
         let mut fingerprint = [0u8; 8];
         fingerprint.copy_from_slice(&schema.fingerprint::<Rabin>().bytes);
         let writer = GenericDatumWriter::builder(schema)
@@ -42,7 +42,14 @@ impl Codec {
         let reader = GenericDatumReader::builder(schema)
             .build()
             .unwrap_or_else(|e| panic!("bug: reader for {name}: {e}"));
-        Codec { name, source, schema, fingerprint, writer, reader }
+        Codec {
+            name,
+            source,
+            schema,
+            fingerprint,
+            writer,
+            reader,
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -70,7 +77,10 @@ impl Codec {
         self.writer
             .write_ser(out, value)
             .map(|_| ())
-            .map_err(|e| Error::Encode { schema: self.name, message: e.to_string() })
+            .map_err(|e| Error::Encode {
+                schema: self.name,
+                message: e.to_string(),
+            })
     }
 
     pub fn encode<T: Serialize>(&self, value: &T) -> Result<Vec<u8>> {
@@ -93,9 +103,15 @@ impl Codec {
         let value = self
             .reader
             .read_deser(&mut datum)
-            .map_err(|e| Error::Decode { schema: self.name, message: e.to_string() })?;
+            .map_err(|e| Error::Decode {
+                schema: self.name,
+                message: e.to_string(),
+            })?;
         if !datum.is_empty() {
-            return Err(Error::TrailingBytes { schema: self.name, trailing: datum.len() });
+            return Err(Error::TrailingBytes {
+                schema: self.name,
+                trailing: datum.len(),
+            });
         }
         Ok(value)
     }

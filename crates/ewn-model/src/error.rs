@@ -9,13 +9,25 @@ pub enum Error {
     #[error("not avro single-object encoding: {0}")]
     NotSingleObject(&'static str),
     #[error("schema fingerprint {fingerprint} is not {expected}")]
-    WrongSchema { expected: &'static str, fingerprint: String },
+    WrongSchema {
+        expected: &'static str,
+        fingerprint: String,
+    },
     #[error("{schema}: {message}")]
-    Decode { schema: &'static str, message: String },
+    Decode {
+        schema: &'static str,
+        message: String,
+    },
     #[error("{schema}: {trailing} trailing bytes after the datum")]
-    TrailingBytes { schema: &'static str, trailing: usize },
+    TrailingBytes {
+        schema: &'static str,
+        trailing: usize,
+    },
     #[error("{schema}: cannot encode: {message}")]
-    Encode { schema: &'static str, message: String },
+    Encode {
+        schema: &'static str,
+        message: String,
+    },
 }
 
 impl Error {

@@ -37,7 +37,11 @@ pub fn incident() -> Incident {
 }
 
 pub fn signed_incident() -> SignedIncident {
-    SignedIncident { key_id: "kz-2026-01".into(), signature: [7; 64], payload: vec![1, 2, 3] }
+    SignedIncident {
+        key_id: "kz-2026-01".into(),
+        signature: [7; 64],
+        payload: vec![1, 2, 3],
+    }
 }
 
 pub fn alert() -> Alert {
@@ -60,7 +64,10 @@ pub fn alert() -> Alert {
         states: vec!["KZ".into(), "KG".into()],
         categories: vec![Category::SuspiciousCrossing],
         areas: vec!["KZ-ZHT".into()],
-        points: vec![GeoPoint { lat: 44.1667, lon: 80.0 }],
+        points: vec![GeoPoint {
+            lat: 44.1667,
+            lon: 80.0,
+        }],
         tlp: Tlp::AmberStrict,
         named_agencies: vec!["KG-GKNB".into()],
         created_at: 1_790_000_100_000,
@@ -139,7 +146,10 @@ pub fn subscription() -> Subscription {
         webhook_url: Some("http://127.0.0.1:9999/hook".into()),
         webhook_secret: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
         redacted_above_clearance: true,
-        escalation: vec![EscalationStep { after_secs: 300, targets: vec!["kg-duty".into()] }],
+        escalation: vec![EscalationStep {
+            after_secs: 300,
+            targets: vec!["kg-duty".into()],
+        }],
         updated_at: 1_790_000_000_000,
     }
 }

@@ -16,7 +16,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { summary_max_bytes: 2048, subjects_max: 32, attributes_max: 32, text_max_bytes: 128 }
+        Limits {
+            summary_max_bytes: 2048,
+            subjects_max: 32,
+            attributes_max: 32,
+            text_max_bytes: 128,
+        }
     }
 }
 
@@ -37,23 +42,41 @@ impl std::fmt::Display for FieldError {
 pub fn validate_incident(incident: &Incident, limits: &Limits) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut fail = |field: &str, message: String| {
-        errors.push(FieldError { field: field.to_string(), message })
+        errors.push(FieldError {
+            field: field.to_string(),
+            message,
+        })
     };
     if !is_uuid(&incident.incident_id) {
-        fail("incident_id", "is not a UUID (8-4-4-4-12 hex digits)".into());
+        fail(
+            "incident_id",
+            "is not a UUID (8-4-4-4-12 hex digits)".into(),
+        );
     }
     if incident.occurred_at > incident.reported_at {
         fail("occurred_at", "is after reported_at".into());
     }
     if !is_state_code(&incident.reporter.state) {
-        fail("reporter.state", "is not an ISO 3166-1 alpha-2 code in upper case".into());
+        fail(
+            "reporter.state",
+            "is not an ISO 3166-1 alpha-2 code in upper case".into(),
+        );
     }
-    check_text(&mut fail, "reporter.agency", &incident.reporter.agency, limits, false);
+    check_text(
+        &mut fail,
+        "reporter.agency",
+        &incident.reporter.agency,
+        limits,
+        false,
+    );
     if let Some(post) = &incident.reporter.post_id {
         check_text(&mut fail, "reporter.post_id", post, limits, false);
     }
     if !(1..=6).contains(&incident.info_credibility) {
-        fail("info_credibility", format!("{} is outside 1..6", incident.info_credibility));
+        fail(
+            "info_credibility",
+            format!("{} is outside 1..6", incident.info_credibility),
+        );
     }
     let loc = &incident.location;
     if !(loc.lat.is_finite() && (-90.0..=90.0).contains(&loc.lat)) {
@@ -67,36 +90,82 @@ pub fn validate_incident(incident: &Incident, limits: &Limits) -> Vec<FieldError
         check_text(&mut fail, "location.crossing", crossing, limits, false);
     }
     if incident.subjects.len() > limits.subjects_max {
-        fail("subjects", format!("has {} entries, at most {}", incident.subjects.len(), limits.subjects_max));
+        fail(
+            "subjects",
+            format!(
+                "has {} entries, at most {}",
+                incident.subjects.len(),
+                limits.subjects_max
+            ),
+        );
     }
     for (i, subject) in incident.subjects.iter().enumerate() {
         if !is_blinded_ref(&subject.subject_ref) {
-            fail(&format!("subjects[{i}].ref"), "is not a blinded reference (64 lower-case hex digits)".into());
+            fail(
+                &format!("subjects[{i}].ref"),
+                "is not a blinded reference (64 lower-case hex digits)".into(),
+            );
         }
         if let Some(list) = &subject.watchlist {
-            check_text(&mut fail, &format!("subjects[{i}].watchlist"), list, limits, false);
+            check_text(
+                &mut fail,
+                &format!("subjects[{i}].watchlist"),
+                list,
+                limits,
+                false,
+            );
         }
     }
     if incident.summary.len() > limits.summary_max_bytes {
-        fail("summary", format!("is {} bytes, at most {}", incident.summary.len(), limits.summary_max_bytes));
+        fail(
+            "summary",
+            format!(
+                "is {} bytes, at most {}",
+                incident.summary.len(),
+                limits.summary_max_bytes
+            ),
+        );
     }
     if incident.attributes.len() > limits.attributes_max {
-        fail("attributes", format!("has {} entries, at most {}", incident.attributes.len(), limits.attributes_max));
+        fail(
+            "attributes",
+            format!(
+                "has {} entries, at most {}",
+                incident.attributes.len(),
+                limits.attributes_max
+            ),
+        );
     }
     for (key, value) in &incident.attributes {
         check_text(&mut fail, "attributes (key)", key, limits, false);
         if value.len() > limits.summary_max_bytes {
-            fail(&format!("attributes.{}", printable(key)), "value is too long".into());
+            fail(
+                &format!("attributes.{}", printable(key)),
+                "value is too long".into(),
+            );
         }
     }
     errors
 }
 
-fn check_text(fail: &mut impl FnMut(&str, String), field: &str, value: &str, limits: &Limits, may_be_empty: bool) {
+fn check_text(
+    fail: &mut impl FnMut(&str, String),
+    field: &str,
+    value: &str,
+    limits: &Limits,
+    may_be_empty: bool,
+) {
     if value.is_empty() && !may_be_empty {
         fail(field, "is empty".into());
     } else if value.len() > limits.text_max_bytes {
-        fail(field, format!("is {} bytes, at most {}", value.len(), limits.text_max_bytes));
+        fail(
+            field,
+            format!(
+                "is {} bytes, at most {}",
+                value.len(),
+                limits.text_max_bytes
+            ),
+        );
     } else if value.chars().any(char::is_control) {
         fail(field, "contains control characters".into());
     }
@@ -104,8 +173,11 @@ fn check_text(fail: &mut impl FnMut(&str, String), field: &str, value: &str, lim
 
 /// A bounded, printable rendering of untrusted text for error messages.
 pub fn printable(value: &str) -> String {
-    let mut out: String =
-        value.chars().take(40).map(|c| if c.is_control() { '?' } else { c }).collect();
+    let mut out: String = value
+        .chars()
+        .take(40)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     if value.chars().count() > 40 {
         out.push('…');
     }
@@ -136,7 +208,10 @@ mod tests {
 
     #[test]
     fn sample_is_valid() {
-        assert_eq!(validate_incident(&samples::incident(), &Limits::default()), vec![]);
+        assert_eq!(
+            validate_incident(&samples::incident(), &Limits::default()),
+            vec![]
+        );
     }
 
     #[test]
@@ -148,11 +223,20 @@ mod tests {
         i.subjects[0].subject_ref = "raw-passport-123".into();
         i.summary = "x".repeat(5000);
         i.reporter.state = "kz".into();
-        let fields: Vec<String> =
-            validate_incident(&i, &Limits::default()).into_iter().map(|e| e.field).collect();
+        let fields: Vec<String> = validate_incident(&i, &Limits::default())
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
         assert_eq!(
             fields,
-            ["incident_id", "reporter.state", "info_credibility", "location.lat", "subjects[0].ref", "summary"]
+            [
+                "incident_id",
+                "reporter.state",
+                "info_credibility",
+                "location.lat",
+                "subjects[0].ref",
+                "summary"
+            ]
         );
     }
 

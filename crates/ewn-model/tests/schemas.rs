@@ -1,5 +1,7 @@
 //! The Rust types against `schemas/*.avsc`, the source of truth.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on anything unexpected
+
 use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
 use ewn_model::codec::{HEADER_LEN, split_header};
@@ -22,17 +24,27 @@ fn serde_fields<T: serde::Serialize>(value: &T) -> Vec<String> {
                 _ => panic!("not an object"),
             })
             .unwrap();
-    let mut keys: Vec<(usize, String)> =
-        map.keys().map(|k| (json.find(&format!("\"{k}\":")).unwrap(), k.clone())).collect();
+    let mut keys: Vec<(usize, String)> = map
+        .keys()
+        .map(|k| (json.find(&format!("\"{k}\":")).unwrap(), k.clone()))
+        .collect();
     keys.sort();
     keys.into_iter().map(|(_, k)| k).collect()
 }
 
 fn check<T: AvroRecord + PartialEq + std::fmt::Debug>(value: T) {
     let codec = T::codec();
-    let schema_fields: Vec<String> =
-        record(codec.schema()).fields.iter().map(|f| f.name.clone()).collect();
-    assert_eq!(serde_fields(&value), schema_fields, "{}: field order differs", codec.name());
+    let schema_fields: Vec<String> = record(codec.schema())
+        .fields
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    assert_eq!(
+        serde_fields(&value),
+        schema_fields,
+        "{}: field order differs",
+        codec.name()
+    );
     let bytes = value.to_avro().unwrap();
     assert_eq!(&bytes[..2], &[0xC3, 0x01]);
     assert_eq!(split_header(&bytes).unwrap(), codec.fingerprint());
@@ -70,10 +82,18 @@ fn every_schema_file_is_embedded_and_parses() {
     on_disk.sort();
     let mut embedded: Vec<String> = schemas().iter().map(|s| s.file.to_string()).collect();
     embedded.sort();
-    assert_eq!(on_disk, embedded, "every schemas/*.avsc has a Rust type and back");
+    assert_eq!(
+        on_disk, embedded,
+        "every schemas/*.avsc has a Rust type and back"
+    );
     for info in schemas() {
         let text = std::fs::read_to_string(format!("{dir}/{}", info.file)).unwrap();
-        assert_eq!(text, info.codec.source(), "{} embedded copy is current", info.file);
+        assert_eq!(
+            text,
+            info.codec.source(),
+            "{} embedded copy is current",
+            info.file
+        );
         Schema::parse_str(&text).unwrap();
     }
 }
@@ -103,32 +123,59 @@ fn enum_symbols_match_schema_order() {
     let incident = Incident::codec().schema();
     assert_eq!(strs(Category::ALL), enum_symbols(incident, "Category"));
     assert_eq!(strs(Level::ALL), enum_symbols(incident, "Level"));
-    assert_eq!(strs(SourceReliability::ALL), enum_symbols(incident, "SourceReliability"));
+    assert_eq!(
+        strs(SourceReliability::ALL),
+        enum_symbols(incident, "SourceReliability")
+    );
     assert_eq!(strs(Tlp::ALL), enum_symbols(incident, "Tlp"));
     assert_eq!(strs(Direction::ALL), enum_symbols(incident, "Direction"));
-    assert_eq!(strs(SubjectKind::ALL), enum_symbols(incident, "SubjectKind"));
+    assert_eq!(
+        strs(SubjectKind::ALL),
+        enum_symbols(incident, "SubjectKind")
+    );
     let alert = Alert::codec().schema();
     assert_eq!(strs(MsgType::ALL), enum_symbols(alert, "MsgType"));
-    for (schema, name) in [(alert, "Category"), (Subscription::codec().schema(), "Category")] {
+    for (schema, name) in [
+        (alert, "Category"),
+        (Subscription::codec().schema(), "Category"),
+    ] {
         assert_eq!(strs(Category::ALL), enum_symbols(schema, name));
     }
-    for schema in [alert, Subscription::codec().schema(), DeliveryReceipt::codec().schema()] {
+    for schema in [
+        alert,
+        Subscription::codec().schema(),
+        DeliveryReceipt::codec().schema(),
+    ] {
         assert_eq!(strs(Tlp::ALL), enum_symbols(schema, "Tlp"));
     }
-    assert_eq!(strs(Level::ALL), enum_symbols(Subscription::codec().schema(), "Level"));
-    assert_eq!(strs(RejectReason::ALL), enum_symbols(Rejection::codec().schema(), "RejectReason"));
+    assert_eq!(
+        strs(Level::ALL),
+        enum_symbols(Subscription::codec().schema(), "Level")
+    );
+    assert_eq!(
+        strs(RejectReason::ALL),
+        enum_symbols(Rejection::codec().schema(), "RejectReason")
+    );
     let receipt = DeliveryReceipt::codec().schema();
     assert_eq!(strs(Channel::ALL), enum_symbols(receipt, "Channel"));
     assert_eq!(strs(Format::ALL), enum_symbols(receipt, "Format"));
-    assert_eq!(strs(DeliveryOutcome::ALL), enum_symbols(receipt, "DeliveryOutcome"));
-    assert_eq!(strs(AckVia::ALL), enum_symbols(Ack::codec().schema(), "AckVia"));
+    assert_eq!(
+        strs(DeliveryOutcome::ALL),
+        enum_symbols(receipt, "DeliveryOutcome")
+    );
+    assert_eq!(
+        strs(AckVia::ALL),
+        enum_symbols(Ack::codec().schema(), "AckVia")
+    );
 }
 
 #[test]
 fn fingerprint_is_the_spec_rabin_little_endian() {
     // CRC-64-AVRO of the canonical form "null" is 0x63dd24e7cc258f8a (Avro specification
     // test vector); single-object headers carry it little-endian.
-    let fp = Schema::Null.fingerprint::<apache_avro::rabin::Rabin>().bytes;
+    let fp = Schema::Null
+        .fingerprint::<apache_avro::rabin::Rabin>()
+        .bytes;
     assert_eq!(fp, 0x63dd_24e7_cc25_8f8a_u64.to_le_bytes());
 }
 
@@ -143,15 +190,30 @@ fn fingerprints_are_distinct_and_findable() {
 #[test]
 fn hostile_bytes_are_errors_not_panics() {
     let good = samples::incident().to_avro().unwrap();
-    assert!(matches!(Incident::from_avro(&[]), Err(Error::NotSingleObject(_))));
-    assert!(matches!(Incident::from_avro(&good[1..]), Err(Error::NotSingleObject(_))));
+    assert!(matches!(
+        Incident::from_avro(&[]),
+        Err(Error::NotSingleObject(_))
+    ));
+    assert!(matches!(
+        Incident::from_avro(&good[1..]),
+        Err(Error::NotSingleObject(_))
+    ));
     let alert = samples::alert().to_avro().unwrap();
-    assert!(matches!(Incident::from_avro(&alert), Err(Error::WrongSchema { .. })));
+    assert!(matches!(
+        Incident::from_avro(&alert),
+        Err(Error::WrongSchema { .. })
+    ));
     let mut trailing = good.clone();
     trailing.push(0);
-    assert!(matches!(Incident::from_avro(&trailing), Err(Error::TrailingBytes { .. })));
+    assert!(matches!(
+        Incident::from_avro(&trailing),
+        Err(Error::TrailingBytes { .. })
+    ));
     for cut in HEADER_LEN..good.len() {
-        assert!(Incident::from_avro(&good[..cut]).is_err(), "truncated at {cut}");
+        assert!(
+            Incident::from_avro(&good[..cut]).is_err(),
+            "truncated at {cut}"
+        );
     }
     // A huge declared string length must not allocate it.
     let mut huge = good[..HEADER_LEN].to_vec();

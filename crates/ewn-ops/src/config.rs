@@ -64,12 +64,20 @@ where
             .map_err(|e| Error::Config(vec![format!("flag for `{key}`: {e}")]))?;
     }
     let merged = builder.build().map_err(|e| {
-        let place = file_text.as_ref().map(|(p, _)| p.display().to_string()).unwrap_or_default();
+        let place = file_text
+            .as_ref()
+            .map(|(p, _)| p.display().to_string())
+            .unwrap_or_default();
         Error::Config(vec![format!("{place}: {e}")])
     })?;
     serde_path_to_error::deserialize::<_, T>(merged).map_err(|e| {
         let key = e.path().to_string();
-        let origin = origin(&key, file_text.as_ref().map(|(p, t)| (*p, t.as_str())), &env, &layers.overrides);
+        let origin = origin(
+            &key,
+            file_text.as_ref().map(|(p, t)| (*p, t.as_str())),
+            &env,
+            &layers.overrides,
+        );
         Error::Config(vec![format!("{key} ({origin}): {}", e.inner())])
     })
 }
@@ -86,7 +94,10 @@ fn origin(
     }
     let var = format!(
         "{ENV_PREFIX}{ENV_SEPARATOR}{}",
-        key.split('.').map(str::to_ascii_uppercase).collect::<Vec<_>>().join(ENV_SEPARATOR)
+        key.split('.')
+            .map(str::to_ascii_uppercase)
+            .collect::<Vec<_>>()
+            .join(ENV_SEPARATOR)
     );
     if env.contains_key(&var) {
         return format!("environment variable {var}");
@@ -121,7 +132,11 @@ mod tests {
 
     impl Default for Kafka {
         fn default() -> Self {
-            Kafka { brokers: "d:9092".into(), partitions: 3, states: vec!["kz".into()] }
+            Kafka {
+                brokers: "d:9092".into(),
+                partitions: 3,
+                states: vec!["kz".into()],
+            }
         }
     }
 
@@ -151,7 +166,14 @@ mod tests {
             list_keys: &["kafka.states"],
         };
         let s: Settings = load(&layers).unwrap();
-        assert_eq!(s.kafka, Kafka { brokers: "flag:2".into(), partitions: 9, states: vec!["kz".into(), "kg".into()] });
+        assert_eq!(
+            s.kafka,
+            Kafka {
+                brokers: "flag:2".into(),
+                partitions: 9,
+                states: vec!["kz".into(), "kg".into()]
+            }
+        );
         let s: Settings = load(&Layers::default()).unwrap();
         assert_eq!(s, Settings::default());
     }
@@ -159,7 +181,11 @@ mod tests {
     #[test]
     fn unknown_key_names_key_and_file() {
         let f = file("[kafka]\nbrokerz = \"x\"\n");
-        let err = load::<Settings>(&Layers { file: Some(f.path()), ..Default::default() }).unwrap_err();
+        let err = load::<Settings>(&Layers {
+            file: Some(f.path()),
+            ..Default::default()
+        })
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("kafka.brokerz"), "{text}");
         assert!(text.contains(&f.path().display().to_string()), "{text}");

@@ -23,7 +23,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { format: LogFormat::Pretty, level: "info".into() }
+        LogSettings {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
     }
 }
 
@@ -31,7 +34,9 @@ impl Default for LogSettings {
 pub fn init(settings: &LogSettings) -> Result<()> {
     let filter = EnvFilter::try_new(&settings.level)
         .map_err(|e| Error::Logging(format!("log.level `{}`: {e}", settings.level)))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match settings.format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

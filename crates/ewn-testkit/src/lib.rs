@@ -32,7 +32,8 @@ pub fn tansu_bin() -> PathBuf {
         .map(|d| d.join("tansu"))
         .find(|p| p.is_file());
     on_path.unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cargo/bin/tansu")
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+            .join(".cargo/bin/tansu")
     })
 }
 
@@ -101,20 +102,38 @@ fn start_broker() -> Result<Broker, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Err(format!("not listening on {addr} after 30 s; log: {}", log_tail(&dir.join("tansu.log"))))
+    Err(format!(
+        "not listening on {addr} after 30 s; log: {}",
+        log_tail(&dir.join("tansu.log"))
+    ))
 }
 
 fn log_tail(path: &Path) -> String {
     let mut text = String::new();
     let _ = std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text));
-    text.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect()
+    text.chars()
+        .rev()
+        .take(2000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
 }
 
 /// A topic prefix no other test of any run shares: `t<pid>-<n>-<name>.ewn.`.
 pub fn unique_prefix(name: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let clean: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).take(24).collect();
-    format!("t{}-{}-{}.ewn.", std::process::id(), N.fetch_add(1, Ordering::Relaxed), clean)
+    let clean: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(24)
+        .collect();
+    format!(
+        "t{}-{}-{}.ewn.",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        clean
+    )
 }
 
 /// Kafka settings for the shared broker under `prefix`.

@@ -91,9 +91,10 @@ pub fn normalise(kind: SubjectKind, raw: &str) -> String {
     let upper: String = raw.nfkc().flat_map(char::to_uppercase).collect();
     let collapsed = upper.split_whitespace().collect::<Vec<_>>().join(" ");
     match kind {
-        SubjectKind::Document | SubjectKind::Vehicle => {
-            collapsed.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '/')).collect()
-        }
+        SubjectKind::Document | SubjectKind::Vehicle => collapsed
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '.' | '/'))
+            .collect(),
         SubjectKind::Phone => {
             let digits: String = collapsed.chars().filter(char::is_ascii_digit).collect();
             if collapsed.starts_with('+') {
@@ -116,28 +117,50 @@ mod tests {
     fn spelling_variants_blind_alike() {
         let key = BlindingKey::from_bytes([42; 32]);
         let b = |k, s| key.blind(k, s).unwrap();
-        assert_eq!(b(SubjectKind::Document, "n 1234-567"), b(SubjectKind::Document, "N1234567"));
-        assert_eq!(b(SubjectKind::Phone, "+996 (555) 12-34-56"), b(SubjectKind::Phone, "00996555123456"));
-        assert_eq!(b(SubjectKind::Person, "  Aliyev   Rustam "), b(SubjectKind::Person, "ALIYEV RUSTAM"));
+        assert_eq!(
+            b(SubjectKind::Document, "n 1234-567"),
+            b(SubjectKind::Document, "N1234567")
+        );
+        assert_eq!(
+            b(SubjectKind::Phone, "+996 (555) 12-34-56"),
+            b(SubjectKind::Phone, "00996555123456")
+        );
+        assert_eq!(
+            b(SubjectKind::Person, "  Aliyev   Rustam "),
+            b(SubjectKind::Person, "ALIYEV RUSTAM")
+        );
         // full-width digits fold to ASCII under NFKC
-        assert_eq!(b(SubjectKind::Vehicle, "０１KG123ABC"), b(SubjectKind::Vehicle, "01 KG 123 ABC"));
+        assert_eq!(
+            b(SubjectKind::Vehicle, "０１KG123ABC"),
+            b(SubjectKind::Vehicle, "01 KG 123 ABC")
+        );
         // the kind is part of the message: a document and a phone with the same digits differ
-        assert_ne!(b(SubjectKind::Document, "555123"), b(SubjectKind::Phone, "555123"));
+        assert_ne!(
+            b(SubjectKind::Document, "555123"),
+            b(SubjectKind::Phone, "555123")
+        );
         let r = b(SubjectKind::Person, "x");
         assert!(ewn_model::validate::is_blinded_ref(&r));
     }
 
     #[test]
     fn different_keys_different_refs() {
-        let a = BlindingKey::from_bytes([1; 32]).blind(SubjectKind::Person, "x").unwrap();
-        let b = BlindingKey::from_bytes([2; 32]).blind(SubjectKind::Person, "x").unwrap();
+        let a = BlindingKey::from_bytes([1; 32])
+            .blind(SubjectKind::Person, "x")
+            .unwrap();
+        let b = BlindingKey::from_bytes([2; 32])
+            .blind(SubjectKind::Person, "x")
+            .unwrap();
         assert_ne!(a, b);
     }
 
     #[test]
     fn empty_is_refused() {
         let key = BlindingKey::from_bytes([1; 32]);
-        assert_eq!(key.blind(SubjectKind::Phone, " - ( ) "), Err(EmptyIdentifier));
+        assert_eq!(
+            key.blind(SubjectKind::Phone, " - ( ) "),
+            Err(EmptyIdentifier)
+        );
     }
 
     #[test]
@@ -147,7 +170,10 @@ mod tests {
         let key = BlindingKey::generate();
         key.save(&path).unwrap();
         let back = BlindingKey::load(&path).unwrap();
-        assert_eq!(back.blind(SubjectKind::Person, "a"), key.blind(SubjectKind::Person, "a"));
+        assert_eq!(
+            back.blind(SubjectKind::Person, "a"),
+            key.blind(SubjectKind::Person, "a")
+        );
         assert_eq!(format!("{back:?}"), "BlindingKey(<redacted>)");
     }
 }

@@ -7,7 +7,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: secret file is accessible by group or others (mode {mode:o}); run chmod 600")]
     InsecureMode { path: PathBuf, mode: u32 },
     #[error("{path}: {message}")]

@@ -32,7 +32,10 @@ pub fn generate() -> SigningKey {
 pub fn save_signing_key(path: &Path, key: &SigningKey) -> Result<()> {
     let pem = key
         .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| Error::BadKeyFile { path: path.into(), message: e.to_string() })?;
+        .map_err(|e| Error::BadKeyFile {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
     secret::write_secret(path, &pem)
 }
 
@@ -53,13 +56,19 @@ pub struct IncidentSigner {
 
 impl fmt::Debug for IncidentSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IncidentSigner").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("IncidentSigner")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl IncidentSigner {
     pub fn new(key_id: impl Into<String>, key: SigningKey) -> Self {
-        IncidentSigner { key_id: key_id.into(), key, message: Vec::new() }
+        IncidentSigner {
+            key_id: key_id.into(),
+            key,
+            message: Vec::new(),
+        }
     }
 
     pub fn key_id(&self) -> &str {
@@ -78,8 +87,15 @@ impl IncidentSigner {
 
     /// Signs an already encoded payload (tests use this to sign hostile payloads).
     pub fn sign_payload(&mut self, payload: Vec<u8>) -> SignedIncident {
-        let signature = self.key.sign(signed_message(&mut self.message, &payload)).to_bytes();
-        SignedIncident { key_id: self.key_id.clone(), signature, payload }
+        let signature = self
+            .key
+            .sign(signed_message(&mut self.message, &payload))
+            .to_bytes();
+        SignedIncident {
+            key_id: self.key_id.clone(),
+            signature,
+            payload,
+        }
     }
 }
 

@@ -75,15 +75,22 @@ impl TimeForm {
         };
         DateTime::parse_from_rfc3339(&text)
             .map(|t| t.timestamp_millis())
-            .map_err(|e| format!("`{}` is not an RFC 3339 time with offset: {e}", printable(&text)))
+            .map_err(|e| {
+                format!(
+                    "`{}` is not an RFC 3339 time with offset: {e}",
+                    printable(&text)
+                )
+            })
     }
 }
 
 impl TrustStore {
     pub fn load(path: &Path) -> Result<TrustStore> {
         let text = fs::read_to_string(path).map_err(Error::io(path))?;
-        TrustStore::parse(&text)
-            .map_err(|problems| Error::BadTrustStore { path: path.into(), problems })
+        TrustStore::parse(&text).map_err(|problems| Error::BadTrustStore {
+            path: path.into(),
+            problems,
+        })
     }
 
     /// Parses the TOML text, reporting every problem at once.
@@ -104,7 +111,11 @@ impl TrustStore {
                 Err(errs) => problems.extend(errs.into_iter().map(|p| format!("{at}: {p}"))),
             }
         }
-        if problems.is_empty() { Ok(TrustStore { keys }) } else { Err(problems.join("; ")) }
+        if problems.is_empty() {
+            Ok(TrustStore { keys })
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
     pub fn get(&self, key_id: &str) -> Option<&KeyEntry> {
@@ -129,12 +140,21 @@ impl TrustStore {
         let existing = match fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(Error::Io { path: path.into(), source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: path.into(),
+                    source: e,
+                });
+            }
         };
-        let store = TrustStore::parse(&existing)
-            .map_err(|problems| Error::BadTrustStore { path: path.into(), problems })?;
+        let store = TrustStore::parse(&existing).map_err(|problems| Error::BadTrustStore {
+            path: path.into(),
+            problems,
+        })?;
         if store.get(&entry.key_id).is_some() {
-            return Err(Error::DuplicateKey { key_id: entry.key_id.clone() });
+            return Err(Error::DuplicateKey {
+                key_id: entry.key_id.clone(),
+            });
         }
         let mut text = existing;
         if !text.is_empty() && !text.ends_with('\n') {
@@ -144,11 +164,15 @@ impl TrustStore {
             text.push('\n');
         }
         text.push_str(&entry.to_toml());
-        TrustStore::parse(&text)
-            .map_err(|problems| Error::BadTrustStore { path: path.into(), problems })?;
+        TrustStore::parse(&text).map_err(|problems| Error::BadTrustStore {
+            path: path.into(),
+            problems,
+        })?;
         let tmp = path.with_extension("toml.tmp");
         let mut file = fs::File::create(&tmp).map_err(Error::io(&tmp))?;
-        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(Error::io(&tmp))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(Error::io(&tmp))?;
         fs::rename(&tmp, path).map_err(Error::io(path))
     }
 }
@@ -159,9 +183,16 @@ fn entry(e: EntryForm) -> std::result::Result<KeyEntry, Vec<String>> {
         problems.push("key_id must be 1..64 printable characters".to_string());
     }
     if !is_state_code(&e.state) {
-        problems.push(format!("state `{}` is not an upper-case ISO 3166-1 alpha-2 code", printable(&e.state)));
+        problems.push(format!(
+            "state `{}` is not an upper-case ISO 3166-1 alpha-2 code",
+            printable(&e.state)
+        ));
     }
-    let public_key = match B64.decode(e.public_key.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+    let public_key = match B64
+        .decode(e.public_key.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+    {
         None => {
             problems.push("public_key is not base64 of 32 bytes".to_string());
             None
@@ -188,13 +219,15 @@ fn entry(e: EntryForm) -> std::result::Result<KeyEntry, Vec<String>> {
     let not_before = time("not_before", &e.not_before);
     let not_after = time("not_after", &e.not_after);
     let revoked_at = e.revoked_at.as_ref().map(|t| time("revoked_at", t));
-    if let (Some(b), Some(a)) = (not_before, not_after) {
-        if a <= b {
-            problems.push("not_after is not after not_before".to_string());
-        }
+    if let (Some(b), Some(a)) = (not_before, not_after)
+        && a <= b
+    {
+        problems.push("not_after is not after not_before".to_string());
     }
     match (public_key, not_before, not_after, revoked_at) {
-        (Some(public_key), Some(not_before), Some(not_after), revoked_at) if problems.is_empty() => {
+        (Some(public_key), Some(not_before), Some(not_after), revoked_at)
+            if problems.is_empty() =>
+        {
             Ok(KeyEntry {
                 key_id: e.key_id,
                 state: e.state,
@@ -272,7 +305,10 @@ mod tests {
         assert!(text.starts_with("# operator's note\n"));
         let store = TrustStore::load(&path).unwrap();
         assert_eq!(store.len(), 2);
-        assert_eq!(store.get("kz-2").unwrap().revoked_at, Some(1_780_000_000_000));
+        assert_eq!(
+            store.get("kz-2").unwrap().revoked_at,
+            Some(1_780_000_000_000)
+        );
         assert_eq!(store.get("kz-1").unwrap().not_before, 1_767_225_600_000);
     }
 
@@ -282,7 +318,10 @@ mod tests {
         let text = format!(
             "[[keys]]\nkey_id = \"x\"\nstate = \"KG\"\npublic_key = \"{key}\"\nnot_before = 2026-01-01T00:00:00Z\nnot_after = 2027-01-01T00:00:00Z\n"
         );
-        assert_eq!(TrustStore::parse(&text).unwrap().get("x").unwrap().state, "KG");
+        assert_eq!(
+            TrustStore::parse(&text).unwrap().get("x").unwrap().state,
+            "KG"
+        );
     }
 
     #[test]
@@ -290,10 +329,17 @@ mod tests {
         let text = "[[keys]]\nkey_id = \"bad\"\nstate = \"kz\"\npublic_key = \"AAAA\"\nnot_before = \"yesterday\"\nnot_after = \"2027-01-01T00:00:00Z\"\n";
         let err = TrustStore::parse(text).unwrap_err();
         assert!(err.contains("keys[0] (key_id `bad`): state `kz`"), "{err}");
-        assert!(err.contains("public_key is not base64 of 32 bytes"), "{err}");
+        assert!(
+            err.contains("public_key is not base64 of 32 bytes"),
+            "{err}"
+        );
         assert!(err.contains("not_before: `yesterday`"), "{err}");
         let unknown = "[[keys]]\nkey_id = \"x\"\nstat = \"KZ\"\n";
-        assert!(TrustStore::parse(unknown).unwrap_err().contains("unknown field `stat`"));
+        assert!(
+            TrustStore::parse(unknown)
+                .unwrap_err()
+                .contains("unknown field `stat`")
+        );
     }
 
     #[test]

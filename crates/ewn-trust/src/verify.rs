@@ -91,7 +91,12 @@ pub struct Rejected {
 
 impl Rejected {
     fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
-        Rejected { reason, detail: detail.into(), key_id: None, incident_id: None }
+        Rejected {
+            reason,
+            detail: detail.into(),
+            key_id: None,
+            incident_id: None,
+        }
     }
 
     fn key(mut self, key_id: &str) -> Self {
@@ -132,7 +137,12 @@ impl Verifier {
     }
 
     /// Verifies one record value read from `ewn.incidents.<topic_state>`.
-    pub fn verify(&self, value: &[u8], topic_state: Option<&str>, now_ms: i64) -> Result<Verified, Rejected> {
+    pub fn verify(
+        &self,
+        value: &[u8],
+        topic_state: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Verified, Rejected> {
         let pending = self.check_envelope(value, topic_state, now_ms)?;
         let mut buf = Vec::new();
         check_signature(&pending, &mut buf)?;
@@ -141,11 +151,20 @@ impl Verifier {
 
     /// Size, envelope decoding, key lookup, revocation and the key's state against the
     /// topic's (lower-case in the topic name, compared case-insensitively).
-    pub fn check_envelope(&self, value: &[u8], topic_state: Option<&str>, now_ms: i64) -> Result<Pending<'_>, Rejected> {
+    pub fn check_envelope(
+        &self,
+        value: &[u8],
+        topic_state: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Pending<'_>, Rejected> {
         if value.len() > self.policy.max_record_bytes {
             return Err(Rejected::new(
                 RejectReason::Oversized,
-                format!("record is {} bytes, at most {}", value.len(), self.policy.max_record_bytes),
+                format!(
+                    "record is {} bytes, at most {}",
+                    value.len(),
+                    self.policy.max_record_bytes
+                ),
             ));
         }
         let envelope = SignedIncident::from_avro(value)
@@ -153,7 +172,10 @@ impl Verifier {
         let Some(key) = self.store.get(&envelope.key_id) else {
             return Err(Rejected::new(
                 RejectReason::UnknownKey,
-                format!("key {}: not in the trust store", printable(&envelope.key_id)),
+                format!(
+                    "key {}: not in the trust store",
+                    printable(&envelope.key_id)
+                ),
             )
             .key(&envelope.key_id));
         };
@@ -161,18 +183,26 @@ impl Verifier {
             // A revoked key is treated as compromised: nothing it signed is trusted any more,
             // whatever signing time it claims (a thief can backdate `reported_at`).
             if revoked_at <= now_ms {
-                return Err(Rejected::new(RejectReason::KeyRevoked, format!("key {}: revoked", key.key_id))
-                    .key(&key.key_id));
-            }
-        }
-        if let Some(topic_state) = topic_state {
-            if !key.state.eq_ignore_ascii_case(topic_state) {
                 return Err(Rejected::new(
-                    RejectReason::TopicMismatch,
-                    format!("key {} signs for {}, not for topic state {}", key.key_id, key.state, printable(topic_state)),
+                    RejectReason::KeyRevoked,
+                    format!("key {}: revoked", key.key_id),
                 )
                 .key(&key.key_id));
             }
+        }
+        if let Some(topic_state) = topic_state
+            && !key.state.eq_ignore_ascii_case(topic_state)
+        {
+            return Err(Rejected::new(
+                RejectReason::TopicMismatch,
+                format!(
+                    "key {} signs for {}, not for topic state {}",
+                    key.key_id,
+                    key.state,
+                    printable(topic_state)
+                ),
+            )
+            .key(&key.key_id));
         }
         Ok(Pending { envelope, key })
     }
@@ -192,7 +222,12 @@ impl Verifier {
         if incident.reporter.state != key.state {
             return Err(reject(
                 RejectReason::KeyStateMismatch,
-                format!("key {} signs for {}, report is from {}", key.key_id, key.state, printable(&incident.reporter.state)),
+                format!(
+                    "key {} signs for {}, report is from {}",
+                    key.key_id,
+                    key.state,
+                    printable(&incident.reporter.state)
+                ),
             ));
         }
         if incident.reported_at < key.not_before || incident.reported_at > key.not_after {
@@ -205,23 +240,32 @@ impl Verifier {
         if let Some(first) = problems.first() {
             return Err(reject(RejectReason::Invalid, first.to_string()));
         }
-        if let Some(skew) = self.policy.max_clock_skew_ms {
-            if incident.reported_at > now_ms.saturating_add(skew) {
-                return Err(reject(
-                    RejectReason::ClockSkew,
-                    format!("reported_at is {} ms ahead of this clock", incident.reported_at - now_ms),
-                ));
-            }
+        if let Some(skew) = self.policy.max_clock_skew_ms
+            && incident.reported_at > now_ms.saturating_add(skew)
+        {
+            return Err(reject(
+                RejectReason::ClockSkew,
+                format!(
+                    "reported_at is {} ms ahead of this clock",
+                    incident.reported_at - now_ms
+                ),
+            ));
         }
-        if let Some(age) = self.policy.max_age_ms {
-            if incident.reported_at < now_ms.saturating_sub(age) {
-                return Err(reject(
-                    RejectReason::TooOld,
-                    format!("reported_at is {} s old", (now_ms - incident.reported_at) / 1000),
-                ));
-            }
+        if let Some(age) = self.policy.max_age_ms
+            && incident.reported_at < now_ms.saturating_sub(age)
+        {
+            return Err(reject(
+                RejectReason::TooOld,
+                format!(
+                    "reported_at is {} s old",
+                    (now_ms - incident.reported_at) / 1000
+                ),
+            ));
         }
-        Ok(Verified { envelope: pending.envelope, incident })
+        Ok(Verified {
+            envelope: pending.envelope,
+            incident,
+        })
     }
 }
 
@@ -229,10 +273,17 @@ impl Verifier {
 pub fn check_signature(pending: &Pending<'_>, buf: &mut Vec<u8>) -> Result<(), Rejected> {
     let signature = Signature::from_bytes(&pending.envelope.signature);
     let message = signed_message(buf, &pending.envelope.payload);
-    pending.key.public_key.verify_strict(message, &signature).map_err(|_| {
-        Rejected::new(RejectReason::BadSignature, format!("key {}: signature does not verify", pending.key.key_id))
+    pending
+        .key
+        .public_key
+        .verify_strict(message, &signature)
+        .map_err(|_| {
+            Rejected::new(
+                RejectReason::BadSignature,
+                format!("key {}: signature does not verify", pending.key.key_id),
+            )
             .key(&pending.key.key_id)
-    })
+        })
 }
 
 #[cfg(test)]
@@ -257,7 +308,11 @@ mod tests {
                 revoked_at: None,
             });
         }
-        (Verifier::new(Arc::new(store), VerifyPolicy::default()), kz, kg)
+        (
+            Verifier::new(Arc::new(store), VerifyPolicy::default()),
+            kz,
+            kg,
+        )
     }
 
     fn reason(v: &Verifier, bytes: &[u8], topic: &str) -> RejectReason {
@@ -279,7 +334,10 @@ mod tests {
         // a single flipped bit anywhere in the payload
         let mut env = kz.sign(&incident).unwrap();
         env.payload[20] ^= 0x01;
-        assert_eq!(reason(&v, &env.to_avro().unwrap(), "kz"), RejectReason::BadSignature);
+        assert_eq!(
+            reason(&v, &env.to_avro().unwrap(), "kz"),
+            RejectReason::BadSignature
+        );
         // signed by another state's key, on that state's topic
         let bytes = kg.sign(&incident).unwrap().to_avro().unwrap();
         assert_eq!(reason(&v, &bytes, "kg"), RejectReason::KeyStateMismatch);
@@ -290,8 +348,14 @@ mod tests {
         let bytes = stranger.sign(&incident).unwrap().to_avro().unwrap();
         assert_eq!(reason(&v, &bytes, "kz"), RejectReason::UnknownKey);
         // garbage and oversized
-        assert_eq!(reason(&v, b"\xc3\x01garbage", "kz"), RejectReason::Undecodable);
-        assert_eq!(reason(&v, &vec![0u8; 70_000], "kz"), RejectReason::Oversized);
+        assert_eq!(
+            reason(&v, b"\xc3\x01garbage", "kz"),
+            RejectReason::Undecodable
+        );
+        assert_eq!(
+            reason(&v, &vec![0u8; 70_000], "kz"),
+            RejectReason::Oversized
+        );
         // a valid signature over a payload that is not an incident
         let bytes = kz.sign_payload(b"not avro".to_vec()).to_avro().unwrap();
         assert_eq!(reason(&v, &bytes, "kz"), RejectReason::Undecodable);
@@ -319,7 +383,11 @@ mod tests {
     #[test]
     fn skew_and_age() {
         let (v, mut kz, _) = setup();
-        let policy = VerifyPolicy { max_clock_skew_ms: Some(60_000), max_age_ms: Some(3_600_000), ..v.policy };
+        let policy = VerifyPolicy {
+            max_clock_skew_ms: Some(60_000),
+            max_age_ms: Some(3_600_000),
+            ..v.policy
+        };
         let v = Verifier::new(v.store, policy);
         let mut incident = samples::incident();
         incident.reported_at = NOW + 120_000;

@@ -11,7 +11,11 @@ use crate::cmd;
 use crate::settings::{LIST_KEYS, Settings};
 
 #[derive(Parser, Debug)]
-#[command(name = "ewn", version, about = "EWN: the regional counter-terrorism early-warning network")]
+#[command(
+    name = "ewn",
+    version,
+    about = "EWN: the regional counter-terrorism early-warning network"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -109,7 +113,10 @@ impl Default for LogFormatArg {
 /// unconfirmed records, unverified records when asked to fail on them), 2 it could not run.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -120,8 +127,12 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Keygen(args) => cmd::keygen::run(&cli.global, args),
             Command::Topics(args) => cmd::topics::run(&cli.global, args).await,
-            Command::Publish(args) => tokio::task::block_in_place(|| cmd::publish::run(&cli.global, args)),
-            Command::Tail(args) => tokio::task::block_in_place(|| cmd::tail::run(&cli.global, args)),
+            Command::Publish(args) => {
+                tokio::task::block_in_place(|| cmd::publish::run(&cli.global, args))
+            }
+            Command::Tail(args) => {
+                tokio::task::block_in_place(|| cmd::tail::run(&cli.global, args))
+            }
         }
     });
     match result {

@@ -30,17 +30,17 @@ fn readable(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
-                if TIME_FIELDS.contains(&key.as_str()) {
-                    if let Some(ms) = v.as_i64() {
-                        *v = Value::String(rfc3339(ms));
-                        continue;
-                    }
+                if TIME_FIELDS.contains(&key.as_str())
+                    && let Some(ms) = v.as_i64()
+                {
+                    *v = Value::String(rfc3339(ms));
+                    continue;
                 }
-                if BYTE_FIELDS.contains(&key.as_str()) {
-                    if let Some(bytes) = as_bytes(v) {
-                        *v = Value::String(hex::encode(bytes));
-                        continue;
-                    }
+                if BYTE_FIELDS.contains(&key.as_str())
+                    && let Some(bytes) = as_bytes(v)
+                {
+                    *v = Value::String(hex::encode(bytes));
+                    continue;
                 }
                 readable(v);
             }
@@ -51,7 +51,10 @@ fn readable(value: &mut Value) {
 }
 
 fn as_bytes(v: &Value) -> Option<Vec<u8>> {
-    v.as_array()?.iter().map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect()
+    v.as_array()?
+        .iter()
+        .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
+        .collect()
 }
 
 pub fn rfc3339(ms: i64) -> String {
@@ -62,5 +65,10 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// Builds a JSON object from pairs.
 pub fn object(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
-    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>())
+    Value::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<Map<_, _>>(),
+    )
 }

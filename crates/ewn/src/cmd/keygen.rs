@@ -39,13 +39,18 @@ pub struct Args {
 pub fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.blinding_out {
         BlindingKey::generate().save(path)?;
-        println!("wrote network blinding key to {} (mode 0600)", path.display());
+        println!(
+            "wrote network blinding key to {} (mode 0600)",
+            path.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let (Some(state), Some(key_id), Some(secret_out), Some(store)) =
         (args.state, args.key_id, args.secret_out, args.trust_store)
     else {
-        bail!("give either --blinding-out FILE, or --state, --key-id, --secret-out and --trust-store");
+        bail!(
+            "give either --blinding-out FILE, or --state, --key-id, --secret-out and --trust-store"
+        );
     };
     let state = state.to_ascii_uppercase();
     if !is_state_code(&state) {
@@ -66,10 +71,10 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         revoked_at: None,
     };
     // The trust store is checked first, so a duplicate key id leaves no orphan secret.
-    if let Ok(existing) = TrustStore::load(&store) {
-        if existing.get(&key_id).is_some() {
-            bail!("{}: already holds key `{key_id}`", store.display());
-        }
+    if let Ok(existing) = TrustStore::load(&store)
+        && existing.get(&key_id).is_some()
+    {
+        bail!("{}: already holds key `{key_id}`", store.display());
     }
     keys::save_signing_key(&secret_out, &key)?;
     TrustStore::append_to_file(&store, &entry)

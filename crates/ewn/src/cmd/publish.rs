@@ -44,7 +44,9 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
-    let extra = args.timeout_ms.map(|t| ("kafka.message_timeout_ms".to_string(), t.to_string()));
+    let extra = args
+        .timeout_ms
+        .map(|t| ("kafka.message_timeout_ms".to_string(), t.to_string()));
     let settings = global.settings(extra.into_iter().collect())?;
     let mut signer = IncidentSigner::new(args.key_id.clone(), load_signing_key(&args.key)?);
     let blinding = BlindingKey::load(&args.blinding_key)?;
@@ -77,7 +79,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("line {line}: not confirmed by the broker: {error}");
     }
     if outcome.report.failed.len() > 10 {
-        eprintln!("... and {} more not confirmed", outcome.report.failed.len() - 10);
+        eprintln!(
+            "... and {} more not confirmed",
+            outcome.report.failed.len() - 10
+        );
     }
     let secs = outcome.elapsed.as_secs_f64().max(1e-9);
     println!(
@@ -92,7 +97,11 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     if let (Some(path), true) = (&args.unsent, outcome.unconfirmed() > 0) {
         println!("unconfirmed lines written to {}", path.display());
     }
-    Ok(if outcome.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if outcome.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn progress_bar(size: Option<u64>, disabled: bool) -> ProgressBar {
@@ -103,8 +112,10 @@ fn progress_bar(size: Option<u64>, disabled: bool) -> ProgressBar {
         Some(len) if len > 1 << 20 => {
             let bar = ProgressBar::new(len);
             bar.set_style(
-                ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar
         }

@@ -41,7 +41,10 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
-    let extra = args.trust_store.as_ref().map(|p| ("trust.trust_store".to_string(), p.display().to_string()));
+    let extra = args
+        .trust_store
+        .as_ref()
+        .map(|p| ("trust.trust_store".to_string(), p.display().to_string()));
     let settings = global.settings(extra.into_iter().collect())?;
     let topics = Topics::new(&settings.kafka.topic_prefix);
     let verifier = match (args.topic, &settings.trust.trust_store) {
@@ -49,17 +52,39 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             let store = TrustStore::load(path)?;
             // Tail checks who signed what; the processor's clock-skew and age policy is
             // its own business, so a record published yesterday still shows as verified.
-            let policy = VerifyPolicy { max_record_bytes: settings.trust.max_record_bytes, limits: settings.limits, ..VerifyPolicy::default() };
+            let policy = VerifyPolicy {
+                max_record_bytes: settings.trust.max_record_bytes,
+                limits: settings.limits,
+                ..VerifyPolicy::default()
+            };
             Some(Verifier::new(Arc::new(store), policy))
         }
-        (TopicKind::Incidents, None) => bail!("--trust-store FILE (or trust.trust_store) is needed to verify incidents"),
+        (TopicKind::Incidents, None) => {
+            bail!("--trust-store FILE (or trust.trust_store) is needed to verify incidents")
+        }
         _ => None,
     };
-    let start = if args.from_beginning { StartAt::Beginning } else { StartAt::End };
-    let what = format!("{} topics under prefix `{}`", args.topic.as_str(), topics.prefix());
-    let reader = AssignedReader::new(&settings.kafka, "tail", &what, |t| topics.matches(args.topic, t), start)
-        .context("opening the topic")?;
-    let deadline = args.timeout_secs.map(|s| Instant::now() + Duration::from_secs(s));
+    let start = if args.from_beginning {
+        StartAt::Beginning
+    } else {
+        StartAt::End
+    };
+    let what = format!(
+        "{} topics under prefix `{}`",
+        args.topic.as_str(),
+        topics.prefix()
+    );
+    let reader = AssignedReader::new(
+        &settings.kafka,
+        "tail",
+        &what,
+        |t| topics.matches(args.topic, t),
+        start,
+    )
+    .context("opening the topic")?;
+    let deadline = args
+        .timeout_secs
+        .map(|s| Instant::now() + Duration::from_secs(s));
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut seen = 0u64;
     while args.count.is_none_or(|c| seen < c) {
@@ -121,21 +146,24 @@ fn record_line(record: &RawRecord<'_>) -> Value {
         fields.push(("key", json!(record.key.map(String::from_utf8_lossy))));
         return object(fields);
     }
-    let decoded = split_header(value).map_err(|e| e.to_string()).and_then(|fp| {
-        let codec = schema_by_fingerprint(fp).ok_or_else(|| format!("unknown schema fingerprint {}", fingerprint_hex(fp)))?;
-        let v = match codec.name() {
-            "Alert" => Alert::from_avro(value).map(|r| view(&r)),
-            "Rejection" => Rejection::from_avro(value).map(|r| view(&r)),
-            "DeliveryReceipt" => DeliveryReceipt::from_avro(value).map(|r| view(&r)),
-            "Ack" => Ack::from_avro(value).map(|r| view(&r)),
-            "Subscription" => Subscription::from_avro(value).map(|mut r| {
-                r.webhook_secret = r.webhook_secret.map(|_| "<redacted>".to_string());
-                view(&r)
-            }),
-            other => return Err(format!("{other} records are not shown by this view")),
-        };
-        v.map(|v| (codec.name(), v)).map_err(|e| e.to_string())
-    });
+    let decoded = split_header(value)
+        .map_err(|e| e.to_string())
+        .and_then(|fp| {
+            let codec = schema_by_fingerprint(fp)
+                .ok_or_else(|| format!("unknown schema fingerprint {}", fingerprint_hex(fp)))?;
+            let v = match codec.name() {
+                "Alert" => Alert::from_avro(value).map(|r| view(&r)),
+                "Rejection" => Rejection::from_avro(value).map(|r| view(&r)),
+                "DeliveryReceipt" => DeliveryReceipt::from_avro(value).map(|r| view(&r)),
+                "Ack" => Ack::from_avro(value).map(|r| view(&r)),
+                "Subscription" => Subscription::from_avro(value).map(|mut r| {
+                    r.webhook_secret = r.webhook_secret.map(|_| "<redacted>".to_string());
+                    view(&r)
+                }),
+                other => return Err(format!("{other} records are not shown by this view")),
+            };
+            v.map(|v| (codec.name(), v)).map_err(|e| e.to_string())
+        });
     match decoded {
         Ok((schema, v)) => {
             fields.push(("schema", json!(schema)));

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use ewn_kafka::admin::{self, Created};
 use ewn_kafka::Topics;
+use ewn_kafka::admin::{self, Created};
 
 use crate::cli::Global;
 
@@ -37,7 +37,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         }
         Action::List => {
             let kafka = settings.kafka.clone();
-            let mut listed = tokio::task::spawn_blocking(move || admin::list_topics(&kafka)).await??;
+            let mut listed =
+                tokio::task::spawn_blocking(move || admin::list_topics(&kafka)).await??;
             listed.retain(|(name, _)| name.starts_with(topics.prefix()));
             listed.sort();
             for (name, partitions) in listed {

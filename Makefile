@@ -1,0 +1,41 @@
+# EWN: run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+TANSU_BIN ?= $(HOME)/.cargo/bin/tansu
+export TANSU_BIN
+
+.PHONY: help
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: broker
+broker: ## Install Tansu 0.6.0, the Kafka-compatible test broker (idempotent, ~16 min the first time)
+	@scripts/install-tansu.sh
+
+.PHONY: build
+build: ## Build every crate (debug)
+	$(CARGO) build --workspace --locked
+
+.PHONY: test
+test: broker ## Install what is needed, then run every test against a real broker
+	$(CARGO) build --workspace --locked --all-targets
+	$(CARGO) test --workspace --locked -- --test-threads=4
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: bench
+bench: broker ## Criterion micro-benches (release build)
+	$(CARGO) bench --workspace --locked
+
+.PHONY: demo
+demo: broker ## Run the demo on a local Tansu broker
+	$(CARGO) build --locked -p ewn
+	scripts/demo.sh
