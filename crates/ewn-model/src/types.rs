@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 /// A closed set of symbols mirrored from an Avro enum, with its text form (also used as a
 /// metric label value), in schema order.
 macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
         }
 
         impl $name {
@@ -108,6 +108,9 @@ wire_enum!(
         ClockSkew = "CLOCK_SKEW",
         TooOld = "TOO_OLD",
         Invalid = "INVALID",
+        /// Verified, but its event time was behind the watermark by more than the allowed
+        /// lateness: not merged into correlation state.
+        Late = "LATE",
     }
 );
 
