@@ -1,0 +1,388 @@
+//! Correlation rules, from configuration (`[[process.rules]]`) or the built-in default set.
+//!
+//! Every rule has a filter, a group-by field, a window, a level and a cooldown. Kinds:
+//! - `threshold`: at least `count` matching incidents per key within `window_secs`;
+//! - `distinct`: at least `count` distinct values of `distinct` per key within the window;
+//! - `sequence`: an incident matching `first`, then (strictly later in event time) one
+//!   matching `then`, per key within the window;
+//! - `absence`: an incident matching `first` and none matching `then` per key within the
+//!   window after it (and before it, with `lookback`), decided once the watermark has
+//!   passed the window's end.
+//!
+//! Once a rule fires for a key, incidents within `cooldown_secs` of the window start join
+//! that alert as `UPDATE`s instead of raising new alerts.
+
+use std::collections::HashSet;
+
+use ewn_model::{Category, Direction, Level};
+use serde::{Deserialize, Serialize};
+
+use crate::correlate::Event;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    Threshold,
+    Distinct,
+    Sequence,
+    Absence,
+}
+
+/// What a rule's state is keyed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// Each blinded subject of the incident (an incident with two subjects counts for both).
+    Subject,
+    Area,
+    Crossing,
+    State,
+    /// Each incident on its own: an immediate rule, no state.
+    Incident,
+}
+
+impl GroupBy {
+    pub const STATEFUL: [GroupBy; 4] = [
+        GroupBy::Subject,
+        GroupBy::Area,
+        GroupBy::Crossing,
+        GroupBy::State,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Subject => "subject",
+            GroupBy::Area => "area",
+            GroupBy::Crossing => "crossing",
+            GroupBy::State => "state",
+            GroupBy::Incident => "incident",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GroupBy> {
+        [
+            GroupBy::Subject,
+            GroupBy::Area,
+            GroupBy::Crossing,
+            GroupBy::State,
+            GroupBy::Incident,
+        ]
+        .into_iter()
+        .find(|g| g.as_str() == s)
+    }
+}
+
+/// The field a `distinct` rule counts values of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistinctField {
+    State,
+    Area,
+    Crossing,
+    Category,
+    Agency,
+}
+
+/// Which incidents a rule (or one side of a sequence/absence rule) looks at. Empty lists
+/// match everything; all given conditions must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filter {
+    pub categories: Vec<Category>,
+    pub states: Vec<String>,
+    pub areas: Vec<String>,
+    pub min_score: i32,
+    pub min_level: Option<Level>,
+    pub direction: Option<Direction>,
+    /// Only incidents at a border crossing.
+    pub at_crossing: bool,
+    /// Only watch-list hits (a listed subject, or category WATCHLIST_HIT).
+    pub watchlist_hit: bool,
+}
+
+impl Filter {
+    pub fn matches(&self, e: &Event) -> bool {
+        (self.categories.is_empty() || self.categories.contains(&e.category))
+            && (self.states.is_empty()
+                || self.states.iter().any(|s| s.eq_ignore_ascii_case(&e.state)))
+            && (self.areas.is_empty() || self.areas.contains(&e.area))
+            && e.score >= self.min_score
+            && self.min_level.is_none_or(|l| e.level >= l)
+            && self.direction.is_none_or(|d| e.direction == Some(d))
+            && (!self.at_crossing || e.crossing.is_some())
+            && (!self.watchlist_hit || e.watchlist_hit)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    pub kind: RuleKind,
+    #[serde(default)]
+    pub filter: Filter,
+    pub group_by: GroupBy,
+    /// The window; 0 for immediate (`group_by = "incident"`) rules.
+    pub window_secs: u64,
+    /// `threshold` and `distinct`: how many incidents (or distinct values).
+    #[serde(default = "one")]
+    pub count: u32,
+    /// `distinct`: the field whose distinct values are counted.
+    #[serde(default)]
+    pub distinct: Option<DistinctField>,
+    /// `sequence` and `absence`: the first incident.
+    #[serde(default)]
+    pub first: Option<Filter>,
+    /// `sequence`: what must follow; `absence`: what must not.
+    #[serde(default)]
+    pub then: Option<Filter>,
+    /// `absence`: a `then` incident up to `window_secs` *before* `first` also counts (an
+    /// exit is explained by an entry before it as well as after it).
+    #[serde(default)]
+    pub lookback: bool,
+    /// The lowest level of the rule's alerts (a higher score can raise it).
+    pub level: Level,
+    /// How long after the window start new evidence updates the alert; default the window.
+    #[serde(default)]
+    pub cooldown_secs: Option<u64>,
+    /// For AMBER_STRICT and RED alerts: the only agencies that may receive them.
+    #[serde(default)]
+    pub named_agencies: Vec<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RuleConfig {
+    pub fn window_ms(&self) -> i64 {
+        self.window_secs as i64 * 1000
+    }
+
+    pub fn cooldown_ms(&self) -> i64 {
+        self.cooldown_secs
+            .unwrap_or(self.window_secs)
+            .max(self.window_secs) as i64
+            * 1000
+    }
+
+    /// Every problem of the rule, each naming `process.rules[i]` and the key.
+    pub fn problems(&self, i: usize) -> Vec<String> {
+        let at = format!("process.rules[{i}] ({})", self.name);
+        let mut p = Vec::new();
+        let ok_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok_name {
+            p.push(format!("{at}.name: 1..64 of a-z, 0-9 and _"));
+        }
+        if (self.group_by == GroupBy::Incident) != (self.window_secs == 0) {
+            p.push(format!(
+                "{at}: group_by = \"incident\" goes with window_secs = 0, and only with it"
+            ));
+        }
+        if self.group_by == GroupBy::Incident && self.kind != RuleKind::Threshold {
+            p.push(format!(
+                "{at}.kind: immediate (group_by = \"incident\") rules are thresholds"
+            ));
+        }
+        if self.count == 0 {
+            p.push(format!("{at}.count: must be at least 1"));
+        }
+        if let Some(c) = self.cooldown_secs
+            && c < self.window_secs
+        {
+            p.push(format!(
+                "{at}.cooldown_secs: may not be shorter than window_secs"
+            ));
+        }
+        match self.kind {
+            RuleKind::Distinct if self.distinct.is_none() => {
+                p.push(format!("{at}.distinct: needed by a distinct rule"))
+            }
+            RuleKind::Sequence | RuleKind::Absence
+                if self.first.is_none() || self.then.is_none() =>
+            {
+                p.push(
+                    format!("{at}: a {:?} rule needs both `first` and `then`", self.kind)
+                        .to_lowercase(),
+                )
+            }
+            _ => {}
+        }
+        if self.kind != RuleKind::Distinct && self.distinct.is_some() {
+            p.push(format!("{at}.distinct: only for distinct rules"));
+        }
+        if self.window_secs > 30 * 24 * 3600 {
+            p.push(format!("{at}.window_secs: at most 30 days"));
+        }
+        p
+    }
+}
+
+/// Checks a rule set: each rule, and that names are unique.
+pub fn problems(rules: &[RuleConfig]) -> Vec<String> {
+    let mut p: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.problems(i))
+        .collect();
+    let mut seen = HashSet::new();
+    for r in rules {
+        if !seen.insert(&r.name) {
+            p.push(format!(
+                "process.rules: the name `{}` is used twice",
+                r.name
+            ));
+        }
+    }
+    p
+}
+
+/// The default rule set (also written out in `deploy/config/rules.default.toml`).
+pub fn default_rules() -> Vec<RuleConfig> {
+    let base = |name: &str, kind, group_by, window_secs, level| RuleConfig {
+        name: name.into(),
+        kind,
+        filter: Filter::default(),
+        group_by,
+        window_secs,
+        count: 1,
+        distinct: None,
+        first: None,
+        then: None,
+        lookback: false,
+        level,
+        cooldown_secs: None,
+        named_agencies: vec![],
+        enabled: true,
+    };
+    vec![
+        // The same subject reported by two or more states within 72 h.
+        RuleConfig {
+            count: 2,
+            distinct: Some(DistinctField::State),
+            ..base(
+                "cross_border_movement",
+                RuleKind::Distinct,
+                GroupBy::Subject,
+                72 * 3600,
+                Level::High,
+            )
+        },
+        // Five or more incidents of level MEDIUM or above in one area within 1 h.
+        RuleConfig {
+            count: 5,
+            filter: Filter {
+                min_level: Some(Level::Medium),
+                ..Filter::default()
+            },
+            ..base(
+                "area_burst",
+                RuleKind::Threshold,
+                GroupBy::Area,
+                3600,
+                Level::High,
+            )
+        },
+        // Any watch-list hit, at once.
+        RuleConfig {
+            filter: Filter {
+                watchlist_hit: true,
+                ..Filter::default()
+            },
+            ..base(
+                "watchlist_hit",
+                RuleKind::Threshold,
+                GroupBy::Incident,
+                0,
+                Level::High,
+            )
+        },
+        // An exit at a crossing with no entry anywhere within 24 h.
+        RuleConfig {
+            first: Some(Filter {
+                direction: Some(Direction::Exit),
+                at_crossing: true,
+                ..Filter::default()
+            }),
+            then: Some(Filter {
+                direction: Some(Direction::Entry),
+                ..Filter::default()
+            }),
+            lookback: true,
+            ..base(
+                "exit_without_entry",
+                RuleKind::Absence,
+                GroupBy::Subject,
+                24 * 3600,
+                Level::Medium,
+            )
+        },
+        // A foreign-terrorist-fighter returnee sighting: HIGH at least.
+        RuleConfig {
+            filter: Filter {
+                categories: vec![Category::FtfReturnee],
+                ..Filter::default()
+            },
+            ..base(
+                "ftf_returnee",
+                RuleKind::Threshold,
+                GroupBy::Incident,
+                0,
+                Level::High,
+            )
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(problems(&default_rules()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn default_rules_file_matches_the_built_in_set() {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            rules: Vec<RuleConfig>,
+        }
+        let text = include_str!("../../../deploy/config/rules.default.toml");
+        let file: File = toml::from_str(text).unwrap();
+        assert_eq!(file.rules, default_rules());
+    }
+
+    #[test]
+    fn problems_name_rule_and_key() {
+        let mut r = default_rules();
+        r[0].distinct = None;
+        r[1].count = 0;
+        r[2].window_secs = 60;
+        r.push(r[3].clone());
+        let p = problems(&r).join("\n");
+        assert!(
+            p.contains("process.rules[0] (cross_border_movement).distinct"),
+            "{p}"
+        );
+        assert!(p.contains("process.rules[1] (area_burst).count"), "{p}");
+        assert!(
+            p.contains("process.rules[2] (watchlist_hit): group_by"),
+            "{p}"
+        );
+        assert!(p.contains("`exit_without_entry` is used twice"), "{p}");
+    }
+}
