@@ -5,6 +5,7 @@
 //! relies on either: topics are created explicitly and producers are idempotent.
 
 pub mod admin;
+pub mod consumer;
 pub mod error;
 pub mod metrics;
 pub mod producer;
@@ -12,6 +13,7 @@ pub mod reader;
 pub mod settings;
 pub mod topics;
 
+pub use consumer::{Change, CommitOffset, GroupConsumer, Subscription};
 pub use error::{Error, Result};
 pub use metrics::KafkaMetrics;
 pub use producer::{DeliveryReport, RecordProducer};

@@ -184,6 +184,7 @@ schemas! {
     DeliveryReceipt => "DeliveryReceipt.avsc",
     Ack => "Ack.avsc",
     Subscription => "Subscription.avsc",
+    ScoredIncident => "ScoredIncident.avsc",
 }
 
 /// Finds the schema a single-object-encoded message was written with.

@@ -153,3 +153,29 @@ pub fn subscription() -> Subscription {
         updated_at: 1_790_000_000_000,
     }
 }
+
+pub fn scored_incident() -> ScoredIncident {
+    let a = alert();
+    ScoredIncident {
+        group: "subject".into(),
+        group_key: "a".repeat(64),
+        incident_id: "7d0e7c1e-5b2a-4a57-9f6c-2f1d8b0c9a11".into(),
+        occurred_at: 1_790_000_000_000,
+        reported_at: 1_790_000_060_000,
+        state: "KZ".into(),
+        agency: "KZ-KNB".into(),
+        area: "KZ-ZHT".into(),
+        crossing: Some("KZ-KHORGOS".into()),
+        category: Category::SuspiciousCrossing,
+        direction: Some(Direction::Exit),
+        watchlist_hit: true,
+        subjects: vec!["a".repeat(64)],
+        score: 71,
+        level: Level::High,
+        reasons: a.reasons.clone(),
+        tlp: Tlp::Amber,
+        lat: 44.1667,
+        lon: 80.0,
+        evidence: a.evidence[0].clone(),
+    }
+}

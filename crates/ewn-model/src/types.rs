@@ -303,3 +303,28 @@ pub struct Subscription {
     pub escalation: Vec<EscalationStep>,
     pub updated_at: i64,
 }
+
+/// Internal: a verified, scored incident re-keyed by one group-by value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoredIncident {
+    pub group: String,
+    pub group_key: String,
+    pub incident_id: String,
+    pub occurred_at: i64,
+    pub reported_at: i64,
+    pub state: String,
+    pub agency: String,
+    pub area: String,
+    pub crossing: Option<String>,
+    pub category: Category,
+    pub direction: Option<Direction>,
+    pub watchlist_hit: bool,
+    pub subjects: Vec<String>,
+    pub score: i32,
+    pub level: Level,
+    pub reasons: Vec<ScoreReason>,
+    pub tlp: Tlp,
+    pub lat: f64,
+    pub lon: f64,
+    pub evidence: Evidence,
+}

@@ -68,6 +68,7 @@ fn every_type_round_trips_and_matches_its_schema() {
     check(samples::delivery_receipt());
     check(samples::ack());
     check(samples::subscription());
+    check(samples::scored_incident());
 }
 
 #[test]

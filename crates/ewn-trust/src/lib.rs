@@ -20,4 +20,6 @@ pub use blind::BlindingKey;
 pub use error::{Error, Result};
 pub use keys::{DOMAIN, IncidentSigner};
 pub use store::{KeyEntry, TrustStore};
-pub use verify::{Rejected, TrustSettings, Verified, Verifier, VerifyPolicy};
+pub use verify::{
+    Pending, Rejected, TrustSettings, Verified, Verifier, VerifyPolicy, check_signatures,
+};

@@ -10,7 +10,7 @@ use ed25519_dalek::Signature;
 use ewn_model::validate::{Limits, printable, validate_incident};
 use ewn_model::{AvroRecord, Incident, RejectReason, SignedIncident};
 
-use crate::keys::signed_message;
+use crate::keys::{DOMAIN, signed_message};
 use crate::store::{KeyEntry, TrustStore};
 
 /// What a verifier enforces beyond the signature.
@@ -269,6 +269,80 @@ impl Verifier {
     }
 }
 
+/// Checks the signatures of a batch: one batch equation for all (ed25519-dalek's
+/// `verify_batch`), and only when that fails, `verify_strict` one by one to find the
+/// culprits. The batch equation is cofactorless like `verify_strict`, but would accept a
+/// key holder's small-order or non-canonically encoded `R`, which `verify_strict` refuses;
+/// such signatures are screened out first (byte comparisons), so the batch path accepts
+/// exactly what `verify_strict` accepts. Returns one result per pending record.
+pub fn check_signatures(pending: &[Pending<'_>]) -> Vec<Result<(), Rejected>> {
+    let mut results: Vec<Option<Result<(), Rejected>>> = vec![None; pending.len()];
+    let mut batch = Vec::with_capacity(pending.len());
+    for (i, p) in pending.iter().enumerate() {
+        if suspicious_r(&p.envelope.signature) {
+            results[i] = Some(Err(bad_signature(p.key)));
+        } else {
+            batch.push(i);
+        }
+    }
+    if batch.len() > 1 {
+        let mut all = Vec::with_capacity(
+            batch
+                .iter()
+                .map(|&i| DOMAIN.len() + pending[i].envelope.payload.len())
+                .sum(),
+        );
+        let mut bounds = Vec::with_capacity(batch.len());
+        for &i in &batch {
+            let start = all.len();
+            all.extend_from_slice(DOMAIN);
+            all.extend_from_slice(&pending[i].envelope.payload);
+            bounds.push(start..all.len());
+        }
+        let messages: Vec<&[u8]> = bounds.iter().map(|r| &all[r.clone()]).collect();
+        let signatures: Vec<Signature> = batch
+            .iter()
+            .map(|&i| Signature::from_bytes(&pending[i].envelope.signature))
+            .collect();
+        let keys: Vec<_> = batch.iter().map(|&i| pending[i].key.public_key).collect();
+        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+            for &i in &batch {
+                results[i] = Some(Ok(()));
+            }
+        }
+    }
+    let mut buf = Vec::new();
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.unwrap_or_else(|| check_signature(&pending[i], &mut buf)))
+        .collect()
+}
+
+fn bad_signature(key: &KeyEntry) -> Rejected {
+    Rejected::new(
+        RejectReason::BadSignature,
+        format!("key {}: signature does not verify", key.key_id),
+    )
+    .key(&key.key_id)
+}
+
+/// Is the signature's `R` non-canonically encoded or one of the eight small-order points?
+fn suspicious_r(signature: &[u8; 64]) -> bool {
+    use std::sync::LazyLock;
+    static SMALL_ORDER: LazyLock<Vec<[u8; 32]>> = LazyLock::new(|| {
+        curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .map(|p| p.compress().to_bytes())
+            .collect()
+    });
+    let r: &[u8] = &signature[..32];
+    // y >= p = 2^255 - 19 (ignoring the sign bit) is a non-canonical encoding.
+    let non_canonical =
+        r[0] >= 0xed && r[1..31].iter().all(|&b| b == 0xff) && (r[31] & 0x7f) == 0x7f;
+    non_canonical || SMALL_ORDER.iter().any(|s| s[..] == *r)
+}
+
 /// `verify_strict` over `DOMAIN || payload`; `buf` is reused across calls.
 pub fn check_signature(pending: &Pending<'_>, buf: &mut Vec<u8>) -> Result<(), Rejected> {
     let signature = Signature::from_bytes(&pending.envelope.signature);
@@ -397,6 +471,52 @@ mod tests {
         incident.occurred_at = incident.reported_at;
         let bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
         assert_eq!(reason(&v, &bytes, "kz"), RejectReason::TooOld);
+    }
+
+    #[test]
+    fn batch_agrees_with_one_by_one() {
+        let (v, mut kz, mut kg) = setup();
+        let mut values = Vec::new();
+        for i in 0..20 {
+            let mut incident = samples::incident();
+            incident.summary = format!("report {i}");
+            let signer = if i % 2 == 0 { &mut kz } else { &mut kg };
+            let mut env = signer.sign(&incident).unwrap();
+            if i == 7 || i == 13 {
+                env.payload[25] ^= 1;
+            }
+            if i == 11 {
+                // R = the identity point, a small-order R a key holder could choose
+                env.signature[..32].copy_from_slice(
+                    &curve25519_dalek::constants::EIGHT_TORSION[0]
+                        .compress()
+                        .to_bytes(),
+                );
+            }
+            values.push(env.to_avro().unwrap());
+        }
+        let pending: Vec<Pending<'_>> = values
+            .iter()
+            .map(|b| v.check_envelope(b, None, NOW).unwrap())
+            .collect();
+        let batch: Vec<bool> = check_signatures(&pending)
+            .iter()
+            .map(Result::is_ok)
+            .collect();
+        let mut buf = Vec::new();
+        let single: Vec<bool> = pending
+            .iter()
+            .map(|p| check_signature(p, &mut buf).is_ok())
+            .collect();
+        assert_eq!(batch, single);
+        assert_eq!(batch.iter().filter(|ok| !**ok).count(), 3);
+        let good: Vec<Pending<'_>> = values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ![7, 11, 13].contains(i))
+            .map(|(_, b)| v.check_envelope(b, None, NOW).unwrap())
+            .collect();
+        assert!(check_signatures(&good).iter().all(Result::is_ok));
     }
 
     #[test]

@@ -1,0 +1,237 @@
+//! A consumer-group member that polls in batches, tells its caller about partition
+//! assignments and revocations, and commits only the offsets it is told to (never
+//! automatically): offsets move only when everything a record caused is confirmed.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, Timestamp};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+
+use crate::error::{Error, Result};
+use crate::metrics::KafkaMetrics;
+use crate::reader::RawRecord;
+use crate::settings::KafkaSettings;
+
+/// A change of this member's partitions, reported by [`GroupConsumer::take_changes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+}
+
+/// What to subscribe to.
+#[derive(Clone, Debug)]
+pub enum Subscription {
+    Topics(Vec<String>),
+    /// A regular expression over topic names; topics created later are picked up at the
+    /// next metadata refresh (`topic.metadata.refresh.interval.ms`).
+    Pattern(String),
+}
+
+pub struct GroupContext {
+    changes: Mutex<Vec<Change>>,
+    metrics: Option<(KafkaMetrics, String)>,
+}
+
+fn list(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        if let Some((metrics, role)) = &self.metrics {
+            metrics.observe(role, &statistics);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Change::Revoked(list(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Change::Assigned(list(tpl)));
+        }
+    }
+}
+
+/// One offset to commit, with optional metadata stored beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitOffset {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset to read.
+    pub offset: i64,
+    pub metadata: String,
+}
+
+pub struct GroupConsumer {
+    consumer: BaseConsumer<GroupContext>,
+}
+
+impl GroupConsumer {
+    pub fn new(
+        settings: &KafkaSettings,
+        role: &str,
+        group_id: &str,
+        subscription: &Subscription,
+        metrics: Option<KafkaMetrics>,
+    ) -> Result<Self> {
+        settings.check()?;
+        let mut config = settings.consumer_config(role, Some(group_id));
+        config
+            .set("topic.metadata.refresh.interval.ms", "2000")
+            .set("session.timeout.ms", "10000");
+        let context = GroupContext {
+            changes: Mutex::new(Vec::new()),
+            metrics: metrics.map(|m| (m, role.to_string())),
+        };
+        let consumer: BaseConsumer<GroupContext> = config
+            .create_with_context(context)
+            .map_err(Error::kafka("create consumer"))?;
+        let topics: Vec<String> = match subscription {
+            Subscription::Topics(t) => t.clone(),
+            Subscription::Pattern(p) => vec![format!("^{p}")],
+        };
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&refs)
+            .map_err(Error::kafka("subscribe"))?;
+        Ok(GroupConsumer { consumer })
+    }
+
+    /// Polls until `max` records arrived or `wait` passed since the first; each record
+    /// goes to `f` while borrowed. Returns how many records came.
+    pub fn poll_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        mut f: impl FnMut(RawRecord<'_>),
+    ) -> Result<usize> {
+        let mut n = 0;
+        let started = Instant::now();
+        while n < max {
+            let left = wait.saturating_sub(started.elapsed());
+            if left.is_zero() && n > 0 {
+                break;
+            }
+            let timeout = if n == 0 {
+                wait
+            } else {
+                left.min(Duration::from_millis(5))
+            };
+            match self.consumer.poll(timeout) {
+                None => {
+                    if n > 0 || started.elapsed() >= wait {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    // Partition EOF and similar informational errors are not failures.
+                    tracing::debug!(error = %e, "consumer poll");
+                    if n == 0 && started.elapsed() >= wait {
+                        break;
+                    }
+                }
+                Some(Ok(m)) => {
+                    let timestamp_ms = match m.timestamp() {
+                        Timestamp::NotAvailable => None,
+                        Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+                    };
+                    f(RawRecord {
+                        topic: m.topic(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key(),
+                        value: m.payload(),
+                        timestamp_ms,
+                    });
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Assignments and revocations since the last call, in order.
+    pub fn take_changes(&self) -> Vec<Change> {
+        std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .changes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// Commits exactly these offsets, synchronously.
+    pub fn commit(&self, offsets: &[CommitOffset]) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for o in offsets {
+            let mut e = tpl.add_partition(&o.topic, o.partition);
+            e.set_offset(Offset::Offset(o.offset))
+                .map_err(Error::kafka("commit"))?;
+            e.set_metadata(o.metadata.clone());
+        }
+        self.consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .map_err(Error::kafka("commit"))
+    }
+
+    /// The committed offset and metadata of each given partition (`None` when nothing is
+    /// committed yet).
+    pub fn committed(
+        &self,
+        partitions: &[(String, i32)],
+        timeout: Duration,
+    ) -> Result<Vec<(String, i32, Option<i64>, String)>> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition(t, *p);
+        }
+        let got = self
+            .consumer
+            .committed_offsets(tpl, timeout)
+            .map_err(Error::kafka("committed offsets"))?;
+        Ok(got
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                (
+                    e.topic().to_string(),
+                    e.partition(),
+                    offset,
+                    e.metadata().to_string(),
+                )
+            })
+            .collect())
+    }
+}
