@@ -201,37 +201,4 @@ impl GroupConsumer {
             .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
             .map_err(Error::kafka("commit"))
     }
-
-    /// The committed offset and metadata of each given partition (`None` when nothing is
-    /// committed yet).
-    pub fn committed(
-        &self,
-        partitions: &[(String, i32)],
-        timeout: Duration,
-    ) -> Result<Vec<(String, i32, Option<i64>, String)>> {
-        let mut tpl = TopicPartitionList::new();
-        for (t, p) in partitions {
-            tpl.add_partition(t, *p);
-        }
-        let got = self
-            .consumer
-            .committed_offsets(tpl, timeout)
-            .map_err(Error::kafka("committed offsets"))?;
-        Ok(got
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (
-                    e.topic().to_string(),
-                    e.partition(),
-                    offset,
-                    e.metadata().to_string(),
-                )
-            })
-            .collect())
-    }
 }

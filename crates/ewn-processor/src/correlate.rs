@@ -404,6 +404,40 @@ impl PartitionState {
         self.max_t = Some(self.max_t.map_or(t, |m| m.max(t)));
     }
 
+    /// Switches to a new rule set, keeping the state of every rule whose configuration is
+    /// unchanged; a new or changed rule starts empty and sees events from now on.
+    pub fn replace_rules(&mut self, rules: Arc<RuleSet>) {
+        let map: HashMap<usize, usize> = self
+            .rules
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(old, r)| {
+                rules
+                    .rules
+                    .iter()
+                    .position(|n| n.config == r.config)
+                    .map(|new| (old, new))
+            })
+            .collect();
+        let keys = std::mem::take(&mut self.keys);
+        self.keys = keys
+            .into_iter()
+            .filter_map(|((ri, k), st)| map.get(&ri).map(|n| ((*n, k), st)))
+            .collect();
+        self.timers = std::mem::take(&mut self.timers)
+            .into_iter()
+            .filter_map(|(due, ri, k)| map.get(&ri).map(|n| (due, *n, k)))
+            .collect();
+        self.held.clear();
+        for state in self.keys.values() {
+            for (_, offset) in &state.events {
+                *self.held.entry(*offset).or_default() += 1;
+            }
+        }
+        self.rules = rules;
+    }
+
     /// Number of (rule, key) states held.
     pub fn keys_held(&self) -> usize {
         self.keys.len()
@@ -870,6 +904,33 @@ mod tests {
             out.iter().filter(|a| a.msg_type == MsgType::Cancel).count(),
             0
         );
+    }
+
+    #[test]
+    fn replacing_rules_keeps_unchanged_state() {
+        let mut p = engine();
+        let mut out = Vec::new();
+        p.feed(
+            GroupBy::Subject,
+            "s",
+            &event("a", 0, "KZ", "s"),
+            0,
+            0,
+            &mut out,
+        );
+        let mut changed = default_rules();
+        changed.retain(|r| r.name != "area_burst");
+        p.replace_rules(Arc::new(RuleSet::new(changed, ScoreWeights::default())));
+        p.feed(
+            GroupBy::Subject,
+            "s",
+            &event("b", HOUR, "KG", "s"),
+            1,
+            0,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "the cross-border state survived the reload");
+        assert_eq!(p.commit_offset(), Some(0));
     }
 
     #[test]

@@ -7,7 +7,12 @@
 
 pub mod correlate;
 pub mod error;
+pub mod metrics;
 pub mod rules;
 pub mod score;
+pub mod service;
+pub mod settings;
 
 pub use error::{Error, Result};
+pub use service::{ProcessorConfig, run};
+pub use settings::ProcessSettings;

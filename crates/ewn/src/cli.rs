@@ -60,6 +60,8 @@ pub enum Command {
     Publish(cmd::publish::Args),
     /// Read a topic, decode and (for incidents) verify every record; one JSON object a line.
     Tail(cmd::tail::Args),
+    /// Run the stream processor: verify, score and correlate incidents into alerts.
+    Process(cmd::process::Args),
 }
 
 impl Global {
@@ -133,6 +135,7 @@ pub fn main() -> ExitCode {
             Command::Tail(args) => {
                 tokio::task::block_in_place(|| cmd::tail::run(&cli.global, args))
             }
+            Command::Process(args) => cmd::process::run(&cli.global, args).await,
         }
     });
     match result {

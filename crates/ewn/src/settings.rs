@@ -3,6 +3,7 @@
 use ewn_kafka::KafkaSettings;
 use ewn_model::validate::Limits;
 use ewn_ops::logging::LogSettings;
+use ewn_processor::ProcessSettings;
 use ewn_trust::TrustSettings;
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub trust: TrustSettings,
     pub limits: Limits,
+    pub process: ProcessSettings,
 }
 
 /// Keys whose `EWN__…` environment value is a comma-separated list.

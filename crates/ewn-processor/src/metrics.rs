@@ -1,0 +1,125 @@
+//! The processor's series (names are a contract with `deploy/`): counted per batch on the
+//! hot path, label values from closed sets (states, reason codes, rule names, levels).
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct ProcessorMetrics {
+    pub received: IntCounterVec,
+    pub verified: IntCounterVec,
+    pub rejected: IntCounterVec,
+    pub verify_batch_size: Histogram,
+    pub verify_seconds: Histogram,
+    pub score_seconds: Histogram,
+    pub correlate_seconds: Histogram,
+    pub alerts: IntCounterVec,
+    pub late: IntCounterVec,
+    pub event_to_alert: Histogram,
+    pub publish_to_alert: Histogram,
+    pub watermark_lag: IntGaugeVec,
+    pub state_keys: IntGaugeVec,
+    pub rule_reloads: IntCounterVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+];
+const STAGE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+impl ProcessorMetrics {
+    pub fn register(r: &Registry) -> prometheus::Result<Self> {
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(
+            r: &Registry,
+            c: T,
+        ) -> prometheus::Result<T> {
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
+        }
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            reg(r, IntCounterVec::new(Opts::new(name, help), labels)?)
+        };
+        let hist = |name: &str, help: &str, buckets: &[f64]| {
+            reg(
+                r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?,
+            )
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            reg(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
+        };
+        Ok(ProcessorMetrics {
+            received: counter(
+                "ewn_processor_incidents_received_total",
+                "records read from incident topics",
+                &["state"],
+            )?,
+            verified: counter(
+                "ewn_processor_incidents_verified_total",
+                "incidents that passed verification",
+                &["state"],
+            )?,
+            rejected: counter(
+                "ewn_processor_incidents_rejected_total",
+                "records rejected, by reason",
+                &["reason"],
+            )?,
+            verify_batch_size: hist(
+                "ewn_processor_verify_batch_size",
+                "signatures verified per batch",
+                &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
+            )?,
+            verify_seconds: hist(
+                "ewn_processor_verify_seconds",
+                "time to verify one batch",
+                STAGE_BUCKETS,
+            )?,
+            score_seconds: hist(
+                "ewn_processor_score_seconds",
+                "time to score one batch",
+                STAGE_BUCKETS,
+            )?,
+            correlate_seconds: hist(
+                "ewn_processor_correlate_seconds",
+                "time to correlate one batch",
+                STAGE_BUCKETS,
+            )?,
+            alerts: counter(
+                "ewn_processor_alerts_total",
+                "alerts produced",
+                &["rule", "level", "msg_type"],
+            )?,
+            late: counter(
+                "ewn_processor_late_events_total",
+                "events behind the watermark, not merged",
+                &["rule"],
+            )?,
+            event_to_alert: hist(
+                "ewn_processor_event_to_alert_seconds",
+                "incident occurred_at to alert produced",
+                LATENCY_BUCKETS,
+            )?,
+            publish_to_alert: hist(
+                "ewn_processor_publish_to_alert_seconds",
+                "incident reported_at to alert produced",
+                LATENCY_BUCKETS,
+            )?,
+            watermark_lag: gauge(
+                "ewn_processor_watermark_lag_seconds",
+                "now minus the partition's watermark",
+                &["partition"],
+            )?,
+            state_keys: gauge(
+                "ewn_processor_state_keys",
+                "correlation keys held",
+                &["rule"],
+            )?,
+            rule_reloads: counter(
+                "ewn_processor_rule_reloads_total",
+                "rule and trust-store reloads",
+                &["outcome"],
+            )?,
+        })
+    }
+}
