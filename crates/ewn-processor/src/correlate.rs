@@ -371,6 +371,9 @@ pub struct PartitionState {
     rules: Arc<RuleSet>,
     lateness_ms: i64,
     max_t: Option<i64>,
+    /// A floor for *deciding* absences, from the wall clock while the partition is idle.
+    /// Never used for lateness: an event is late only by event time.
+    decide_floor: Option<i64>,
     keys: HashMap<(usize, String), KeyState>,
     /// Absence decisions due at a time: (due, rule, key).
     timers: BTreeSet<(i64, usize, String)>,
@@ -385,6 +388,7 @@ impl PartitionState {
             rules,
             lateness_ms,
             max_t: None,
+            decide_floor: None,
             keys: HashMap::new(),
             timers: BTreeSet::new(),
             held: BTreeMap::new(),
@@ -397,11 +401,20 @@ impl PartitionState {
         self.max_t.map(|t| t - self.lateness_ms)
     }
 
-    /// Moves the watermark forward to at least `watermark` (idle partitions follow the
-    /// clock, so absence rules still decide in a quiet network).
-    pub fn advance_to(&mut self, watermark: i64) {
-        let t = watermark + self.lateness_ms;
-        self.max_t = Some(self.max_t.map_or(t, |m| m.max(t)));
+    /// Lets pending absences be decided up to `time` even without newer events (an idle
+    /// partition follows the clock, so absence rules still decide in a quiet network).
+    /// Lateness is unaffected: it is judged by event time alone, so a replay after a
+    /// restart, or a report delayed in a quiet hour, is still merged.
+    pub fn decide_until(&mut self, time: i64) {
+        self.decide_floor = Some(self.decide_floor.map_or(time, |d| d.max(time)));
+    }
+
+    /// The time up to which absences are decided.
+    fn decision_time(&self) -> Option<i64> {
+        match (self.watermark(), self.decide_floor) {
+            (Some(w), Some(d)) => Some(w.max(d)),
+            (w, d) => w.or(d),
+        }
     }
 
     /// Switches to a new rule set, keeping the state of every rule whose configuration is
@@ -519,28 +532,30 @@ impl PartitionState {
     /// Decides the absence rules whose windows the watermark has passed, and evicts state
     /// no window can need any more. Call after each batch.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Alert>) {
-        let Some(watermark) = self.watermark() else {
+        let Some(decide) = self.decision_time() else {
             return;
         };
         while let Some((due, ri, key)) = self.timers.first().cloned() {
-            if due > watermark {
+            if due > decide {
                 break;
             }
             self.timers.pop_first();
             self.evaluate(ri, &key, now_ms, out);
         }
-        self.evict(watermark);
+        if let Some(watermark) = self.watermark() {
+            self.evict(watermark);
+        }
     }
 
     /// Recomputes the canonical episodes of (rule, key) and emits the difference.
     fn evaluate(&mut self, ri: usize, key: &str, now_ms: i64, out: &mut Vec<Alert>) {
         let rules = self.rules.clone();
         let rule = &rules.rules[ri];
-        let watermark = self.watermark().unwrap_or(i64::MIN);
+        let decide = self.decision_time().unwrap_or(i64::MIN);
         let Some(state) = self.keys.get_mut(&(ri, key.to_string())) else {
             return;
         };
-        let (episodes, pending) = rule.episodes(&state.events, watermark);
+        let (episodes, pending) = rule.episodes(&state.events, decide);
         if let Some(due) = pending {
             self.timers.insert((due, ri, key.to_string()));
         }
@@ -635,7 +650,8 @@ impl PartitionState {
             if state.events.first().is_none_or(|(e, _)| e.t >= horizon) {
                 continue;
             }
-            let (episodes, _) = rule.episodes(&state.events, watermark);
+            let decide = self.decide_floor.map_or(watermark, |d| d.max(watermark));
+            let (episodes, _) = rule.episodes(&state.events, decide);
             // Keep whole any episode still open at the horizon.
             let cut = episodes
                 .iter()
@@ -885,6 +901,22 @@ mod tests {
             out.iter().all(|a| a.rule != "exit_without_entry"),
             "explained by the entry"
         );
+    }
+
+    #[test]
+    fn the_idle_clock_decides_absences_but_never_makes_events_late() {
+        let mut p = engine();
+        let mut out = Vec::new();
+        let exit = with_direction(event("x", 0, "KZ", "s"), Direction::Exit);
+        p.decide_until(100 * HOUR);
+        p.feed(GroupBy::Subject, "s", &exit, 0, 0, &mut out);
+        p.tick(0, &mut out);
+        assert_eq!(out.len(), 1, "decided by the clock: {out:?}");
+        // an entry 3 h later, delayed but not late by event time: the alert is withdrawn
+        let entry = with_direction(event("y", 3 * HOUR, "KG", "s"), Direction::Entry);
+        let fed = p.feed(GroupBy::Subject, "s", &entry, 1, 0, &mut out);
+        assert!(fed.iter().all(|(_, f)| *f != Fed::Late));
+        assert_eq!(out.last().map(|a| a.msg_type), Some(MsgType::Cancel));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub struct ProcessorMetrics {
     pub correlate_seconds: Histogram,
     pub alerts: IntCounterVec,
     pub late: IntCounterVec,
+    pub correlated: prometheus::IntCounter,
     pub event_to_alert: Histogram,
     pub publish_to_alert: Histogram,
     pub watermark_lag: IntGaugeVec,
@@ -94,6 +95,13 @@ impl ProcessorMetrics {
                 "ewn_processor_late_events_total",
                 "events behind the watermark, not merged",
                 &["rule"],
+            )?,
+            correlated: reg(
+                r,
+                prometheus::IntCounter::new(
+                    "ewn_processor_correlated_events_total",
+                    "re-keyed events the correlate stage consumed",
+                )?,
             )?,
             event_to_alert: hist(
                 "ewn_processor_event_to_alert_seconds",

@@ -747,6 +747,28 @@ fn observe_latency(ctx: &Ctx, alerts: &[Alert], incidents: &[(&String, i64, i64)
     }
 }
 
+/// A LATE report: the incident is verified and kept on its topic, but was not merged into
+/// the windows of these rules because its event time was behind the watermark.
+fn late_report(ctx: &Ctx, event: &Event, watermark: i64, rules: &[&str]) -> Rejection {
+    Rejection {
+        reason: RejectReason::Late,
+        detail: format!(
+            "event time {} s behind the watermark; not merged into {}",
+            (watermark - event.t) / 1000,
+            rules.join(", ")
+        ),
+        topic: event.evidence.topic.clone(),
+        partition: event.evidence.partition,
+        offset: event.evidence.offset,
+        key_id: Some(event.evidence.key_id.clone()),
+        incident_id: Some(event.incident_id.clone()),
+        record_size: 0,
+        record_sha256: event.evidence.payload_sha256,
+        rejected_at: now_ms(),
+        rejected_by: ctx.instance.clone(),
+    }
+}
+
 /// The correlate stage: event-time windows per (rule, key), per partition.
 fn correlate_loop(ctx: &Ctx) -> Result<()> {
     let p = &ctx.config.process;
@@ -806,7 +828,9 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
         }
         let started = Instant::now();
         let mut late: BTreeMap<String, u64> = BTreeMap::new();
+        let mut late_reports: Vec<Rejection> = Vec::new();
         let mut incidents: Vec<(String, i64, i64)> = Vec::new();
+        let consumed = batch.len() as u64;
         for (partition, offset, record) in batch {
             let (state, last_seen) = partitions.entry(partition).or_insert_with(|| {
                 (
@@ -829,15 +853,28 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
             let key = record.group_key.clone();
             let event = Arc::new(from_scored(record));
             incidents.push((event.incident_id.clone(), event.t, event.reported_at));
-            for (ri, fed) in state.feed(group, &key, &event, offset, now, &mut alerts) {
-                if fed == Fed::Late {
-                    *late.entry(rules.rules[ri].config.name.clone()).or_default() += 1;
-                }
+            let watermark = state.watermark();
+            let late_rules: Vec<&str> = state
+                .feed(group, &key, &event, offset, now, &mut alerts)
+                .into_iter()
+                .filter(|(_, fed)| *fed == Fed::Late)
+                .map(|(ri, _)| rules.rules[ri].config.name.as_str())
+                .collect();
+            for rule in &late_rules {
+                *late.entry(rule.to_string()).or_default() += 1;
+            }
+            if !late_rules.is_empty() {
+                late_reports.push(late_report(
+                    ctx,
+                    &event,
+                    watermark.unwrap_or(event.t),
+                    &late_rules,
+                ));
             }
         }
         for (partition, (state, last_seen)) in partitions.iter_mut() {
             if idle_ms > 0 && last_seen.elapsed() >= Duration::from_millis(idle_ms as u64) {
-                state.advance_to(now - lateness_ms);
+                state.decide_until(now - lateness_ms);
             }
             state.tick(now, &mut alerts);
             if let Some(w) = state.watermark() {
@@ -872,6 +909,15 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
                 .with_label_values(&[rule.as_str()])
                 .set(n);
         }
+        let rejected_topic = ctx.topics.rejected();
+        for r in &late_reports {
+            ctx.metrics.rejected.with_label_values(&["late"]).inc();
+            out.send(
+                &rejected_topic,
+                r.incident_id.as_deref().unwrap_or_default().as_bytes(),
+                r,
+            )?;
+        }
         record_alerts(ctx, &mut out, &alerts)?;
         observe_latency(
             ctx,
@@ -894,6 +940,8 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
             })
             .collect();
         consumer.commit(&commits)?;
+        // Counted once everything the batch caused is confirmed and committed.
+        ctx.metrics.correlated.inc_by(consumed);
     }
     Ok(())
 }

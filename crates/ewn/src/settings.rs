@@ -33,3 +33,42 @@ impl Settings {
         p
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ewn_ops::config::{Layers, load};
+
+    #[test]
+    fn the_example_configuration_loads_and_equals_the_defaults() {
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/config/ewn.example.toml"
+        ));
+        let from_file: Settings = load(&Layers {
+            file: Some(path),
+            list_keys: LIST_KEYS,
+            ..Default::default()
+        })
+        .unwrap();
+        let defaults = Settings::default();
+        // Every value the example shows is the default, so the file documents them truly.
+        assert_eq!(
+            format!("{:?}", from_file.kafka),
+            format!("{:?}", defaults.kafka)
+        );
+        assert_eq!(
+            format!("{:?}", from_file.process),
+            format!("{:?}", defaults.process)
+        );
+        assert_eq!(
+            format!("{:?}", from_file.trust),
+            format!("{:?}", defaults.trust)
+        );
+        assert_eq!(
+            format!("{:?}", from_file.limits),
+            format!("{:?}", defaults.limits)
+        );
+        assert!(from_file.problems().is_empty());
+    }
+}

@@ -1,0 +1,377 @@
+//! Helpers shared by the integration tests: a network of member states with keys, a
+//! producer of signed incidents, an in-process processor, and readers of the outputs.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ewn_kafka::admin::{ensure_topics, record_counts};
+use ewn_kafka::producer::Tally;
+use ewn_kafka::{AssignedReader, KafkaSettings, RecordProducer, StartAt, Topics};
+use ewn_model::validate::Limits;
+use ewn_model::{
+    Alert, AvroRecord, Category, Direction, Incident, Level, Location, MsgType, Rejection,
+    Reporter, SourceReliability, Subject, SubjectKind, Tlp,
+};
+use ewn_ops::http::Health;
+use ewn_processor::{ProcessSettings, ProcessorConfig};
+use ewn_testkit::{kafka_settings, unique_prefix};
+use ewn_trust::{BlindingKey, IncidentSigner, KeyEntry, TrustSettings, TrustStore, keys};
+use prometheus::Registry;
+
+pub const MIN: i64 = 60_000;
+pub const HOUR: i64 = 60 * MIN;
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// The blinding key every test state shares, so refs match across states.
+pub fn blinding() -> BlindingKey {
+    BlindingKey::from_bytes([42; 32])
+}
+
+pub fn subject_ref(raw: &str) -> String {
+    blinding().blind(SubjectKind::Person, raw).unwrap()
+}
+
+/// A test network: member states with keys in one trust store, its topics, a producer.
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub prefix: String,
+    pub settings: KafkaSettings,
+    pub store: PathBuf,
+    signers: HashMap<String, IncidentSigner>,
+    producer: RecordProducer<Arc<Tally>>,
+    tally: Arc<Tally>,
+    sent: usize,
+}
+
+impl Net {
+    pub fn new(name: &str) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = unique_prefix(name);
+        let settings = kafka_settings(&prefix);
+        let store = dir.path().join("trust.toml");
+        let mut signers = HashMap::new();
+        let now = now_ms();
+        for state in ["KZ", "KG", "TJ", "UZ", "TM"] {
+            let key = keys::generate();
+            let key_id = format!("{}-test", state.to_lowercase());
+            TrustStore::append_to_file(
+                &store,
+                &KeyEntry {
+                    key_id: key_id.clone(),
+                    state: state.into(),
+                    public_key: key.verifying_key(),
+                    not_before: now - 30 * 24 * HOUR,
+                    not_after: now + 30 * 24 * HOUR,
+                    revoked_at: None,
+                },
+            )
+            .unwrap();
+            signers.insert(state.to_string(), IncidentSigner::new(key_id, key));
+        }
+        let topics = Topics::new(&prefix);
+        block_on(ensure_topics(
+            &settings,
+            &topics.all(&settings.states, settings.partitions),
+        ))
+        .unwrap();
+        let tally = Arc::new(Tally::default());
+        let producer = RecordProducer::new(&settings, "test", tally.clone(), None).unwrap();
+        Net {
+            dir,
+            prefix,
+            settings,
+            store,
+            signers,
+            producer,
+            tally,
+            sent: 0,
+        }
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.prefix)
+    }
+
+    pub fn signer(&mut self, state: &str) -> &mut IncidentSigner {
+        self.signers.get_mut(state).unwrap()
+    }
+
+    /// Processor configuration for this network.
+    pub fn config(&self, lateness_secs: u64) -> ProcessorConfig {
+        ProcessorConfig {
+            kafka: self.settings.clone(),
+            trust: TrustSettings {
+                trust_store: Some(self.store.clone()),
+                ..TrustSettings::default()
+            },
+            limits: Limits::default(),
+            process: ProcessSettings {
+                allowed_lateness_secs: lateness_secs,
+                batch_wait_ms: 10,
+                reload_interval_secs: 1,
+                ..ProcessSettings::default()
+            },
+        }
+    }
+
+    /// Signs and produces `incidents` (each to its reporter's topic), waiting for the
+    /// broker to confirm them.
+    pub fn publish(&mut self, incidents: &[Incident]) {
+        let topics = self.topics();
+        for i in incidents {
+            let value = self
+                .signer(&i.reporter.state)
+                .sign(i)
+                .unwrap()
+                .to_avro()
+                .unwrap();
+            let key = i
+                .subjects
+                .first()
+                .map_or(i.incident_id.clone(), |s| s.subject_ref.clone());
+            self.send(&topics.incidents(&i.reporter.state), key.as_bytes(), &value);
+        }
+        self.flush();
+    }
+
+    /// Produces raw bytes to a state's incidents topic (flush separately).
+    pub fn send(&mut self, topic: &str, key: &[u8], value: &[u8]) {
+        self.producer
+            .send(topic, Some(key), Some(value), self.sent)
+            .unwrap();
+        self.sent += 1;
+    }
+
+    pub fn flush(&self) {
+        self.producer.flush(Duration::from_secs(30)).unwrap();
+        let report = self.tally.report();
+        assert!(report.failed.is_empty(), "unconfirmed: {:?}", report.failed);
+        assert_eq!(report.confirmed as usize, self.sent);
+    }
+
+    fn read_all<T: AvroRecord>(&self, topic: &str) -> Vec<T> {
+        let total: i64 = record_counts(&self.settings, |t| t == topic)
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        if total == 0 {
+            return vec![];
+        }
+        let reader = AssignedReader::new(
+            &self.settings,
+            "test-read",
+            topic,
+            |t| t == topic,
+            StartAt::Beginning,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (out.len() as i64) < total && Instant::now() < deadline {
+            reader
+                .poll(Duration::from_millis(100), |r| {
+                    out.push(T::from_avro(r.value.unwrap()).unwrap())
+                })
+                .unwrap();
+        }
+        assert_eq!(out.len() as i64, total, "read every record of {topic}");
+        out
+    }
+
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.read_all(&self.topics().alerts())
+    }
+
+    pub fn rejections(&self) -> Vec<Rejection> {
+        self.read_all(&self.topics().rejected())
+    }
+}
+
+/// Alert ids that stand: every ALERT not later cancelled.
+pub fn live_ids(alerts: &[Alert]) -> BTreeSet<String> {
+    let cancelled: BTreeSet<&String> = alerts
+        .iter()
+        .filter(|a| a.msg_type == MsgType::Cancel)
+        .flat_map(|a| a.references.iter())
+        .collect();
+    alerts
+        .iter()
+        .filter(|a| a.msg_type == MsgType::Alert && !cancelled.contains(&a.alert_id))
+        .map(|a| a.alert_id.clone())
+        .collect()
+}
+
+/// Live alerts per rule.
+pub fn live_rules(alerts: &[Alert]) -> BTreeMap<String, usize> {
+    let live = live_ids(alerts);
+    let mut m = BTreeMap::new();
+    for a in alerts
+        .iter()
+        .filter(|a| a.msg_type == MsgType::Alert && live.contains(&a.alert_id))
+    {
+        *m.entry(a.rule.clone()).or_default() += 1;
+    }
+    m
+}
+
+/// An incident with sensible defaults; `n` makes the id unique.
+pub fn incident(n: u64, state: &str, t: i64, category: Category, subjects: &[&str]) -> Incident {
+    Incident {
+        incident_id: format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            n >> 32,
+            n & 0xffff_ffff_ffff
+        ),
+        occurred_at: t,
+        reported_at: t.max(now_ms() - 60_000).min(now_ms()),
+        reporter: Reporter {
+            state: state.into(),
+            agency: format!("{state}-BORDER"),
+            post_id: None,
+        },
+        category,
+        severity: Level::Medium,
+        source_reliability: SourceReliability::B,
+        info_credibility: 2,
+        tlp: Tlp::Green,
+        location: Location {
+            lat: 43.2,
+            lon: 76.9,
+            area: format!("{state}-AREA"),
+            crossing: None,
+        },
+        direction: None,
+        subjects: subjects
+            .iter()
+            .map(|s| Subject {
+                kind: SubjectKind::Person,
+                subject_ref: subject_ref(s),
+                watchlist: None,
+            })
+            .collect(),
+        summary: format!("test incident {n}"),
+        attributes: Default::default(),
+    }
+}
+
+pub fn at_crossing(mut i: Incident, direction: Direction) -> Incident {
+    i.location.crossing = Some(format!("{}-POST-1", i.reporter.state));
+    i.direction = Some(direction);
+    i
+}
+
+pub fn in_area(mut i: Incident, area: &str) -> Incident {
+    i.location.area = area.into();
+    i
+}
+
+/// Re-keyed records the default rule set makes of these incidents (subjects + area).
+pub fn rekeyed_count(incidents: &[Incident]) -> u64 {
+    incidents.iter().map(|i| i.subjects.len() as u64 + 1).sum()
+}
+
+/// Re-keyed records a rule set grouping by subject only makes.
+pub fn rekeyed_by_subject(incidents: &[Incident]) -> u64 {
+    incidents.iter().map(|i| i.subjects.len() as u64).sum()
+}
+
+/// A processor running in this process, on its own thread and runtime.
+pub struct Running {
+    pub registry: Registry,
+    shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<ewn_processor::Result<()>>>,
+}
+
+pub fn start(config: ProcessorConfig) -> Running {
+    let registry = Registry::new();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (r, s) = (registry.clone(), shutdown.clone());
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(ewn_processor::run(
+                config,
+                &r,
+                Arc::new(Health::default()),
+                s,
+            ))
+    });
+    Running {
+        registry,
+        shutdown,
+        thread: Some(thread),
+    }
+}
+
+/// The value of a metric (summed over label sets matching `labels`, e.g. `rule="x"`).
+pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{')
+                    || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
+        .filter(|l| labels.is_empty() || l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Running {
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        metric(&ewn_ops::metrics::render(&self.registry), name, labels)
+    }
+
+    /// Waits until the correlate stage has fully handled `n` re-keyed events.
+    pub fn wait_correlated(&self, n: u64) {
+        wait_until(
+            &format!("{n} correlated events"),
+            Duration::from_secs(90),
+            || self.metric("ewn_processor_correlated_events_total", "") as u64 >= n,
+        );
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
