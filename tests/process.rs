@@ -437,7 +437,10 @@ fn spawn_process(net: &Net, admin: &str) -> Child {
             .env("EWN__PROCESS__ALLOWED_LATENESS_SECS", "7200")
             .env("EWN__PROCESS__BATCH_WAIT_MS", "10")
             .env("EWN__KAFKA__STATISTICS_INTERVAL_MS", "0")
-            .env("EWN__LOG__LEVEL", "warn")
+            .env(
+                "EWN__LOG__LEVEL",
+                std::env::var("EWN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -475,12 +478,18 @@ fn sigkill_mid_window_and_restart_yields_the_same_alert_ids() {
     let mut child = spawn_process(&net, &admin);
     net.publish(second);
     let want = expected_ids(base);
-    wait_until(
-        "every alert after the restart",
-        Duration::from_secs(120),
-        || live_ids(&net.alerts()) == want,
+    let mut last = BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while last != want && std::time::Instant::now() < deadline {
+        last = live_ids(&net.alerts());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        last, want,
+        "every alert after the restart (before the kill: {before:?})"
     );
     child.kill();
+    eprintln!("live after restart: {last:?}");
     assert!(before.is_subset(&want), "nothing different before the kill");
     let all: BTreeSet<String> = net
         .alerts()

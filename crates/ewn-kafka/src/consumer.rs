@@ -33,6 +33,8 @@ pub enum Subscription {
 
 pub struct GroupContext {
     changes: Mutex<Vec<Change>>,
+    /// When the last assignment arrived and how many partitions it held.
+    assigned_at: Mutex<Option<(Instant, usize)>>,
     metrics: Option<(KafkaMetrics, String)>,
 }
 
@@ -71,6 +73,8 @@ impl ConsumerContext for GroupContext {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(Change::Assigned(list(tpl)));
+            *self.assigned_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((Instant::now(), tpl.count()));
         }
     }
 }
@@ -87,7 +91,21 @@ pub struct CommitOffset {
 
 pub struct GroupConsumer {
     consumer: BaseConsumer<GroupContext>,
+    topics: Vec<String>,
+    rejoin: Mutex<Rejoin>,
 }
+
+/// Tansu 0.6.0 workaround: when a group's leader dies, a member that joined meanwhile can
+/// be handed an empty assignment that no later rebalance corrects. A member left with no
+/// partitions after a rebalance re-joins, with backoff and a bounded number of attempts
+/// (an over-provisioned group legitimately leaves some members idle).
+struct Rejoin {
+    last_assignment: Option<Instant>,
+    attempts: u32,
+}
+
+const REJOIN_AFTER: Duration = Duration::from_secs(3);
+const REJOIN_ATTEMPTS: u32 = 6;
 
 impl GroupConsumer {
     pub fn new(
@@ -104,6 +122,7 @@ impl GroupConsumer {
             .set("session.timeout.ms", "10000");
         let context = GroupContext {
             changes: Mutex::new(Vec::new()),
+            assigned_at: Mutex::new(None),
             metrics: metrics.map(|m| (m, role.to_string())),
         };
         let consumer: BaseConsumer<GroupContext> = config
@@ -117,7 +136,64 @@ impl GroupConsumer {
         consumer
             .subscribe(&refs)
             .map_err(Error::kafka("subscribe"))?;
-        Ok(GroupConsumer { consumer })
+        let rejoin = Mutex::new(Rejoin {
+            last_assignment: None,
+            attempts: 0,
+        });
+        Ok(GroupConsumer {
+            consumer,
+            topics,
+            rejoin,
+        })
+    }
+
+    /// Re-joins the group when a rebalance left this member without partitions (see
+    /// [`Rejoin`]). Called from `poll_batch`.
+    fn check_membership(&self) -> Result<()> {
+        let mut r = self.rejoin.lock().unwrap_or_else(|p| p.into_inner());
+        let assigned = self
+            .consumer
+            .context()
+            .assigned_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((at, count)) = assigned {
+            if count > 0 {
+                r.attempts = 0;
+                r.last_assignment = None;
+            } else if r.last_assignment.is_none() {
+                r.last_assignment = Some(at);
+            }
+        }
+        let Some(since) = r.last_assignment else {
+            return Ok(());
+        };
+        let backoff = REJOIN_AFTER * 2u32.pow(r.attempts.min(6));
+        if r.attempts >= REJOIN_ATTEMPTS || since.elapsed() < backoff {
+            return Ok(());
+        }
+        let empty = self
+            .consumer
+            .assignment()
+            .map(|a| a.count() == 0)
+            .unwrap_or(false);
+        if !empty {
+            r.attempts = 0;
+            r.last_assignment = None;
+            return Ok(());
+        }
+        r.attempts += 1;
+        r.last_assignment = Some(Instant::now());
+        tracing::warn!(
+            attempt = r.attempts,
+            "no partitions after a rebalance; re-joining the group"
+        );
+        self.consumer.unsubscribe();
+        let refs: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        self.consumer
+            .subscribe(&refs)
+            .map_err(Error::kafka("re-subscribe"))
     }
 
     /// Polls until `max` records arrived or `wait` passed since the first; each record
@@ -128,6 +204,7 @@ impl GroupConsumer {
         wait: Duration,
         mut f: impl FnMut(RawRecord<'_>),
     ) -> Result<usize> {
+        self.check_membership()?;
         let mut n = 0;
         let started = Instant::now();
         while n < max {

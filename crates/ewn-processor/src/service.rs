@@ -593,7 +593,9 @@ fn ingest_loop(ctx: &Ctx) -> Result<()> {
                 }
             },
         )?;
-        let _ = consumer.take_changes();
+        for change in consumer.take_changes() {
+            tracing::info!(?change, "ingest partitions changed");
+        }
         if n == 0 {
             continue;
         }
@@ -807,6 +809,7 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
             },
         )?;
         for change in consumer.take_changes() {
+            tracing::info!(?change, "correlate partitions changed");
             match change {
                 Change::Revoked(list) => {
                     for (_, partition) in list {
