@@ -109,7 +109,11 @@ fn event(
         score: s.score,
         level: s.level,
         reasons: s.reasons,
-        tlp: if n.is_multiple_of(7) { Tlp::Amber } else { Tlp::Green },
+        tlp: if n.is_multiple_of(7) {
+            Tlp::Amber
+        } else {
+            Tlp::Green
+        },
         lat: 40.0,
         lon: 70.0,
         evidence: Evidence {

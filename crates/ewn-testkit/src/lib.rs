@@ -51,7 +51,7 @@ pub fn broker() -> &'static Broker {
     BROKER.get_or_init(|| {
         let mut last = String::new();
         for _ in 0..3 {
-            match start_broker() {
+            match start_broker(Engine::Sqlite) {
                 Ok(b) => return b,
                 Err(e) => last = e,
             }
@@ -60,7 +60,18 @@ pub fn broker() -> &'static Broker {
     })
 }
 
-fn start_broker() -> Result<Broker, String> {
+/// Tansu's storage engines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// `sqlite://broker.db`: durable; for anything that restarts or resumes.
+    Sqlite,
+    /// `memory://tansu/`: fast, not durable; for benchmarks.
+    Memory,
+}
+
+/// Starts a broker of its own (not the shared one) with `engine`; it stops when this
+/// process ends.
+pub fn start_broker(engine: Engine) -> Result<Broker, String> {
     let bin = tansu_bin();
     if !bin.is_file() {
         return Err(format!(
@@ -79,10 +90,14 @@ fn start_broker() -> Result<Broker, String> {
     // Tansu opens `sqlite://broker.db` relative to its working directory (DESIGN.md).
     let script = format!(
         "'{bin}' broker --listener-url tcp://{addr} --advertised-listener-url tcp://{addr} \
-         --storage-engine sqlite://broker.db >tansu.log 2>&1 & child=$!; \
+         --storage-engine {storage} >tansu.log 2>&1 & child=$!; \
          while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done; \
          kill $child 2>/dev/null; wait $child 2>/dev/null; cd /; rm -rf '{dir}'",
         bin = bin.display(),
+        storage = match engine {
+            Engine::Sqlite => "sqlite://broker.db",
+            Engine::Memory => "memory://tansu/",
+        },
         parent = std::process::id(),
         dir = dir.display(),
     );
