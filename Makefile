@@ -35,6 +35,10 @@ fmt: ## Format the code
 bench: broker ## Criterion micro-benches (release build)
 	$(CARGO) bench --workspace --locked
 
+.PHONY: bench-e2e
+bench-e2e: broker ## End-to-end bench on Tansu: processor vs passthrough, publish-to-alert latency
+	$(CARGO) bench --locked -p ewn --bench e2e
+
 .PHONY: demo
 demo: broker ## Run the demo on a local Tansu broker
 	$(CARGO) build --locked -p ewn

@@ -61,9 +61,14 @@ pub struct Net {
 
 impl Net {
     pub fn new(name: &str) -> Net {
-        let dir = tempfile::tempdir().unwrap();
         let prefix = unique_prefix(name);
-        let settings = kafka_settings(&prefix);
+        Net::on(kafka_settings(&prefix))
+    }
+
+    /// A network on the broker and prefix of `settings`.
+    pub fn on(settings: KafkaSettings) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = settings.topic_prefix.clone();
         let store = dir.path().join("trust.toml");
         let mut signers = HashMap::new();
         let now = now_ms();

@@ -3,9 +3,9 @@
 //! Deliveries are reported through a callback on librdkafka's polling thread (no future
 //! per record): a [`DeliverySink`] receives the caller's record id and the outcome.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -40,6 +40,9 @@ impl<T: DeliverySink> DeliverySink for std::sync::Arc<T> {
 pub struct Tally {
     confirmed: AtomicU64,
     failed: Mutex<Vec<(usize, String)>>,
+    /// Outcomes reported so far, for [`Tally::wait_for`].
+    reported: Mutex<u64>,
+    changed: Condvar,
 }
 
 /// The state of a [`Tally`] at one moment.
@@ -61,10 +64,37 @@ impl DeliverySink for Tally {
                 .unwrap_or_else(|p| p.into_inner())
                 .push((id, e)),
         }
+        *self.reported.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
     }
 }
 
 impl Tally {
+    /// Outcomes (confirmed or failed) reported so far.
+    pub fn reported(&self) -> u64 {
+        *self.reported.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `count` outcomes in all have been reported, or `timeout` passes;
+    /// true when they have. Wakes at once on each delivery report (rdkafka's `flush`
+    /// sleeps up to 100 ms a round when another thread serves the reports).
+    pub fn wait_for(&self, count: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        while *reported < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            reported = self
+                .changed
+                .wait_timeout(reported, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
     pub fn report(&self) -> DeliveryReport {
         let mut failed = self
             .failed

@@ -12,6 +12,8 @@ pub struct ProcessorMetrics {
     pub verify_seconds: Histogram,
     pub score_seconds: Histogram,
     pub correlate_seconds: Histogram,
+    pub confirm_seconds: prometheus::HistogramVec,
+    pub commit_seconds: prometheus::HistogramVec,
     pub alerts: IntCounterVec,
     pub late: IntCounterVec,
     pub correlated: prometheus::IntCounter,
@@ -85,6 +87,28 @@ impl ProcessorMetrics {
                 "ewn_processor_correlate_seconds",
                 "time to correlate one batch",
                 STAGE_BUCKETS,
+            )?,
+            confirm_seconds: reg(
+                r,
+                prometheus::HistogramVec::new(
+                    HistogramOpts::new(
+                        "ewn_processor_output_confirm_seconds",
+                        "time for the broker to confirm a batch's outputs",
+                    )
+                    .buckets(STAGE_BUCKETS.to_vec()),
+                    &["stage"],
+                )?,
+            )?,
+            commit_seconds: reg(
+                r,
+                prometheus::HistogramVec::new(
+                    HistogramOpts::new(
+                        "ewn_processor_commit_seconds",
+                        "time to commit a batch's offsets",
+                    )
+                    .buckets(STAGE_BUCKETS.to_vec()),
+                    &["stage"],
+                )?,
             )?,
             alerts: counter(
                 "ewn_processor_alerts_total",

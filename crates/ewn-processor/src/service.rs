@@ -342,7 +342,10 @@ struct Outbox {
     producer: RecordProducer<Arc<Tally>>,
     tally: Arc<Tally>,
     buf: Vec<u8>,
+    /// Records queued since the last confirmation.
     queued: usize,
+    /// Outcomes expected from the sink in all (every record ever queued).
+    expected: u64,
     timeout: Duration,
 }
 
@@ -363,6 +366,7 @@ impl Outbox {
             tally,
             buf: Vec::with_capacity(4096),
             queued: 0,
+            expected: 0,
             timeout,
         })
     }
@@ -382,9 +386,15 @@ impl Outbox {
             return Ok(());
         }
         let failed_before = self.tally.report().failed.len();
-        self.producer.flush(self.timeout)?;
-        let report = self.tally.report();
+        self.expected += self.queued as u64;
         self.queued = 0;
+        if !self.tally.wait_for(self.expected, self.timeout) {
+            return Err(Error::Kafka(ewn_kafka::Error::Topic {
+                topic: "outputs".into(),
+                message: format!("not confirmed within {:?}", self.timeout),
+            }));
+        }
+        let report = self.tally.report();
         if report.failed.len() > failed_before {
             let (_, why) = &report.failed[report.failed.len() - 1];
             return Err(Error::Kafka(ewn_kafka::Error::Topic {
@@ -704,7 +714,12 @@ fn ingest_loop(ctx: &Ctx) -> Result<()> {
                 })
                 .collect::<Vec<_>>(),
         );
+        let t = Instant::now();
         out.confirm()?;
+        ctx.metrics
+            .confirm_seconds
+            .with_label_values(&["ingest"])
+            .observe(t.elapsed().as_secs_f64());
         let commits: Vec<CommitOffset> = offsets
             .into_iter()
             .map(|((t, partition), offset)| CommitOffset {
@@ -714,7 +729,12 @@ fn ingest_loop(ctx: &Ctx) -> Result<()> {
                 metadata: String::new(),
             })
             .collect();
+        let t = Instant::now();
         consumer.commit(&commits)?;
+        ctx.metrics
+            .commit_seconds
+            .with_label_values(&["ingest"])
+            .observe(t.elapsed().as_secs_f64());
     }
     Ok(())
 }
@@ -930,7 +950,12 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
                 .map(|(id, o, r)| (id, *o, *r))
                 .collect::<Vec<_>>(),
         );
+        let t = Instant::now();
         out.confirm()?;
+        ctx.metrics
+            .confirm_seconds
+            .with_label_values(&["correlate"])
+            .observe(t.elapsed().as_secs_f64());
         let commits: Vec<CommitOffset> = partitions
             .iter()
             .filter_map(|(partition, (state, _))| {
@@ -942,7 +967,12 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
                 })
             })
             .collect();
+        let t = Instant::now();
         consumer.commit(&commits)?;
+        ctx.metrics
+            .commit_seconds
+            .with_label_values(&["correlate"])
+            .observe(t.elapsed().as_secs_f64());
         // Counted once everything the batch caused is confirmed and committed.
         ctx.metrics.correlated.inc_by(consumed);
     }
