@@ -585,3 +585,113 @@ fn a_hostile_burst_is_rejected_by_reason_while_valid_traffic_flows() {
     );
     p.stop();
 }
+
+#[test]
+fn a_member_state_topic_created_later_is_picked_up() {
+    let mut net = Net::new("newtopic");
+    let p = start(net.config(3600));
+    // Afghanistan joins the network after the processor started: its topic, its key.
+    let topics = net.topics();
+    let spec = ewn_kafka::TopicSpec {
+        name: topics.incidents("af"),
+        partitions: 1,
+        compacted: false,
+    };
+    block_on(ewn_kafka::admin::ensure_topics(&net.settings, &[spec])).unwrap();
+    let key = ewn_trust::keys::generate();
+    let now = now_ms();
+    ewn_trust::TrustStore::append_to_file(
+        &net.store,
+        &ewn_trust::KeyEntry {
+            key_id: "af-test".into(),
+            state: "AF".into(),
+            public_key: key.verifying_key(),
+            not_before: now - HOUR,
+            not_after: now + HOUR,
+            revoked_at: None,
+        },
+    )
+    .unwrap();
+    // the trust store reloads within a second (reload_interval_secs = 1)
+    let mut signer = ewn_trust::IncidentSigner::new("af-test", key);
+    let mut i = incident(1, "AF", now - MIN, Category::FtfReturnee, &["returnee"]);
+    i.reporter.state = "AF".into();
+    wait_until(
+        "the new topic's incident to be verified",
+        Duration::from_secs(60),
+        || {
+            // re-sent until the processor knows both the topic and the key; later copies are
+            // rejected as duplicates, which is fine here
+            let value = signer.sign(&i).unwrap().to_avro().unwrap();
+            net.send(&topics.incidents("af"), b"af", &value);
+            net.flush();
+            std::thread::sleep(Duration::from_millis(500));
+            p.metric("ewn_processor_incidents_verified_total", "state=\"AF\"") >= 1.0
+        },
+    );
+    wait_until("its alert", Duration::from_secs(30), || {
+        net.alerts().iter().any(|a| a.rule == "ftf_returnee")
+    });
+    p.stop();
+}
+
+#[test]
+fn rules_reload_without_a_restart() {
+    let mut net = Net::new("reload");
+    let rules_file = net.dir.path().join("rules.toml");
+    let write_rules = |extra: &str| {
+        let text = format!(
+            "{}\n{extra}",
+            include_str!("../deploy/config/rules.default.toml")
+        );
+        std::fs::write(&rules_file, text).unwrap();
+    };
+    write_rules("");
+    let mut config = net.config(3600);
+    config.process.rules_file = Some(rules_file.clone());
+    let p = start(config);
+    let base = now_ms() - HOUR;
+    let first = vec![incident(1, "KZ", base, Category::Cyber, &["hacker"])];
+    net.publish(&first);
+    p.wait_correlated(rekeyed_count(&first));
+    assert!(
+        net.alerts().is_empty(),
+        "no rule for a single cyber incident yet"
+    );
+    // A new rule: any CYBER incident is an immediate alert.
+    std::thread::sleep(Duration::from_millis(1100)); // a visibly newer modification time
+    write_rules(
+        "[[rules]]\nname = \"any_cyber\"\nkind = \"threshold\"\ngroup_by = \"incident\"\nwindow_secs = 0\nlevel = \"MEDIUM\"\nfilter = { categories = [\"CYBER\"] }\n",
+    );
+    wait_until("the reload", Duration::from_secs(30), || {
+        p.metric("ewn_processor_rule_reloads_total", "outcome=\"ok\"") >= 1.0
+    });
+    let second = vec![incident(2, "KZ", base + MIN, Category::Cyber, &["hacker2"])];
+    net.publish(&second);
+    wait_until(
+        "an alert from the new rule",
+        Duration::from_secs(30),
+        || net.alerts().iter().any(|a| a.rule == "any_cyber"),
+    );
+    // A broken file is refused and the rules in force stay.
+    std::fs::write(&rules_file, "[[rules]]\nname = \"broken\"\n").unwrap();
+    wait_until("the refused reload", Duration::from_secs(30), || {
+        p.metric("ewn_processor_rule_reloads_total", "outcome=\"error\"") >= 1.0
+    });
+    let third = vec![incident(
+        3,
+        "KZ",
+        base + 2 * MIN,
+        Category::Cyber,
+        &["hacker3"],
+    )];
+    net.publish(&third);
+    wait_until("the rule still in force", Duration::from_secs(30), || {
+        net.alerts()
+            .iter()
+            .filter(|a| a.rule == "any_cyber")
+            .count()
+            == 2
+    });
+    p.stop();
+}
