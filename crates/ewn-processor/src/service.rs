@@ -406,6 +406,30 @@ impl Outbox {
     }
 }
 
+/// Ends a batch: waits until the broker confirmed everything it produced, and only then
+/// commits its offsets (at-least-once with idempotent outputs).
+fn settle(
+    ctx: &Ctx,
+    stage: &str,
+    out: &mut Outbox,
+    consumer: &GroupConsumer,
+    commits: &[CommitOffset],
+) -> Result<()> {
+    let t = Instant::now();
+    out.confirm()?;
+    ctx.metrics
+        .confirm_seconds
+        .with_label_values(&[stage])
+        .observe(t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    consumer.commit(commits)?;
+    ctx.metrics
+        .commit_seconds
+        .with_label_values(&[stage])
+        .observe(t.elapsed().as_secs_f64());
+    Ok(())
+}
+
 fn incidents_pattern(prefix: &str) -> String {
     let escaped: String = prefix
         .chars()
@@ -714,12 +738,6 @@ fn ingest_loop(ctx: &Ctx) -> Result<()> {
                 })
                 .collect::<Vec<_>>(),
         );
-        let t = Instant::now();
-        out.confirm()?;
-        ctx.metrics
-            .confirm_seconds
-            .with_label_values(&["ingest"])
-            .observe(t.elapsed().as_secs_f64());
         let commits: Vec<CommitOffset> = offsets
             .into_iter()
             .map(|((t, partition), offset)| CommitOffset {
@@ -729,12 +747,7 @@ fn ingest_loop(ctx: &Ctx) -> Result<()> {
                 metadata: String::new(),
             })
             .collect();
-        let t = Instant::now();
-        consumer.commit(&commits)?;
-        ctx.metrics
-            .commit_seconds
-            .with_label_values(&["ingest"])
-            .observe(t.elapsed().as_secs_f64());
+        settle(ctx, "ingest", &mut out, &consumer, &commits)?;
     }
     Ok(())
 }
@@ -950,12 +963,6 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
                 .map(|(id, o, r)| (id, *o, *r))
                 .collect::<Vec<_>>(),
         );
-        let t = Instant::now();
-        out.confirm()?;
-        ctx.metrics
-            .confirm_seconds
-            .with_label_values(&["correlate"])
-            .observe(t.elapsed().as_secs_f64());
         let commits: Vec<CommitOffset> = partitions
             .iter()
             .filter_map(|(partition, (state, _))| {
@@ -967,12 +974,7 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
                 })
             })
             .collect();
-        let t = Instant::now();
-        consumer.commit(&commits)?;
-        ctx.metrics
-            .commit_seconds
-            .with_label_values(&["correlate"])
-            .observe(t.elapsed().as_secs_f64());
+        settle(ctx, "correlate", &mut out, &consumer, &commits)?;
         // Counted once everything the batch caused is confirmed and committed.
         ctx.metrics.correlated.inc_by(consumed);
     }
