@@ -2,6 +2,9 @@
 //! broker round trips and error counts. Label values are topic names, partition numbers and
 //! broker names: bounded sets owned by the operator, never record data.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::Statistics;
 
@@ -13,6 +16,9 @@ pub struct KafkaMetrics {
     broker_rtt_avg_us: IntGaugeVec,
     broker_errors: IntGaugeVec,
     stats_total: IntCounterVec,
+    /// Lag series set per client, so a partition this client no longer owns stops being
+    /// reported (a frozen value would mislead after a rebalance).
+    lag_series: Arc<Mutex<HashMap<String, HashSet<(String, i32)>>>>,
 }
 
 impl KafkaMetrics {
@@ -57,6 +63,7 @@ impl KafkaMetrics {
                 &["client", "broker"],
             )?,
             stats_total,
+            lag_series: Arc::default(),
         })
     }
 
@@ -69,6 +76,7 @@ impl KafkaMetrics {
         self.queue_bytes
             .with_label_values(&[client])
             .set(stats.msg_size as i64);
+        let mut now_set = HashSet::new();
         for topic in stats.topics.values() {
             for (id, p) in &topic.partitions {
                 // -1 is librdkafka's internal UA partition; a lag of -1 means "unknown".
@@ -76,8 +84,20 @@ impl KafkaMetrics {
                     self.consumer_lag
                         .with_label_values(&[client, topic.topic.as_str(), id.to_string().as_str()])
                         .set(p.consumer_lag);
+                    now_set.insert((topic.topic.clone(), *id));
                 }
             }
+        }
+        let mut series = self.lag_series.lock().unwrap_or_else(|p| p.into_inner());
+        let before = series
+            .insert(client.to_string(), now_set.clone())
+            .unwrap_or_default();
+        for (topic, id) in before.difference(&now_set) {
+            let _ = self.consumer_lag.remove_label_values(&[
+                client,
+                topic.as_str(),
+                id.to_string().as_str(),
+            ]);
         }
         for broker in stats.brokers.values() {
             if let Some(rtt) = &broker.rtt {
@@ -89,5 +109,52 @@ impl KafkaMetrics {
                 .with_label_values(&[client, broker.nodename.as_str()])
                 .set(broker.txerrs as i64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::statistics::{Partition, Topic};
+
+    fn stats(partitions: &[i32]) -> Statistics {
+        let mut topic = Topic {
+            topic: "t".into(),
+            ..Topic::default()
+        };
+        for p in partitions {
+            topic.partitions.insert(
+                *p,
+                Partition {
+                    partition: *p,
+                    consumer_lag: 5,
+                    ..Partition::default()
+                },
+            );
+        }
+        let mut s = Statistics::default();
+        s.topics.insert("t".into(), topic);
+        s
+    }
+
+    #[test]
+    fn lag_of_partitions_no_longer_owned_disappears() {
+        let registry = Registry::new();
+        let m = KafkaMetrics::register(&registry).unwrap();
+        m.observe("process", &stats(&[0, 1, 2]));
+        let text = |r: &Registry| {
+            let mut out = Vec::new();
+            prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut out)
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(text(&registry).contains("partition=\"2\""));
+        m.observe("process", &stats(&[0]));
+        let after = text(&registry);
+        assert!(after.contains("partition=\"0\""));
+        assert!(
+            !after.contains("partition=\"1\"") && !after.contains("partition=\"2\""),
+            "{after}"
+        );
     }
 }
