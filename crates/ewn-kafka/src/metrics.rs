@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::Statistics;
 
+/// Per client, the (topic, partition) lag series currently set.
+type LagSeries = HashMap<String, HashSet<(String, i32)>>;
+
 #[derive(Clone)]
 pub struct KafkaMetrics {
     queue_messages: IntGaugeVec,
@@ -18,7 +21,7 @@ pub struct KafkaMetrics {
     stats_total: IntCounterVec,
     /// Lag series set per client, so a partition this client no longer owns stops being
     /// reported (a frozen value would mislead after a rebalance).
-    lag_series: Arc<Mutex<HashMap<String, HashSet<(String, i32)>>>>,
+    lag_series: Arc<Mutex<LagSeries>>,
 }
 
 impl KafkaMetrics {
