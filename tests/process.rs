@@ -76,6 +76,46 @@ fn distinct_fires_on_two_states_and_not_on_its_near_misses() {
             .iter()
             .all(|e| e.topic.starts_with(&net.prefix) && e.signature != [0; 64])
     );
+    // `ewn tail --topic alerts` shows it, decoded.
+    let count = alerts.len().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_ewn"))
+        .args([
+            "tail",
+            "--topic",
+            "alerts",
+            "--from-beginning",
+            "--count",
+            &count,
+            "--timeout-secs",
+            "60",
+        ])
+        .args(["--brokers", &broker().addr, "--topic-prefix", &net.prefix])
+        .env("EWN__LOG__LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let tailed = shown
+        .iter()
+        .find(|r| r["value"]["rule"] == "cross_border_movement")
+        .unwrap();
+    assert_eq!(tailed["schema"], "Alert");
+    assert_eq!(tailed["value"]["alert_id"], a.alert_id.as_str());
+    assert_eq!(tailed["value"]["msg_type"], "ALERT");
+    assert!(
+        tailed["value"]["window_start"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'),
+        "times are RFC 3339"
+    );
     p.stop();
 }
 
