@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, Timestamp};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
 use crate::error::{Error, Result};
@@ -231,18 +230,7 @@ impl GroupConsumer {
                     }
                 }
                 Some(Ok(m)) => {
-                    let timestamp_ms = match m.timestamp() {
-                        Timestamp::NotAvailable => None,
-                        Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
-                    };
-                    f(RawRecord {
-                        topic: m.topic(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key(),
-                        value: m.payload(),
-                        timestamp_ms,
-                    });
+                    f(RawRecord::of(&m));
                     n += 1;
                 }
             }

@@ -27,6 +27,24 @@ pub struct RawRecord<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
+impl<'a> RawRecord<'a> {
+    /// A borrowed view of a consumed message.
+    pub(crate) fn of<M: Message>(m: &'a M) -> RawRecord<'a> {
+        let timestamp_ms = match m.timestamp() {
+            Timestamp::NotAvailable => None,
+            Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+        };
+        RawRecord {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            value: m.payload(),
+            timestamp_ms,
+        }
+    }
+}
+
 pub struct AssignedReader {
     consumer: BaseConsumer,
     topics: Vec<String>,
@@ -95,20 +113,7 @@ impl AssignedReader {
                 context: "consume".into(),
                 source: e,
             }),
-            Some(Ok(m)) => {
-                let timestamp_ms = match m.timestamp() {
-                    Timestamp::NotAvailable => None,
-                    Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
-                };
-                Ok(Some(f(RawRecord {
-                    topic: m.topic(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key(),
-                    value: m.payload(),
-                    timestamp_ms,
-                })))
-            }
+            Some(Ok(m)) => Ok(Some(f(RawRecord::of(&m)))),
         }
     }
 }
