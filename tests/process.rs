@@ -180,13 +180,6 @@ fn threshold_fires_on_a_burst_and_not_a_minute_late() {
 
 fn sequence_rule() -> RuleConfig {
     RuleConfig {
-        name: "seizure_then_crossing".into(),
-        kind: RuleKind::Sequence,
-        filter: Filter::default(),
-        group_by: GroupBy::Subject,
-        window_secs: 3600,
-        count: 1,
-        distinct: None,
         first: Some(Filter {
             categories: vec![Category::WeaponsSeizure],
             ..Filter::default()
@@ -195,11 +188,13 @@ fn sequence_rule() -> RuleConfig {
             categories: vec![Category::SuspiciousCrossing],
             ..Filter::default()
         }),
-        lookback: false,
-        level: Level::High,
-        cooldown_secs: None,
-        named_agencies: vec![],
-        enabled: true,
+        ..RuleConfig::new(
+            "seizure_then_crossing",
+            RuleKind::Sequence,
+            GroupBy::Subject,
+            3600,
+            Level::High,
+        )
     }
 }
 

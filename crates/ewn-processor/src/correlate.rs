@@ -982,13 +982,6 @@ mod tests {
     fn sequence_needs_first_then() {
         use crate::rules::Filter;
         let seq = RuleConfig {
-            name: "seizure_then_crossing".into(),
-            kind: RuleKind::Sequence,
-            filter: Filter::default(),
-            group_by: GroupBy::Subject,
-            window_secs: 3600,
-            count: 1,
-            distinct: None,
             first: Some(Filter {
                 categories: vec![Category::WeaponsSeizure],
                 ..Filter::default()
@@ -997,11 +990,13 @@ mod tests {
                 categories: vec![Category::SuspiciousCrossing],
                 ..Filter::default()
             }),
-            lookback: false,
-            level: Level::High,
-            cooldown_secs: None,
-            named_agencies: vec![],
-            enabled: true,
+            ..RuleConfig::new(
+                "seizure_then_crossing",
+                RuleKind::Sequence,
+                GroupBy::Subject,
+                3600,
+                Level::High,
+            )
         };
         let rules = Arc::new(RuleSet::new(vec![seq], ScoreWeights::default()));
         let seizure = |id: &str, t| {

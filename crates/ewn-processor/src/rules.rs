@@ -161,6 +161,33 @@ fn yes() -> bool {
 }
 
 impl RuleConfig {
+    /// A rule matching everything, `count` 1, cooldown equal to the window, enabled; set
+    /// the rest with struct update syntax.
+    pub fn new(
+        name: &str,
+        kind: RuleKind,
+        group_by: GroupBy,
+        window_secs: u64,
+        level: Level,
+    ) -> RuleConfig {
+        RuleConfig {
+            name: name.into(),
+            kind,
+            filter: Filter::default(),
+            group_by,
+            window_secs,
+            count: 1,
+            distinct: None,
+            first: None,
+            then: None,
+            lookback: false,
+            level,
+            cooldown_secs: None,
+            named_agencies: vec![],
+            enabled: true,
+        }
+    }
+
     pub fn window_ms(&self) -> i64 {
         self.window_secs as i64 * 1000
     }
@@ -250,22 +277,7 @@ pub fn problems(rules: &[RuleConfig]) -> Vec<String> {
 
 /// The default rule set (also written out in `deploy/config/rules.default.toml`).
 pub fn default_rules() -> Vec<RuleConfig> {
-    let base = |name: &str, kind, group_by, window_secs, level| RuleConfig {
-        name: name.into(),
-        kind,
-        filter: Filter::default(),
-        group_by,
-        window_secs,
-        count: 1,
-        distinct: None,
-        first: None,
-        then: None,
-        lookback: false,
-        level,
-        cooldown_secs: None,
-        named_agencies: vec![],
-        enabled: true,
-    };
+    let base = RuleConfig::new;
     vec![
         // The same subject reported by two or more states within 72 h.
         RuleConfig {
