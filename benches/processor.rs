@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ewn_model::{AvroRecord, Category, Evidence, Level, Tlp, samples};
-use ewn_processor::correlate::{Event, PartitionState, RuleSet};
+use ewn_processor::correlate::{Event, EventKeys, PartitionState, RuleSet};
 use ewn_processor::rules::{GroupBy, default_rules};
 use ewn_processor::score::ScoreWeights;
 use ewn_trust::verify::check_signature;
@@ -78,7 +78,9 @@ fn events(n: usize, keys: usize) -> Vec<Arc<Event>> {
         .map(|k| {
             Arc::new(Event {
                 incident_id: format!("00000000-0000-4000-8000-{k:012}"),
-                t: 1_790_000_000_000 + k as i64 * 60_000,
+                group: String::new(),
+                group_key: String::new(),
+                occurred_at: 1_790_000_000_000 + k as i64 * 60_000,
                 reported_at: 1_790_000_000_000 + k as i64 * 60_000,
                 state: ["KZ", "KG", "TJ", "UZ", "TM"][k % 5].into(),
                 agency: "A".into(),

@@ -23,39 +23,25 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use ewn_model::{Alert, Category, Direction, Evidence, GeoPoint, Level, MsgType, ScoreReason, Tlp};
+use ewn_model::{Alert, Category, GeoPoint, MsgType, ScoredIncident, Tlp};
 use sha2::{Digest, Sha256};
 
 use crate::rules::{DistinctField, GroupBy, RuleConfig, RuleKind};
 use crate::score::{ScoreWeights, Scored};
 
-/// One verified, scored incident as the rules see it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    pub incident_id: String,
-    /// Event time (`occurred_at`), ms.
-    pub t: i64,
-    pub reported_at: i64,
-    pub state: String,
-    pub agency: String,
-    pub area: String,
-    pub crossing: Option<String>,
-    pub category: Category,
-    pub direction: Option<Direction>,
-    pub watchlist_hit: bool,
-    pub subjects: Vec<String>,
-    pub score: i32,
-    pub level: Level,
-    pub reasons: Vec<ScoreReason>,
-    pub tlp: Tlp,
-    pub lat: f64,
-    pub lon: f64,
-    pub evidence: Evidence,
+/// One verified, scored incident as the rules see it: the re-keyed wire record itself
+/// (`group` and `group_key` say which key it came in under; the rules do not use them).
+pub type Event = ScoredIncident;
+
+/// Group-by values and distinct-field values of an event.
+pub trait EventKeys {
+    /// The group-by values for `group` (a subject rule sees every subject).
+    fn keys(&self, group: GroupBy) -> Vec<&str>;
+    fn distinct_value(&self, field: DistinctField) -> &str;
 }
 
-impl Event {
-    /// The group-by values of this event for `group` (a subject rule sees every subject).
-    pub fn keys(&self, group: GroupBy) -> Vec<&str> {
+impl EventKeys for Event {
+    fn keys(&self, group: GroupBy) -> Vec<&str> {
         match group {
             GroupBy::Subject => self.subjects.iter().map(String::as_str).collect(),
             GroupBy::Area => vec![self.area.as_str()],
@@ -173,7 +159,7 @@ impl Rule {
         events: &[(Arc<Event>, i64)],
         watermark: i64,
     ) -> (Vec<Episode>, Option<i64>) {
-        let t = |i: usize| events[i].0.t;
+        let t = |i: usize| events[i].0.occurred_at;
         let n = events.len();
         let mut out = Vec::new();
         let mut pending = None;
@@ -184,7 +170,7 @@ impl Rule {
                 RuleKind::Threshold => {
                     let within = events[i..]
                         .iter()
-                        .take_while(|(e, _)| e.t <= s + self.window)
+                        .take_while(|(e, _)| e.occurred_at <= s + self.window)
                         .count();
                     within >= self.config.count as usize
                 }
@@ -192,7 +178,7 @@ impl Rule {
                     let field = self.config.distinct.unwrap_or(DistinctField::State);
                     let values: BTreeSet<&str> = events[i..]
                         .iter()
-                        .take_while(|(e, _)| e.t <= s + self.window)
+                        .take_while(|(e, _)| e.occurred_at <= s + self.window)
                         .map(|(e, _)| e.distinct_value(field))
                         .collect();
                     values.len() >= self.config.count as usize
@@ -201,8 +187,8 @@ impl Rule {
                     self.is_first(&events[i].0)
                         && events[i + 1..]
                             .iter()
-                            .take_while(|(e, _)| e.t <= s + self.window)
-                            .any(|(e, _)| e.t > s && self.is_then(e))
+                            .take_while(|(e, _)| e.occurred_at <= s + self.window)
+                            .any(|(e, _)| e.occurred_at > s && self.is_then(e))
                 }
                 RuleKind::Absence => {
                     if !self.is_first(&events[i].0) {
@@ -214,8 +200,11 @@ impl Rule {
                             s
                         };
                         let explained = events.iter().any(|(e, _)| {
-                            e.t <= s + self.window
-                                && (e.t > s || (self.config.lookback && e.t >= from && e.t < s))
+                            e.occurred_at <= s + self.window
+                                && (e.occurred_at > s
+                                    || (self.config.lookback
+                                        && e.occurred_at >= from
+                                        && e.occurred_at < s))
                                 && self.is_then(e)
                         });
                         if explained {
@@ -292,14 +281,14 @@ impl RuleSet {
         {
             if rule.admits(event) {
                 let key = format!("incident:{}", event.incident_id);
-                let id = alert_id(&rule.config.name, &key, event.t);
+                let id = alert_id(&rule.config.name, &key, event.occurred_at);
                 out.push(self.build(
                     rule,
                     &key,
                     MsgType::Alert,
                     id,
                     vec![],
-                    event.t,
+                    event.occurred_at,
                     &[event],
                     now_ms,
                 ));
@@ -325,7 +314,11 @@ impl RuleSet {
         let areas: BTreeSet<&str> = members.iter().map(|e| e.area.as_str()).collect();
         let strongest = members
             .iter()
-            .max_by(|a, b| a.score.cmp(&b.score).then_with(|| b.t.cmp(&a.t)))
+            .max_by(|a, b| {
+                a.score
+                    .cmp(&b.score)
+                    .then_with(|| b.occurred_at.cmp(&a.occurred_at))
+            })
             .map(|e| Scored {
                 score: e.score,
                 level: e.level,
@@ -484,7 +477,7 @@ impl PartitionState {
         out: &mut Vec<Alert>,
     ) -> Vec<(usize, Fed)> {
         self.next_offset = Some(self.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
-        let late = self.watermark().is_some_and(|w| event.t < w);
+        let late = self.watermark().is_some_and(|w| event.occurred_at < w);
         let mut results = Vec::new();
         let rules = self.rules.clone();
         for (ri, rule) in rules.rules.iter().enumerate() {
@@ -501,7 +494,8 @@ impl PartitionState {
             }
             let state = self.keys.entry((ri, key.to_string())).or_default();
             let pos = state.events.binary_search_by(|(e, _)| {
-                (e.t, e.incident_id.as_str()).cmp(&(event.t, event.incident_id.as_str()))
+                (e.occurred_at, e.incident_id.as_str())
+                    .cmp(&(event.occurred_at, event.incident_id.as_str()))
             });
             let insert_at = match pos {
                 Ok(_) => {
@@ -524,7 +518,10 @@ impl PartitionState {
             self.evaluate(ri, key, now_ms, out);
         }
         if !late {
-            self.max_t = Some(self.max_t.map_or(event.t, |m| m.max(event.t)));
+            self.max_t = Some(
+                self.max_t
+                    .map_or(event.occurred_at, |m| m.max(event.occurred_at)),
+            );
         }
         results
     }
@@ -647,7 +644,11 @@ impl PartitionState {
         for ((ri, key), state) in self.keys.iter_mut() {
             let rule = &rules.rules[*ri];
             let horizon = watermark - rule.horizon();
-            if state.events.first().is_none_or(|(e, _)| e.t >= horizon) {
+            if state
+                .events
+                .first()
+                .is_none_or(|(e, _)| e.occurred_at >= horizon)
+            {
                 continue;
             }
             let decide = self.decide_floor.map_or(watermark, |d| d.max(watermark));
@@ -659,7 +660,7 @@ impl PartitionState {
                 .map(|ep| ep.start)
                 .min()
                 .unwrap_or(horizon);
-            let keep_from = state.events.partition_point(|(e, _)| e.t < cut);
+            let keep_from = state.events.partition_point(|(e, _)| e.occurred_at < cut);
             for (_, offset) in state.events.drain(..keep_from) {
                 if let Some(n) = self.held.get_mut(&offset) {
                     *n -= 1;
@@ -683,14 +684,17 @@ impl PartitionState {
 mod tests {
     use super::*;
     use crate::rules::default_rules;
+    use ewn_model::{Direction, Evidence, Level, ScoreReason};
 
     const MIN: i64 = 60_000;
     const HOUR: i64 = 60 * MIN;
 
     pub(crate) fn event(id: &str, t: i64, state: &str, subject: &str) -> Arc<Event> {
         Arc::new(Event {
+            group: String::new(),
+            group_key: String::new(),
             incident_id: id.into(),
-            t,
+            occurred_at: t,
             reported_at: t,
             state: state.into(),
             agency: format!("{state}-AGENCY"),

@@ -34,7 +34,7 @@ use prometheus::Registry;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::correlate::{Event, Fed, PartitionState, RuleSet};
+use crate::correlate::{Event, EventKeys, Fed, PartitionState, RuleSet};
 use crate::error::{Error, Result};
 use crate::metrics::ProcessorMetrics;
 use crate::rules::{GroupBy, RuleConfig, default_rules};
@@ -474,8 +474,11 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 fn to_event(v: &Verified, scored: crate::score::Scored, topic: &str, origin: &Origin) -> Event {
     let i = &v.incident;
     Event {
+        // set per re-keyed record
+        group: String::new(),
+        group_key: String::new(),
         incident_id: i.incident_id.clone(),
-        t: i.occurred_at,
+        occurred_at: i.occurred_at,
         reported_at: i.reported_at,
         state: i.reporter.state.clone(),
         agency: i.reporter.agency.clone(),
@@ -500,54 +503,6 @@ fn to_event(v: &Verified, scored: crate::score::Scored, topic: &str, origin: &Or
             signature: v.envelope.signature,
             payload_sha256: sha256(&v.envelope.payload),
         },
-    }
-}
-
-fn scored_record(e: &Event, group: GroupBy, key: &str) -> ScoredIncident {
-    ScoredIncident {
-        group: group.as_str().to_string(),
-        group_key: key.to_string(),
-        incident_id: e.incident_id.clone(),
-        occurred_at: e.t,
-        reported_at: e.reported_at,
-        state: e.state.clone(),
-        agency: e.agency.clone(),
-        area: e.area.clone(),
-        crossing: e.crossing.clone(),
-        category: e.category,
-        direction: e.direction,
-        watchlist_hit: e.watchlist_hit,
-        subjects: e.subjects.clone(),
-        score: e.score,
-        level: e.level,
-        reasons: e.reasons.clone(),
-        tlp: e.tlp,
-        lat: e.lat,
-        lon: e.lon,
-        evidence: e.evidence.clone(),
-    }
-}
-
-fn from_scored(s: ScoredIncident) -> Event {
-    Event {
-        incident_id: s.incident_id,
-        t: s.occurred_at,
-        reported_at: s.reported_at,
-        state: s.state,
-        agency: s.agency,
-        area: s.area,
-        crossing: s.crossing,
-        category: s.category,
-        direction: s.direction,
-        watchlist_hit: s.watchlist_hit,
-        subjects: s.subjects,
-        score: s.score,
-        level: s.level,
-        reasons: s.reasons,
-        tlp: s.tlp,
-        lat: s.lat,
-        lon: s.lon,
-        evidence: s.evidence,
     }
 }
 
@@ -698,14 +653,13 @@ fn ingest_loop(ctx: &Ctx) -> Result<()> {
             let scored = rules.weights.score(&v.incident);
             let event = to_event(v, scored, &topic_names[origin.topic], origin);
             rules.immediate(&event, now, &mut alerts);
+            let mut record = event.clone();
             for group in &groups {
                 for key in event.keys(*group) {
+                    record.group = group.as_str().to_string();
+                    record.group_key = key.to_string();
                     let record_key = format!("{}:{key}", group.as_str());
-                    out.send(
-                        &rekeyed,
-                        record_key.as_bytes(),
-                        &scored_record(&event, *group, key),
-                    )?;
+                    out.send(&rekeyed, record_key.as_bytes(), &record)?;
                 }
             }
         }
@@ -789,7 +743,7 @@ fn late_report(ctx: &Ctx, event: &Event, watermark: i64, rules: &[&str]) -> Reje
         reason: RejectReason::Late,
         detail: format!(
             "event time {} s behind the watermark; not merged into {}",
-            (watermark - event.t) / 1000,
+            (watermark - event.occurred_at) / 1000,
             rules.join(", ")
         ),
         topic: event.evidence.topic.clone(),
@@ -887,8 +841,12 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
                 continue;
             };
             let key = record.group_key.clone();
-            let event = Arc::new(from_scored(record));
-            incidents.push((event.incident_id.clone(), event.t, event.reported_at));
+            let event = Arc::new(record);
+            incidents.push((
+                event.incident_id.clone(),
+                event.occurred_at,
+                event.reported_at,
+            ));
             let watermark = state.watermark();
             let late_rules: Vec<&str> = state
                 .feed(group, &key, &event, offset, now, &mut alerts)
@@ -903,7 +861,7 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
                 late_reports.push(late_report(
                     ctx,
                     &event,
-                    watermark.unwrap_or(event.t),
+                    watermark.unwrap_or(event.occurred_at),
                     &late_rules,
                 ));
             }

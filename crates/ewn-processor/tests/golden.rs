@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use ewn_model::{Category, Direction, Evidence, Level, SourceReliability, Tlp, samples};
-use ewn_processor::correlate::{Event, PartitionState, RuleSet};
+use ewn_processor::correlate::{Event, EventKeys, PartitionState, RuleSet};
 use ewn_processor::rules::{GroupBy, default_rules};
 use ewn_processor::score::ScoreWeights;
 
@@ -96,7 +96,9 @@ fn event(
     let s = w.score(&i);
     Arc::new(Event {
         incident_id: format!("00000000-0000-4000-8000-{n:012}"),
-        t: 1_790_000_000_000 + t_min * 60_000,
+        group: String::new(),
+        group_key: String::new(),
+        occurred_at: 1_790_000_000_000 + t_min * 60_000,
         reported_at: 1_790_000_000_000 + t_min * 60_000,
         state: state.into(),
         agency: format!("{state}-A"),
