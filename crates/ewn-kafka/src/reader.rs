@@ -14,6 +14,8 @@ use crate::settings::KafkaSettings;
 pub enum StartAt {
     Beginning,
     End,
+    /// The last `n` records of each partition (all of them when it holds fewer).
+    Last(i64),
 }
 
 /// A record borrowed from the client's buffer, valid for the callback only.
@@ -60,6 +62,17 @@ impl AssignedReader {
         select: impl Fn(&str) -> bool,
         start: StartAt,
     ) -> Result<Self> {
+        Self::with_starts(settings, role, what, select, |_| start)
+    }
+
+    /// Like [`AssignedReader::new`], with a starting point per topic.
+    pub fn with_starts(
+        settings: &KafkaSettings,
+        role: &str,
+        what: &str,
+        select: impl Fn(&str) -> bool,
+        start_of: impl Fn(&str) -> StartAt,
+    ) -> Result<Self> {
         settings.check()?;
         // librdkafka wants a group id even for manual assignment; the reader never joins
         // the group nor commits to it.
@@ -71,10 +84,7 @@ impl AssignedReader {
         let metadata = consumer
             .fetch_metadata(None, Duration::from_millis(settings.request_timeout_ms))
             .map_err(Error::kafka("fetch metadata"))?;
-        let offset = match start {
-            StartAt::Beginning => Offset::Beginning,
-            StartAt::End => Offset::End,
-        };
+        let timeout = Duration::from_millis(settings.request_timeout_ms);
         let mut list = TopicPartitionList::new();
         let mut topics = Vec::new();
         for topic in metadata
@@ -83,7 +93,18 @@ impl AssignedReader {
             .filter(|t| t.error().is_none() && select(t.name()))
         {
             topics.push(topic.name().to_string());
+            let start = start_of(topic.name());
             for p in topic.partitions() {
+                let offset = match start {
+                    StartAt::Beginning => Offset::Beginning,
+                    StartAt::End => Offset::End,
+                    StartAt::Last(n) => {
+                        let (low, high) = consumer
+                            .fetch_watermarks(topic.name(), p.id(), timeout)
+                            .map_err(Error::kafka("fetch watermarks"))?;
+                        Offset::Offset((high - n.max(0)).max(low))
+                    }
+                };
                 list.add_partition_offset(topic.name(), p.id(), offset)
                     .map_err(Error::kafka("assign"))?;
             }
@@ -94,6 +115,24 @@ impl AssignedReader {
         topics.sort();
         consumer.assign(&list).map_err(Error::kafka("assign"))?;
         Ok(AssignedReader { consumer, topics })
+    }
+
+    /// The high watermark (next offset to be written) of every assigned partition, as
+    /// `(topic, partition, high)`: reading up to these is "caught up" with the moment asked.
+    pub fn high_watermarks(&self, timeout: Duration) -> Result<Vec<(String, i32, i64)>> {
+        let assignment = self
+            .consumer
+            .assignment()
+            .map_err(Error::kafka("assignment"))?;
+        let mut v = Vec::new();
+        for e in assignment.elements() {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(e.topic(), e.partition(), timeout)
+                .map_err(Error::kafka("fetch watermarks"))?;
+            v.push((e.topic().to_string(), e.partition(), high));
+        }
+        Ok(v)
     }
 
     /// The topics assigned, sorted.

@@ -151,6 +151,8 @@ pub fn subscription() -> Subscription {
             targets: vec!["kg-duty".into()],
         }],
         updated_at: 1_790_000_000_000,
+        disabled_at: None,
+        disabled_reason: None,
     }
 }
 

@@ -302,6 +302,8 @@ pub struct Subscription {
     pub redacted_above_clearance: bool,
     pub escalation: Vec<EscalationStep>,
     pub updated_at: i64,
+    pub disabled_at: Option<i64>,
+    pub disabled_reason: Option<String>,
 }
 
 /// Internal: a verified, scored incident re-keyed by one group-by value.

@@ -1,0 +1,25 @@
+//! The alert fan-out: reads `<prefix>alerts`, matches each alert against the live
+//! subscription set (`<prefix>subscriptions`), enforces clearance at push time, renders JSON
+//! or CAP 1.2, and delivers by signed webhook (Standard Webhooks), live stream (SSE) or the
+//! desk console. Every terminal delivery outcome becomes a receipt on `<prefix>deliveries`;
+//! acknowledgements go to `<prefix>acks`; unacknowledged alerts escalate step by step.
+//!
+//! This crate owns no command-line parsing: `run(config, registry, health, shutdown)` is the
+//! whole service, so tests start it in-process.
+
+mod api;
+pub mod auth;
+pub mod cap;
+pub mod error;
+pub mod metrics;
+pub mod policy;
+pub mod render;
+mod service;
+pub mod settings;
+pub mod stream;
+pub mod subscriptions;
+pub mod webhook;
+
+pub use error::{Error, Result};
+pub use service::{FanoutConfig, Running, channel_label, run, start};
+pub use settings::{FanoutSettings, SubscriptionConfig};

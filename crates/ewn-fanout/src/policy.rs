@@ -1,0 +1,145 @@
+//! Who may receive what: subscription filters and clearance, decided at push time for
+//! every channel (webhook, stream, console) by the same function.
+//!
+//! Clearance (TLP 2.0): an alert goes in full only to a subscriber cleared for its TLP,
+//! and an `AMBER_STRICT` or `RED` alert only to the agencies it names, whatever their
+//! clearance. A subscriber that asked for it gets a redacted form of what it may not see
+//! in full; everyone else gets nothing (counted as withheld).
+
+use ewn_model::{Alert, Level, ScoreReason, Subscription, Tlp};
+
+/// The form a recipient gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Form {
+    Full,
+    Redacted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Deliver(Form),
+    /// Matches the filters but is above the clearance, with no redacted form asked for.
+    Withheld,
+    /// Outside the subscription's filters, or the subscription is disabled.
+    NotSubscribed,
+}
+
+/// Do the subscription's filters select the alert? (Empty filter lists select all.)
+pub fn selects(sub: &Subscription, alert: &Alert) -> bool {
+    alert.level >= sub.min_level
+        && (sub.categories.is_empty() || alert.categories.iter().any(|c| sub.categories.contains(c)))
+        && (sub.states.is_empty() || alert.states.iter().any(|s| sub.states.contains(s)))
+        && (sub.areas.is_empty() || alert.areas.iter().any(|a| sub.areas.contains(a)))
+        && (sub.rules.is_empty() || sub.rules.contains(&alert.rule))
+}
+
+/// May the subscriber see the alert in full?
+pub fn cleared(sub: &Subscription, alert: &Alert) -> bool {
+    alert.tlp <= sub.clearance
+        && (alert.tlp < Tlp::AmberStrict || alert.named_agencies.contains(&sub.agency))
+}
+
+pub fn decide(sub: &Subscription, alert: &Alert) -> Decision {
+    if selects(sub, alert) {
+        decide_named(sub, alert)
+    } else {
+        Decision::NotSubscribed
+    }
+}
+
+/// For a recipient named by an escalation step: its filters do not apply (it was named
+/// for this), its clearance does.
+pub fn decide_named(sub: &Subscription, alert: &Alert) -> Decision {
+    if sub.disabled_at.is_some() {
+        Decision::NotSubscribed
+    } else if cleared(sub, alert) {
+        Decision::Deliver(Form::Full)
+    } else if sub.redacted_above_clearance {
+        Decision::Deliver(Form::Redacted)
+    } else {
+        Decision::Withheld
+    }
+}
+
+/// The marking of a redacted form: the subscriber's clearance, but never a mark that is
+/// reserved to named recipients.
+pub fn redacted_tlp(sub: &Subscription) -> Tlp {
+    sub.clearance.min(Tlp::Amber)
+}
+
+/// The redacted form: that a warning exists, its rule, level, score, categories and time
+/// window, and nothing that identifies a subject, a place, a report or a reporting state.
+pub fn redact(alert: &Alert, tlp: Tlp) -> Alert {
+    Alert {
+        alert_id: alert.alert_id.clone(),
+        msg_type: alert.msg_type,
+        references: alert.references.clone(),
+        rule: alert.rule.clone(),
+        level: alert.level,
+        score: alert.score,
+        // One reason carrying the whole score keeps "reasons add up to the score" true.
+        reasons: vec![ScoreReason {
+            factor: "redacted".into(),
+            contribution: alert.score,
+            detail: "details withheld above your clearance; ask the regional coordination centre"
+                .into(),
+        }],
+        key: String::new(),
+        window_start: alert.window_start,
+        window_end: alert.window_end,
+        incident_ids: Vec::new(),
+        states: Vec::new(),
+        categories: alert.categories.clone(),
+        areas: Vec::new(),
+        points: Vec::new(),
+        tlp,
+        named_agencies: Vec::new(),
+        created_at: alert.created_at,
+        evidence: Vec::new(),
+    }
+}
+
+/// What a recipient gets under `form`, marked as it may see it.
+pub fn shape(sub: &Subscription, alert: &Alert, form: Form) -> (Alert, bool) {
+    match form {
+        Form::Full => (alert.clone(), false),
+        Form::Redacted => (redact(alert, redacted_tlp(sub)), true),
+    }
+}
+
+/// Escalation applies to alerts at or above `min_level`.
+pub fn escalates(alert: &Alert, min_level: Level) -> bool {
+    alert.level >= min_level && alert.msg_type != ewn_model::MsgType::Cancel
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ewn_model::samples;
+
+    #[test]
+    fn strict_marks_go_only_to_named_agencies() {
+        let mut sub = samples::subscription();
+        sub.clearance = Tlp::Red;
+        sub.categories.clear();
+        sub.states.clear();
+        let mut alert = samples::alert();
+        alert.level = Level::Critical;
+        alert.tlp = Tlp::Red;
+        alert.named_agencies = vec!["KZ-KNB".into()];
+        sub.redacted_above_clearance = false;
+        assert_eq!(decide(&sub, &alert), Decision::Withheld);
+        alert.named_agencies.push(sub.agency.clone());
+        assert_eq!(decide(&sub, &alert), Decision::Deliver(Form::Full));
+    }
+
+    #[test]
+    fn the_redacted_form_keeps_no_identifying_field() {
+        let alert = samples::alert();
+        let r = redact(&alert, Tlp::Green);
+        assert!(r.key.is_empty() && r.incident_ids.is_empty() && r.evidence.is_empty());
+        assert!(r.states.is_empty() && r.areas.is_empty() && r.points.is_empty());
+        assert_eq!(r.reasons.iter().map(|x| x.contribution).sum::<i32>(), r.score);
+        assert_eq!(r.tlp, Tlp::Green);
+    }
+}

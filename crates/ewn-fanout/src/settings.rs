@@ -1,0 +1,487 @@
+//! The `[fanout]` configuration section and the `[[subscriptions]]` of the configuration
+//! file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ewn_model::{Category, Channel, EscalationStep, Format, Level, Subscription, Tlp};
+use ewn_ops::http::AdminSettings;
+use serde::{Deserialize, Serialize};
+
+use crate::webhook::WebhookSecret;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanoutSettings {
+    /// The desk-facing API: subscriptions (admin), acknowledgements, the live stream and
+    /// the console.
+    pub listen: SocketAddr,
+    /// `/metrics` and `/healthz`.
+    pub admin: AdminSettings,
+    /// Consumer group; empty: `<topic_prefix>fanout`. Instances sharing it share the work.
+    pub group_id: String,
+    /// Name of this instance in logs; empty: `fanout-<pid>`.
+    pub instance_id: String,
+    /// The CAP `<sender>` of every rendered alert.
+    pub sender: String,
+    /// A TOML file of `[[tokens]]` (name, role, sha256 of the token, subscription for a
+    /// desk); mode 0600. Without it every authenticated endpoint answers 401.
+    pub tokens_file: Option<PathBuf>,
+    pub batch_max: usize,
+    pub batch_wait_ms: u64,
+    /// Alerts read but not yet terminal for every recipient; reading pauses beyond it.
+    pub max_pending_alerts: usize,
+    pub webhook: WebhookSettings,
+    pub escalation: EscalationSettings,
+    pub stream: StreamSettings,
+    /// Receipts per partition of `<prefix>deliveries` read at start, so a replay after a
+    /// crash skips what was already delivered.
+    pub receipts_lookback: i64,
+    /// How long a console session lasts.
+    pub session_ttl_secs: u64,
+}
+
+impl Default for FanoutSettings {
+    fn default() -> Self {
+        FanoutSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: AdminSettings {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9102)),
+                metrics_token_file: None,
+            },
+            group_id: String::new(),
+            instance_id: String::new(),
+            sender: "ewn@rcc.ewn.invalid".into(),
+            tokens_file: None,
+            batch_max: 500,
+            batch_wait_ms: 20,
+            max_pending_alerts: 10_000,
+            webhook: WebhookSettings::default(),
+            escalation: EscalationSettings::default(),
+            stream: StreamSettings::default(),
+            receipts_lookback: 100_000,
+            session_ttl_secs: 12 * 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// One attempt's limit, connection included.
+    pub timeout_ms: u64,
+    /// Attempts before a delivery becomes a dead letter.
+    pub max_attempts: u32,
+    /// First retry delay; each further one doubles, with full jitter, up to the maximum.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// The `User-Agent` of every attempt.
+    pub user_agent: String,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            timeout_ms: 10_000,
+            max_attempts: 12,
+            initial_backoff_ms: 500,
+            max_backoff_ms: 60_000,
+            user_agent: concat!("ewn-fanout/", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationSettings {
+    /// Alerts at or above this level escalate when no primary recipient acknowledges.
+    pub min_level: Level,
+    /// How often pending escalations are checked.
+    pub tick_ms: u64,
+}
+
+impl Default for EscalationSettings {
+    fn default() -> Self {
+        EscalationSettings {
+            min_level: Level::High,
+            tick_ms: 500,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// Alerts per partition kept for `Last-Event-ID` resume and the console's history.
+    pub buffer_alerts: usize,
+    /// An SSE comment this often keeps idle connections and proxies alive.
+    pub keepalive_secs: u64,
+    /// Concurrent stream connections per subscription.
+    pub max_clients_per_subscription: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            buffer_alerts: 2_000,
+            keepalive_secs: 15,
+            max_clients_per_subscription: 8,
+        }
+    }
+}
+
+impl FanoutSettings {
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let w = &self.webhook;
+        if w.timeout_ms == 0 {
+            p.push("fanout.webhook.timeout_ms: must be positive".into());
+        }
+        if w.max_attempts == 0 {
+            p.push("fanout.webhook.max_attempts: must be at least 1".into());
+        }
+        if w.initial_backoff_ms == 0 || w.max_backoff_ms < w.initial_backoff_ms {
+            p.push("fanout.webhook: need 0 < initial_backoff_ms <= max_backoff_ms".into());
+        }
+        if self.batch_max == 0 {
+            p.push("fanout.batch_max: must be at least 1".into());
+        }
+        if self.max_pending_alerts == 0 {
+            p.push("fanout.max_pending_alerts: must be at least 1".into());
+        }
+        if self.stream.buffer_alerts == 0 {
+            p.push("fanout.stream.buffer_alerts: must be at least 1".into());
+        }
+        if self.escalation.tick_ms == 0 {
+            p.push("fanout.escalation.tick_ms: must be positive".into());
+        }
+        if self.sender.is_empty() || self.sender.contains([' ', ',', '<', '&']) {
+            p.push("fanout.sender: must be non-empty, without spaces, commas, < or &".into());
+        }
+        p
+    }
+}
+
+/// `format = "json" | "cap"` as people write it in a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatName {
+    #[default]
+    Json,
+    Cap,
+}
+
+/// `channel = "webhook" | "stream" | "console"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelName {
+    Webhook,
+    Stream,
+    Console,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// `whsec_` + base64 of the key. Prefer `secret_file` outside tests and demos.
+    #[serde(default, skip_serializing)]
+    pub secret: Option<String>,
+    /// A file (mode 0600) holding the `whsec_` secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    pub after_secs: i64,
+    pub targets: Vec<String>,
+}
+
+/// One `[[subscriptions]]` entry, and the body of the admin API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    pub id: String,
+    pub agency: String,
+    /// The highest TLP this subscriber may receive.
+    pub clearance: Tlp,
+    #[serde(default = "lowest_level")]
+    pub min_level: Level,
+    #[serde(default)]
+    pub categories: Vec<Category>,
+    #[serde(default)]
+    pub states: Vec<String>,
+    #[serde(default)]
+    pub areas: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub format: FormatName,
+    /// Default: `webhook` when a webhook is given, else `stream`.
+    #[serde(default)]
+    pub channel: Option<ChannelName>,
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+    /// Receive a redacted form of alerts above the clearance instead of nothing.
+    #[serde(default)]
+    pub redacted: bool,
+    #[serde(default)]
+    pub escalation: Vec<StepConfig>,
+}
+
+fn lowest_level() -> Level {
+    Level::Low
+}
+
+/// Ids and agency names: short, printable, safe in a URL path, a header and a log line.
+pub fn is_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl SubscriptionConfig {
+    /// Every problem, each naming `at` (e.g. `subscriptions[2]`) and the field.
+    pub fn problems(&self, at: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        if !is_name(&self.id) {
+            p.push(format!(
+                "{at}.id: 1-64 characters of A-Z a-z 0-9 - _ . expected"
+            ));
+        }
+        if !is_name(&self.agency) {
+            p.push(format!(
+                "{at}.agency: 1-64 characters of A-Z a-z 0-9 - _ . expected"
+            ));
+        }
+        for s in &self.states {
+            if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_uppercase()) {
+                p.push(format!(
+                    "{at}.states: `{}` is not an upper-case ISO 3166-1 alpha-2 code",
+                    ewn_model::validate::printable(s)
+                ));
+            }
+        }
+        for (i, s) in self.areas.iter().chain(&self.rules).enumerate() {
+            if s.is_empty() || s.len() > 64 || s.chars().any(char::is_control) {
+                p.push(format!("{at}.areas/rules[{i}]: 1-64 printable characters"));
+            }
+        }
+        let channel = self.channel();
+        match (&self.webhook, channel) {
+            (None, Channel::Webhook) => p.push(format!("{at}.webhook: channel webhook needs one")),
+            (Some(_), Channel::Stream | Channel::Console) => p.push(format!(
+                "{at}.webhook: given, but the channel is {}",
+                channel.as_str().to_ascii_lowercase()
+            )),
+            (Some(w), Channel::Webhook) => {
+                match reqwest::Url::parse(&w.url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                    _ => p.push(format!("{at}.webhook.url: an http(s) URL expected")),
+                }
+                match (&w.secret, &w.secret_file) {
+                    (Some(s), None) => {
+                        if let Err(e) = WebhookSecret::parse(s) {
+                            p.push(format!("{at}.webhook.secret: {e}"));
+                        }
+                    }
+                    (None, Some(_)) => {}
+                    _ => p.push(format!(
+                        "{at}.webhook: exactly one of secret and secret_file expected"
+                    )),
+                }
+            }
+            (None, _) => {}
+        }
+        for (i, step) in self.escalation.iter().enumerate() {
+            if step.after_secs <= 0 {
+                p.push(format!("{at}.escalation[{i}].after_secs: must be positive"));
+            }
+            if i > 0 && step.after_secs <= self.escalation[i - 1].after_secs {
+                p.push(format!(
+                    "{at}.escalation[{i}].after_secs: steps must come later one after another"
+                ));
+            }
+            if step.targets.is_empty() || step.targets.iter().any(|t| !is_name(t)) {
+                p.push(format!(
+                    "{at}.escalation[{i}].targets: subscription ids expected"
+                ));
+            }
+        }
+        p
+    }
+
+    pub fn channel(&self) -> Channel {
+        match self.channel {
+            Some(ChannelName::Webhook) => Channel::Webhook,
+            Some(ChannelName::Stream) => Channel::Stream,
+            Some(ChannelName::Console) => Channel::Console,
+            None if self.webhook.is_some() => Channel::Webhook,
+            None => Channel::Stream,
+        }
+    }
+
+    /// The wire record, with the webhook secret read from its file when given there.
+    pub fn to_record(&self, now_ms: i64) -> Result<Subscription, String> {
+        let secret = match &self.webhook {
+            Some(WebhookConfig {
+                secret: Some(s), ..
+            }) => Some(s.clone()),
+            Some(WebhookConfig {
+                secret_file: Some(path),
+                ..
+            }) => {
+                let s = ewn_trust::secret::read_secret(path)
+                    .map_err(|e| format!("subscription {}: {e}", self.id))?;
+                let s = s.trim().to_string();
+                WebhookSecret::parse(&s).map_err(|e| {
+                    format!("subscription {}: {}: {e}", self.id, path.display())
+                })?;
+                Some(s)
+            }
+            _ => None,
+        };
+        Ok(Subscription {
+            id: self.id.clone(),
+            agency: self.agency.clone(),
+            clearance: self.clearance,
+            min_level: self.min_level,
+            categories: self.categories.clone(),
+            states: self.states.clone(),
+            areas: self.areas.clone(),
+            rules: self.rules.clone(),
+            format: match self.format {
+                FormatName::Json => Format::Json,
+                FormatName::Cap => Format::Cap,
+            },
+            channel: self.channel(),
+            webhook_url: self.webhook.as_ref().map(|w| w.url.clone()),
+            webhook_secret: secret,
+            redacted_above_clearance: self.redacted,
+            escalation: self
+                .escalation
+                .iter()
+                .map(|s| EscalationStep {
+                    after_secs: s.after_secs,
+                    targets: s.targets.clone(),
+                })
+                .collect(),
+            updated_at: now_ms,
+            disabled_at: None,
+            disabled_reason: None,
+        })
+    }
+}
+
+/// What the admin API shows of a subscription: everything but the secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct SubscriptionView<'a> {
+    pub id: &'a str,
+    pub agency: &'a str,
+    pub clearance: Tlp,
+    pub min_level: Level,
+    pub categories: &'a [Category],
+    pub states: &'a [String],
+    pub areas: &'a [String],
+    pub rules: &'a [String],
+    pub format: Format,
+    pub channel: Channel,
+    pub webhook_url: Option<&'a str>,
+    pub webhook_secret_set: bool,
+    pub redacted: bool,
+    pub escalation: &'a [EscalationStep],
+    pub updated_at: i64,
+    pub disabled_at: Option<i64>,
+    pub disabled_reason: Option<&'a str>,
+}
+
+impl<'a> From<&'a Subscription> for SubscriptionView<'a> {
+    fn from(s: &'a Subscription) -> Self {
+        SubscriptionView {
+            id: &s.id,
+            agency: &s.agency,
+            clearance: s.clearance,
+            min_level: s.min_level,
+            categories: &s.categories,
+            states: &s.states,
+            areas: &s.areas,
+            rules: &s.rules,
+            format: s.format,
+            channel: s.channel,
+            webhook_url: s.webhook_url.as_deref(),
+            webhook_secret_set: s.webhook_secret.is_some(),
+            redacted: s.redacted_above_clearance,
+            escalation: &s.escalation,
+            updated_at: s.updated_at,
+            disabled_at: s.disabled_at,
+            disabled_reason: s.disabled_reason.as_deref(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> SubscriptionConfig {
+        toml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_issue_example_parses_and_validates() {
+        let s = parse(
+            r#"
+id = "kg-desk"
+agency = "KG-GKNB"
+clearance = "AMBER"
+min_level = "MEDIUM"
+categories = []
+states = []
+areas = []
+format = "json"
+webhook = { url = "http://127.0.0.1:9999/hook", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }
+"#,
+        );
+        assert!(s.problems("subscriptions[0]").is_empty());
+        let r = s.to_record(1).unwrap();
+        assert_eq!(r.channel, Channel::Webhook);
+        assert_eq!(r.format, Format::Json);
+        assert_eq!(r.min_level, Level::Medium);
+    }
+
+    #[test]
+    fn problems_name_the_field() {
+        let s = parse(
+            r#"
+id = "kg desk"
+agency = "KG"
+clearance = "RED"
+states = ["kg"]
+webhook = { url = "ftp://x/", secret = "nope" }
+escalation = [{ after_secs = 0, targets = [] }]
+"#,
+        );
+        let p = s.problems("subscriptions[1]").join("\n");
+        for needle in [
+            "subscriptions[1].id",
+            "subscriptions[1].states",
+            "subscriptions[1].webhook.url",
+            "subscriptions[1].webhook.secret",
+            "subscriptions[1].escalation[0].after_secs",
+            "subscriptions[1].escalation[0].targets",
+        ] {
+            assert!(p.contains(needle), "{needle} missing from:\n{p}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = toml::from_str::<SubscriptionConfig>(
+            "id='a'\nagency='b'\nclearance='GREEN'\ncolour='red'\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+}

@@ -1,0 +1,71 @@
+//! The live subscription set, mirrored from the compacted `<prefix>subscriptions` topic.
+//! Every instance reads the whole topic, so an update made through any instance's admin
+//! API (or a 410 that disabled an endpoint) reaches all of them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use ewn_model::Subscription;
+
+#[derive(Default)]
+pub struct SubscriptionSet {
+    map: RwLock<BTreeMap<String, Arc<Subscription>>>,
+}
+
+impl SubscriptionSet {
+    /// A snapshot for one batch: cheap (`Arc`s), and consistent within the batch.
+    pub fn snapshot(&self) -> Vec<Arc<Subscription>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Subscription>> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Applies a record of the topic: a value upserts (unless older than what is held, so
+    /// a replayed record cannot undo a newer one), none deletes.
+    pub fn apply(&self, id: &str, value: Option<Subscription>) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        match value {
+            None => {
+                map.remove(id);
+            }
+            Some(s) => {
+                if map.get(id).is_some_and(|old| old.updated_at > s.updated_at) {
+                    return;
+                }
+                map.insert(id.to_string(), Arc::new(s));
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Does `a` define the same subscription as `b`, ignoring when it was written and whether
+/// it was disabled? (A restart re-seeds configured subscriptions only when they changed,
+/// so a 410 that disabled one is not undone by a restart.)
+pub fn same_definition(a: &Subscription, b: &Subscription) -> bool {
+    let strip = |s: &Subscription| Subscription {
+        updated_at: 0,
+        disabled_at: None,
+        disabled_reason: None,
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
