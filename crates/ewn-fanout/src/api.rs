@@ -96,7 +96,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn unauthorized() -> Response {
-    let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token or session is required");
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "a valid bearer token or session is required",
+    );
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r
@@ -106,13 +109,17 @@ fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")))
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        })
 }
 
 /// The caller; for a request that changes something, a cookie caller must send JSON.
 fn caller(api: &Api, headers: &HeaderMap, changes: bool) -> Result<(Principal, Via), Response> {
-    let (p, via) =
-        auth::authenticate(&api.core.tokens, &api.core.sessions, headers).ok_or_else(unauthorized)?;
+    let (p, via) = auth::authenticate(&api.core.tokens, &api.core.sessions, headers)
+        .ok_or_else(unauthorized)?;
     if changes && via == Via::Cookie && !is_json(headers) {
         return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -221,7 +228,10 @@ async fn logout(State(api): Shared, headers: HeaderMap) -> Response {
         StatusCode::NO_CONTENT,
         [(
             header::SET_COOKIE,
-            format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", auth::COOKIE),
+            format!(
+                "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+                auth::COOKIE
+            ),
         )],
     )
         .into_response()
@@ -277,14 +287,23 @@ async fn ack(
         }
     };
     if alert_id.len() > 128 || !alert_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return error(StatusCode::BAD_REQUEST, "alert id: printable ASCII, at most 128 bytes");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "alert id: printable ASCII, at most 128 bytes",
+        );
     }
     let actor = body.actor.filter(|a| !a.trim().is_empty()).unwrap_or(name);
     if !bounded_text(&actor, 64) {
-        return error(StatusCode::BAD_REQUEST, "actor: at most 64 printable characters");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "actor: at most 64 printable characters",
+        );
     }
     if body.note.as_deref().is_some_and(|n| !bounded_text(n, 1000)) {
-        return error(StatusCode::BAD_REQUEST, "note: at most 1000 printable characters");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "note: at most 1000 printable characters",
+        );
     }
     // A desk acknowledges only what it may see; anything else is "not found", so the
     // answer reveals nothing about alerts above its clearance.
@@ -310,7 +329,10 @@ async fn ack(
     };
     if let Err(e) = api.core.record_ack(&record).await {
         tracing::error!(error = %e, "ack not recorded");
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the acknowledgement could not be recorded; retry");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the acknowledgement could not be recorded; retry",
+        );
     }
     let m = &api.core.metrics;
     m.acks
@@ -361,11 +383,7 @@ impl Drop for Slot {
     }
 }
 
-async fn stream(
-    State(api): Shared,
-    headers: HeaderMap,
-    Query(q): Query<StreamQuery>,
-) -> Response {
+async fn stream(State(api): Shared, headers: HeaderMap, Query(q): Query<StreamQuery>) -> Response {
     let (_, sub, _) = match desk(&api, &headers, false) {
         Ok(d) => d,
         Err(r) => return r,
@@ -416,7 +434,12 @@ fn event_for(api: &Api, sub_id: &str, e: &HubEvent) -> Option<Event> {
         acked: api.core.ack_time(&e.alert.alert_id).is_some(),
     })
     .ok()?;
-    Some(Event::default().id(e.cursor.clone()).event("alert").data(data))
+    Some(
+        Event::default()
+            .id(e.cursor.clone())
+            .event("alert")
+            .data(data),
+    )
 }
 
 async fn feed(
@@ -434,7 +457,11 @@ async fn feed(
     let backlog = hub.backlog(cursor.as_ref(), history);
     if !backlog.gap.is_empty() {
         let data = json!({ "message": "some alerts since your last event are no longer held; ask the coordination centre for the missed period" }).to_string();
-        if tx.send(Ok(Event::default().event("gap").data(data))).await.is_err() {
+        if tx
+            .send(Ok(Event::default().event("gap").data(data)))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -474,7 +501,8 @@ async fn list_subscriptions(State(api): Shared, headers: HeaderMap) -> Response 
         return r;
     }
     let subs = api.core.subs.snapshot();
-    let views: Vec<SubscriptionView<'_>> = subs.iter().map(|s| SubscriptionView::from(&**s)).collect();
+    let views: Vec<SubscriptionView<'_>> =
+        subs.iter().map(|s| SubscriptionView::from(&**s)).collect();
     axum::Json(views).into_response()
 }
 
@@ -501,7 +529,10 @@ async fn create_subscription(State(api): Shared, headers: HeaderMap, body: Bytes
         Err(r) => return r,
     };
     if api.core.subs.get(&config.id).is_some() {
-        return error(StatusCode::CONFLICT, "a subscription with this id exists; use PUT to replace it");
+        return error(
+            StatusCode::CONFLICT,
+            "a subscription with this id exists; use PUT to replace it",
+        );
     }
     store(&api, config, StatusCode::CREATED).await
 }
@@ -540,7 +571,11 @@ async fn put_subscription(
 }
 
 async fn store(api: &Api, config: SubscriptionConfig, status: StatusCode) -> Response {
-    if config.webhook.as_ref().is_some_and(|w| w.secret_file.is_some()) {
+    if config
+        .webhook
+        .as_ref()
+        .is_some_and(|w| w.secret_file.is_some())
+    {
         return error(
             StatusCode::BAD_REQUEST,
             "webhook.secret_file: only the configuration file may name files; send the secret",
@@ -560,7 +595,10 @@ async fn store(api: &Api, config: SubscriptionConfig, status: StatusCode) -> Res
     };
     if let Err(e) = api.core.put_subscription(record.clone()).await {
         tracing::error!(error = %e, "subscription not stored");
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the subscription could not be stored; retry");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the subscription could not be stored; retry",
+        );
     }
     tracing::info!(subscription = %record.id, "subscription stored");
     (status, axum::Json(SubscriptionView::from(&record))).into_response()
@@ -579,7 +617,10 @@ async fn delete_subscription(
     }
     if let Err(e) = api.core.delete_subscription(&id).await {
         tracing::error!(error = %e, "subscription not deleted");
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the subscription could not be deleted; retry");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the subscription could not be deleted; retry",
+        );
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -109,7 +109,9 @@ impl Tokens {
                     continue;
                 }
                 (Role::Desk, _) => {
-                    problems.push(format!("{at}.subscription: a desk token names its subscription"));
+                    problems.push(format!(
+                        "{at}.subscription: a desk token names its subscription"
+                    ));
                     continue;
                 }
             };
@@ -252,7 +254,10 @@ mod tests {
             t.check("s3cret-admin"),
             Some(Principal::Admin { name: "ops".into() })
         );
-        assert!(matches!(t.check("s3cret-desk"), Some(Principal::Desk { .. })));
+        assert!(matches!(
+            t.check("s3cret-desk"),
+            Some(Principal::Desk { .. })
+        ));
         assert_eq!(t.check("s3cret"), None);
         let bad = Tokens::parse("[[tokens]]\nname='x y'\nrole='desk'\nsha256='zz'\n").unwrap_err();
         assert_eq!(bad.len(), 3, "{bad:?}");

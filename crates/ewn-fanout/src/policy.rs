@@ -27,7 +27,8 @@ pub enum Decision {
 /// Do the subscription's filters select the alert? (Empty filter lists select all.)
 pub fn selects(sub: &Subscription, alert: &Alert) -> bool {
     alert.level >= sub.min_level
-        && (sub.categories.is_empty() || alert.categories.iter().any(|c| sub.categories.contains(c)))
+        && (sub.categories.is_empty()
+            || alert.categories.iter().any(|c| sub.categories.contains(c)))
         && (sub.states.is_empty() || alert.states.iter().any(|s| sub.states.contains(s)))
         && (sub.areas.is_empty() || alert.areas.iter().any(|a| sub.areas.contains(a)))
         && (sub.rules.is_empty() || sub.rules.contains(&alert.rule))
@@ -139,7 +140,10 @@ mod tests {
         let r = redact(&alert, Tlp::Green);
         assert!(r.key.is_empty() && r.incident_ids.is_empty() && r.evidence.is_empty());
         assert!(r.states.is_empty() && r.areas.is_empty() && r.points.is_empty());
-        assert_eq!(r.reasons.iter().map(|x| x.contribution).sum::<i32>(), r.score);
+        assert_eq!(
+            r.reasons.iter().map(|x| x.contribution).sum::<i32>(),
+            r.score
+        );
         assert_eq!(r.tlp, Tlp::Green);
     }
 }

@@ -139,7 +139,13 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["type"], event_type(a.msg_type));
         assert_eq!(v["data"]["alert_id"], a.alert_id.as_str());
-        assert_eq!(v["data"]["evidence"][0]["payload_sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(
+            v["data"]["evidence"][0]["payload_sha256"]
+                .as_str()
+                .unwrap()
+                .len(),
+            64
+        );
     }
 
     #[test]

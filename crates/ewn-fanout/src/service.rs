@@ -249,7 +249,12 @@ impl Core {
     }
 
     /// Produces a record and waits for the broker to confirm it.
-    pub async fn produce_confirmed(&self, topic: &str, key: &str, value: Option<&[u8]>) -> Result<()> {
+    pub async fn produce_confirmed(
+        &self,
+        topic: &str,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.produce(
             topic,
@@ -392,7 +397,10 @@ impl Core {
                     .observe(((now - alert.window_end).max(0)) as f64 / 1000.0);
             }
             DeliveryOutcome::DeadLetter => {
-                self.metrics.dead_letters.with_label_values(&[&sub.agency]).inc();
+                self.metrics
+                    .dead_letters
+                    .with_label_values(&[&sub.agency])
+                    .inc();
             }
             DeliveryOutcome::EndpointGone => {}
         }
@@ -421,7 +429,11 @@ impl Core {
             step,
             "delivery terminal"
         );
-        let seen = (receipt.alert_id.clone(), receipt.subscription_id.clone(), step);
+        let seen = (
+            receipt.alert_id.clone(),
+            receipt.subscription_id.clone(),
+            step,
+        );
         let value = match receipt.to_avro() {
             Ok(v) => v,
             Err(e) => {
@@ -549,10 +561,7 @@ async fn deliver_webhook(core: &Arc<Core>, job: Job) {
             core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
             return;
         }
-        let secret = sub
-            .webhook_secret
-            .as_deref()
-            .map(WebhookSecret::parse);
+        let secret = sub.webhook_secret.as_deref().map(WebhookSecret::parse);
         let (Some(url), Some(Ok(secret))) = (sub.webhook_url.as_deref(), secret) else {
             outcome.error = Some("no valid webhook url and secret".into());
             core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
@@ -721,7 +730,14 @@ async fn escalation_loop(core: Arc<Core>) {
                     Decision::NotSubscribed => {}
                 }
             }
-            schedule(&core, &e.work, &owner.id, &owner.escalation, e.step + 1, &e.ticket);
+            schedule(
+                &core,
+                &e.work,
+                &owner.id,
+                &owner.escalation,
+                e.step + 1,
+                &e.ticket,
+            );
             e.ticket.release();
         }
     }
@@ -819,7 +835,10 @@ fn consume_loop(core: &Arc<Core>) -> Result<()> {
                         ticket.release();
                     }
                     _ => {
-                        core.metrics.undecodable.with_label_values(&["alerts"]).inc();
+                        core.metrics
+                            .undecodable
+                            .with_label_values(&["alerts"])
+                            .inc();
                         tracing::warn!(partition, offset, "undecodable alert record skipped");
                     }
                 }
@@ -872,13 +891,19 @@ fn tail_loop(core: &Arc<Core>, ready: &mut Option<std::sync::mpsc::Sender<()>>) 
     while !core.stopping() {
         core.health.beat("tail");
         let got = reader.poll(Duration::from_millis(50), |r| {
-            let key = r.key.and_then(|k| std::str::from_utf8(k).ok()).unwrap_or("");
+            let key = r
+                .key
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .unwrap_or("");
             if r.topic == subs_topic {
                 match r.value.map(Subscription::from_avro) {
                     None => core.subs.apply(key, None),
                     Some(Ok(s)) if s.id == key => core.subs.apply(key, Some(s)),
                     Some(_) => {
-                        core.metrics.undecodable.with_label_values(&["subscriptions"]).inc();
+                        core.metrics
+                            .undecodable
+                            .with_label_values(&["subscriptions"])
+                            .inc();
                     }
                 }
                 core.metrics.subscriptions.set(core.subs.len() as i64);
@@ -895,7 +920,11 @@ fn tail_loop(core: &Arc<Core>, ready: &mut Option<std::sync::mpsc::Sender<()>>) 
                             .unwrap_or_else(|p| p.into_inner())
                             .insert((d.alert_id, d.subscription_id, d.escalation_step));
                     }
-                    _ => core.metrics.undecodable.with_label_values(&["deliveries"]).inc(),
+                    _ => core
+                        .metrics
+                        .undecodable
+                        .with_label_values(&["deliveries"])
+                        .inc(),
                 }
             }
             ((r.topic.to_string(), r.partition), r.offset)
@@ -936,7 +965,11 @@ fn hub_loop(core: &Arc<Core>) -> Result<()> {
         reader.poll(Duration::from_millis(100), |r| {
             match r.value.map(Alert::from_avro) {
                 Some(Ok(a)) => core.hub.push(r.partition, r.offset, a),
-                _ => core.metrics.undecodable.with_label_values(&["alerts"]).inc(),
+                _ => core
+                    .metrics
+                    .undecodable
+                    .with_label_values(&["alerts"])
+                    .inc(),
             }
         })?;
     }
@@ -944,7 +977,11 @@ fn hub_loop(core: &Arc<Core>) -> Result<()> {
 }
 
 /// Restarts a loop after transient failures (broker away) with backoff.
-fn supervise(core: &Arc<Core>, name: &'static str, mut stage: impl FnMut(&Arc<Core>) -> Result<()>) -> Result<()> {
+fn supervise(
+    core: &Arc<Core>,
+    name: &'static str,
+    mut stage: impl FnMut(&Arc<Core>) -> Result<()>,
+) -> Result<()> {
     let mut backoff = Duration::from_millis(200);
     while !core.stopping() {
         match stage(core) {
@@ -1036,9 +1073,10 @@ pub async fn start(
             supervise(&core, "tail", |c| tail_loop(c, &mut ready))
         })
     };
-    let waited = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
-        .await
-        .map_err(|e| Error::Unconfirmed(format!("start-up: {e}")))?;
+    let waited =
+        tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .map_err(|e| Error::Unconfirmed(format!("start-up: {e}")))?;
     if waited.is_err() {
         shutdown.store(true, Ordering::Relaxed);
         let _ = tail.await;
@@ -1054,7 +1092,12 @@ pub async fn start(
         stopped(core.stop.clone()),
     )
     .await
-    .map_err(|e| Error::Config(vec![format!("fanout.listen: {}: {e}", core.config.fanout.listen)]))?;
+    .map_err(|e| {
+        Error::Config(vec![format!(
+            "fanout.listen: {}: {e}",
+            core.config.fanout.listen
+        )])
+    })?;
     tracing::info!(api = %api, subscriptions = core.subs.len(), "fan-out started");
 
     let task = tokio::spawn(async move {
@@ -1065,7 +1108,8 @@ pub async fn start(
         ] {
             let core = core.clone();
             tasks.push(tokio::task::spawn_blocking(move || {
-                let _span = tracing::info_span!("stage", service = "fanout", stage = name).entered();
+                let _span =
+                    tracing::info_span!("stage", service = "fanout", stage = name).entered();
                 supervise(&core, name, stage)
             }));
         }
@@ -1126,9 +1170,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// Writes the configured subscriptions whose definition differs from the topic's.
 async fn seed(core: &Arc<Core>) -> Result<()> {
     for c in &core.config.subscriptions {
-        let record = c
-            .to_record(now_ms())
-            .map_err(|e| Error::Config(vec![e]))?;
+        let record = c.to_record(now_ms()).map_err(|e| Error::Config(vec![e]))?;
         match core.subs.get(&c.id) {
             Some(held) if same_definition(&held, &record) => {}
             _ => core.put_subscription(record).await?,

@@ -336,9 +336,8 @@ impl SubscriptionConfig {
                 let s = ewn_trust::secret::read_secret(path)
                     .map_err(|e| format!("subscription {}: {e}", self.id))?;
                 let s = s.trim().to_string();
-                WebhookSecret::parse(&s).map_err(|e| {
-                    format!("subscription {}: {}: {e}", self.id, path.display())
-                })?;
+                WebhookSecret::parse(&s)
+                    .map_err(|e| format!("subscription {}: {}: {e}", self.id, path.display()))?;
                 Some(s)
             }
             _ => None,

@@ -162,7 +162,10 @@ impl Hub {
                 let gap = s
                     .floor
                     .iter()
-                    .filter(|(p, floor)| **floor > seen(**p) + 1 && s.cursor.get(p).is_some_and(|&last| last > seen(**p)))
+                    .filter(|(p, floor)| {
+                        **floor > seen(**p) + 1
+                            && s.cursor.get(p).is_some_and(|&last| last > seen(**p))
+                    })
                     .map(|(p, _)| *p)
                     .collect();
                 Backlog {

@@ -34,10 +34,7 @@ impl WebhookSecret {
             .decode(body)
             .map_err(|_| "the part after `whsec_` is not base64".to_string())?;
         if !(24..=64).contains(&key.len()) {
-            return Err(format!(
-                "the key is {} bytes; 24 to 64 expected",
-                key.len()
-            ));
+            return Err(format!("the key is {} bytes; 24 to 64 expected", key.len()));
         }
         Ok(WebhookSecret(zeroize::Zeroizing::new(key)))
     }
@@ -151,7 +148,8 @@ pub fn backoff(n: u32, initial: Duration, max: Duration) -> Duration {
     let exp = initial.saturating_mul(1u32 << (n.saturating_sub(1)).min(20));
     let d = exp.min(max);
     let half = d / 2;
-    let jitter = rand_core::RngCore::next_u64(&mut rand_core::OsRng) % (half.as_millis() as u64 + 1);
+    let jitter =
+        rand_core::RngCore::next_u64(&mut rand_core::OsRng) % (half.as_millis() as u64 + 1);
     half + Duration::from_millis(jitter)
 }
 
@@ -206,7 +204,11 @@ mod tests {
         for n in 1..30 {
             let d = backoff(n, i, m);
             let cap = i.saturating_mul(1 << (n - 1).min(20)).min(m);
-            assert!(d >= cap / 2 && d <= cap, "attempt {n}: {d:?} outside [{:?}, {cap:?}]", cap / 2);
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "attempt {n}: {d:?} outside [{:?}, {cap:?}]",
+                cap / 2
+            );
         }
     }
 }

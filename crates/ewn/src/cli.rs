@@ -62,6 +62,8 @@ pub enum Command {
     Tail(cmd::tail::Args),
     /// Run the stream processor: verify, score and correlate incidents into alerts.
     Process(cmd::process::Args),
+    /// Run the alert fan-out: deliver alerts to subscribed desks at their clearance.
+    Fanout(cmd::fanout::Args),
 }
 
 impl Global {
@@ -136,6 +138,7 @@ pub fn main() -> ExitCode {
                 tokio::task::block_in_place(|| cmd::tail::run(&cli.global, args))
             }
             Command::Process(args) => cmd::process::run(&cli.global, args).await,
+            Command::Fanout(args) => cmd::fanout::run(&cli.global, args).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
 //! The whole configuration file: one section per crate, each owned by that crate.
 
+use ewn_fanout::{FanoutSettings, SubscriptionConfig};
 use ewn_kafka::KafkaSettings;
 use ewn_model::validate::Limits;
 use ewn_ops::logging::LogSettings;
@@ -15,6 +16,9 @@ pub struct Settings {
     pub trust: TrustSettings,
     pub limits: Limits,
     pub process: ProcessSettings,
+    pub fanout: FanoutSettings,
+    /// Standing subscriptions of the fan-out, seeded into `<prefix>subscriptions`.
+    pub subscriptions: Vec<SubscriptionConfig>,
 }
 
 /// Keys whose `EWN__…` environment value is a comma-separated list.
@@ -29,6 +33,10 @@ impl Settings {
         }
         if self.limits.summary_max_bytes == 0 || self.limits.text_max_bytes == 0 {
             p.push("limits: byte limits must be positive".into());
+        }
+        p.extend(self.fanout.problems());
+        for (i, s) in self.subscriptions.iter().enumerate() {
+            p.extend(s.problems(&format!("subscriptions[{i}]")));
         }
         p
     }
@@ -68,6 +76,10 @@ mod tests {
         assert_eq!(
             format!("{:?}", from_file.limits),
             format!("{:?}", defaults.limits)
+        );
+        assert_eq!(
+            format!("{:?}", from_file.fanout),
+            format!("{:?}", defaults.fanout)
         );
         assert!(from_file.problems().is_empty());
     }

@@ -1,3 +1,4 @@
+pub mod fanout;
 pub mod keygen;
 pub mod process;
 pub mod publish;
