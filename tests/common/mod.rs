@@ -2,6 +2,8 @@
 //! producer of signed incidents, an in-process processor, and readers of the outputs.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod hooks;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -206,6 +208,14 @@ impl Net {
 
     pub fn rejections(&self) -> Vec<Rejection> {
         self.read_all(&self.topics().rejected())
+    }
+
+    pub fn receipts(&self) -> Vec<ewn_model::DeliveryReceipt> {
+        self.read_all(&self.topics().deliveries())
+    }
+
+    pub fn acks(&self) -> Vec<ewn_model::Ack> {
+        self.read_all(&self.topics().acks())
     }
 }
 

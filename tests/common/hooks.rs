@@ -1,0 +1,366 @@
+//! Test doubles around the fan-out: local webhook endpoints that record every attempt, an
+//! independent Standard Webhooks verifier, and an in-process fan-out.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ewn_fanout::auth::Principal;
+use ewn_fanout::settings::{FormatName, WebhookConfig};
+use ewn_fanout::{FanoutConfig, FanoutSettings, SubscriptionConfig};
+use ewn_kafka::KafkaSettings;
+use ewn_model::{Alert, AvroRecord, Level, MsgType, Tlp};
+use ewn_ops::http::Health;
+use hmac::{Hmac, Mac};
+use prometheus::Registry;
+use sha2::Sha256;
+
+use super::now_ms;
+
+/// How an endpoint answers.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    Ok,
+    Status(u16),
+    Slow(Duration),
+}
+
+/// One request an endpoint received.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub name: String,
+    pub webhook_id: String,
+    pub timestamp: String,
+    pub signature: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// What the endpoint answered.
+    pub status: u16,
+    pub at_ms: i64,
+}
+
+impl Hit {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    /// The alert id of a JSON delivery.
+    pub fn alert_id(&self) -> String {
+        self.json()["data"]["alert_id"].as_str().unwrap().to_string()
+    }
+}
+
+#[derive(Default)]
+struct HookState {
+    hits: Mutex<Vec<Hit>>,
+    modes: Mutex<HashMap<String, Mode>>,
+}
+
+/// Local webhook endpoints `/hook/<name>` on one loopback port.
+pub struct Hooks {
+    pub addr: SocketAddr,
+    state: Arc<HookState>,
+    _thread: JoinHandle<()>,
+}
+
+async fn receive(
+    State(state): State<Arc<HookState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mode = state
+        .modes
+        .lock()
+        .unwrap()
+        .get(&name)
+        .cloned()
+        .unwrap_or(Mode::Ok);
+    let status = match mode {
+        Mode::Ok => 200,
+        Mode::Status(s) => s,
+        Mode::Slow(d) => {
+            tokio::time::sleep(d).await;
+            200
+        }
+    };
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    state.hits.lock().unwrap().push(Hit {
+        name,
+        webhook_id: h("webhook-id"),
+        timestamp: h("webhook-timestamp"),
+        signature: h("webhook-signature"),
+        content_type: h("content-type"),
+        body: body.to_vec(),
+        status,
+        at_ms: now_ms(),
+    });
+    StatusCode::from_u16(status).unwrap()
+}
+
+impl Hooks {
+    pub fn start() -> Hooks {
+        let state = Arc::new(HookState::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let app = Router::new()
+                    .route("/hook/{name}", post(receive))
+                    .with_state(s);
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Hooks {
+            addr: rx.recv().unwrap(),
+            state,
+            _thread: thread,
+        }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}/hook/{name}", self.addr)
+    }
+
+    pub fn set(&self, name: &str, mode: Mode) {
+        self.state.modes.lock().unwrap().insert(name.into(), mode);
+    }
+
+    /// Every attempt at `name`, in arrival order.
+    pub fn hits(&self, name: &str) -> Vec<Hit> {
+        self.state
+            .hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.name == name)
+            .cloned()
+            .collect()
+    }
+
+    /// The attempts `name` accepted (2xx), in arrival order.
+    pub fn delivered(&self, name: &str) -> Vec<Hit> {
+        self.hits(name)
+            .into_iter()
+            .filter(|h| (200..300).contains(&h.status))
+            .collect()
+    }
+
+    pub fn all(&self) -> Vec<Hit> {
+        self.state.hits.lock().unwrap().clone()
+    }
+}
+
+/// Standard Webhooks verification, written from the specification and independent of
+/// the sender's code: `whsec_` base64 secret, HMAC-SHA256 over `id.timestamp.body`, one
+/// of the space-separated `v1,<base64>` signatures must match, timestamp within 5 min.
+pub fn verify_standard_webhook(secret: &str, hit: &Hit) -> Result<(), String> {
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").ok_or("secret prefix")?)
+        .map_err(|e| format!("secret base64: {e}"))?;
+    if hit.webhook_id.is_empty() {
+        return Err("no webhook-id".into());
+    }
+    let ts: i64 = hit
+        .timestamp
+        .parse()
+        .map_err(|_| format!("webhook-timestamp `{}`", hit.timestamp))?;
+    if (now_ms() / 1000 - ts).abs() > 300 {
+        return Err(format!("timestamp {ts} outside the 5-minute tolerance"));
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.", hit.webhook_id, hit.timestamp).as_bytes());
+    mac.update(&hit.body);
+    let expected = STANDARD.encode(mac.finalize().into_bytes());
+    let ok = hit
+        .signature
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|s| s == expected);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("no matching v1 signature in `{}`", hit.signature))
+    }
+}
+
+pub const DESK_TOKEN_PREFIX: &str = "desk-token-";
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+
+/// A subscription with a webhook at `hooks` named after its id.
+pub fn webhook_sub(hooks: &Hooks, id: &str, agency: &str, clearance: Tlp) -> SubscriptionConfig {
+    SubscriptionConfig {
+        id: id.into(),
+        agency: agency.into(),
+        clearance,
+        min_level: Level::Low,
+        categories: vec![],
+        states: vec![],
+        areas: vec![],
+        rules: vec![],
+        format: FormatName::Json,
+        channel: None,
+        webhook: Some(WebhookConfig {
+            url: hooks.url(id),
+            secret: Some(secret_of(id)),
+            secret_file: None,
+        }),
+        redacted: false,
+        escalation: vec![],
+    }
+}
+
+/// A deterministic `whsec_` secret per subscription id.
+pub fn secret_of(id: &str) -> String {
+    let mut key = [7u8; 32];
+    for (i, b) in id.bytes().enumerate() {
+        key[i % 32] ^= b;
+    }
+    format!("whsec_{}", STANDARD.encode(key))
+}
+
+/// Fan-out settings for tests: any free port, quick retries.
+pub fn fanout_config(settings: &KafkaSettings, subs: Vec<SubscriptionConfig>) -> FanoutConfig {
+    let mut fanout = FanoutSettings::default();
+    fanout.listen = "127.0.0.1:0".parse().unwrap();
+    fanout.group_id = format!("{}fanout", settings.topic_prefix);
+    fanout.webhook.initial_backoff_ms = 100;
+    fanout.webhook.max_backoff_ms = 2_000;
+    fanout.webhook.timeout_ms = 5_000;
+    fanout.escalation.tick_ms = 100;
+    fanout.batch_wait_ms = 10;
+    let mut tokens = vec![(
+        ADMIN_TOKEN.to_string(),
+        Principal::Admin {
+            name: "test-admin".into(),
+        },
+    )];
+    for s in &subs {
+        tokens.push((
+            format!("{DESK_TOKEN_PREFIX}{}", s.id),
+            Principal::Desk {
+                name: format!("{}-officer", s.id),
+                subscription: s.id.clone(),
+            },
+        ));
+    }
+    FanoutConfig {
+        kafka: settings.clone(),
+        fanout,
+        subscriptions: subs,
+        tokens,
+    }
+}
+
+/// A fan-out running in this process, on its own thread and runtime.
+pub struct Fanout {
+    pub api: SocketAddr,
+    pub registry: Registry,
+    shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<ewn_fanout::Result<()>>>,
+}
+
+pub fn start_fanout(config: FanoutConfig) -> Fanout {
+    let registry = Registry::new();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (r, s) = (registry.clone(), shutdown.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let running =
+                    ewn_fanout::start(config, &r, Arc::new(Health::default()), s).await?;
+                tx.send(running.api).unwrap();
+                running.task.await.unwrap()
+            })
+    });
+    let api = match rx.recv_timeout(Duration::from_secs(90)) {
+        Ok(a) => a,
+        Err(_) => panic!("fan-out did not start: {:?}", thread.join()),
+    };
+    Fanout {
+        api,
+        registry,
+        shutdown,
+        thread: Some(thread),
+    }
+}
+
+impl Fanout {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        super::metric(&ewn_ops::metrics::render(&self.registry), name, labels)
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+}
+
+/// An alert with a unique id, built from the sample.
+pub fn alert(n: u64, tlp: Tlp, level: Level) -> Alert {
+    let mut a = ewn_model::samples::alert();
+    a.alert_id = format!("al-{n:06}-{:x}", now_ms());
+    a.msg_type = MsgType::Alert;
+    a.references = vec![];
+    a.tlp = tlp;
+    a.level = level;
+    a.created_at = now_ms();
+    a.window_end = a.created_at - 1000;
+    a.window_start = a.window_end - 3_600_000;
+    a.named_agencies = vec![];
+    a
+}
+
+impl super::Net {
+    /// Produces alerts to `<prefix>alerts`, keyed by their correlation key, and waits for
+    /// the broker to confirm them.
+    pub fn publish_alerts(&mut self, alerts: &[Alert]) {
+        let topic = self.topics().alerts();
+        for a in alerts {
+            let value = a.to_avro().unwrap();
+            self.send(&topic, a.key.as_bytes(), &value);
+        }
+        self.flush();
+    }
+}
