@@ -16,7 +16,13 @@ use ewn_fanout::SubscriptionConfig;
 use ewn_fanout::settings::ChannelName;
 use ewn_model::{Alert, Category, DeliveryOutcome, Level, Tlp};
 
-const TLPS: [Tlp; 5] = [Tlp::Clear, Tlp::Green, Tlp::Amber, Tlp::AmberStrict, Tlp::Red];
+const TLPS: [Tlp; 5] = [
+    Tlp::Clear,
+    Tlp::Green,
+    Tlp::Amber,
+    Tlp::AmberStrict,
+    Tlp::Red,
+];
 const LEVELS: [Level; 4] = [Level::Low, Level::Medium, Level::High, Level::Critical];
 const AGENCIES: [&str; 4] = ["KZ-KNB", "KG-GKNB", "TJ-GKNB", "UZ-SGB"];
 const STATES: [&str; 5] = ["KZ", "KG", "TJ", "UZ", "TM"];
@@ -114,7 +120,11 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
             );
             s.min_level = rng.pick(&LEVELS);
             s.categories = rng.subset(
-                &[Category::WatchlistHit, Category::FtfReturnee, Category::SuspiciousCrossing],
+                &[
+                    Category::WatchlistHit,
+                    Category::FtfReturnee,
+                    Category::SuspiciousCrossing,
+                ],
                 2,
             );
             s.states = rng.subset(&STATES.map(String::from), 2);
@@ -128,7 +138,11 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
         .map(|n| {
             let mut a = alert(n, rng.pick(&TLPS), rng.pick(&LEVELS));
             a.categories = rng.subset(
-                &[Category::WatchlistHit, Category::FtfReturnee, Category::SuspiciousCrossing],
+                &[
+                    Category::WatchlistHit,
+                    Category::FtfReturnee,
+                    Category::SuspiciousCrossing,
+                ],
                 2,
             );
             a.states = rng.subset(&STATES.map(String::from), 2);
@@ -141,12 +155,16 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
     let expected: BTreeMap<(String, String), bool> = subs
         .iter()
         .flat_map(|s| {
-            alerts.iter().filter_map(|a| {
-                oracle(s, a).map(|r| ((s.id.clone(), a.alert_id.clone()), r))
-            })
+            alerts
+                .iter()
+                .filter_map(|a| oracle(s, a).map(|r| ((s.id.clone(), a.alert_id.clone()), r)))
         })
         .collect();
-    println!("{} eligible deliveries of {} pairs", expected.len(), subs.len() * alerts.len());
+    println!(
+        "{} eligible deliveries of {} pairs",
+        expected.len(),
+        subs.len() * alerts.len()
+    );
     assert!(!expected.is_empty());
 
     let fanout = start_fanout(fanout_config(&net.settings, subs.clone()));
@@ -175,7 +193,8 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
             assert_eq!(data["key"], "");
         }
         assert!(
-            got.insert((h.name.clone(), h.alert_id()), redacted).is_none(),
+            got.insert((h.name.clone(), h.alert_id()), redacted)
+                .is_none(),
             "{} got {} twice",
             h.name,
             h.alert_id()
@@ -183,7 +202,10 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
     }
     let missing: Vec<_> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}\nextra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}\nextra {extra:?}"
+    );
     assert_eq!(got, expected, "redacted forms differ");
 
     // One receipt per delivery, naming the same webhook-id the endpoint saw.
@@ -216,7 +238,10 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
                 .count() as u64
         })
         .sum();
-    assert_eq!(fanout.metric("ewn_fanout_withheld_total", "") as u64, withheld);
+    assert_eq!(
+        fanout.metric("ewn_fanout_withheld_total", "") as u64,
+        withheld
+    );
     fanout.stop();
 }
 
@@ -242,8 +267,17 @@ fn gone_disables_the_endpoint_and_a_failing_one_ends_in_dead_letters() {
     assert_eq!(hooks.hits("broken").len(), 9, "3 attempts per alert");
     assert_eq!(hooks.delivered("fine").len(), 3);
     let receipts = net.receipts();
-    let of = |id: &str| -> Vec<_> { receipts.iter().filter(|r| r.subscription_id == id).collect() };
-    assert!(of("gone").iter().all(|r| r.outcome == DeliveryOutcome::EndpointGone));
+    let of = |id: &str| -> Vec<_> {
+        receipts
+            .iter()
+            .filter(|r| r.subscription_id == id)
+            .collect()
+    };
+    assert!(
+        of("gone")
+            .iter()
+            .all(|r| r.outcome == DeliveryOutcome::EndpointGone)
+    );
     assert_eq!(of("gone").len(), 3);
     assert_eq!(of("broken").len(), 3);
     for r in of("broken") {
@@ -261,7 +295,10 @@ fn gone_disables_the_endpoint_and_a_failing_one_ends_in_dead_letters() {
         .unwrap()
         .json_value();
     assert!(view["disabled_at"].is_i64(), "{view}");
-    assert!(view.get("webhook_secret").is_none(), "the secret never leaves: {view}");
+    assert!(
+        view.get("webhook_secret").is_none(),
+        "the secret never leaves: {view}"
+    );
 
     // A later alert is not even attempted at the gone endpoint.
     net.publish_alerts(&[alert(3, Tlp::Green, Level::High)]);
@@ -380,8 +417,24 @@ fn a_stream_client_resumes_with_last_event_id_and_gets_exactly_what_it_missed() 
     // Authentication first: nothing without a token, nothing for a non-desk.
     let client = reqwest::blocking::Client::new();
     assert_eq!(client.get(&url).send().unwrap().status(), 401);
-    assert_eq!(client.get(&url).bearer_auth("nope").send().unwrap().status(), 401);
-    assert_eq!(client.get(&url).bearer_auth(ADMIN_TOKEN).send().unwrap().status(), 403);
+    assert_eq!(
+        client
+            .get(&url)
+            .bearer_auth("nope")
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+            .status(),
+        403
+    );
 
     let first = StreamClient::connect(&url, &desk_token, None);
     let batch = |from: u64| -> Vec<Alert> {
@@ -395,10 +448,17 @@ fn a_stream_client_resumes_with_last_event_id_and_gets_exactly_what_it_missed() 
     let b1 = batch(0);
     net.publish_alerts(&b1);
     let seen: Vec<(String, String)> = (0..2)
-        .map(|_| first.next_alert(Duration::from_secs(30)).expect("live alert"))
+        .map(|_| {
+            first
+                .next_alert(Duration::from_secs(30))
+                .expect("live alert")
+        })
         .collect();
     let ids: BTreeSet<&str> = seen.iter().map(|(_, a)| a.as_str()).collect();
-    assert_eq!(ids, BTreeSet::from([b1[0].alert_id.as_str(), b1[2].alert_id.as_str()]));
+    assert_eq!(
+        ids,
+        BTreeSet::from([b1[0].alert_id.as_str(), b1[2].alert_id.as_str()])
+    );
     first.close();
 
     // Missed while away: two visible, one not.
@@ -408,7 +468,12 @@ fn a_stream_client_resumes_with_last_event_id_and_gets_exactly_what_it_missed() 
     let last_id = &seen[1].0;
     let again = StreamClient::connect(&url, &desk_token, Some(last_id));
     let missed: BTreeSet<String> = (0..2)
-        .map(|_| again.next_alert(Duration::from_secs(30)).expect("missed alert").1)
+        .map(|_| {
+            again
+                .next_alert(Duration::from_secs(30))
+                .expect("missed alert")
+                .1
+        })
         .collect();
     assert_eq!(
         missed,
@@ -417,12 +482,422 @@ fn a_stream_client_resumes_with_last_event_id_and_gets_exactly_what_it_missed() 
     // Nothing else was owed: the next event is the next new alert.
     let next = alert(20, Tlp::Clear, Level::Low);
     net.publish_alerts(std::slice::from_ref(&next));
-    assert_eq!(again.next_alert(Duration::from_secs(30)).unwrap().1, next.alert_id);
+    assert_eq!(
+        again.next_alert(Duration::from_secs(30)).unwrap().1,
+        next.alert_id
+    );
     again.close();
 
     // The stream channel's receipts say the alerts were made available to the desk.
     let receipts = net.receipts();
     assert_eq!(receipts.len(), 5);
-    assert!(receipts.iter().all(|r| r.channel == ewn_model::Channel::Stream));
+    assert!(
+        receipts
+            .iter()
+            .all(|r| r.channel == ewn_model::Channel::Stream)
+    );
     fanout.stop();
+}
+
+fn ack(fanout: &Fanout, token: &str, alert_id: &str) -> u16 {
+    reqwest::blocking::Client::new()
+        .post(fanout.url(&format!("/api/v1/alerts/{alert_id}/ack")))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(r#"{"actor":"duty-officer","note":"seen"}"#)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn escalation_fires_without_an_acknowledgement_and_not_with_one() {
+    let mut net = Net::new("fanout-escalate");
+    let hooks = Hooks::start();
+    let mut primary = webhook_sub(&hooks, "primary", "KG-GKNB", Tlp::Amber);
+    primary.escalation = vec![ewn_fanout::settings::StepConfig {
+        after_secs: 2,
+        targets: vec!["duty".into()],
+    }];
+    // The duty officer's own filters would take nothing: a named target gets the alert
+    // anyway (at its clearance).
+    let mut duty = webhook_sub(&hooks, "duty", "KG-DUTY", Tlp::Amber);
+    duty.min_level = Level::Critical;
+    let fanout = start_fanout(fanout_config(&net.settings, vec![primary, duty]));
+    let token = format!("{DESK_TOKEN_PREFIX}primary");
+
+    let a = alert(1, Tlp::Amber, Level::High);
+    let b = alert(2, Tlp::Amber, Level::High);
+    let low = alert(3, Tlp::Amber, Level::Medium);
+    net.publish_alerts(&[a.clone(), b.clone(), low.clone()]);
+    // The desk acknowledges b as soon as the fan-out knows it.
+    wait_until("b acknowledged", Duration::from_secs(30), || {
+        ack(&fanout, &token, &b.alert_id) == 201
+    });
+    wait_until("a escalated to duty", Duration::from_secs(30), || {
+        hooks
+            .delivered("duty")
+            .iter()
+            .any(|h| h.alert_id() == a.alert_id)
+    });
+    // b's deadline has passed once a later alert, due after it, has escalated.
+    wait_until("b's deadline passed", Duration::from_secs(30), || {
+        now_ms() > b.created_at + 2_500
+    });
+    let c = alert(4, Tlp::Amber, Level::High);
+    net.publish_alerts(std::slice::from_ref(&c));
+    wait_until("c escalated to duty", Duration::from_secs(30), || {
+        hooks
+            .delivered("duty")
+            .iter()
+            .any(|h| h.alert_id() == c.alert_id)
+    });
+    let escalated: Vec<String> = hooks.delivered("duty").iter().map(Hit::alert_id).collect();
+    assert_eq!(
+        escalated,
+        [a.alert_id.clone(), c.alert_id.clone()],
+        "b was acknowledged, low is below HIGH"
+    );
+    assert_eq!(
+        fanout.metric("ewn_fanout_escalations_total", "step=\"1\"") as u64,
+        2
+    );
+
+    let receipts = net.receipts();
+    let step1: Vec<_> = receipts.iter().filter(|r| r.escalation_step == 1).collect();
+    assert_eq!(step1.len(), 2);
+    assert!(step1.iter().all(|r| r.subscription_id == "duty"));
+    let acks = net.acks();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(
+        (
+            acks[0].alert_id.as_str(),
+            acks[0].agency.as_str(),
+            acks[0].via
+        ),
+        (b.alert_id.as_str(), "KG-GKNB", ewn_model::AckVia::Api)
+    );
+    // An alert above the desk's clearance cannot be acknowledged, nor seen to exist.
+    let red = alert(5, Tlp::Red, Level::High);
+    net.publish_alerts(std::slice::from_ref(&red));
+    wait_settled(&fanout, 5);
+    assert_eq!(ack(&fanout, &token, &red.alert_id), 404);
+    assert_eq!(ack(&fanout, ADMIN_TOKEN, &a.alert_id), 403);
+    assert_eq!(ack(&fanout, "forged", &a.alert_id), 401);
+    fanout.stop();
+}
+
+#[test]
+fn the_admin_api_needs_a_token_and_its_subscriptions_reach_another_instance() {
+    let mut net = Net::new("fanout-admin");
+    let hooks = Hooks::start();
+    let mut config_a = fanout_config(&net.settings, vec![]);
+    config_a.fanout.group_id = format!("{}fanout-a", net.prefix);
+    config_a.tokens.push((
+        "desk-only".into(),
+        ewn_fanout::auth::Principal::Desk {
+            name: "kg".into(),
+            subscription: "kg-desk".into(),
+        },
+    ));
+    let mut config_b = fanout_config(&net.settings, vec![]);
+    config_b.fanout.group_id = format!("{}fanout-b", net.prefix);
+    let a = start_fanout(config_a);
+    let b = start_fanout(config_b);
+    let client = reqwest::blocking::Client::new();
+    let url = a.url("/api/v1/subscriptions");
+    let body = serde_json::json!({
+        "id": "kg-desk", "agency": "KG-GKNB", "clearance": "AMBER", "min_level": "MEDIUM",
+        "format": "json",
+        "webhook": { "url": hooks.url("kg-desk"), "secret": secret_of("kg-desk") },
+    });
+    let post = |token: Option<&str>, body: &serde_json::Value| {
+        let mut r = client.post(&url).json_body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap()
+    };
+    assert_eq!(post(None, &body).status(), 401);
+    assert_eq!(post(Some("not-a-token"), &body).status(), 401);
+    assert_eq!(post(Some("desk-only"), &body).status(), 403);
+    assert_eq!(client.get(&url).send().unwrap().status(), 401);
+    let mut bad = body.clone();
+    bad["colour"] = "red".into();
+    let r = post(Some(ADMIN_TOKEN), &bad).json_value();
+    assert!(r["error"].as_str().unwrap().contains("colour"), "{r}");
+    let mut bad = body.clone();
+    bad["webhook"]["secret"] = "not-whsec".into();
+    let r = post(Some(ADMIN_TOKEN), &bad).json_value();
+    assert!(
+        r["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("webhook.secret"),
+        "{r}"
+    );
+
+    let created = post(Some(ADMIN_TOKEN), &body);
+    assert_eq!(created.status(), 201);
+    let view = created.json_value();
+    assert_eq!(view["webhook_secret_set"], true);
+    assert!(
+        !view.to_string().contains(&secret_of("kg-desk")),
+        "the secret is never shown"
+    );
+    assert_eq!(post(Some(ADMIN_TOKEN), &body).status(), 409);
+
+    // The second instance learns it from the topic.
+    wait_until("instance b sees kg-desk", Duration::from_secs(30), || {
+        client
+            .get(b.url("/api/v1/subscriptions/kg-desk"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+            .status()
+            == 200
+    });
+    // Only b runs now; it delivers to the subscription created through a.
+    a.stop();
+    let x = alert(1, Tlp::Amber, Level::High);
+    net.publish_alerts(std::slice::from_ref(&x));
+    wait_until("b delivered to kg-desk", Duration::from_secs(30), || {
+        hooks.delivered("kg-desk").len() == 1
+    });
+    let hit = &hooks.delivered("kg-desk")[0];
+    assert_eq!(hit.alert_id(), x.alert_id);
+    verify_standard_webhook(&secret_of("kg-desk"), hit).unwrap();
+
+    // An update may leave the secret out (it is kept); a delete stops deliveries.
+    let mut update = body.clone();
+    update["webhook"].as_object_mut().unwrap().remove("secret");
+    update["min_level"] = "CRITICAL".into();
+    let r = client
+        .put(b.url("/api/v1/subscriptions/kg-desk"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json_body(&update)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let view = r.json_value();
+    assert_eq!(
+        (
+            view["min_level"].as_str(),
+            view["webhook_secret_set"].as_bool()
+        ),
+        (Some("CRITICAL"), Some(true))
+    );
+    let r = client
+        .delete(b.url("/api/v1/subscriptions/kg-desk"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let list = client
+        .get(b.url("/api/v1/subscriptions"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json_value();
+    assert_eq!(list, serde_json::json!([]));
+    b.stop();
+}
+
+trait JsonBody {
+    fn json_body(self, v: &serde_json::Value) -> Self;
+}
+
+impl JsonBody for reqwest::blocking::RequestBuilder {
+    fn json_body(self, v: &serde_json::Value) -> Self {
+        self.header("content-type", "application/json")
+            .body(v.to_string())
+    }
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return -1;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Latency (ms) of `name`'s deliveries of these alerts: arrival minus the alert's creation.
+fn latencies(hooks: &Hooks, name: &str, alerts: &[Alert]) -> Vec<i64> {
+    let created: BTreeMap<&str, i64> = alerts
+        .iter()
+        .map(|a| (a.alert_id.as_str(), a.created_at))
+        .collect();
+    let mut v: Vec<i64> = hooks
+        .delivered(name)
+        .iter()
+        .filter_map(|h| Some(h.at_ms - created.get(h.alert_id().as_str())?))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn an_endpoint_down_two_minutes_gets_everything_in_order_and_delays_nobody_else() {
+    let mut net = Net::new("fanout-outage");
+    let hooks = Hooks::start();
+    let subs = ["down", "up-1", "up-2"]
+        .map(|id| webhook_sub(&hooks, id, "KZ-KNB", Tlp::Amber))
+        .to_vec();
+    let mut config = fanout_config(&net.settings, subs);
+    config.fanout.webhook.max_attempts = 1_000;
+    config.fanout.webhook.max_backoff_ms = 2_000;
+    let fanout = start_fanout(config);
+    let pace = |net: &mut Net, from: u64, n: u64| -> Vec<Alert> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            let a = alert(from + i, Tlp::Green, Level::High);
+            net.publish_alerts(std::slice::from_ref(&a));
+            out.push(a);
+            let next = Instant::now() + Duration::from_millis(500);
+            wait_until("pace", Duration::from_secs(5), || Instant::now() >= next);
+        }
+        out
+    };
+    // Before: everybody up.
+    let before = pace(&mut net, 0, 20);
+    wait_until("baseline delivered", Duration::from_secs(30), || {
+        hooks.delivered("up-1").len() == 20 && hooks.delivered("down").len() == 20
+    });
+    // Two minutes down: 240 alerts at 2/s.
+    hooks.set("down", Mode::Status(503));
+    let outage_start = now_ms();
+    let during = pace(&mut net, 100, 240);
+    wait_until("two minutes", Duration::from_secs(30), || {
+        now_ms() - outage_start >= 120_000
+    });
+    let back_at = now_ms();
+    hooks.set("down", Mode::Ok);
+    let all: Vec<&Alert> = before.iter().chain(&during).collect();
+    wait_until(
+        "the returned endpoint caught up",
+        Duration::from_secs(120),
+        || hooks.delivered("down").len() >= all.len(),
+    );
+    wait_settled(&fanout, all.len() as u64);
+
+    // Everything, once each, in the order the alerts were published.
+    let got: Vec<String> = hooks.delivered("down").iter().map(Hit::alert_id).collect();
+    let want: Vec<String> = all.iter().map(|a| a.alert_id.clone()).collect();
+    assert_eq!(got, want);
+    let retried = hooks.hits("down").len() - got.len();
+    // The others got every outage alert while the endpoint was still down.
+    for up in ["up-1", "up-2"] {
+        let hits = hooks.delivered(up);
+        assert_eq!(hits.len(), all.len());
+        let late: Vec<_> = hits
+            .iter()
+            .filter(|h| during.iter().any(|a| a.alert_id == h.alert_id()) && h.at_ms >= back_at)
+            .collect();
+        assert!(
+            late.is_empty(),
+            "{up} waited for the dead endpoint: {late:?}"
+        );
+    }
+    let (b, d) = (
+        latencies(&hooks, "up-1", &before),
+        latencies(&hooks, "up-1", &during),
+    );
+    println!(
+        "other subscriber's alert-to-delivery latency: before p50 {} ms p99 {} ms (n={}); during the outage p50 {} ms p99 {} ms (n={}); {} failed attempts at the down endpoint",
+        percentile(&b, 0.5),
+        percentile(&b, 0.99),
+        b.len(),
+        percentile(&d, 0.5),
+        percentile(&d, 0.99),
+        d.len(),
+        retried,
+    );
+    fanout.stop();
+}
+
+/// `ewn fanout` as a child process, with its output in the test's temporary directory.
+fn spawn_fanout(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+    let out = std::fs::File::create(log).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_ewn"))
+        .args(["--config", config.to_str().unwrap(), "--log-level", "info", "fanout"])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webhook_id() {
+    let mut net = Net::new("fanout-kill");
+    let hooks = Hooks::start();
+    hooks.set("slow", Mode::Slow(Duration::from_millis(250)));
+    let config = net.dir.path().join("fanout.toml");
+    let subscription = |id: &str| {
+        format!(
+            "[[subscriptions]]\nid = \"{id}\"\nagency = \"KZ-KNB\"\nclearance = \"AMBER\"\nwebhook = {{ url = \"{}\", secret = \"{}\" }}\n",
+            hooks.url(id),
+            secret_of(id)
+        )
+    };
+    ewn_testkit::write_file(
+        &config,
+        &format!(
+            "[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\n\n[fanout]\nlisten = \"127.0.0.1:0\"\n\n[fanout.admin]\nlisten = \"127.0.0.1:0\"\n\n[fanout.webhook]\ninitial_backoff_ms = 100\nmax_backoff_ms = 1000\n\n{}\n{}",
+            net.settings.brokers,
+            net.prefix,
+            subscription("slow"),
+            subscription("fast"),
+        ),
+    );
+    let alerts: Vec<Alert> = (0..30).map(|n| alert(n, Tlp::Green, Level::High)).collect();
+    net.publish_alerts(&alerts);
+
+    let log1 = net.dir.path().join("fanout-1.log");
+    let mut first = spawn_fanout(&config, &log1);
+    wait_until("a few slow deliveries", Duration::from_secs(60), || {
+        hooks.hits("slow").len() >= 5
+    });
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let before_kill = hooks.hits("slow").len();
+    assert!(before_kill < alerts.len(), "the kill must land mid-delivery");
+
+    let log2 = net.dir.path().join("fanout-2.log");
+    let mut second = spawn_fanout(&config, &log2);
+    let complete = |name: &str| {
+        let got: BTreeSet<String> = hooks.delivered(name).iter().map(Hit::alert_id).collect();
+        alerts.iter().all(|a| got.contains(&a.alert_id))
+    };
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until("every alert at both endpoints", Duration::from_secs(90), || {
+            complete("slow") && complete("fast")
+        })
+    }));
+    second.kill().unwrap();
+    second.wait().unwrap();
+    if ok.is_err() {
+        panic!(
+            "not complete\n--- first run ---\n{}\n--- second run ---\n{}",
+            std::fs::read_to_string(&log1).unwrap_or_default(),
+            std::fs::read_to_string(&log2).unwrap_or_default()
+        );
+    }
+
+    // Every attempt at an alert, before and after the crash, carried one webhook-id, and
+    // every one verifies.
+    let mut ids: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for h in hooks.all() {
+        verify_standard_webhook(&secret_of(&h.name), &h).unwrap();
+        ids.entry((h.name.clone(), h.alert_id()))
+            .or_default()
+            .insert(h.webhook_id.clone());
+    }
+    assert!(ids.values().all(|s| s.len() == 1), "{ids:?}");
+    let slow = hooks.hits("slow");
+    let redelivered = slow.len() - alerts.len();
+    println!("{before_kill} slow attempts before the kill; {redelivered} re-deliveries after it");
+    // The request cut off by the kill came again after the restart.
+    assert!(redelivered >= 1, "the in-flight delivery is redone");
+    assert_eq!(ids.len(), 2 * alerts.len());
 }

@@ -57,7 +57,10 @@ impl Hit {
 
     /// The alert id of a JSON delivery.
     pub fn alert_id(&self) -> String {
-        self.json()["data"]["alert_id"].as_str().unwrap().to_string()
+        self.json()["data"]["alert_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -87,13 +90,10 @@ async fn receive(
         .get(&name)
         .cloned()
         .unwrap_or(Mode::Ok);
-    let status = match mode {
-        Mode::Ok => 200,
-        Mode::Status(s) => s,
-        Mode::Slow(d) => {
-            tokio::time::sleep(d).await;
-            200
-        }
+    let (status, delay) = match mode {
+        Mode::Ok => (200, None),
+        Mode::Status(s) => (s, None),
+        Mode::Slow(d) => (200, Some(d)),
     };
     let h = |k: &str| {
         headers
@@ -112,6 +112,10 @@ async fn receive(
         status,
         at_ms: now_ms(),
     });
+    // Recorded on arrival, so a request cut off by a crash of the sender still counts.
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     StatusCode::from_u16(status).unwrap()
 }
 
@@ -296,8 +300,7 @@ pub fn start_fanout(config: FanoutConfig) -> Fanout {
             .build()
             .unwrap()
             .block_on(async move {
-                let running =
-                    ewn_fanout::start(config, &r, Arc::new(Health::default()), s).await?;
+                let running = ewn_fanout::start(config, &r, Arc::new(Health::default()), s).await?;
                 tx.send(running.api).unwrap();
                 running.task.await.unwrap()
             })
