@@ -901,3 +901,50 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
     assert!(redelivered >= 1, "the in-flight delivery is redone");
     assert_eq!(ids.len(), 2 * alerts.len());
 }
+
+#[test]
+fn a_cap_subscriber_receives_valid_cap_with_references_for_updates() {
+    let mut net = Net::new("fanout-cap");
+    let hooks = Hooks::start();
+    let mut sub = webhook_sub(&hooks, "cap-desk", "UZ-SGB", Tlp::Amber);
+    sub.format = ewn_fanout::settings::FormatName::Cap;
+    let fanout = start_fanout(fanout_config(&net.settings, vec![sub]));
+    let first = alert(1, Tlp::Amber, Level::High);
+    let mut update = alert(2, Tlp::Amber, Level::Critical);
+    update.msg_type = ewn_model::MsgType::Update;
+    update.references = vec![first.alert_id.clone()];
+    let mut cancel = alert(3, Tlp::Amber, Level::Critical);
+    cancel.msg_type = ewn_model::MsgType::Cancel;
+    cancel.references = vec![first.alert_id.clone()];
+    net.publish_alerts(&[first.clone(), update, cancel]);
+    wait_settled(&fanout, 3);
+    let hits = hooks.delivered("cap-desk");
+    assert_eq!(hits.len(), 3);
+    let mut files = Vec::new();
+    for (i, h) in hits.iter().enumerate() {
+        verify_standard_webhook(&secret_of("cap-desk"), h).unwrap();
+        assert_eq!(h.content_type, "application/cap+xml");
+        let xml = String::from_utf8(h.body.clone()).unwrap();
+        let kind = ["Alert", "Update", "Cancel"][i];
+        assert!(xml.contains(&format!("<msgType>{kind}</msgType>")), "{xml}");
+        if i > 0 {
+            // The reference names the first alert with the time it was sent.
+            assert!(xml.contains("<references>") && xml.contains(&first.alert_id), "{xml}");
+        }
+        let f = net.dir.path().join(format!("delivered-{i}.xml"));
+        std::fs::write(&f, &h.body).unwrap();
+        files.push(f);
+    }
+    let out = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/support/validate_cap.py"))
+        .args(&files)
+        .output()
+        .expect("python3 runs the CAP validator (see .ci/run)");
+    assert!(
+        out.status.success(),
+        "delivered CAP does not validate against the OASIS CAP 1.2 XSD:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fanout.stop();
+}

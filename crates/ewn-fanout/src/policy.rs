@@ -134,6 +134,95 @@ mod tests {
         assert_eq!(decide(&sub, &alert), Decision::Deliver(Form::Full));
     }
 
+    use proptest::prelude::*;
+
+    const TLPS: [Tlp; 5] = [
+        Tlp::Clear,
+        Tlp::Green,
+        Tlp::Amber,
+        Tlp::AmberStrict,
+        Tlp::Red,
+    ];
+    const LEVELS: [Level; 4] = [Level::Low, Level::Medium, Level::High, Level::Critical];
+    const CATS: [ewn_model::Category; 3] = [
+        ewn_model::Category::WatchlistHit,
+        ewn_model::Category::FtfReturnee,
+        ewn_model::Category::Other,
+    ];
+    const NAMES: [&str; 3] = ["A", "B", "C"];
+
+    fn pick<T: Clone>(all: &[T], mask: u8) -> Vec<T> {
+        all.iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, x)| x.clone())
+            .collect()
+    }
+
+    /// DESIGN.md's rule, spelled out by position in the TLP and level scales rather than
+    /// through the enums' ordering.
+    fn oracle(s: &Subscription, a: &Alert) -> Option<bool> {
+        let pos = |t: Tlp| TLPS.iter().position(|x| *x == t).unwrap_or(9);
+        let lpos = |l: Level| LEVELS.iter().position(|x| *x == l).unwrap_or(9);
+        let meets = |f: &[String], v: &[String]| f.is_empty() || f.iter().any(|x| v.contains(x));
+        let selected = lpos(a.level) >= lpos(s.min_level)
+            && (s.categories.is_empty() || s.categories.iter().any(|c| a.categories.contains(c)))
+            && meets(&s.states, &a.states)
+            && meets(&s.areas, &a.areas)
+            && (s.rules.is_empty() || s.rules.contains(&a.rule));
+        if !selected || s.disabled_at.is_some() {
+            return None;
+        }
+        let named_only = pos(a.tlp) >= 3;
+        if pos(a.tlp) <= pos(s.clearance) && (!named_only || a.named_agencies.contains(&s.agency)) {
+            Some(false)
+        } else if s.redacted_above_clearance {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn decisions_follow_the_clearance_rule_and_the_filters(
+            clearance in 0..5usize, min_level in 0..4usize, sub_masks in any::<[u8; 5]>(),
+            agency in 0..3usize, redacted in any::<bool>(), disabled in any::<bool>(),
+            tlp in 0..5usize, level in 0..4usize, alert_masks in any::<[u8; 5]>(),
+        ) {
+            let mut s = samples::subscription();
+            s.agency = NAMES[agency].into();
+            s.clearance = TLPS[clearance];
+            s.min_level = LEVELS[min_level];
+            s.categories = pick(&CATS, sub_masks[0]);
+            s.states = pick(&NAMES.map(String::from), sub_masks[1]);
+            s.areas = pick(&NAMES.map(String::from), sub_masks[2]);
+            s.rules = pick(&NAMES.map(String::from), sub_masks[3] & 1);
+            s.redacted_above_clearance = redacted;
+            s.disabled_at = disabled.then_some(1);
+            let mut a = samples::alert();
+            a.tlp = TLPS[tlp];
+            a.level = LEVELS[level];
+            a.categories = pick(&CATS, alert_masks[0]);
+            a.states = pick(&NAMES.map(String::from), alert_masks[1]);
+            a.areas = pick(&NAMES.map(String::from), alert_masks[2]);
+            a.rule = NAMES[(alert_masks[3] % 3) as usize].into();
+            a.named_agencies = pick(&NAMES.map(String::from), alert_masks[4]);
+            let got = match decide(&s, &a) {
+                Decision::Deliver(Form::Full) => Some(false),
+                Decision::Deliver(Form::Redacted) => Some(true),
+                Decision::Withheld | Decision::NotSubscribed => None,
+            };
+            prop_assert_eq!(got, oracle(&s, &a));
+            if let Decision::Deliver(form) = decide(&s, &a) {
+                let (shaped, _) = shape(&s, &a, form);
+                // What is handed over is never marked above the recipient's clearance.
+                prop_assert!(shaped.tlp <= s.clearance);
+            }
+        }
+    }
+
     #[test]
     fn the_redacted_form_keeps_no_identifying_field() {
         let alert = samples::alert();
