@@ -154,7 +154,7 @@ fn an_officer_sees_and_acknowledges_a_cleared_alert_in_a_real_browser() {
     }
     let shown: serde_json::Value = serde_json::from_str(run.stdout.trim())
         .unwrap_or_else(|e| panic!("console_check.py output is not JSON ({e}): {}", run.stdout));
-    println!("browser check took {browser_secs:.1}s: {shown}");
+    eprintln!("browser check took {browser_secs:.1}s: {shown}");
     assert_eq!(shown["level"], "HIGH", "{shown}");
     assert_eq!(shown["tlp"], "TLP:AMBER", "{shown}");
     assert_eq!(shown["redacted"], false, "{shown}");
