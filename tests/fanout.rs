@@ -106,7 +106,7 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| now_ms() as u64 | 1);
-    println!("seed {seed} (set EWN_TEST_SEED to replay)");
+    eprintln!("seed {seed} (set EWN_TEST_SEED to replay)");
     let mut rng = Rng(seed);
     let mut net = Net::new("fanout-prop");
     let hooks = Hooks::start();
@@ -160,7 +160,7 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
                 .filter_map(|a| oracle(s, a).map(|r| ((s.id.clone(), a.alert_id.clone()), r)))
         })
         .collect();
-    println!(
+    eprintln!(
         "{} eligible deliveries of {} pairs",
         expected.len(),
         subs.len() * alerts.len()
@@ -803,7 +803,7 @@ fn an_endpoint_down_two_minutes_gets_everything_in_order_and_delays_nobody_else(
         latencies(&hooks, "up-1", &before),
         latencies(&hooks, "up-1", &during),
     );
-    println!(
+    eprintln!(
         "other subscriber's alert-to-delivery latency: before p50 {} ms p99 {} ms (n={}); during the outage p50 {} ms p99 {} ms (n={}); {} failed attempts at the down endpoint",
         percentile(&b, 0.5),
         percentile(&b, 0.99),
@@ -820,7 +820,13 @@ fn an_endpoint_down_two_minutes_gets_everything_in_order_and_delays_nobody_else(
 fn spawn_fanout(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
     let out = std::fs::File::create(log).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_ewn"))
-        .args(["--config", config.to_str().unwrap(), "--log-level", "info", "fanout"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--log-level",
+            "info",
+            "fanout",
+        ])
         .stdout(out.try_clone().unwrap())
         .stderr(out)
         .spawn()
@@ -861,7 +867,10 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let before_kill = hooks.hits("slow").len();
-    assert!(before_kill < alerts.len(), "the kill must land mid-delivery");
+    assert!(
+        before_kill < alerts.len(),
+        "the kill must land mid-delivery"
+    );
 
     let log2 = net.dir.path().join("fanout-2.log");
     let mut second = spawn_fanout(&config, &log2);
@@ -870,9 +879,11 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
         alerts.iter().all(|a| got.contains(&a.alert_id))
     };
     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until("every alert at both endpoints", Duration::from_secs(90), || {
-            complete("slow") && complete("fast")
-        })
+        wait_until(
+            "every alert at both endpoints",
+            Duration::from_secs(90),
+            || complete("slow") && complete("fast"),
+        )
     }));
     second.kill().unwrap();
     second.wait().unwrap();
@@ -896,7 +907,7 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
     assert!(ids.values().all(|s| s.len() == 1), "{ids:?}");
     let slow = hooks.hits("slow");
     let redelivered = slow.len() - alerts.len();
-    println!("{before_kill} slow attempts before the kill; {redelivered} re-deliveries after it");
+    eprintln!("{before_kill} slow attempts before the kill; {redelivered} re-deliveries after it");
     // The request cut off by the kill came again after the restart.
     assert!(redelivered >= 1, "the in-flight delivery is redone");
     assert_eq!(ids.len(), 2 * alerts.len());
@@ -929,14 +940,20 @@ fn a_cap_subscriber_receives_valid_cap_with_references_for_updates() {
         assert!(xml.contains(&format!("<msgType>{kind}</msgType>")), "{xml}");
         if i > 0 {
             // The reference names the first alert with the time it was sent.
-            assert!(xml.contains("<references>") && xml.contains(&first.alert_id), "{xml}");
+            assert!(
+                xml.contains("<references>") && xml.contains(&first.alert_id),
+                "{xml}"
+            );
         }
         let f = net.dir.path().join(format!("delivered-{i}.xml"));
         std::fs::write(&f, &h.body).unwrap();
         files.push(f);
     }
     let out = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/support/validate_cap.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/support/validate_cap.py"
+        ))
         .args(&files)
         .output()
         .expect("python3 runs the CAP validator (see .ci/run)");

@@ -249,14 +249,23 @@ pub fn secret_of(id: &str) -> String {
 
 /// Fan-out settings for tests: any free port, quick retries.
 pub fn fanout_config(settings: &KafkaSettings, subs: Vec<SubscriptionConfig>) -> FanoutConfig {
-    let mut fanout = FanoutSettings::default();
-    fanout.listen = "127.0.0.1:0".parse().unwrap();
-    fanout.group_id = format!("{}fanout", settings.topic_prefix);
-    fanout.webhook.initial_backoff_ms = 100;
-    fanout.webhook.max_backoff_ms = 2_000;
-    fanout.webhook.timeout_ms = 5_000;
-    fanout.escalation.tick_ms = 100;
-    fanout.batch_wait_ms = 10;
+    let defaults = FanoutSettings::default();
+    let fanout = FanoutSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        group_id: format!("{}fanout", settings.topic_prefix),
+        batch_wait_ms: 10,
+        webhook: ewn_fanout::settings::WebhookSettings {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 2_000,
+            timeout_ms: 5_000,
+            ..defaults.webhook.clone()
+        },
+        escalation: ewn_fanout::settings::EscalationSettings {
+            tick_ms: 100,
+            ..defaults.escalation.clone()
+        },
+        ..defaults
+    };
     let mut tokens = vec![(
         ADMIN_TOKEN.to_string(),
         Principal::Admin {
