@@ -30,10 +30,14 @@ fn start_processor(net: &mut Net) -> Running {
     p
 }
 
+/// The simulated states' keys, registered in the network's trust store (before the
+/// processor starts, so it trusts them from the first record).
+fn sim_keys(net: &Net) -> SimKeys {
+    SimKeys::init(&net.dir.path().join("sim-keys"), &net.store, now_ms()).unwrap()
+}
+
 /// Runs the simulator on `net` for [`RUN`] at the default rate with `scenarios`.
-fn simulate(net: &Net, scenarios: Vec<Scenario>) -> Summary {
-    let keys =
-        SimKeys::load_or_init(&net.dir.path().join("sim-keys"), &net.store, now_ms()).unwrap();
+fn simulate(net: &Net, keys: SimKeys, scenarios: Vec<Scenario>) -> Summary {
     let config = SimConfig {
         duration: Some(RUN),
         scenarios,
@@ -72,8 +76,9 @@ fn wait_processed(net: &Net, p: &Running, s: &Summary) {
 #[test]
 fn every_planted_scenario_raises_its_alert_and_nothing_else() {
     let mut net = Net::new("simulate");
+    let keys = sim_keys(&net);
     let p = start_processor(&mut net);
-    let s = simulate(&net, Scenario::ALL.to_vec());
+    let s = simulate(&net, keys, Scenario::ALL.to_vec());
     assert_eq!(
         s.planted
             .iter()
@@ -126,8 +131,9 @@ fn every_planted_scenario_raises_its_alert_and_nothing_else() {
 #[test]
 fn background_alone_raises_no_alert() {
     let mut net = Net::new("simbackground");
+    let keys = sim_keys(&net);
     let p = start_processor(&mut net);
-    let s = simulate(&net, vec![]);
+    let s = simulate(&net, keys, vec![]);
     assert!(s.planted.is_empty() && s.per_scenario.is_empty());
     wait_processed(&net, &p, &s);
     let alerts: Vec<_> = net.alerts().into_iter().map(|a| (a.rule, a.key)).collect();

@@ -10,4 +10,4 @@ pub mod publish;
 
 pub use error::{Error, Result};
 pub use input::{InputError, LineReader, parse_incident};
-pub use publish::{PublishOptions, PublishOutcome, publish};
+pub use publish::{PublishOptions, PublishOutcome, publish, seal};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ewn_kafka::producer::Tally;
 use ewn_kafka::{DeliveryReport, KafkaMetrics, KafkaSettings, RecordProducer, Topics};
 use ewn_model::validate::Limits;
-use ewn_model::{AvroRecord, SignedIncident};
+use ewn_model::{AvroRecord, Incident, SignedIncident};
 use ewn_trust::{BlindingKey, IncidentSigner};
 
 use crate::error::{Error, Result};
@@ -130,15 +130,7 @@ pub fn publish(
             );
             continue;
         }
-        let signed = signer.sign(&incident)?;
-        value.clear();
-        SignedIncident::codec().encode_into(&signed, &mut value)?;
-        let key = incident
-            .subjects
-            .first()
-            .map_or(incident.incident_id.as_bytes(), |s| {
-                s.subject_ref.as_bytes()
-            });
+        let key = seal(signer, &incident, &mut value)?;
         producer.send(
             &topics.incidents(&incident.reporter.state),
             Some(key),
@@ -176,6 +168,25 @@ pub fn publish(
         write_unsent(path, &kept_lines, &outcome)?;
     }
     Ok(outcome)
+}
+
+/// Signs `incident` and encodes the envelope into `value` (cleared first); returns the
+/// record key: the first subject's blinded ref, else the incident id. Every producer of
+/// incident records (`publish`, the simulator) goes through here.
+pub fn seal<'i>(
+    signer: &mut IncidentSigner,
+    incident: &'i Incident,
+    value: &mut Vec<u8>,
+) -> Result<&'i [u8]> {
+    let signed = signer.sign(incident)?;
+    value.clear();
+    SignedIncident::codec().encode_into(&signed, value)?;
+    Ok(incident
+        .subjects
+        .first()
+        .map_or(incident.incident_id.as_bytes(), |s| {
+            s.subject_ref.as_bytes()
+        }))
 }
 
 /// Writes the lines that were queued but not confirmed.

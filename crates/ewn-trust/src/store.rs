@@ -122,6 +122,11 @@ impl TrustStore {
         self.keys.get(key_id)
     }
 
+    /// Every entry, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
+        self.keys.values()
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }

@@ -64,6 +64,8 @@ pub enum Command {
     Process(cmd::process::Args),
     /// Run the alert fan-out: deliver alerts to subscribed desks at their clearance.
     Fanout(cmd::fanout::Args),
+    /// Simulate a regional border network: background traffic and planted scenarios.
+    Simulate(cmd::simulate::Args),
 }
 
 impl Global {
@@ -139,6 +141,7 @@ pub fn main() -> ExitCode {
             }
             Command::Process(args) => cmd::process::run(&cli.global, args).await,
             Command::Fanout(args) => cmd::fanout::run(&cli.global, args).await,
+            Command::Simulate(args) => cmd::simulate::run(&cli.global, args).await,
         }
     });
     match result {
