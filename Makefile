@@ -39,6 +39,10 @@ bench: broker ## Criterion micro-benches (release build)
 bench-e2e: broker ## End-to-end bench on Tansu: processor vs passthrough, publish-to-alert latency
 	$(CARGO) bench --locked -p ewn --bench e2e
 
+.PHONY: bench-fanout
+bench-fanout: broker ## Fan-out bench on Tansu: webhook deliveries/s and alert-to-delivery latency, 100 endpoints
+	$(CARGO) bench --locked -p ewn --bench fanout
+
 .PHONY: demo
 demo: broker ## Run the demo on a local Tansu broker
 	$(CARGO) build --locked -p ewn

@@ -1138,6 +1138,12 @@ pub async fn start(
         let _ = watcher.await;
         let _ = escalation.await;
         let _ = server.await;
+        // Dropping the queues ends the endpoint tasks, which hold the core (and with it the
+        // producer's connection) alive.
+        core.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         // Receipts already queued get their confirmation before the producer goes.
         let _ = core.producer.flush(Duration::from_secs(5));
         result

@@ -4,6 +4,9 @@
 //! Tests never skip silently: when the broker cannot start, they fail and say why.
 //! The broker dies with the test process (a watchdog shell polls the parent pid), and its
 //! directory is removed then.
+//!
+//! `ewn demo` starts its local broker with [`start_broker`] too, for the same guarantees:
+//! the broker goes when the demo goes, however it ends.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -91,7 +94,7 @@ pub fn start_broker(engine: Engine) -> Result<Broker, String> {
     let script = format!(
         "'{bin}' broker --listener-url tcp://{addr} --advertised-listener-url tcp://{addr} \
          --storage-engine {storage} >tansu.log 2>&1 & child=$!; \
-         while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null && [ ! -e stop ]; do sleep 0.2; done; \
          kill $child 2>/dev/null; wait $child 2>/dev/null; cd /; rm -rf '{dir}'",
         bin = bin.display(),
         storage = match engine {
@@ -121,6 +124,22 @@ pub fn start_broker(engine: Engine) -> Result<Broker, String> {
         "not listening on {addr} after 30 s; log: {}",
         log_tail(&dir.join("tansu.log"))
     ))
+}
+
+impl Broker {
+    /// Stops the broker now (rather than when this process ends) and waits until its port
+    /// is closed and its directory removed, up to 10 s.
+    pub fn stop(&self) -> Result<(), String> {
+        std::fs::write(self.dir.join("stop"), b"").map_err(|e| format!("stop file: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(&self.addr).is_err() && !self.dir.exists() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("the broker at {} did not stop within 10 s", self.addr))
+    }
 }
 
 fn log_tail(path: &Path) -> String {

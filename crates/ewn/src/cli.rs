@@ -66,6 +66,9 @@ pub enum Command {
     Fanout(cmd::fanout::Args),
     /// Simulate a regional border network: background traffic and planted scenarios.
     Simulate(cmd::simulate::Args),
+    /// The whole network on this machine: a local broker, five states' border posts, the
+    /// processor, the fan-out with two desks and the console; prints alerts as they fire.
+    Demo(cmd::demo::Args),
 }
 
 impl Global {
@@ -142,6 +145,7 @@ pub fn main() -> ExitCode {
             Command::Process(args) => cmd::process::run(&cli.global, args).await,
             Command::Fanout(args) => cmd::fanout::run(&cli.global, args).await,
             Command::Simulate(args) => cmd::simulate::run(&cli.global, args).await,
+            Command::Demo(args) => cmd::demo::run(&cli.global, args).await,
         }
     });
     match result {

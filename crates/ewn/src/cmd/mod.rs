@@ -1,3 +1,4 @@
+pub mod demo;
 pub mod fanout;
 pub mod keygen;
 pub mod process;

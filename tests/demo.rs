@@ -1,0 +1,206 @@
+//! `ewn demo` end to end, as a newcomer runs it: the real binary, its own local broker,
+//! the simulated network, the processor, the fan-out and two desks.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TLPS: [&str; 5] = ["CLEAR", "GREEN", "AMBER", "AMBER_STRICT", "RED"];
+
+fn rank(tlp: &str) -> usize {
+    TLPS.iter()
+        .position(|t| *t == tlp)
+        .unwrap_or_else(|| panic!("unknown TLP {tlp}"))
+}
+
+/// Runs the demo for `secs` with `scenarios`; returns its summary and its output.
+fn run_demo(dir: &Path, secs: u64, scenarios: &str) -> (Value, String) {
+    let summary = dir.join("summary.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ewn"))
+        .args([
+            "demo",
+            "--duration",
+            &secs.to_string(),
+            "--scenarios",
+            scenarios,
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "ewn demo failed ({}):\n{text}",
+        out.status
+    );
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap())
+        .unwrap_or_else(|e| panic!("summary: {e}\n{text}"));
+    (summary, text)
+}
+
+/// Nothing of the demo is left: every port it used is free again and no broker runs
+/// from its directory.
+fn assert_nothing_left(summary: &Value, output: &str) {
+    let ports: Vec<u16> = summary["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap() as u16)
+        .collect();
+    assert_eq!(
+        ports.len(),
+        5,
+        "broker, receiver, two metrics servers, console"
+    );
+    for port in ports {
+        assert!(
+            TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} still bound after the demo ended\n{output}"
+        );
+    }
+    let broker_dir = output
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("broker")?
+                .split('(')
+                .nth(1)?
+                .split(", ")
+                .nth(1)
+        })
+        .map(|d| d.trim_end_matches(')').to_string())
+        .unwrap_or_else(|| panic!("the demo did not print its broker directory\n{output}"));
+    assert!(!Path::new(&broker_dir).exists(), "{broker_dir} left behind");
+    // No process runs from the broker's directory or with the demo's arguments.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        let left: Vec<&str> = ps
+            .lines()
+            .filter(|l| {
+                l.contains(&broker_dir)
+                    || (l.contains("tansu") && l.contains(&summary_port(summary)))
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processes left: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn summary_port(summary: &Value) -> String {
+    format!("127.0.0.1:{}", summary["ports"][0])
+}
+
+#[test]
+fn every_planted_scenario_alerts_and_reaches_exactly_the_cleared_desks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, output) = run_demo(dir.path(), 60, "all");
+    eprintln!("{output}");
+    let desks = summary["desks"].as_object().unwrap().clone();
+    assert_eq!(desks.len(), 2);
+    let clearances: BTreeSet<&str> = desks.values().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(clearances.len(), 2, "the desks hold different clearances");
+    let scenarios = summary["scenarios"].as_array().unwrap();
+    let rules: BTreeSet<&str> = scenarios
+        .iter()
+        .map(|s| s["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        BTreeSet::from([
+            "cross_border_movement",
+            "area_burst",
+            "watchlist_hit",
+            "exit_without_entry",
+            "ftf_returnee"
+        ]),
+        "one planted scenario per default rule"
+    );
+    let mut withheld_somewhere = false;
+    for s in scenarios {
+        let name = s["scenario"].as_str().unwrap();
+        assert!(
+            s["alert_id"].is_string(),
+            "scenario {name} raised no alert\n{output}"
+        );
+        let tlp = s["tlp"].as_str().unwrap();
+        let received: BTreeSet<&str> = s["received_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        // Cleared: the desk's clearance is at least the alert's TLP (the demo's alerts are
+        // never AMBER_STRICT or RED, which need naming).
+        assert!(rank(tlp) <= rank("AMBER"), "{name}: {tlp}");
+        let cleared: BTreeSet<&str> = desks
+            .iter()
+            .filter(|(_, c)| rank(tlp) <= rank(c.as_str().unwrap()))
+            .map(|(d, _)| d.as_str())
+            .collect();
+        assert_eq!(received, cleared, "scenario {name} (TLP:{tlp})\n{output}");
+        withheld_somewhere |= cleared.len() < desks.len();
+    }
+    assert!(
+        withheld_somewhere,
+        "some planted alert is above one desk's clearance"
+    );
+    // Nothing else alerted: every alert belongs to a planted scenario.
+    let planted: BTreeSet<&str> = scenarios
+        .iter()
+        .map(|s| s["alert_id"].as_str().unwrap())
+        .collect();
+    for a in summary["alerts"].as_array().unwrap() {
+        let ok = if a["msg_type"] == "ALERT" {
+            planted.contains(a["alert_id"].as_str().unwrap())
+        } else {
+            a["references"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| planted.contains(r.as_str().unwrap()))
+        };
+        assert!(ok, "an alert no scenario planted: {a}\n{output}");
+    }
+    assert_eq!(summary["rejected"], 0);
+    assert_nothing_left(&summary, &output);
+}
+
+#[test]
+fn background_traffic_alone_raises_no_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (summary, output) = run_demo(dir.path(), 60, "none");
+    let rate = summary["background_rate"].as_f64().unwrap();
+    eprintln!(
+        "background only: {} incidents at {rate:.1}/s over {} s, {} alerts",
+        summary["incidents_confirmed"],
+        summary["duration_secs"],
+        summary["alerts"].as_array().unwrap().len()
+    );
+    assert!(
+        rate >= 15.0,
+        "the default rate (20/s) was not reached: {rate}\n{output}"
+    );
+    assert_eq!(
+        summary["alerts"],
+        serde_json::json!([]),
+        "false positives\n{output}"
+    );
+    assert_eq!(summary["rejected"], 0);
+    assert_nothing_left(&summary, &output);
+}
