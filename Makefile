@@ -43,7 +43,8 @@ bench-e2e: broker ## End-to-end bench on Tansu: processor vs passthrough, publis
 bench-fanout: broker ## Fan-out bench on Tansu: webhook deliveries/s and alert-to-delivery latency, 100 endpoints
 	$(CARGO) bench --locked -p ewn --bench fanout
 
+DEMO_SECS ?= 90
 .PHONY: demo
-demo: broker ## Run the demo on a local Tansu broker
+demo: broker ## The whole network on this machine: states, processor, fan-out, desks, console (DEMO_SECS=90)
 	$(CARGO) build --locked -p ewn
-	scripts/demo.sh
+	target/debug/ewn demo --duration $(DEMO_SECS)

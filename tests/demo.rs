@@ -204,3 +204,52 @@ fn background_traffic_alone_raises_no_alert() {
     assert_eq!(summary["rejected"], 0);
     assert_nothing_left(&summary, &output);
 }
+
+#[test]
+fn ctrl_c_stops_the_demo_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary_path = dir.path().join("summary.json");
+    let log = dir.path().join("out.txt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ewn"))
+        .args([
+            "demo",
+            "--duration",
+            "600",
+            "--summary-json",
+            summary_path.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Interrupt once the first alert is on screen: everything is running by then.
+    while !std::fs::read_to_string(&log).unwrap().contains("] ALERT") {
+        assert!(Instant::now() < deadline, "no alert within 120 s");
+        assert!(child.try_wait().unwrap().is_none(), "the demo ended early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stop_deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < stop_deadline,
+            "the demo did not stop within 60 s of Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(exit.success(), "exit {exit}\n{output}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert!(output.contains("== summary"), "{output}");
+    assert_nothing_left(&summary, &output);
+}

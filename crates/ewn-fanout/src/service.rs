@@ -196,6 +196,7 @@ pub(crate) struct Core {
     pub stop: watch::Receiver<bool>,
     runtime: tokio::runtime::Handle,
     health: Arc<Health>,
+    kafka_metrics: KafkaMetrics,
 }
 
 impl Core {
@@ -799,7 +800,7 @@ fn consume_loop(core: &Arc<Core>) -> Result<()> {
         "fanout",
         &group,
         &TopicSubscription::Topics(vec![alerts.clone()]),
-        None,
+        Some(core.kafka_metrics.clone()),
     )?;
     let mut tracker = Tracker::default();
     let mut last_commit = Instant::now();
@@ -1036,7 +1037,7 @@ pub async fn start(
         &config.kafka,
         "fanout",
         callbacks.clone(),
-        Some(kafka_metrics),
+        Some(kafka_metrics.clone()),
     )?;
     let client = webhook::client(&config.fanout.webhook.user_agent)
         .map_err(|e| Error::Config(vec![format!("fanout.webhook: http client: {e}")]))?;
@@ -1060,6 +1061,7 @@ pub async fn start(
         stop: stop_rx,
         runtime: tokio::runtime::Handle::current(),
         health,
+        kafka_metrics,
         config,
     });
 

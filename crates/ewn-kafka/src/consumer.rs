@@ -59,6 +59,9 @@ impl ClientContext for GroupContext {
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            if let Some((m, role)) = &self.metrics {
+                m.set_assigned(role, 0);
+            }
             self.changes
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -74,6 +77,9 @@ impl ConsumerContext for GroupContext {
                 .push(Change::Assigned(list(tpl)));
             *self.assigned_at.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some((Instant::now(), tpl.count()));
+            if let Some((m, role)) = &self.metrics {
+                m.set_assigned(role, tpl.count());
+            }
         }
     }
 }

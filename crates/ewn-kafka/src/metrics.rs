@@ -19,6 +19,7 @@ pub struct KafkaMetrics {
     broker_rtt_avg_us: IntGaugeVec,
     broker_errors: IntGaugeVec,
     stats_total: IntCounterVec,
+    assigned: IntGaugeVec,
     /// Lag series set per client, so a partition this client no longer owns stops being
     /// reported (a frozen value would mislead after a rebalance).
     lag_series: Arc<Mutex<LagSeries>>,
@@ -65,9 +66,21 @@ impl KafkaMetrics {
                 "cumulative transmit errors per broker connection",
                 &["client", "broker"],
             )?,
+            assigned: gauge(
+                "ewn_kafka_assigned_partitions",
+                "partitions a consumer-group member holds after its last rebalance",
+                &["client"],
+            )?,
             stats_total,
             lag_series: Arc::default(),
         })
+    }
+
+    /// Records how many partitions a group member holds (from the rebalance callbacks).
+    pub fn set_assigned(&self, client: &str, partitions: usize) {
+        self.assigned
+            .with_label_values(&[client])
+            .set(partitions as i64);
     }
 
     /// Applies one librdkafka statistics report; `client` is the role (`publish`, `process`, ...).

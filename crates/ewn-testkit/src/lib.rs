@@ -138,7 +138,10 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(format!("the broker at {} did not stop within 10 s", self.addr))
+        Err(format!(
+            "the broker at {} did not stop within 10 s",
+            self.addr
+        ))
     }
 }
 

@@ -286,6 +286,28 @@ async fn run_network(
         let (r, h, s) = (process_registry.clone(), health, shutdown.clone());
         tokio::spawn(async move { ewn_processor::run(processor_config, &r, h, s).await })
     };
+    // The simulator's first report is a day old (the vanished exit): both stages must be
+    // consuming before present-time traffic moves the watermark past it.
+    let ready = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = ewn_ops::metrics::render(&process_registry);
+        let assigned = |client: &str| {
+            text.lines().any(|l| {
+                l.starts_with(&format!(
+                    "ewn_kafka_assigned_partitions{{client=\"{client}\"}}"
+                )) && !l.ends_with(" 0")
+            })
+        };
+        if assigned("process-ingest") && assigned("process-correlate") {
+            break;
+        }
+        if processor.is_finished() || Instant::now() > ready || shutdown.load(Ordering::Relaxed) {
+            shutdown.store(true, Ordering::Relaxed);
+            let outcome = processor.await?;
+            anyhow::bail!("the processor did not start consuming within 60 s: {outcome:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Fan-out, with the two desks and a console token each.
     let subs = desks(receiver_addr, &secrets);
