@@ -100,13 +100,9 @@ CLOSED: dict[tuple[str, str], set[str]] = {
 }
 HIST_SUFFIXES = ("_bucket", "_sum", "_count")
 
-# EWN__* keys the deploy files set that deploy/config/ewn.example.toml does not list yet
-# (deploy/README.md, "Keys and commands the deploy files assume"): the process.* ones exist
-# in crates/ewn-processor, the fanout.* ones are assumed until the fan-out lands. A note is
-# printed for each; remove them here once the example file has them.
-PENDING_KEYS = {
-    "process.admin.listen", "process.instance_id", "fanout.admin.listen", "fanout.listen",
-}
+# EWN__* keys the deploy files may set before deploy/config/ewn.example.toml lists them: a
+# note is printed for each. Empty: every key the deploy files set is in the example.
+PENDING_KEYS: set[str] = set()
 
 # Role -> admin/metrics port and the variable that sets its listen address; the fan-out API.
 PORTS = {"ewn-process": 9101, "ewn-fanout": 9102, "ewn-gateway": 9103}
