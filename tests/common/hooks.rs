@@ -17,7 +17,6 @@ use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ewn_fanout::auth::Principal;
-use ewn_fanout::settings::{FormatName, WebhookConfig};
 use ewn_fanout::{FanoutConfig, FanoutSettings, SubscriptionConfig};
 use ewn_kafka::KafkaSettings;
 use ewn_model::{Alert, AvroRecord, Level, MsgType, Tlp};
@@ -217,25 +216,7 @@ pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
 /// A subscription with a webhook at `hooks` named after its id.
 pub fn webhook_sub(hooks: &Hooks, id: &str, agency: &str, clearance: Tlp) -> SubscriptionConfig {
-    SubscriptionConfig {
-        id: id.into(),
-        agency: agency.into(),
-        clearance,
-        min_level: Level::Low,
-        categories: vec![],
-        states: vec![],
-        areas: vec![],
-        rules: vec![],
-        format: FormatName::Json,
-        channel: None,
-        webhook: Some(WebhookConfig {
-            url: hooks.url(id),
-            secret: Some(secret_of(id)),
-            secret_file: None,
-        }),
-        redacted: false,
-        escalation: vec![],
-    }
+    SubscriptionConfig::webhook(id, agency, clearance, hooks.url(id), secret_of(id))
 }
 
 /// A deterministic `whsec_` secret per subscription id.

@@ -3,8 +3,7 @@
 //! are configured by the network operator (never a URL or an alert id).
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
 #[derive(Clone)]
@@ -36,105 +35,79 @@ const ACK_BUCKETS: &[f64] = &[
 
 impl FanoutMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(
-            r: &Registry,
-            c: T,
-        ) -> prometheus::Result<T> {
-            r.register(Box::new(c.clone()))?;
-            Ok(c)
-        }
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            reg(r, IntCounterVec::new(Opts::new(name, help), labels)?)
-        };
-        let hist = |name: &str, help: &str, buckets: &[f64]| {
-            reg(
-                r,
-                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?,
-            )
-        };
-        let gauge = |name: &str, help: &str| reg(r, IntGauge::new(name, help)?);
+        let m = ewn_ops::metrics::Registrar(r);
         Ok(FanoutMetrics {
-            alerts: counter(
+            alerts: m.counter_vec(
                 "ewn_fanout_alerts_total",
                 "alert records read, by message type",
                 &["msg_type"],
             )?,
-            deliveries: counter(
+            deliveries: m.counter_vec(
                 "ewn_fanout_deliveries_total",
                 "terminal delivery outcomes",
                 &["channel", "outcome", "agency"],
             )?,
-            retries: counter(
+            retries: m.counter_vec(
                 "ewn_fanout_delivery_retries_total",
                 "delivery attempts after the first",
                 &["channel", "agency"],
             )?,
-            dead_letters: counter(
+            dead_letters: m.counter_vec(
                 "ewn_fanout_dead_letters_total",
                 "deliveries given up after the last attempt",
                 &["agency"],
             )?,
-            delivery_seconds: reg(
-                r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "ewn_fanout_delivery_seconds",
-                        "alert created_at to delivered",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
-                    &["channel"],
-                )?,
+            delivery_seconds: m.histogram_vec(
+                "ewn_fanout_delivery_seconds",
+                "alert created_at to delivered",
+                LATENCY_BUCKETS,
+                &["channel"],
             )?,
-            attempt_seconds: hist(
+            attempt_seconds: m.histogram(
                 "ewn_fanout_webhook_attempt_seconds",
                 "one webhook attempt, request to response",
                 LATENCY_BUCKETS,
             )?,
-            end_to_end_seconds: hist(
+            end_to_end_seconds: m.histogram(
                 "ewn_fanout_end_to_end_seconds",
                 "newest contributing incident's occurred_at (the alert's window_end) to delivered",
                 LATENCY_BUCKETS,
             )?,
-            acks: counter(
+            acks: m.counter_vec(
                 "ewn_fanout_acks_total",
                 "acknowledgements recorded",
                 &["agency", "via"],
             )?,
-            ack_seconds: hist(
+            ack_seconds: m.histogram(
                 "ewn_fanout_ack_seconds",
                 "alert created_at to acknowledged",
                 ACK_BUCKETS,
             )?,
-            escalations: counter(
+            escalations: m.counter_vec(
                 "ewn_fanout_escalations_total",
                 "escalation steps taken for unacknowledged alerts",
                 &["step"],
             )?,
-            stream_clients: reg(
-                r,
-                IntGaugeVec::new(
-                    Opts::new("ewn_fanout_stream_clients", "connected live-stream clients"),
-                    &["agency"],
-                )?,
+            stream_clients: m.gauge_vec(
+                "ewn_fanout_stream_clients",
+                "connected live-stream clients",
+                &["agency"],
             )?,
-            withheld: counter(
+            withheld: m.counter_vec(
                 "ewn_fanout_withheld_total",
                 "alerts withheld from a matching subscriber for clearance",
                 &["tlp"],
             )?,
-            pending_alerts: gauge(
+            pending_alerts: m.gauge(
                 "ewn_fanout_pending_alerts",
                 "alerts read whose deliveries are not all terminal",
             )?,
-            subscriptions: gauge("ewn_fanout_subscriptions", "subscriptions in force")?,
-            skipped_replays: reg(
-                r,
-                IntCounter::new(
-                    "ewn_fanout_replayed_deliveries_skipped_total",
-                    "deliveries skipped after a restart because a receipt already records them",
-                )?,
+            subscriptions: m.gauge("ewn_fanout_subscriptions", "subscriptions in force")?,
+            skipped_replays: m.counter(
+                "ewn_fanout_replayed_deliveries_skipped_total",
+                "deliveries skipped after a restart because a receipt already records them",
             )?,
-            undecodable: counter(
+            undecodable: m.counter_vec(
                 "ewn_fanout_undecodable_records_total",
                 "records of an input topic that did not decode",
                 &["topic"],

@@ -243,6 +243,29 @@ pub fn is_name(s: &str) -> bool {
 }
 
 impl SubscriptionConfig {
+    /// A subscription to every alert its clearance allows, in JSON, by signed webhook.
+    pub fn webhook(id: &str, agency: &str, clearance: Tlp, url: String, secret: String) -> Self {
+        SubscriptionConfig {
+            id: id.into(),
+            agency: agency.into(),
+            clearance,
+            min_level: Level::Low,
+            categories: vec![],
+            states: vec![],
+            areas: vec![],
+            rules: vec![],
+            format: FormatName::Json,
+            channel: None,
+            webhook: Some(WebhookConfig {
+                url,
+                secret: Some(secret),
+                secret_file: None,
+            }),
+            redacted: false,
+            escalation: vec![],
+        }
+    }
+
     /// Every problem, each naming `at` (e.g. `subscriptions[2]`) and the field.
     pub fn problems(&self, at: &str) -> Vec<String> {
         let mut p = Vec::new();

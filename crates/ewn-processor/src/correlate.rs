@@ -84,6 +84,37 @@ fn digest_id(parts: &[&[u8]]) -> String {
 }
 
 /// The id of the first alert of an episode: rule, key and window start.
+/// The correlation event of a verified, scored incident (group and key are set per
+/// re-keyed record).
+pub fn event_of(
+    i: &ewn_model::Incident,
+    scored: crate::score::Scored,
+    evidence: ewn_model::Evidence,
+) -> Event {
+    Event {
+        group: String::new(),
+        group_key: String::new(),
+        incident_id: i.incident_id.clone(),
+        occurred_at: i.occurred_at,
+        reported_at: i.reported_at,
+        state: i.reporter.state.clone(),
+        agency: i.reporter.agency.clone(),
+        area: i.location.area.clone(),
+        crossing: i.location.crossing.clone(),
+        category: i.category,
+        direction: i.direction,
+        watchlist_hit: crate::score::is_watchlist_hit(i),
+        subjects: i.subjects.iter().map(|s| s.subject_ref.clone()).collect(),
+        score: scored.score,
+        level: scored.level,
+        reasons: scored.reasons,
+        tlp: i.tlp,
+        lat: i.location.lat,
+        lon: i.location.lon,
+        evidence,
+    }
+}
+
 pub fn alert_id(rule: &str, key: &str, window_start: i64) -> String {
     digest_id(&[rule.as_bytes(), key.as_bytes(), &window_start.to_be_bytes()])
 }

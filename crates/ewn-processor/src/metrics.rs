@@ -1,7 +1,7 @@
 //! The processor's series (names are a contract with `deploy/`): counted per batch on the
 //! hot path, label values from closed sets (states, reason codes, rule names, levels).
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, IntCounterVec, IntGaugeVec, Registry};
 
 #[derive(Clone)]
 pub struct ProcessorMetrics {
@@ -33,121 +33,90 @@ const STAGE_BUCKETS: &[f64] = &[
 
 impl ProcessorMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(
-            r: &Registry,
-            c: T,
-        ) -> prometheus::Result<T> {
-            r.register(Box::new(c.clone()))?;
-            Ok(c)
-        }
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            reg(r, IntCounterVec::new(Opts::new(name, help), labels)?)
-        };
-        let hist = |name: &str, help: &str, buckets: &[f64]| {
-            reg(
-                r,
-                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?,
-            )
-        };
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            reg(r, IntGaugeVec::new(Opts::new(name, help), labels)?)
-        };
+        let m = ewn_ops::metrics::Registrar(r);
         Ok(ProcessorMetrics {
-            received: counter(
+            received: m.counter_vec(
                 "ewn_processor_incidents_received_total",
                 "records read from incident topics",
                 &["state"],
             )?,
-            verified: counter(
+            verified: m.counter_vec(
                 "ewn_processor_incidents_verified_total",
                 "incidents that passed verification",
                 &["state"],
             )?,
-            rejected: counter(
+            rejected: m.counter_vec(
                 "ewn_processor_incidents_rejected_total",
                 "records rejected, by reason",
                 &["reason"],
             )?,
-            verify_batch_size: hist(
+            verify_batch_size: m.histogram(
                 "ewn_processor_verify_batch_size",
                 "signatures verified per batch",
                 &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
             )?,
-            verify_seconds: hist(
+            verify_seconds: m.histogram(
                 "ewn_processor_verify_seconds",
                 "time to verify one batch",
                 STAGE_BUCKETS,
             )?,
-            score_seconds: hist(
+            score_seconds: m.histogram(
                 "ewn_processor_score_seconds",
                 "time to score one batch",
                 STAGE_BUCKETS,
             )?,
-            correlate_seconds: hist(
+            correlate_seconds: m.histogram(
                 "ewn_processor_correlate_seconds",
                 "time to correlate one batch",
                 STAGE_BUCKETS,
             )?,
-            confirm_seconds: reg(
-                r,
-                prometheus::HistogramVec::new(
-                    HistogramOpts::new(
-                        "ewn_processor_output_confirm_seconds",
-                        "time for the broker to confirm a batch's outputs",
-                    )
-                    .buckets(STAGE_BUCKETS.to_vec()),
-                    &["stage"],
-                )?,
+            confirm_seconds: m.histogram_vec(
+                "ewn_processor_output_confirm_seconds",
+                "time for the broker to confirm a batch's outputs",
+                STAGE_BUCKETS,
+                &["stage"],
             )?,
-            commit_seconds: reg(
-                r,
-                prometheus::HistogramVec::new(
-                    HistogramOpts::new(
-                        "ewn_processor_commit_seconds",
-                        "time to commit a batch's offsets",
-                    )
-                    .buckets(STAGE_BUCKETS.to_vec()),
-                    &["stage"],
-                )?,
+            commit_seconds: m.histogram_vec(
+                "ewn_processor_commit_seconds",
+                "time to commit a batch's offsets",
+                STAGE_BUCKETS,
+                &["stage"],
             )?,
-            alerts: counter(
+            alerts: m.counter_vec(
                 "ewn_processor_alerts_total",
                 "alerts produced",
                 &["rule", "level", "msg_type"],
             )?,
-            late: counter(
+            late: m.counter_vec(
                 "ewn_processor_late_events_total",
                 "events behind the watermark, not merged",
                 &["rule"],
             )?,
-            correlated: reg(
-                r,
-                prometheus::IntCounter::new(
-                    "ewn_processor_correlated_events_total",
-                    "re-keyed events the correlate stage consumed",
-                )?,
+            correlated: m.counter(
+                "ewn_processor_correlated_events_total",
+                "re-keyed events the correlate stage consumed",
             )?,
-            event_to_alert: hist(
+            event_to_alert: m.histogram(
                 "ewn_processor_event_to_alert_seconds",
                 "incident occurred_at to alert produced",
                 LATENCY_BUCKETS,
             )?,
-            publish_to_alert: hist(
+            publish_to_alert: m.histogram(
                 "ewn_processor_publish_to_alert_seconds",
                 "incident reported_at to alert produced",
                 LATENCY_BUCKETS,
             )?,
-            watermark_lag: gauge(
+            watermark_lag: m.gauge_vec(
                 "ewn_processor_watermark_lag_seconds",
                 "now minus the partition's watermark",
                 &["partition"],
             )?,
-            state_keys: gauge(
+            state_keys: m.gauge_vec(
                 "ewn_processor_state_keys",
                 "correlation keys held",
                 &["rule"],
             )?,
-            rule_reloads: counter(
+            rule_reloads: m.counter_vec(
                 "ewn_processor_rule_reloads_total",
                 "rule and trust-store reloads",
                 &["outcome"],

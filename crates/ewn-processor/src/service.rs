@@ -38,7 +38,6 @@ use crate::correlate::{Event, EventKeys, Fed, PartitionState, RuleSet};
 use crate::error::{Error, Result};
 use crate::metrics::ProcessorMetrics;
 use crate::rules::{GroupBy, RuleConfig, default_rules};
-use crate::score::is_watchlist_hit;
 use crate::settings::ProcessSettings;
 
 /// Everything the processor is configured with.
@@ -472,30 +471,11 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 fn to_event(v: &Verified, scored: crate::score::Scored, topic: &str, origin: &Origin) -> Event {
-    let i = &v.incident;
-    Event {
-        // set per re-keyed record
-        group: String::new(),
-        group_key: String::new(),
-        incident_id: i.incident_id.clone(),
-        occurred_at: i.occurred_at,
-        reported_at: i.reported_at,
-        state: i.reporter.state.clone(),
-        agency: i.reporter.agency.clone(),
-        area: i.location.area.clone(),
-        crossing: i.location.crossing.clone(),
-        category: i.category,
-        direction: i.direction,
-        watchlist_hit: is_watchlist_hit(i),
-        subjects: i.subjects.iter().map(|s| s.subject_ref.clone()).collect(),
-        score: scored.score,
-        level: scored.level,
-        reasons: scored.reasons,
-        tlp: i.tlp,
-        lat: i.location.lat,
-        lon: i.location.lon,
-        evidence: Evidence {
-            incident_id: i.incident_id.clone(),
+    crate::correlate::event_of(
+        &v.incident,
+        scored,
+        Evidence {
+            incident_id: v.incident.incident_id.clone(),
             topic: topic.to_string(),
             partition: origin.partition,
             offset: origin.offset,
@@ -503,7 +483,7 @@ fn to_event(v: &Verified, scored: crate::score::Scored, topic: &str, origin: &Or
             signature: v.envelope.signature,
             payload_sha256: sha256(&v.envelope.payload),
         },
-    }
+    )
 }
 
 fn record_alerts(ctx: &Ctx, out: &mut Outbox, alerts: &[Alert]) -> Result<()> {

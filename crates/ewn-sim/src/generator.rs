@@ -791,8 +791,7 @@ mod tests {
     use std::sync::Arc;
 
     use ewn_model::{Alert, Evidence, MsgType};
-    use ewn_processor::correlate::{Event, EventKeys, Fed, PartitionState, RuleSet, alert_id};
-    use ewn_processor::score::is_watchlist_hit;
+    use ewn_processor::correlate::{EventKeys, Fed, PartitionState, RuleSet, alert_id, event_of};
     use ewn_trust::TrustSettings;
 
     use super::*;
@@ -1005,27 +1004,10 @@ mod tests {
 
         fn feed(&mut self, i: &Incident, now: i64) {
             let s = self.rules.weights.score(i);
-            let e = Arc::new(Event {
-                group: String::new(),
-                group_key: String::new(),
-                incident_id: i.incident_id.clone(),
-                occurred_at: i.occurred_at,
-                reported_at: i.reported_at,
-                state: i.reporter.state.clone(),
-                agency: i.reporter.agency.clone(),
-                area: i.location.area.clone(),
-                crossing: i.location.crossing.clone(),
-                category: i.category,
-                direction: i.direction,
-                watchlist_hit: is_watchlist_hit(i),
-                subjects: i.subjects.iter().map(|s| s.subject_ref.clone()).collect(),
-                score: s.score,
-                level: s.level,
-                reasons: s.reasons,
-                tlp: i.tlp,
-                lat: i.location.lat,
-                lon: i.location.lon,
-                evidence: Evidence {
+            let e = Arc::new(event_of(
+                i,
+                s,
+                Evidence {
                     incident_id: i.incident_id.clone(),
                     topic: "t".into(),
                     partition: 0,
@@ -1034,7 +1016,7 @@ mod tests {
                     signature: [0; 64],
                     payload_sha256: [0; 32],
                 },
-            });
+            ));
             self.rules.immediate(&e, now, &mut self.alerts);
             for group in self.rules.stateful_groups() {
                 let keys: Vec<String> = e.keys(group).into_iter().map(String::from).collect();

@@ -18,7 +18,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use ewn_fanout::auth::Principal;
 use ewn_fanout::policy::{self, Decision, Form};
-use ewn_fanout::settings::{FormatName, WebhookConfig};
 use ewn_fanout::webhook::WebhookSecret;
 use ewn_fanout::{FanoutConfig, FanoutSettings, SubscriptionConfig};
 use ewn_kafka::{AssignedReader, KafkaSettings, StartAt, Topics};
@@ -59,24 +58,14 @@ fn desks(receiver: SocketAddr, secrets: &BTreeMap<String, String>) -> Vec<Subscr
         ("kg-desk", "KG-GKNB", Tlp::Green),
     ]
     .into_iter()
-    .map(|(id, agency, clearance)| SubscriptionConfig {
-        id: id.into(),
-        agency: agency.into(),
-        clearance,
-        min_level: Level::Low,
-        categories: vec![],
-        states: vec![],
-        areas: vec![],
-        rules: vec![],
-        format: FormatName::Json,
-        channel: None,
-        webhook: Some(WebhookConfig {
-            url: format!("http://{receiver}/desk/{id}"),
-            secret: Some(secrets[id].clone()),
-            secret_file: None,
-        }),
-        redacted: false,
-        escalation: vec![],
+    .map(|(id, agency, clearance)| {
+        SubscriptionConfig::webhook(
+            id,
+            agency,
+            clearance,
+            format!("http://{receiver}/desk/{id}"),
+            secrets[id].clone(),
+        )
     })
     .collect()
 }
