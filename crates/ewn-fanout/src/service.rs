@@ -45,8 +45,8 @@ use crate::subscriptions::{SubscriptionSet, same_definition};
 use crate::webhook::{self, Attempt, WebhookSecret};
 use crate::{cap, policy, render};
 
-/// Everything the fan-out is configured with.
-#[derive(Clone, Debug)]
+/// Everything the fan-out is configured with. (`Debug` shows token names, never tokens.)
+#[derive(Clone)]
 pub struct FanoutConfig {
     pub kafka: KafkaSettings,
     pub fanout: FanoutSettings,
@@ -54,6 +54,24 @@ pub struct FanoutConfig {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Tokens given directly (tests, the demo); added to those of `fanout.tokens_file`.
     pub tokens: Vec<(String, crate::auth::Principal)>,
+}
+
+impl std::fmt::Debug for FanoutConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutConfig")
+            .field("kafka", &self.kafka)
+            .field("fanout", &self.fanout)
+            .field("subscriptions", &self.subscriptions)
+            .field(
+                "tokens",
+                &self
+                    .tokens
+                    .iter()
+                    .map(|(_, p)| p.name())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl FanoutConfig {

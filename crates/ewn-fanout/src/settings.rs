@@ -180,7 +180,8 @@ pub enum ChannelName {
     Console,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
@@ -190,6 +191,16 @@ pub struct WebhookConfig {
     /// A file (mode 0600) holding the `whsec_` secret.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -495,6 +506,18 @@ escalation = [{ after_secs = 0, targets = [] }]
             "subscriptions[1].escalation[0].targets",
         ] {
             assert!(p.contains(needle), "{needle} missing from:\n{p}");
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let s = parse(
+            "id='a'\nagency='b'\nclearance='GREEN'\nwebhook={url='http://h/x', secret='whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw'}\n",
+        );
+        let record = s.to_record(0).unwrap();
+        for text in [format!("{s:?}"), format!("{record:?}")] {
+            assert!(!text.contains("MfKQ9r8G"), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
         }
     }
 

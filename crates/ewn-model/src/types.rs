@@ -285,7 +285,8 @@ pub struct EscalationStep {
     pub targets: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` leaves the webhook secret out, so a logged subscription never leaks it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     pub id: String,
     pub agency: String,
@@ -304,6 +305,33 @@ pub struct Subscription {
     pub updated_at: i64,
     pub disabled_at: Option<i64>,
     pub disabled_reason: Option<String>,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("agency", &self.agency)
+            .field("clearance", &self.clearance)
+            .field("min_level", &self.min_level)
+            .field("categories", &self.categories)
+            .field("states", &self.states)
+            .field("areas", &self.areas)
+            .field("rules", &self.rules)
+            .field("format", &self.format)
+            .field("channel", &self.channel)
+            .field("webhook_url", &self.webhook_url)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("redacted_above_clearance", &self.redacted_above_clearance)
+            .field("escalation", &self.escalation)
+            .field("updated_at", &self.updated_at)
+            .field("disabled_at", &self.disabled_at)
+            .field("disabled_reason", &self.disabled_reason)
+            .finish()
+    }
 }
 
 /// Internal: a verified, scored incident re-keyed by one group-by value.
