@@ -184,6 +184,42 @@ impl DeliverySink for Callbacks {
     }
 }
 
+/// A delivery a receipt records: (alert id, subscription id, escalation step).
+type DeliveryKey = (String, String, i32);
+
+/// The deliveries known to have a receipt, bounded: the oldest are forgotten first, as
+/// the start-up read of `<prefix>deliveries` forgets what lies beyond its lookback.
+pub(crate) struct Seen {
+    set: HashSet<DeliveryKey>,
+    order: std::collections::VecDeque<DeliveryKey>,
+    capacity: usize,
+}
+
+impl Seen {
+    fn new(capacity: usize) -> Seen {
+        Seen {
+            set: HashSet::new(),
+            order: std::collections::VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn insert(&mut self, key: DeliveryKey) {
+        if self.set.insert(key.clone()) {
+            self.order.push_back(key);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, key: &DeliveryKey) -> bool {
+        self.set.contains(key)
+    }
+}
+
 /// A pending escalation step of one alert, for one primary subscription.
 struct Escalation {
     work: Arc<Work>,
@@ -209,7 +245,7 @@ pub(crate) struct Core {
     /// Alert id -> when it was first acknowledged.
     acks: Mutex<HashMap<String, i64>>,
     /// (alert id, subscription id, escalation step) with a receipt on the topic.
-    receipts: Mutex<HashSet<(String, String, i32)>>,
+    receipts: Mutex<Seen>,
     pub shutdown: Arc<AtomicBool>,
     pub stop: watch::Receiver<bool>,
     runtime: tokio::runtime::Handle,
@@ -1074,7 +1110,10 @@ pub async fn start(
         escalations: Mutex::new(BTreeMap::new()),
         escalation_seq: AtomicUsize::new(0),
         acks: Mutex::new(HashMap::new()),
-        receipts: Mutex::new(HashSet::new()),
+        receipts: Mutex::new(Seen::new(
+            (config.fanout.receipts_lookback.max(1) as usize)
+                .saturating_mul(config.kafka.partitions.max(1) as usize),
+        )),
         shutdown: shutdown.clone(),
         stop: stop_rx,
         runtime: tokio::runtime::Handle::current(),
@@ -1203,4 +1242,22 @@ async fn seed(core: &Arc<Core>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receipt_memory_forgets_the_oldest_first() {
+        let key = |n: i32| ("a".to_string(), "s".to_string(), n);
+        let mut seen = Seen::new(3);
+        for n in 0..5 {
+            seen.insert(key(n));
+            seen.insert(key(n));
+        }
+        assert!(!seen.contains(&key(0)) && !seen.contains(&key(1)));
+        assert!((2..5).all(|n| seen.contains(&key(n))));
+        assert_eq!(seen.order.len(), 3);
+    }
 }
