@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use ewn_model::{AvroRecord, Category, Direction, Level, MsgType, RejectReason};
@@ -651,10 +651,28 @@ fn a_member_state_topic_created_later_is_picked_up() {
     let mut signer = ewn_trust::IncidentSigner::new("af-test", key);
     let mut i = incident(1, "AF", now - MIN, Category::FtfReturnee, &["returnee"]);
     i.reporter.state = "AF".into();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tries = 0;
     wait_until(
         "the new topic's incident to be verified",
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         || {
+            tries += 1;
+            if Instant::now() > deadline {
+                let mut reasons = std::collections::BTreeMap::new();
+                for r in net.rejections() {
+                    *reasons.entry(r.reason.code()).or_insert(0) += 1;
+                }
+                panic!(
+                    "after {tries} tries: received AF {}, rejections {reasons:?}\n{}",
+                    p.metric("ewn_processor_incidents_received_total", "state=\"AF\""),
+                    ewn_ops::metrics::render(&p.registry)
+                        .lines()
+                        .filter(|l| l.contains("assigned") || l.contains("received_total"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
             // re-sent until the processor knows both the topic and the key; later copies are
             // rejected as duplicates, which is fine here
             let value = signer.sign(&i).unwrap().to_avro().unwrap();

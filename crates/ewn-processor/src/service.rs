@@ -177,6 +177,12 @@ pub async fn run(
     });
     ensure_topics(&config.kafka, &specs).await?;
 
+    // The files' times are taken before they are read, so a change made while they load
+    // is seen by the first reload check rather than missed.
+    let seen = (
+        config.trust.trust_store.as_deref().and_then(mtime),
+        config.process.rules_file.as_deref().and_then(mtime),
+    );
     let rules = load_rules(&config.process)?;
     let verifier = load_verifier(&config)?;
     let group = if config.process.group_id.is_empty() {
@@ -221,7 +227,7 @@ pub async fn run(
     }
     let reload = {
         let ctx = ctx.clone();
-        tokio::spawn(async move { reload_loop(&ctx).await })
+        tokio::spawn(async move { reload_loop(&ctx, seen).await })
     };
     let mut result = Ok(());
     for t in tasks {
@@ -258,12 +264,11 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 }
 
 /// Polls the rules file and the trust store; swaps them in when they change and parse.
-async fn reload_loop(ctx: &Ctx) {
+async fn reload_loop(ctx: &Ctx, seen: (Option<SystemTime>, Option<SystemTime>)) {
     let interval = Duration::from_secs(ctx.config.process.reload_interval_secs);
     let trust_path: Option<PathBuf> = ctx.config.trust.trust_store.clone();
     let rules_path = ctx.config.process.rules_file.clone();
-    let mut trust_seen = trust_path.as_deref().and_then(mtime);
-    let mut rules_seen = rules_path.as_deref().and_then(mtime);
+    let (mut trust_seen, mut rules_seen) = seen;
     loop {
         tokio::time::sleep(interval).await;
         if let Some(path) = &trust_path {
