@@ -154,12 +154,14 @@ pub fn backoff(n: u32, initial: Duration, max: Duration) -> Duration {
 }
 
 /// The HTTP client for every endpoint: no redirects (a webhook URL is exactly where the
-/// subscriber asked to be called), bounded idle connections per host.
+/// subscriber asked to be called). Up to 32 idle connections per host are kept, so desks
+/// behind one gateway do not reconnect after each burst (with 4, the bench's 100 endpoints
+/// on one port opened ~19,000 connections in 10 s of paced load).
 pub fn client(user_agent: &str) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(user_agent)
-        .pool_max_idle_per_host(4)
+        .pool_max_idle_per_host(32)
         .connect_timeout(Duration::from_secs(5))
         .build()
 }

@@ -658,15 +658,12 @@ fn print_summary(s: &DemoSummary) {
     for a in s.alerts.iter().filter(|a| a.msg_type == MsgType::Alert) {
         *by_rule.entry(&a.rule).or_default() += 1;
     }
-    println!(
-        "   alerts     {} ({})",
-        s.alerts.len(),
-        by_rule
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let rules: Vec<String> = by_rule.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    if rules.is_empty() {
+        println!("   alerts     {}", s.alerts.len());
+    } else {
+        println!("   alerts     {} ({})", s.alerts.len(), rules.join(", "));
+    }
     for d in s.desks.keys() {
         let n = s
             .alerts
