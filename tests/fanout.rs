@@ -965,3 +965,59 @@ fn a_cap_subscriber_receives_valid_cap_with_references_for_updates() {
     );
     fanout.stop();
 }
+
+#[test]
+fn a_cap_ack_from_a_desk_system_is_recorded() {
+    let mut net = Net::new("fanout-capack");
+    let hooks = Hooks::start();
+    let fanout = start_fanout(fanout_config(
+        &net.settings,
+        vec![webhook_sub(&hooks, "kg-desk", "KG-GKNB", Tlp::Amber)],
+    ));
+    let seen = alert(1, Tlp::Amber, Level::High);
+    let hidden = alert(2, Tlp::Red, Level::High);
+    net.publish_alerts(&[seen.clone(), hidden.clone()]);
+    wait_settled(&fanout, 2);
+    let doc = |ids: &[&str], msg_type: &str| {
+        let refs: Vec<String> = ids
+            .iter()
+            .map(|id| format!("ewn@rcc.ewn.invalid,{id},2026-11-22T03:00:00+00:00"))
+            .collect();
+        format!(
+            "<?xml version=\"1.0\"?><alert xmlns=\"urn:oasis:names:tc:emergency:cap:1.2\"><identifier>kg-ack-1</identifier><sender>desk@gknb.kg</sender><sent>2026-11-22T03:01:00+00:00</sent><status>Actual</status><msgType>{msgType}</msgType><scope>Restricted</scope><restriction>TLP:AMBER</restriction><references>{}</references><note>seen</note></alert>",
+            refs.join(" "),
+            msgType = msg_type,
+        )
+    };
+    let post = |body: String, token: &str| {
+        reqwest::blocking::Client::new()
+            .post(fanout.url("/api/v1/cap"))
+            .bearer_auth(token)
+            .header("content-type", "application/cap+xml")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let token = format!("{DESK_TOKEN_PREFIX}kg-desk");
+    assert_eq!(post(doc(&[&seen.alert_id], "Ack"), "forged").status(), 401);
+    let r = post(doc(&[&seen.alert_id], "Alert"), &token);
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("only Ack"));
+    // A reference the desk may not see refuses the whole Ack.
+    assert_eq!(
+        post(doc(&[&seen.alert_id, &hidden.alert_id], "Ack"), &token).status(),
+        404
+    );
+    assert_eq!(post(doc(&[&seen.alert_id], "Ack"), &token).status(), 201);
+    let acks = net.acks();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(
+        (
+            acks[0].alert_id.as_str(),
+            acks[0].via,
+            acks[0].note.as_deref()
+        ),
+        (seen.alert_id.as_str(), ewn_model::AckVia::Cap, Some("seen"))
+    );
+    fanout.stop();
+}

@@ -61,6 +61,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .route("/api/v1/me", get(me))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/alerts/{id}/ack", post(ack))
+        .route("/api/v1/cap", post(cap_ack))
         .route(
             "/api/v1/subscriptions",
             get(list_subscriptions).post(create_subscription),
@@ -305,34 +306,53 @@ async fn ack(
             "note: at most 1000 printable characters",
         );
     }
-    // A desk acknowledges only what it may see; anything else is "not found", so the
-    // answer reveals nothing about alerts above its clearance.
-    let Some(alert) = api.core.hub.find(&alert_id) else {
-        return error(StatusCode::NOT_FOUND, "no such alert");
-    };
-    if !matches!(policy::decide_named(&sub, &alert), Decision::Deliver(_)) {
-        return error(StatusCode::NOT_FOUND, "no such alert");
-    }
     let via = match via {
         Via::Cookie => AckVia::Console,
         Via::Bearer => AckVia::Api,
     };
+    match record_ack(&api, &sub, &alert_id, actor, body.note, via).await {
+        Ok(now) => (
+            StatusCode::CREATED,
+            axum::Json(json!({ "alert_id": alert_id, "acked_at": crate::render::rfc3339(now) })),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Records a desk's acknowledgement of one alert; returns when it was recorded.
+async fn record_ack(
+    api: &Api,
+    sub: &Subscription,
+    alert_id: &str,
+    actor: String,
+    note: Option<String>,
+    via: AckVia,
+) -> Result<i64, Response> {
+    // A desk acknowledges only what it may see; anything else is "not found", so the
+    // answer reveals nothing about alerts above its clearance.
+    let Some(alert) = api.core.hub.find(alert_id) else {
+        return Err(error(StatusCode::NOT_FOUND, "no such alert"));
+    };
+    if !matches!(policy::decide_named(sub, &alert), Decision::Deliver(_)) {
+        return Err(error(StatusCode::NOT_FOUND, "no such alert"));
+    }
     let now = now_ms();
     let record = Ack {
-        alert_id: alert_id.clone(),
+        alert_id: alert_id.to_string(),
         agency: sub.agency.clone(),
         subscription_id: Some(sub.id.clone()),
         actor,
         via,
-        note: body.note,
+        note,
         acked_at: now,
     };
     if let Err(e) = api.core.record_ack(&record).await {
         tracing::error!(error = %e, "ack not recorded");
-        return error(
+        return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the acknowledgement could not be recorded; retry",
-        );
+        ));
     }
     let m = &api.core.metrics;
     m.acks
@@ -341,9 +361,48 @@ async fn ack(
     m.ack_seconds
         .observe(((now - alert.created_at).max(0)) as f64 / 1000.0);
     tracing::info!(alert_id = %alert_id, agency = %sub.agency, "acknowledged");
+    Ok(now)
+}
+
+/// `POST /api/v1/cap`: a CAP 1.2 `Ack` from a desk's warning system (bearer token only:
+/// machine to machine). Every referenced alert is acknowledged, or none is.
+async fn cap_ack(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let (name, sub, via) = match desk(&api, &headers, false) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if via != Via::Bearer {
+        return error(
+            StatusCode::FORBIDDEN,
+            "CAP acknowledgements take a bearer token",
+        );
+    }
+    let ack = match crate::cap_ack::parse_ack(&body) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("CAP Ack: {e}")),
+    };
+    let note = ack.note.map(|n| n.chars().take(1000).collect::<String>());
+    // Check them all first, so a bad reference acknowledges nothing.
+    for id in &ack.acknowledged {
+        let visible = api
+            .core
+            .hub
+            .find(id)
+            .is_some_and(|a| matches!(policy::decide_named(&sub, &a), Decision::Deliver(_)));
+        if !visible {
+            return error(StatusCode::NOT_FOUND, "a referenced alert does not exist");
+        }
+    }
+    let mut done = Vec::new();
+    for id in &ack.acknowledged {
+        match record_ack(&api, &sub, id, name.clone(), note.clone(), AckVia::Cap).await {
+            Ok(at) => done.push(json!({ "alert_id": id, "acked_at": crate::render::rfc3339(at) })),
+            Err(r) => return r,
+        }
+    }
     (
         StatusCode::CREATED,
-        axum::Json(json!({ "alert_id": alert_id, "acked_at": crate::render::rfc3339(now) })),
+        axum::Json(json!({ "acknowledged": done })),
     )
         .into_response()
 }

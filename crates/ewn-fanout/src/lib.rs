@@ -10,6 +10,7 @@
 mod api;
 pub mod auth;
 pub mod cap;
+pub mod cap_ack;
 pub mod error;
 pub mod metrics;
 pub mod policy;
