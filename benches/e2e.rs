@@ -51,13 +51,6 @@ fn background(n: u64, t: i64) -> Incident {
     in_area(i, &format!("{state}-AREA-{}", n % 40))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn passthrough(settings: &KafkaSettings, values: &[(String, Vec<u8>, Vec<u8>)]) -> f64 {
     let src = format!("{}bench.src", settings.topic_prefix);
     let dst = format!("{}bench.dst", settings.topic_prefix);
@@ -117,36 +110,6 @@ fn passthrough(settings: &KafkaSettings, values: &[(String, Vec<u8>, Vec<u8>)]) 
     let elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
     assert_eq!(tally.report().confirmed as usize, values.len());
     values.len() as f64 / elapsed.as_secs_f64()
-}
-
-/// The broker's own floor: one produce-then-consume hop, p50 and p99 in ms.
-fn hop_latency(settings: &KafkaSettings) -> (f64, f64) {
-    let topic = format!("{}bench.hop", settings.topic_prefix);
-    let spec = ewn_kafka::TopicSpec {
-        name: topic.clone(),
-        partitions: 1,
-        compacted: false,
-    };
-    block_on(ewn_kafka::admin::ensure_topics(settings, &[spec])).unwrap();
-    let reader =
-        AssignedReader::new(settings, "bench-hop", &topic, |t| t == topic, StartAt::End).unwrap();
-    let producer =
-        RecordProducer::new(settings, "bench-hop", Arc::new(Tally::default()), None).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut v = Vec::new();
-    for k in 0..200usize {
-        let sent = Instant::now();
-        producer.send(&topic, None, Some(b"ping"), k).unwrap();
-        while reader
-            .poll(Duration::from_millis(500), |_| ())
-            .unwrap()
-            .is_none()
-        {}
-        v.push(sent.elapsed().as_secs_f64() * 1000.0);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    (percentile(&v, 0.5), percentile(&v, 0.99))
 }
 
 fn main() {

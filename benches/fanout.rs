@@ -18,6 +18,9 @@
 //! - receipts on `<prefix>deliveries`, which must equal the deliveries.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,7 +33,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::serve::ListenerExt;
-use ewn_fanout::settings::{FormatName, WebhookConfig};
+use common::{hop_latency, percentile};
 use ewn_fanout::webhook::{self, Attempt, WebhookSecret};
 use ewn_fanout::{FanoutConfig, FanoutSettings, SubscriptionConfig};
 use ewn_kafka::producer::Tally;
@@ -61,13 +64,6 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(f)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// p50, p90, p99 and max of `v` (sorted here).
@@ -172,36 +168,6 @@ fn start_endpoints(hosts: usize) -> (Vec<String>, Arc<Seen>) {
     (urls, seen)
 }
 
-/// The broker's own floor: one produce-then-consume hop, p50 and p99 in ms (as e2e.rs).
-fn hop_latency(settings: &KafkaSettings) -> (f64, f64) {
-    let topic = format!("{}bench.hop", settings.topic_prefix);
-    let spec = ewn_kafka::TopicSpec {
-        name: topic.clone(),
-        partitions: 1,
-        compacted: false,
-    };
-    block_on(ewn_kafka::admin::ensure_topics(settings, &[spec])).unwrap();
-    let reader =
-        AssignedReader::new(settings, "bench-hop", &topic, |t| t == topic, StartAt::End).unwrap();
-    let producer =
-        RecordProducer::new(settings, "bench-hop", Arc::new(Tally::default()), None).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut v = Vec::new();
-    for k in 0..200usize {
-        let sent = Instant::now();
-        producer.send(&topic, None, Some(b"ping"), k).unwrap();
-        while reader
-            .poll(Duration::from_millis(500), |_| ())
-            .unwrap()
-            .is_none()
-        {}
-        v.push(sent.elapsed().as_secs_f64() * 1000.0);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    (percentile(&v, 0.5), percentile(&v, 0.99))
-}
-
 /// The HTTP floor: `per_endpoint` signed POSTs of `body` to each endpoint, one at a time
 /// per endpoint and all endpoints at once, with the fan-out's client and attempt function.
 /// Requests/s and per-request ms (p50, p99).
@@ -266,24 +232,14 @@ fn alert(seq: u64) -> Alert {
 fn subscriptions(urls: &[String]) -> Vec<SubscriptionConfig> {
     urls.iter()
         .enumerate()
-        .map(|(i, url)| SubscriptionConfig {
-            id: format!("bench-{i:03}"),
-            agency: format!("AGENCY-{i:03}"),
-            clearance: Tlp::Green,
-            min_level: Level::Low,
-            categories: vec![],
-            states: vec![],
-            areas: vec![],
-            rules: vec![],
-            format: FormatName::Json,
-            channel: None,
-            webhook: Some(WebhookConfig {
-                url: url.clone(),
-                secret: Some(WebhookSecret::generate()),
-                secret_file: None,
-            }),
-            redacted: false,
-            escalation: vec![],
+        .map(|(i, url)| {
+            SubscriptionConfig::webhook(
+                &format!("bench-{i:03}"),
+                &format!("AGENCY-{i:03}"),
+                Tlp::Green,
+                url.clone(),
+                WebhookSecret::generate(),
+            )
         })
         .collect()
 }
