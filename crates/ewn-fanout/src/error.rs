@@ -19,3 +19,10 @@ pub enum Error {
     #[error("{0}")]
     Unconfirmed(String),
 }
+
+impl Error {
+    /// A configuration error is final; anything else may pass (the broker coming back).
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Config(_))
+    }
+}

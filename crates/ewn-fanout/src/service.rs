@@ -1031,27 +1031,6 @@ fn hub_loop(core: &Arc<Core>) -> Result<()> {
     Ok(())
 }
 
-/// Restarts a loop after transient failures (broker away) with backoff.
-fn supervise(
-    core: &Arc<Core>,
-    name: &'static str,
-    mut stage: impl FnMut(&Arc<Core>) -> Result<()>,
-) -> Result<()> {
-    let mut backoff = Duration::from_millis(200);
-    while !core.stopping() {
-        match stage(core) {
-            Ok(()) => return Ok(()),
-            Err(Error::Config(p)) => return Err(Error::Config(p)),
-            Err(e) => {
-                tracing::warn!(stage = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "stage failed; restarting");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// A started fan-out: where its API listens, and the task to await.
 pub struct Running {
     pub api: SocketAddr,
@@ -1129,7 +1108,12 @@ pub async fn start(
         tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("stage", service = "fanout", stage = "tail").entered();
             let mut ready = Some(ready_tx);
-            supervise(&core, "tail", |c| tail_loop(c, &mut ready))
+            ewn_ops::supervise::supervise(
+                "tail",
+                &core.shutdown,
+                || tail_loop(&core, &mut ready),
+                Error::is_config,
+            )
         })
     };
     let waited =
@@ -1169,7 +1153,12 @@ pub async fn start(
             tasks.push(tokio::task::spawn_blocking(move || {
                 let _span =
                     tracing::info_span!("stage", service = "fanout", stage = name).entered();
-                supervise(&core, name, stage)
+                ewn_ops::supervise::supervise(
+                    name,
+                    &core.shutdown,
+                    || stage(&core),
+                    Error::is_config,
+                )
             }));
         }
         let escalation = tokio::spawn(escalation_loop(core.clone()));

@@ -1,5 +1,6 @@
 //! Operations plumbing shared by every EWN service: layered configuration ([`config`]),
-//! tracing setup ([`logging`]) and the metrics registry ([`metrics`]).
+//! tracing setup ([`logging`]), the metrics registry ([`metrics`]), the admin HTTP server
+//! ([`http`]) and stage supervision ([`supervise`]).
 //!
 //! Libraries take their configuration as values; only the binary reads the process
 //! environment and hands it to [`config::load`].
@@ -9,5 +10,6 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod supervise;
 
 pub use error::{Error, Result};

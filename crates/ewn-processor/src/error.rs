@@ -14,3 +14,10 @@ pub enum Error {
     #[error(transparent)]
     Model(#[from] ewn_model::Error),
 }
+
+impl Error {
+    /// A configuration error is final; anything else may pass (the broker coming back).
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Config(_))
+    }
+}

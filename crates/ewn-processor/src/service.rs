@@ -222,7 +222,7 @@ pub async fn run(
         let ctx = ctx.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
             let _span = tracing::info_span!("stage", service = "process", stage = name).entered();
-            supervise(&ctx, name, stage)
+            ewn_ops::supervise::supervise(name, &ctx.shutdown, || stage(&ctx), Error::is_config)
         }));
     }
     let reload = {
@@ -239,24 +239,6 @@ pub async fn run(
     }
     reload.abort();
     result
-}
-
-/// Restarts a stage after transient failures (broker away), with backoff; stops on a
-/// configuration error or shutdown.
-fn supervise(ctx: &Ctx, name: &'static str, stage: fn(&Ctx) -> Result<()>) -> Result<()> {
-    let mut backoff = Duration::from_millis(200);
-    while !ctx.shutdown.load(Ordering::Relaxed) {
-        match stage(ctx) {
-            Ok(()) => return Ok(()),
-            Err(Error::Config(p)) => return Err(Error::Config(p)),
-            Err(e) => {
-                tracing::warn!(stage = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "stage failed; restarting from committed offsets");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
