@@ -23,7 +23,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,9 +39,7 @@ use ewn_fanout::{FanoutConfig, FanoutSettings, SubscriptionConfig};
 use ewn_kafka::producer::Tally;
 use ewn_kafka::{AssignedReader, KafkaSettings, RecordProducer, StartAt, Topics};
 use ewn_model::{Alert, AvroRecord, DeliveryOutcome, DeliveryReceipt, Level, MsgType, Tlp};
-use ewn_ops::http::Health;
 use ewn_testkit::{Engine, start_broker};
-use prometheus::Registry;
 
 const ENDPOINTS: usize = 100;
 /// Alerts sent first, to let the consumer group join and the connections open; not counted.
@@ -75,18 +73,6 @@ fn spread(v: &mut [f64]) -> [f64; 4] {
         percentile(v, 0.99),
         v.last().copied().unwrap_or(f64::NAN),
     ]
-}
-
-fn metric(registry: &Registry, name: &str) -> f64 {
-    ewn_ops::metrics::render(registry)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        + 0.0
 }
 
 /// What the endpoints saw: per endpoint, (alert sequence number, arrival) of each delivery.
@@ -250,8 +236,8 @@ fn start_fanout(
     settings: &KafkaSettings,
     subs: Vec<SubscriptionConfig>,
     batch_max: usize,
-) -> (Registry, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let config = FanoutConfig {
+) -> common::hooks::Fanout {
+    common::hooks::start_fanout(FanoutConfig {
         kafka: settings.clone(),
         fanout: FanoutSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -260,29 +246,7 @@ fn start_fanout(
         },
         subscriptions: subs,
         tokens: vec![],
-    };
-    let registry = Registry::new();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let (r, s) = (registry.clone(), shutdown.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("fanout")
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let running = ewn_fanout::start(config, &r, Arc::new(Health::default()), s)
-                    .await
-                    .unwrap();
-                tx.send(()).unwrap();
-                running.task.await.unwrap().unwrap();
-            })
-    });
-    rx.recv_timeout(Duration::from_secs(90))
-        .expect("the fan-out did not start");
-    (registry, shutdown, thread)
+    })
 }
 
 /// Waits until the endpoints saw `n` bench alert deliveries in all.
@@ -467,11 +431,10 @@ fn main() {
     );
 
     let started = Instant::now();
-    let (registry, shutdown, fanout) =
-        start_fanout(&settings, subscriptions(&urls), batch_max as usize);
+    let fanout = start_fanout(&settings, subscriptions(&urls), batch_max as usize);
     println!(
         "  fan-out started with {} subscriptions in {:.1} s (batch_max {batch_max})",
-        metric(&registry, "ewn_fanout_subscriptions"),
+        fanout.metric("ewn_fanout_subscriptions", ""),
         started.elapsed().as_secs_f64()
     );
     let tally = Arc::new(Tally::default());
@@ -506,9 +469,9 @@ fn main() {
     let heavy_wall = h.last - t0;
     let heavy_lat = spread(&mut h.all);
     let heavy_connections = seen.connections.load(Ordering::Relaxed) - connections_before;
-    let attempts = metric(&registry, "ewn_fanout_webhook_attempt_seconds_count");
+    let attempts = fanout.metric("ewn_fanout_webhook_attempt_seconds_count", "");
     let attempt_ms =
-        1000.0 * metric(&registry, "ewn_fanout_webhook_attempt_seconds_sum") / attempts;
+        1000.0 * fanout.metric("ewn_fanout_webhook_attempt_seconds_sum", "") / attempts;
 
     // Paced load: `rate` alerts/s for `secs` s.
     let connections_before = seen.connections.load(Ordering::Relaxed);
@@ -543,10 +506,9 @@ fn main() {
         .iter()
         .map(|(_, c)| c)
         .sum();
-    let retries = metric(&registry, "ewn_fanout_delivery_retries_total");
-    let pending = metric(&registry, "ewn_fanout_pending_alerts");
-    shutdown.store(true, Ordering::Relaxed);
-    fanout.join().unwrap();
+    let retries = fanout.metric("ewn_fanout_delivery_retries_total", "");
+    let pending = fanout.metric("ewn_fanout_pending_alerts", "");
+    fanout.stop();
 
     let row = |what: &str, [p50, p90, p99, max]: [f64; 4]| {
         println!("  {what:<46} p50 {p50:>7.1}  p90 {p90:>7.1}  p99 {p99:>7.1}  max {max:>7.1} ms")

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,10 +21,9 @@ use ewn_kafka::KafkaSettings;
 use ewn_model::{Alert, AvroRecord, Level, MsgType, Tlp};
 use ewn_ops::http::Health;
 use hmac::{Hmac, Mac};
-use prometheus::Registry;
 use sha2::Sha256;
 
-use super::now_ms;
+use super::{InProcess, in_process, now_ms};
 
 /// How an endpoint answers.
 #[derive(Clone, Debug)]
@@ -270,41 +268,24 @@ pub fn fanout_config(settings: &KafkaSettings, subs: Vec<SubscriptionConfig>) ->
     }
 }
 
-/// A fan-out running in this process, on its own thread and runtime.
+/// A fan-out running in this process, with the address of its API.
 pub struct Fanout {
     pub api: SocketAddr,
-    pub registry: Registry,
-    shutdown: Arc<AtomicBool>,
-    thread: Option<JoinHandle<ewn_fanout::Result<()>>>,
+    service: InProcess<ewn_fanout::Error>,
 }
 
 pub fn start_fanout(config: FanoutConfig) -> Fanout {
-    let registry = Registry::new();
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let (r, s) = (registry.clone(), shutdown.clone());
     let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let running = ewn_fanout::start(config, &r, Arc::new(Health::default()), s).await?;
-                tx.send(running.api).unwrap();
-                running.task.await.unwrap()
-            })
+    let service = in_process(move |r, s| async move {
+        let running = ewn_fanout::start(config, &r, Arc::new(Health::default()), s).await?;
+        tx.send(running.api).unwrap();
+        running.task.await.unwrap()
     });
     let api = match rx.recv_timeout(Duration::from_secs(90)) {
         Ok(a) => a,
-        Err(_) => panic!("fan-out did not start: {:?}", thread.join()),
+        Err(_) => panic!("fan-out did not start: {:?}", service.outcome()),
     };
-    Fanout {
-        api,
-        registry,
-        shutdown,
-        thread: Some(thread),
-    }
+    Fanout { api, service }
 }
 
 impl Fanout {
@@ -313,20 +294,11 @@ impl Fanout {
     }
 
     pub fn metric(&self, name: &str, labels: &str) -> f64 {
-        super::metric(&ewn_ops::metrics::render(&self.registry), name, labels)
+        self.service.metric(name, labels)
     }
 
-    pub fn stop(mut self) {
-        self.shutdown.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for Fanout {
-    fn drop(&mut self) {
-        self.shutdown.store(true, Ordering::Relaxed);
+    pub fn stop(self) {
+        self.service.stop();
     }
 }
 

@@ -307,14 +307,20 @@ pub fn rekeyed_by_subject(incidents: &[Incident]) -> u64 {
     incidents.iter().map(|i| i.subjects.len() as u64).sum()
 }
 
-/// A processor running in this process, on its own thread and runtime.
-pub struct Running {
+/// A service running in this process, on its own thread and 2-thread runtime, until
+/// `stop` (or drop) sets its shutdown flag.
+pub struct InProcess<E> {
     pub registry: Registry,
     shutdown: Arc<AtomicBool>,
-    thread: Option<JoinHandle<ewn_processor::Result<()>>>,
+    thread: Option<JoinHandle<Result<(), E>>>,
 }
 
-pub fn start(config: ProcessorConfig) -> Running {
+pub fn in_process<E, F, Fut>(run: F) -> InProcess<E>
+where
+    F: FnOnce(Registry, Arc<AtomicBool>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: Send + 'static,
+{
     let registry = Registry::new();
     let shutdown = Arc::new(AtomicBool::new(false));
     let (r, s) = (registry.clone(), shutdown.clone());
@@ -324,18 +330,48 @@ pub fn start(config: ProcessorConfig) -> Running {
             .enable_all()
             .build()
             .unwrap()
-            .block_on(ewn_processor::run(
-                config,
-                &r,
-                Arc::new(Health::default()),
-                s,
-            ))
+            .block_on(run(r, s))
     });
-    Running {
+    InProcess {
         registry,
         shutdown,
         thread: Some(thread),
     }
+}
+
+impl<E: std::fmt::Debug> InProcess<E> {
+    /// The value of one of its metrics (see [`metric`]).
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        metric(&ewn_ops::metrics::render(&self.registry), name, labels)
+    }
+
+    /// Stops it and waits; panics with its error if it failed.
+    pub fn stop(mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap().unwrap();
+        }
+    }
+
+    /// Waits for it to end by itself (it failed to start, say) and gives its outcome.
+    pub fn outcome(mut self) -> Option<Result<(), E>> {
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl<E> Drop for InProcess<E> {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A processor running in this process.
+pub type Running = InProcess<ewn_processor::Error>;
+
+pub fn start(config: ProcessorConfig) -> Running {
+    in_process(move |r, s| async move {
+        ewn_processor::run(config, &r, Arc::new(Health::default()), s).await
+    })
 }
 
 /// The value of a metric (summed over label sets matching `labels`, e.g. `rule="x"`).
@@ -353,10 +389,6 @@ pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
 }
 
 impl Running {
-    pub fn metric(&self, name: &str, labels: &str) -> f64 {
-        metric(&ewn_ops::metrics::render(&self.registry), name, labels)
-    }
-
     /// Waits until the correlate stage has fully handled `n` re-keyed events.
     pub fn wait_correlated(&self, n: u64) {
         wait_until(
@@ -364,19 +396,6 @@ impl Running {
             Duration::from_secs(90),
             || self.metric("ewn_processor_correlated_events_total", "") as u64 >= n,
         );
-    }
-
-    pub fn stop(mut self) {
-        self.shutdown.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.store(true, Ordering::Relaxed);
     }
 }
 
