@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use ewn_model::{AvroRecord, Category, Direction, Level, MsgType, RejectReason};
 use ewn_processor::correlate::alert_id;
-use ewn_processor::rules::{Filter, GroupBy, RuleConfig, RuleKind, default_rules};
+use ewn_processor::rules::{default_rules, seizure_then_crossing};
 use ewn_testkit::{broker, free_port};
 
 #[test]
@@ -178,31 +178,11 @@ fn threshold_fires_on_a_burst_and_not_a_minute_late() {
     p.stop();
 }
 
-fn sequence_rule() -> RuleConfig {
-    RuleConfig {
-        first: Some(Filter {
-            categories: vec![Category::WeaponsSeizure],
-            ..Filter::default()
-        }),
-        then: Some(Filter {
-            categories: vec![Category::SuspiciousCrossing],
-            ..Filter::default()
-        }),
-        ..RuleConfig::new(
-            "seizure_then_crossing",
-            RuleKind::Sequence,
-            GroupBy::Subject,
-            3600,
-            Level::High,
-        )
-    }
-}
-
 #[test]
 fn sequence_fires_on_a_then_b_and_not_b_then_a() {
     let mut net = Net::new("sequence");
     let mut config = net.config(100 * 3600);
-    config.process.rules = vec![sequence_rule()];
+    config.process.rules = vec![seizure_then_crossing()];
     let p = start(config);
     let base = now_ms() - 2 * HOUR;
     let incidents = vec![

@@ -1015,24 +1015,7 @@ mod tests {
 
     #[test]
     fn sequence_needs_first_then() {
-        use crate::rules::Filter;
-        let seq = RuleConfig {
-            first: Some(Filter {
-                categories: vec![Category::WeaponsSeizure],
-                ..Filter::default()
-            }),
-            then: Some(Filter {
-                categories: vec![Category::SuspiciousCrossing],
-                ..Filter::default()
-            }),
-            ..RuleConfig::new(
-                "seizure_then_crossing",
-                RuleKind::Sequence,
-                GroupBy::Subject,
-                3600,
-                Level::High,
-            )
-        };
+        let seq = crate::rules::seizure_then_crossing();
         let rules = Arc::new(RuleSet::new(vec![seq], ScoreWeights::default()));
         let seizure = |id: &str, t| {
             let mut e = (*event(id, t, "KZ", "s")).clone();

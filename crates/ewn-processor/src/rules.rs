@@ -357,6 +357,28 @@ pub fn default_rules() -> Vec<RuleConfig> {
     ]
 }
 
+/// An example `sequence` rule outside the default set, for tests and examples of the kind:
+/// a weapons seizure, then a suspicious crossing of the same subject, within an hour.
+pub fn seizure_then_crossing() -> RuleConfig {
+    RuleConfig {
+        first: Some(Filter {
+            categories: vec![Category::WeaponsSeizure],
+            ..Filter::default()
+        }),
+        then: Some(Filter {
+            categories: vec![Category::SuspiciousCrossing],
+            ..Filter::default()
+        }),
+        ..RuleConfig::new(
+            "seizure_then_crossing",
+            RuleKind::Sequence,
+            GroupBy::Subject,
+            3600,
+            Level::High,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
