@@ -1,14 +1,16 @@
 //! Micro-benches of the per-record work on the producer and verifier side: Avro codec,
 //! signing, verification, blinding, and parsing one JSON input line.
 
+#[path = "support/trust.rs"]
+mod trust;
+
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ewn_gateway::parse_incident;
 use ewn_model::validate::Limits;
 use ewn_model::{AvroRecord, Incident, SignedIncident, SubjectKind, samples};
-use ewn_trust::{BlindingKey, IncidentSigner, KeyEntry, TrustStore, Verifier, VerifyPolicy, keys};
+use ewn_trust::BlindingKey;
 
 fn codec(c: &mut Criterion) {
     let incident = samples::incident();
@@ -31,17 +33,7 @@ fn codec(c: &mut Criterion) {
 }
 
 fn trust(c: &mut Criterion) {
-    let mut signer = IncidentSigner::new("kz-1", keys::generate());
-    let mut store = TrustStore::default();
-    store.insert(KeyEntry {
-        key_id: "kz-1".into(),
-        state: "KZ".into(),
-        public_key: signer.verifying_key(),
-        not_before: 0,
-        not_after: i64::MAX,
-        revoked_at: None,
-    });
-    let verifier = Verifier::new(Arc::new(store), VerifyPolicy::default());
+    let (mut signer, verifier) = trust::one_key();
     let incident = samples::incident();
     let signed: Vec<u8> = signer
         .sign(&incident)

@@ -1,6 +1,9 @@
 //! Micro-benches of the processor's per-record work: signature verification one by one
 //! against batched, scoring, and correlation.
 
+#[path = "support/trust.rs"]
+mod trust;
+
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -9,23 +12,11 @@ use ewn_model::{AvroRecord, Category, Evidence, Level, Tlp, samples};
 use ewn_processor::correlate::{Event, EventKeys, PartitionState, RuleSet};
 use ewn_processor::rules::{GroupBy, default_rules};
 use ewn_processor::score::ScoreWeights;
+use ewn_trust::check_signatures;
 use ewn_trust::verify::check_signature;
-use ewn_trust::{
-    IncidentSigner, KeyEntry, TrustStore, Verifier, VerifyPolicy, check_signatures, keys,
-};
 
 fn verify(c: &mut Criterion) {
-    let mut signer = IncidentSigner::new("kz-1", keys::generate());
-    let mut store = TrustStore::default();
-    store.insert(KeyEntry {
-        key_id: "kz-1".into(),
-        state: "KZ".into(),
-        public_key: signer.verifying_key(),
-        not_before: 0,
-        not_after: i64::MAX,
-        revoked_at: None,
-    });
-    let verifier = Verifier::new(Arc::new(store), VerifyPolicy::default());
+    let (mut signer, verifier) = trust::one_key();
     let now = samples::incident().reported_at;
     let mut g = c.benchmark_group("verify");
     for size in [1usize, 8, 64, 256] {
