@@ -61,26 +61,7 @@ mod tests {
         .unwrap();
         let defaults = Settings::default();
         // Every value the example shows is the default, so the file documents them truly.
-        assert_eq!(
-            format!("{:?}", from_file.kafka),
-            format!("{:?}", defaults.kafka)
-        );
-        assert_eq!(
-            format!("{:?}", from_file.process),
-            format!("{:?}", defaults.process)
-        );
-        assert_eq!(
-            format!("{:?}", from_file.trust),
-            format!("{:?}", defaults.trust)
-        );
-        assert_eq!(
-            format!("{:?}", from_file.limits),
-            format!("{:?}", defaults.limits)
-        );
-        assert_eq!(
-            format!("{:?}", from_file.fanout),
-            format!("{:?}", defaults.fanout)
-        );
+        assert_eq!(format!("{from_file:#?}"), format!("{defaults:#?}"));
         assert!(from_file.problems().is_empty());
     }
 }
