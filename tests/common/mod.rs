@@ -385,7 +385,9 @@ pub fn metric(text: &str, name: &str, labels: &str) -> f64 {
         })
         .filter(|l| labels.is_empty() || l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        // An empty sum is -0.0; print it as 0.
+        + 0.0
 }
 
 impl Running {
