@@ -97,6 +97,11 @@ pub fn redact(alert: &Alert, tlp: Tlp) -> Alert {
         named_agencies: Vec::new(),
         created_at: alert.created_at,
         evidence: Vec::new(),
+        // The digest commits to the incident ids: linkable, so withheld with them.
+        incident_count: 0,
+        incident_digest: Vec::new(),
+        limits_reached: Vec::new(),
+        refused_count: 0,
     }
 }
 

@@ -50,6 +50,12 @@ pub struct AlertJson<'a> {
     named_agencies: &'a [String],
     created_at: String,
     evidence: Vec<EvidenceJson<'a>>,
+    /// Reports in the episode; `incident_ids` and `evidence` are a bounded sample of them.
+    incident_count: i32,
+    /// hex SHA-256 of the full sorted set of incident ids (empty when redacted or absent).
+    incident_digest: String,
+    limits_reached: &'a [String],
+    refused_count: i32,
     redacted: bool,
 }
 
@@ -87,6 +93,10 @@ impl<'a> AlertJson<'a> {
                     payload_sha256: hex::encode(e.payload_sha256),
                 })
                 .collect(),
+            incident_count: a.incident_count,
+            incident_digest: hex::encode(&a.incident_digest),
+            limits_reached: &a.limits_reached,
+            refused_count: a.refused_count,
             redacted,
         }
     }

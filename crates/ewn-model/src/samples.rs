@@ -80,6 +80,10 @@ pub fn alert() -> Alert {
             signature: [9; 64],
             payload_sha256: [4; 32],
         }],
+        incident_count: 1,
+        incident_digest: vec![5; 32],
+        limits_reached: vec![],
+        refused_count: 0,
     }
 }
 
@@ -179,5 +183,6 @@ pub fn scored_incident() -> ScoredIncident {
         lat: 44.1667,
         lon: 80.0,
         evidence: a.evidence[0].clone(),
+        post_id: Some("KZ-KHORGOS-01".into()),
     }
 }

@@ -111,6 +111,12 @@ wire_enum!(
         /// Verified, but its event time was behind the watermark by more than the allowed
         /// lateness: not merged into correlation state.
         Late = "LATE",
+        /// Verified, but its event time is further ahead of the processor's clock than the
+        /// allowed future skew: a clock that runs ahead may not steer correlation.
+        Future = "FUTURE",
+        /// Verified, but not merged: the correlation key's state budget was full (the
+        /// episode's alert says so).
+        StateLimit = "STATE_LIMIT",
     }
 );
 
@@ -231,6 +237,11 @@ pub struct Alert {
     pub named_agencies: Vec<String>,
     pub created_at: i64,
     pub evidence: Vec<Evidence>,
+    pub incident_count: i32,
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub incident_digest: Vec<u8>,
+    pub limits_reached: Vec<String>,
+    pub refused_count: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -357,4 +368,5 @@ pub struct ScoredIncident {
     pub lat: f64,
     pub lon: f64,
     pub evidence: Evidence,
+    pub post_id: Option<String>,
 }

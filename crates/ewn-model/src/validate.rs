@@ -25,6 +25,12 @@ impl Default for Limits {
     }
 }
 
+/// The earliest event or report time accepted anywhere (2000-01-01T00:00:00Z, ms). Fixed,
+/// so a hostile `occurred_at` (say `i64::MIN`) is refused before any window arithmetic.
+pub const EARLIEST_MS: i64 = 946_684_800_000;
+/// The latest accepted (2100-01-01T00:00:00Z, ms): far from overflow whatever a window adds.
+pub const LATEST_MS: i64 = 4_102_444_800_000;
+
 /// One problem with one field, named by its path (`subjects[2].ref`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
@@ -52,6 +58,17 @@ pub fn validate_incident(incident: &Incident, limits: &Limits) -> Vec<FieldError
             "incident_id",
             "is not a UUID (8-4-4-4-12 hex digits)".into(),
         );
+    }
+    for (field, t) in [
+        ("occurred_at", incident.occurred_at),
+        ("reported_at", incident.reported_at),
+    ] {
+        if !(EARLIEST_MS..LATEST_MS).contains(&t) {
+            fail(
+                field,
+                format!("{t} ms is outside 2000-01-01T00:00:00Z..2100-01-01T00:00:00Z"),
+            );
+        }
     }
     if incident.occurred_at > incident.reported_at {
         fail("occurred_at", "is after reported_at".into());
@@ -212,6 +229,37 @@ mod tests {
             validate_incident(&samples::incident(), &Limits::default()),
             vec![]
         );
+    }
+
+    proptest::proptest! {
+        /// Any i64 for either time: never a panic (tests build with overflow checks), and a
+        /// value outside the fixed range is refused naming its field.
+        #[test]
+        fn any_time_is_checked_without_overflow(occurred in proptest::num::i64::ANY, reported in proptest::num::i64::ANY) {
+            let mut i = samples::incident();
+            i.occurred_at = occurred;
+            i.reported_at = reported;
+            let fields: Vec<String> = validate_incident(&i, &Limits::default())
+                .into_iter()
+                .map(|e| e.field)
+                .collect();
+            let in_range = |t: i64| (EARLIEST_MS..LATEST_MS).contains(&t);
+            proptest::prop_assert_eq!(fields.contains(&"occurred_at".to_string()), !in_range(occurred) || occurred > reported);
+            proptest::prop_assert_eq!(fields.contains(&"reported_at".to_string()), !in_range(reported));
+        }
+    }
+
+    #[test]
+    fn times_at_the_bounds() {
+        let mut i = samples::incident();
+        i.occurred_at = EARLIEST_MS;
+        i.reported_at = LATEST_MS - 1;
+        assert_eq!(validate_incident(&i, &Limits::default()), vec![]);
+        i.occurred_at = EARLIEST_MS - 1;
+        i.reported_at = LATEST_MS;
+        let e = validate_incident(&i, &Limits::default());
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].to_string().contains("outside 2000-01-01"), "{}", e[0]);
     }
 
     #[test]

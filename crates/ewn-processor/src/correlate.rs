@@ -1,63 +1,107 @@
 //! The correlation engine: event-time windows per (rule, key), pure and deterministic.
 //!
-//! For each (rule, key) the engine keeps the matching events sorted by event time (and
-//! incident id, to break ties), deduplicated by incident id. After every change it derives
-//! the *canonical* episodes from that sorted state, the same whatever order the events
-//! arrived in, and compares them with what it already emitted:
+//! For each (rule, key) the engine keeps the matching events sorted by (event time,
+//! incident id) and the *canonical* episodes of them, the same whatever order the events
+//! arrived in: scanning in event time, the earliest event at which the rule's condition
+//! holds within `window` starts an episode `[start, start + cooldown]`; every matching
+//! event inside it is evidence of that alert; the scan resumes after it.
 //!
 //! - a new episode raises an `ALERT` (id = hash of rule, key and window start);
-//! - an episode that gained evidence raises an `UPDATE` referencing the alert;
+//! - an episode that gained evidence raises an `UPDATE` referencing the alert, at most one
+//!   per `process.alerts.update_interval_secs` (coalesced, carrying the latest state);
 //! - an emitted episode that no longer exists (an out-of-order event moved the window, or
 //!   an absence was explained after all) raises a `CANCEL` referencing it.
 //!
-//! Episodes are found by a greedy scan in event time: the earliest event at which the
-//! rule's condition holds within `window` starts an episode `[start, start + cooldown]`;
-//! every matching event inside it is evidence of that alert; the scan resumes after it.
+//! Cost. An event that arrives in event-time order for its key (the common case) is
+//! decided by a constant number of ordered-index lookups, whatever the key holds: the
+//! earliest start it can complete is found directly (threshold: the first event within
+//! `window` before it; distinct: the latest time of each value; sequence and absence:
+//! separate indexes of the `first` and `then` events). An event that arrives out of order
+//! re-scans the key from the last episode that ended before anything it can change (at
+//! most lateness + window + cooldown of events). Eviction walks only the keys whose oldest
+//! event expired (an index by expiry time), and counts are kept, not recounted.
 //!
-//! Watermarks are per input partition: the highest event time seen there minus the
-//! allowed lateness. An event older than the watermark is *late*: counted and reported,
-//! never merged. State older than every window that could still change is evicted, and
-//! the lowest offset still held is what the caller may commit, so a restart replays
-//! exactly the input that rebuilds the open windows.
+//! Bounds. Per partition, each rule holds at most `process.state.max_keys_per_rule` keys
+//! (at the bound the key whose events are oldest is evicted and counted) and each key at
+//! most `max_events_per_key` events (further events are refused, reported `STATE_LIMIT`,
+//! counted, and the open episode's alert says `EVENTS_PER_KEY` with the refused count).
+//!
+//! Event time: see [`crate::watermark`]. An event older than the partition's watermark is
+//! *late*: counted and reported, never merged. State older than every window that could
+//! still change is evicted, and the lowest offset still held is what the caller may
+//! commit, so a restart replays exactly the input that rebuilds the open windows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
-use ewn_model::{Alert, Category, GeoPoint, MsgType, ScoredIncident, Tlp};
-use sha2::{Digest, Sha256};
+use ewn_model::{Alert, MsgType, Tlp};
+use serde::{Deserialize, Serialize};
 
-use crate::rules::{DistinctField, GroupBy, RuleConfig, RuleKind};
-use crate::score::{ScoreWeights, Scored};
+pub use crate::alert::alert_id;
+use crate::alert::{AlertSettings, Head, build, digest_id};
+pub use crate::event::{Event, event_of};
+use crate::rules::{Condition, GroupBy, Rule, RuleConfig};
+use crate::score::ScoreWeights;
+use crate::watermark::Watermarks;
 
-/// One verified, scored incident as the rules see it: the re-keyed wire record itself
-/// (`group` and `group_key` say which key it came in under; the rules do not use them).
-pub type Event = ScoredIncident;
-
-/// Group-by values and distinct-field values of an event.
-pub trait EventKeys {
-    /// The group-by values for `group` (a subject rule sees every subject).
-    fn keys(&self, group: GroupBy) -> Vec<&str>;
-    fn distinct_value(&self, field: DistinctField) -> &str;
+/// The `[process.state]` section: what one partition's correlation state may hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSettings {
+    /// Keys per rule per partition; at the bound the key with the oldest events goes.
+    pub max_keys_per_rule: usize,
+    /// Events per (rule, key); further events are refused (`STATE_LIMIT`).
+    pub max_events_per_key: usize,
+    /// Event-time sources tracked per partition (see the watermark).
+    pub max_sources: usize,
 }
 
-impl EventKeys for Event {
-    fn keys(&self, group: GroupBy) -> Vec<&str> {
-        match group {
-            GroupBy::Subject => self.subjects.iter().map(String::as_str).collect(),
-            GroupBy::Area => vec![self.area.as_str()],
-            GroupBy::Crossing => self.crossing.as_deref().into_iter().collect(),
-            GroupBy::State => vec![self.state.as_str()],
-            GroupBy::Incident => vec![self.incident_id.as_str()],
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            max_keys_per_rule: 150_000,
+            max_events_per_key: 20_000,
+            max_sources: 10_000,
         }
     }
+}
 
-    fn distinct_value(&self, field: DistinctField) -> &str {
-        match field {
-            DistinctField::State => &self.state,
-            DistinctField::Area => &self.area,
-            DistinctField::Crossing => self.crossing.as_deref().unwrap_or(""),
-            DistinctField::Category => self.category.as_str(),
-            DistinctField::Agency => &self.agency,
+impl StateSettings {
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for (name, v) in [
+            ("max_keys_per_rule", self.max_keys_per_rule),
+            ("max_events_per_key", self.max_events_per_key),
+            ("max_sources", self.max_sources),
+        ] {
+            if v == 0 {
+                p.push(format!("process.state.{name}: must be at least 1"));
+            }
+        }
+        p
+    }
+}
+
+/// Everything a partition's engine is configured with apart from the rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineSettings {
+    pub lateness_ms: i64,
+    /// A source silent this long stops holding the watermark; a partition with no active
+    /// source lets absences be decided by the clock.
+    pub idle_ms: i64,
+    pub state: StateSettings,
+    pub alerts: AlertSettings,
+}
+
+impl EngineSettings {
+    /// Defaults with the given lateness (tests and tools).
+    pub fn with_lateness(lateness_ms: i64) -> Self {
+        EngineSettings {
+            lateness_ms,
+            idle_ms: 10_000,
+            state: StateSettings::default(),
+            alerts: AlertSettings::default(),
         }
     }
 }
@@ -71,234 +115,49 @@ pub enum Fed {
     Duplicate,
     /// The rule's filter does not match.
     Ignored,
-}
-
-/// A deterministic 128-bit id, hex.
-fn digest_id(parts: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p);
-    }
-    hex::encode(&h.finalize()[..16])
-}
-
-/// The id of the first alert of an episode: rule, key and window start.
-/// The correlation event of a verified, scored incident (group and key are set per
-/// re-keyed record).
-pub fn event_of(
-    i: &ewn_model::Incident,
-    scored: crate::score::Scored,
-    evidence: ewn_model::Evidence,
-) -> Event {
-    Event {
-        group: String::new(),
-        group_key: String::new(),
-        incident_id: i.incident_id.clone(),
-        occurred_at: i.occurred_at,
-        reported_at: i.reported_at,
-        state: i.reporter.state.clone(),
-        agency: i.reporter.agency.clone(),
-        area: i.location.area.clone(),
-        crossing: i.location.crossing.clone(),
-        category: i.category,
-        direction: i.direction,
-        watchlist_hit: crate::score::is_watchlist_hit(i),
-        subjects: i.subjects.iter().map(|s| s.subject_ref.clone()).collect(),
-        score: scored.score,
-        level: scored.level,
-        reasons: scored.reasons,
-        tlp: i.tlp,
-        lat: i.location.lat,
-        lon: i.location.lon,
-        evidence,
-    }
-}
-
-pub fn alert_id(rule: &str, key: &str, window_start: i64) -> String {
-    digest_id(&[rule.as_bytes(), key.as_bytes(), &window_start.to_be_bytes()])
-}
-
-#[derive(Clone, Debug)]
-struct Episode {
-    start: i64,
-    members: Vec<usize>,
-}
-
-#[derive(Clone, Debug)]
-struct Emitted {
-    id: String,
-    members: usize,
-}
-
-/// The state of one (rule, key).
-#[derive(Default)]
-struct KeyState {
-    /// Sorted by (t, incident_id); each with the input offset it came from.
-    events: Vec<(Arc<Event>, i64)>,
-    /// Emitted episodes by window start.
-    emitted: BTreeMap<i64, Emitted>,
-}
-
-/// A rule with its precomputed bits.
-pub struct Rule {
-    pub config: RuleConfig,
-    window: i64,
-    cooldown: i64,
-}
-
-impl Rule {
-    pub fn new(config: RuleConfig) -> Rule {
-        Rule {
-            window: config.window_ms(),
-            cooldown: config.cooldown_ms(),
-            config,
-        }
-    }
-
-    /// Does the event belong in this rule's state at all?
-    pub fn admits(&self, e: &Event) -> bool {
-        if !self.config.filter.matches(e) {
-            return false;
-        }
-        match self.config.kind {
-            RuleKind::Sequence | RuleKind::Absence => {
-                self.config.first.as_ref().is_some_and(|f| f.matches(e))
-                    || self.config.then.as_ref().is_some_and(|f| f.matches(e))
-            }
-            _ => true,
-        }
-    }
-
-    fn is_first(&self, e: &Event) -> bool {
-        self.config.first.as_ref().is_some_and(|f| f.matches(e))
-    }
-
-    fn is_then(&self, e: &Event) -> bool {
-        self.config.then.as_ref().is_some_and(|f| f.matches(e))
-    }
-
-    /// How far behind the watermark state must be kept.
-    fn horizon(&self) -> i64 {
-        self.cooldown + self.window
-    }
-
-    /// The canonical episodes of sorted `events`, given the watermark. Also returns the
-    /// earliest time at which an undecided absence will be decided.
-    fn episodes(
-        &self,
-        events: &[(Arc<Event>, i64)],
-        watermark: i64,
-    ) -> (Vec<Episode>, Option<i64>) {
-        let t = |i: usize| events[i].0.occurred_at;
-        let n = events.len();
-        let mut out = Vec::new();
-        let mut pending = None;
-        let mut i = 0;
-        while i < n {
-            let s = t(i);
-            let qualifies = match self.config.kind {
-                RuleKind::Threshold => {
-                    let within = events[i..]
-                        .iter()
-                        .take_while(|(e, _)| e.occurred_at <= s + self.window)
-                        .count();
-                    within >= self.config.count as usize
-                }
-                RuleKind::Distinct => {
-                    let field = self.config.distinct.unwrap_or(DistinctField::State);
-                    let values: BTreeSet<&str> = events[i..]
-                        .iter()
-                        .take_while(|(e, _)| e.occurred_at <= s + self.window)
-                        .map(|(e, _)| e.distinct_value(field))
-                        .collect();
-                    values.len() >= self.config.count as usize
-                }
-                RuleKind::Sequence => {
-                    self.is_first(&events[i].0)
-                        && events[i + 1..]
-                            .iter()
-                            .take_while(|(e, _)| e.occurred_at <= s + self.window)
-                            .any(|(e, _)| e.occurred_at > s && self.is_then(e))
-                }
-                RuleKind::Absence => {
-                    if !self.is_first(&events[i].0) {
-                        false
-                    } else {
-                        let from = if self.config.lookback {
-                            s - self.window
-                        } else {
-                            s
-                        };
-                        let explained = events.iter().any(|(e, _)| {
-                            e.occurred_at <= s + self.window
-                                && (e.occurred_at > s
-                                    || (self.config.lookback
-                                        && e.occurred_at >= from
-                                        && e.occurred_at < s))
-                                && self.is_then(e)
-                        });
-                        if explained {
-                            false
-                        } else if watermark < s + self.window {
-                            // Undecided: nothing after it can be decided either.
-                            pending = Some(s + self.window);
-                            break;
-                        } else {
-                            true
-                        }
-                    }
-                }
-            };
-            if !qualifies {
-                i += 1;
-                continue;
-            }
-            let end = s + self.cooldown;
-            let mut members = Vec::new();
-            let mut j = i;
-            while j < n && t(j) <= end {
-                let e = &events[j].0;
-                let member = match self.config.kind {
-                    RuleKind::Sequence => self.is_first(e) || self.is_then(e),
-                    RuleKind::Absence => self.is_first(e),
-                    _ => true,
-                };
-                if member {
-                    members.push(j);
-                }
-                j += 1;
-            }
-            out.push(Episode { start: s, members });
-            i = j;
-        }
-        (out, pending)
-    }
+    /// The key's state budget is full: not merged (reported `STATE_LIMIT`).
+    Refused,
 }
 
 /// The rules of one processor, shared by every partition.
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub weights: ScoreWeights,
+    pub alerts: AlertSettings,
 }
 
 impl RuleSet {
-    pub fn new(configs: Vec<RuleConfig>, weights: ScoreWeights) -> RuleSet {
-        RuleSet {
-            rules: configs
-                .into_iter()
-                .filter(|c| c.enabled)
-                .map(Rule::new)
-                .collect(),
-            weights,
+    /// The enabled rules; every problem of every rule otherwise.
+    pub fn new(configs: Vec<RuleConfig>, weights: ScoreWeights) -> Result<RuleSet, Vec<String>> {
+        let mut rules = Vec::new();
+        let mut problems = Vec::new();
+        for c in configs.into_iter().filter(|c| c.enabled) {
+            match Rule::try_from(c) {
+                Ok(r) => rules.push(r),
+                Err(p) => problems.extend(p),
+            }
         }
+        if problems.is_empty() {
+            Ok(RuleSet {
+                rules,
+                weights,
+                alerts: AlertSettings::default(),
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn with_alerts(mut self, alerts: AlertSettings) -> Self {
+        self.alerts = alerts;
+        self
     }
 
     /// The group-by fields some stateful rule uses.
     pub fn stateful_groups(&self) -> BTreeSet<GroupBy> {
         self.rules
             .iter()
-            .map(|r| r.config.group_by)
+            .map(|r| r.group_by())
             .filter(|g| *g != GroupBy::Incident)
             .collect()
     }
@@ -308,124 +167,196 @@ impl RuleSet {
         for rule in self
             .rules
             .iter()
-            .filter(|r| r.config.group_by == GroupBy::Incident)
+            .filter(|r| r.group_by() == GroupBy::Incident && r.admits(event))
         {
-            if rule.admits(event) {
-                let key = format!("incident:{}", event.incident_id);
-                let id = alert_id(&rule.config.name, &key, event.occurred_at);
-                out.push(self.build(
-                    rule,
-                    &key,
-                    MsgType::Alert,
-                    id,
-                    vec![],
-                    event.occurred_at,
-                    &[event],
-                    now_ms,
-                ));
-            }
+            let key = format!("incident:{}", event.incident_id);
+            let head = Head {
+                rule,
+                key: &key,
+                msg_type: MsgType::Alert,
+                alert_id: alert_id(rule.name(), &key, event.occurred_at),
+                references: vec![],
+                start: event.occurred_at,
+                now_ms,
+                refused: 0,
+            };
+            out.push(build(head, &[event], &self.weights, &self.alerts));
         }
+    }
+}
+
+type Id = Arc<str>;
+/// Events sorted by (event time, incident id).
+type Pos = (i64, Id);
+
+#[derive(Clone, Debug)]
+struct Held {
+    offset: i64,
+    event: Arc<Event>,
+}
+
+#[derive(Clone, Debug)]
+struct Episode {
+    id: String,
+    /// Member events now.
+    members: usize,
+    /// Members and refused count in the last message emitted.
+    emitted: (usize, u64),
+    /// Processing time of the last message emitted.
+    emitted_at: i64,
+    /// The strictest TLP and the level of the last message emitted: a CANCEL carries them.
+    tlp: Tlp,
+    level: ewn_model::Level,
+    flush_scheduled: bool,
+}
+
+/// The state of one (rule, key).
+#[derive(Default)]
+struct KeyState {
+    events: BTreeMap<Pos, Held>,
+    /// Sequence and absence rules: the positions of `first` and `then` events.
+    firsts: BTreeSet<Pos>,
+    thens: BTreeSet<Pos>,
+    /// Absence rules: `first` events after the last episode, not explained yet.
+    pending: BTreeSet<Pos>,
+    /// Distinct rules: the latest time of each value, and the values by that time.
+    latest: HashMap<Box<str>, i64>,
+    by_latest: BTreeSet<(i64, Box<str>)>,
+    /// Canonical episodes by window start.
+    episodes: BTreeMap<i64, Episode>,
+    /// The entry of this key in the rule's expiry index.
+    expiry: i64,
+    /// Events refused at the budget (reported in the open episode's alert).
+    refused: u64,
+    /// Estimated bytes held.
+    bytes: usize,
+}
+
+impl KeyState {
+    fn last_end(&self, rule: &Rule) -> Option<i64> {
+        self.episodes
+            .last_key_value()
+            .map(|(s, _)| s.saturating_add(rule.cooldown))
     }
 
-    /// Builds an alert from its evidence.
-    #[allow(clippy::too_many_arguments)]
-    fn build(
-        &self,
-        rule: &Rule,
-        key: &str,
-        msg_type: MsgType,
-        alert_id: String,
-        references: Vec<String>,
-        start: i64,
-        members: &[&Event],
-        now_ms: i64,
-    ) -> Alert {
-        let states: BTreeSet<&str> = members.iter().map(|e| e.state.as_str()).collect();
-        let categories: BTreeSet<Category> = members.iter().map(|e| e.category).collect();
-        let areas: BTreeSet<&str> = members.iter().map(|e| e.area.as_str()).collect();
-        let strongest = members
-            .iter()
-            .max_by(|a, b| {
-                a.score
-                    .cmp(&b.score)
-                    .then_with(|| b.occurred_at.cmp(&a.occurred_at))
-            })
-            .map(|e| Scored {
-                score: e.score,
-                level: e.level,
-                reasons: e.reasons.clone(),
-            });
-        let scored = match strongest {
-            Some(s) => self.weights.alert_score(&s, states.len()),
-            None => self.weights.finish(vec![]),
-        };
-        let tlp = members.iter().map(|e| e.tlp).max().unwrap_or(Tlp::Clear);
-        Alert {
-            alert_id,
-            msg_type,
-            references,
-            rule: rule.config.name.clone(),
-            level: rule.config.level.max(scored.level),
-            score: scored.score,
-            reasons: scored.reasons,
-            key: key.to_string(),
-            window_start: start,
-            window_end: start + rule.window,
-            incident_ids: members.iter().map(|e| e.incident_id.clone()).collect(),
-            states: states.into_iter().map(String::from).collect(),
-            categories: categories.into_iter().collect(),
-            areas: areas.into_iter().map(String::from).collect(),
-            points: members
-                .iter()
-                .map(|e| GeoPoint {
-                    lat: e.lat,
-                    lon: e.lon,
-                })
-                .collect(),
-            tlp,
-            named_agencies: rule.config.named_agencies.clone(),
-            created_at: now_ms,
-            evidence: members.iter().map(|e| e.evidence.clone()).collect(),
-        }
+    fn members(&self, rule: &Rule, start: i64) -> Vec<&Event> {
+        self.range(start, start.saturating_add(rule.cooldown))
+            .filter(|h| rule.is_member(&h.event))
+            .map(|h| h.event.as_ref())
+            .collect()
     }
+
+    /// Events with `from <= t <= to`.
+    fn range(&self, from: i64, to: i64) -> impl Iterator<Item = &Held> {
+        self.events
+            .range((Bound::Included((from, empty())), Bound::Unbounded))
+            .take_while(move |((t, _), _)| *t <= to)
+            .map(|(_, h)| h)
+    }
+}
+
+fn empty() -> Id {
+    Arc::from("")
+}
+
+fn first_at_or_after(set: &BTreeSet<Pos>, t: i64) -> Option<i64> {
+    set.range((Bound::Included((t, empty())), Bound::Unbounded))
+        .next()
+        .map(|(t, _)| *t)
+}
+
+/// Is there a `then` event with `from <= t <= to` (and not at `except`)?
+fn any_then(ks: &KeyState, from: i64, to: i64, except: Option<i64>) -> bool {
+    ks.thens
+        .range((Bound::Included((from, empty())), Bound::Unbounded))
+        .take_while(|(t, _)| *t <= to)
+        .any(|(t, _)| Some(*t) != except)
+}
+
+/// Rough heap and inline bytes of an event held for one rule.
+fn event_bytes(e: &Event) -> usize {
+    std::mem::size_of::<Event>()
+        + 96
+        + e.incident_id.len()
+        + e.state.len()
+        + e.agency.len()
+        + e.area.len()
+        + e.post_id.as_ref().map_or(0, String::len)
+        + e.crossing.as_ref().map_or(0, String::len)
+        + e.subjects.iter().map(|s| s.len() + 24).sum::<usize>()
+        + e.reasons
+            .iter()
+            .map(|r| r.factor.len() + r.detail.len() + 56)
+            .sum::<usize>()
+        + e.evidence.topic.len()
+        + e.evidence.key_id.len()
+        + e.evidence.incident_id.len()
+}
+
+#[derive(Default)]
+struct RuleState {
+    keys: HashMap<Id, KeyState>,
+    /// (time at which the key's oldest event may be evicted, key).
+    expiry: BTreeSet<(i64, Id)>,
+    events: usize,
+    bytes: usize,
+}
+
+/// Counters since the last [`PartitionState::take_stats`], per rule index.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub refused: BTreeMap<usize, u64>,
+    pub keys_evicted: BTreeMap<usize, u64>,
+    pub updates_coalesced: u64,
+    pub untracked_sources: u64,
 }
 
 /// Correlation state of one input partition (of the re-keyed stream).
 pub struct PartitionState {
     rules: Arc<RuleSet>,
-    lateness_ms: i64,
-    max_t: Option<i64>,
-    /// A floor for *deciding* absences, from the wall clock while the partition is idle.
-    /// Never used for lateness: an event is late only by event time.
+    settings: EngineSettings,
+    marks: Watermarks,
+    /// A floor for *deciding* absences, from the clock while no source is active. Never
+    /// used for lateness: an event is late only by event time.
     decide_floor: Option<i64>,
-    keys: HashMap<(usize, String), KeyState>,
-    /// Absence decisions due at a time: (due, rule, key).
-    timers: BTreeSet<(i64, usize, String)>,
+    states: Vec<RuleState>,
+    /// Absence decisions due at an event time: (due, rule, key).
+    timers: BTreeSet<(i64, usize, Id)>,
+    /// Coalesced UPDATEs due at a processing time: (due, rule, key, start).
+    flushes: BTreeSet<(i64, usize, Id, i64)>,
     /// Offsets of the events held, with multiplicity.
     held: BTreeMap<i64, usize>,
     next_offset: Option<i64>,
+    stats: Stats,
 }
 
 impl PartitionState {
-    pub fn new(rules: Arc<RuleSet>, lateness_ms: i64) -> Self {
+    pub fn new(rules: Arc<RuleSet>, settings: EngineSettings) -> Self {
+        let states = rules.rules.iter().map(|_| RuleState::default()).collect();
         PartitionState {
+            marks: Watermarks::new(
+                settings.lateness_ms,
+                settings.idle_ms,
+                settings.state.max_sources,
+            ),
             rules,
-            lateness_ms,
-            max_t: None,
+            settings,
             decide_floor: None,
-            keys: HashMap::new(),
+            states,
             timers: BTreeSet::new(),
+            flushes: BTreeSet::new(),
             held: BTreeMap::new(),
             next_offset: None,
+            stats: Stats::default(),
         }
     }
 
-    /// The highest event time seen minus the allowed lateness.
+    /// The partition's watermark (see [`crate::watermark`]).
     pub fn watermark(&self) -> Option<i64> {
-        self.max_t.map(|t| t - self.lateness_ms)
+        self.marks.watermark()
     }
 
-    /// Lets pending absences be decided up to `time` even without newer events (an idle
+    /// Lets pending absences be decided up to `time` even without newer events (a quiet
     /// partition follows the clock, so absence rules still decide in a quiet network).
     /// Lateness is unaffected: it is judged by event time alone, so a replay after a
     /// restart, or a report delayed in a quiet hour, is still merged.
@@ -433,7 +364,6 @@ impl PartitionState {
         self.decide_floor = Some(self.decide_floor.map_or(time, |d| d.max(time)));
     }
 
-    /// The time up to which absences are decided.
     fn decision_time(&self) -> Option<i64> {
         match (self.watermark(), self.decide_floor) {
             (Some(w), Some(d)) => Some(w.max(d)),
@@ -441,53 +371,31 @@ impl PartitionState {
         }
     }
 
-    /// Switches to a new rule set, keeping the state of every rule whose configuration is
-    /// unchanged; a new or changed rule starts empty and sees events from now on.
-    pub fn replace_rules(&mut self, rules: Arc<RuleSet>) {
-        let map: HashMap<usize, usize> = self
-            .rules
-            .rules
-            .iter()
-            .enumerate()
-            .filter_map(|(old, r)| {
-                rules
-                    .rules
-                    .iter()
-                    .position(|n| n.config == r.config)
-                    .map(|new| (old, new))
-            })
-            .collect();
-        let keys = std::mem::take(&mut self.keys);
-        self.keys = keys
-            .into_iter()
-            .filter_map(|((ri, k), st)| map.get(&ri).map(|n| ((*n, k), st)))
-            .collect();
-        self.timers = std::mem::take(&mut self.timers)
-            .into_iter()
-            .filter_map(|(due, ri, k)| map.get(&ri).map(|n| (due, *n, k)))
-            .collect();
-        self.held.clear();
-        for state in self.keys.values() {
-            for (_, offset) in &state.events {
-                *self.held.entry(*offset).or_default() += 1;
-            }
-        }
-        self.rules = rules;
+    /// Event-time sources active now.
+    pub fn sources(&mut self, now_ms: i64) -> usize {
+        self.marks.expire(now_ms);
+        self.marks.active()
     }
 
-    /// Number of (rule, key) states held.
-    pub fn keys_held(&self) -> usize {
-        self.keys.len()
+    /// Keys held per rule (by rule index).
+    pub fn keys_per_rule(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.states.iter().map(|s| s.keys.len()).enumerate()
     }
 
-    /// Keys held per rule name.
-    pub fn keys_per_rule(&self) -> BTreeMap<&str, usize> {
-        let mut m = BTreeMap::new();
-        for (rule, _) in self.keys.keys() {
-            *m.entry(self.rules.rules[*rule].config.name.as_str())
-                .or_default() += 1;
-        }
-        m
+    /// Events held per rule (by rule index).
+    pub fn events_per_rule(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.states.iter().map(|s| s.events).enumerate()
+    }
+
+    /// Estimated bytes held.
+    pub fn bytes(&self) -> usize {
+        self.states.iter().map(|s| s.bytes).sum()
+    }
+
+    pub fn take_stats(&mut self) -> Stats {
+        let mut s = std::mem::take(&mut self.stats);
+        s.untracked_sources = self.marks.take_untracked();
+        s
     }
 
     /// The offset a consumer may commit: the lowest offset still needed to rebuild the
@@ -496,8 +404,65 @@ impl PartitionState {
         self.held.keys().next().copied().or(self.next_offset)
     }
 
-    /// Feeds one event, received at `offset` for `group`. Alerts go to `out`; the result
-    /// says, per rule of that group, what happened (for metrics and late reports).
+    /// Switches to a new rule set, keeping the state of every rule whose configuration is
+    /// unchanged; a new or changed rule starts empty and sees events from now on.
+    pub fn replace_rules(&mut self, rules: Arc<RuleSet>) {
+        let mut old: Vec<Option<RuleState>> =
+            std::mem::take(&mut self.states).into_iter().map(Some).collect();
+        let map: HashMap<usize, usize> = self
+            .rules
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(o, r)| {
+                rules
+                    .rules
+                    .iter()
+                    .position(|n| n.config == r.config)
+                    .map(|n| (o, n))
+            })
+            .collect();
+        self.states = rules
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(n, _)| {
+                map.iter()
+                    .find(|(_, new)| **new == n)
+                    .and_then(|(o, _)| old[*o].take())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let remap = |ri: usize| map.get(&ri).copied();
+        self.timers = std::mem::take(&mut self.timers)
+            .into_iter()
+            .filter_map(|(due, ri, k)| remap(ri).map(|n| (due, n, k)))
+            .collect();
+        self.flushes = std::mem::take(&mut self.flushes)
+            .into_iter()
+            .filter_map(|(due, ri, k, s)| remap(ri).map(|n| (due, n, k, s)))
+            .collect();
+        self.held.clear();
+        for state in &self.states {
+            for ks in state.keys.values() {
+                for h in ks.events.values() {
+                    *self.held.entry(h.offset).or_default() += 1;
+                }
+            }
+        }
+        self.rules = rules;
+    }
+
+    /// Notes a record read at `offset` that carries no event (undecodable): passed over.
+    pub fn feed_nothing(&mut self, offset: i64) {
+        self.next_offset = Some(
+            self.next_offset
+                .map_or(offset.saturating_add(1), |n| n.max(offset.saturating_add(1))),
+        );
+    }
+
+    /// Feeds one event, received at `offset` for `group`, at processing time `now_ms`.
+    /// Alerts go to `out`; the result says, per rule of that group, what happened.
     pub fn feed(
         &mut self,
         group: GroupBy,
@@ -507,227 +472,757 @@ impl PartitionState {
         now_ms: i64,
         out: &mut Vec<Alert>,
     ) -> Vec<(usize, Fed)> {
-        self.next_offset = Some(self.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
+        self.next_offset = Some(
+            self.next_offset
+                .map_or(offset.saturating_add(1), |n| n.max(offset.saturating_add(1))),
+        );
         let late = self.watermark().is_some_and(|w| event.occurred_at < w);
-        let mut results = Vec::new();
+        let source = Watermarks::source_id(&event.state, event.post_id.as_deref());
         let rules = self.rules.clone();
+        let mut results = Vec::new();
+        let key: Id = Arc::from(key);
+        let id: Id = Arc::from(event.incident_id.as_str());
         for (ri, rule) in rules.rules.iter().enumerate() {
-            if rule.config.group_by != group {
+            if rule.group_by() != group {
                 continue;
             }
-            if !rule.admits(event) {
-                results.push((ri, Fed::Ignored));
-                continue;
-            }
-            if late {
-                results.push((ri, Fed::Late));
-                continue;
-            }
-            let state = self.keys.entry((ri, key.to_string())).or_default();
-            let pos = state.events.binary_search_by(|(e, _)| {
-                (e.occurred_at, e.incident_id.as_str())
-                    .cmp(&(event.occurred_at, event.incident_id.as_str()))
-            });
-            let insert_at = match pos {
-                Ok(_) => {
-                    results.push((ri, Fed::Duplicate));
-                    continue;
-                }
-                Err(at) => at,
+            let fed = if !rule.admits(event) {
+                Fed::Ignored
+            } else if late {
+                Fed::Late
+            } else {
+                self.insert(ri, rule, &key, &id, event, offset, now_ms, out)
             };
-            if state
-                .events
-                .iter()
-                .any(|(e, _)| e.incident_id == event.incident_id)
-            {
-                results.push((ri, Fed::Duplicate));
-                continue;
-            }
-            state.events.insert(insert_at, (event.clone(), offset));
-            *self.held.entry(offset).or_default() += 1;
-            results.push((ri, Fed::Accepted));
-            self.evaluate(ri, key, now_ms, out);
+            results.push((ri, fed));
         }
         if !late {
-            self.max_t = Some(
-                self.max_t
-                    .map_or(event.occurred_at, |m| m.max(event.occurred_at)),
-            );
+            self.marks.observe(&source, event.occurred_at, now_ms);
         }
         results
     }
 
-    /// Decides the absence rules whose windows the watermark has passed, and evicts state
-    /// no window can need any more. Call after each batch.
-    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Alert>) {
-        let Some(decide) = self.decision_time() else {
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        ri: usize,
+        rule: &Rule,
+        key: &Id,
+        id: &Id,
+        event: &Arc<Event>,
+        offset: i64,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) -> Fed {
+        let t = event.occurred_at;
+        let pos: Pos = (t, id.clone());
+        let max_keys = self.settings.state.max_keys_per_rule;
+        let max_events = self.settings.state.max_events_per_key;
+        if let Some(ks) = self.states[ri].keys.get(key) {
+            if ks.events.contains_key(&pos) {
+                return Fed::Duplicate;
+            }
+            if ks.events.len() >= max_events {
+                self.refuse(ri, rule, key, t, now, out);
+                return Fed::Refused;
+            }
+        } else if self.states[ri].keys.len() >= max_keys {
+            self.evict_oldest_key(ri, rule, now, out);
+        }
+        let bytes = event_bytes(event);
+        let rs = &mut self.states[ri];
+        let ks = rs.keys.entry(key.clone()).or_default();
+        let in_order = ks.events.last_key_value().is_none_or(|(last, _)| pos > *last);
+        ks.events.insert(
+            pos.clone(),
+            Held {
+                offset,
+                event: event.clone(),
+            },
+        );
+        ks.bytes += bytes;
+        rs.events += 1;
+        rs.bytes += bytes;
+        if rule.is_first(event) {
+            ks.firsts.insert(pos.clone());
+        }
+        if rule.is_then(event) {
+            ks.thens.insert(pos.clone());
+        }
+        if let Condition::Distinct { field, .. } = rule.condition {
+            let value = event.distinct_value(field);
+            let old = ks.latest.get(value).copied();
+            if old.is_none_or(|o| t > o) {
+                if let Some(o) = old {
+                    ks.by_latest.remove(&(o, Box::from(value)));
+                }
+                ks.latest.insert(Box::from(value), t);
+                ks.by_latest.insert((t, Box::from(value)));
+            }
+        }
+        *self.held.entry(offset).or_default() += 1;
+        self.reindex(ri, rule, key);
+        if in_order {
+            self.append(ri, rule, key, event, now, out);
+        } else {
+            self.rescan(ri, rule, key, t, now, out);
+        }
+        Fed::Accepted
+    }
+
+    /// Keeps the key's entry in the rule's expiry index current.
+    fn reindex(&mut self, ri: usize, rule: &Rule, key: &Id) {
+        let rs = &mut self.states[ri];
+        let Some(ks) = rs.keys.get_mut(key) else {
             return;
         };
-        while let Some((due, ri, key)) = self.timers.first().cloned() {
-            if due > decide {
-                break;
-            }
-            self.timers.pop_first();
-            self.evaluate(ri, &key, now_ms, out);
-        }
-        if let Some(watermark) = self.watermark() {
-            self.evict(watermark);
+        let Some(((first, _), _)) = ks.events.first_key_value() else {
+            return;
+        };
+        // Evictable once the watermark passes first + horizon.
+        let due = first.saturating_add(rule.horizon()).saturating_add(1);
+        if due != ks.expiry || !rs.expiry.contains(&(due, key.clone())) {
+            rs.expiry.remove(&(ks.expiry, key.clone()));
+            ks.expiry = due;
+            rs.expiry.insert((due, key.clone()));
         }
     }
 
-    /// Recomputes the canonical episodes of (rule, key) and emits the difference.
-    fn evaluate(&mut self, ri: usize, key: &str, now_ms: i64, out: &mut Vec<Alert>) {
-        let rules = self.rules.clone();
-        let rule = &rules.rules[ri];
-        let decide = self.decision_time().unwrap_or(i64::MIN);
-        let Some(state) = self.keys.get_mut(&(ri, key.to_string())) else {
+    /// The event is the newest of its key: decide it from the indexes alone.
+    fn append(
+        &mut self,
+        ri: usize,
+        rule: &Rule,
+        key: &Id,
+        e: &Event,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) {
+        let t = e.occurred_at;
+        let Some(ks) = self.states[ri].keys.get_mut(key) else {
             return;
         };
-        let (episodes, pending) = rule.episodes(&state.events, decide);
-        if let Some(due) = pending {
-            self.timers.insert((due, ri, key.to_string()));
-        }
-        let full_key = format!("{}:{key}", rule.config.group_by.as_str());
-        let mut live = BTreeSet::new();
-        for ep in &episodes {
-            live.insert(ep.start);
-            let members: Vec<&Event> = ep
-                .members
-                .iter()
-                .map(|&i| state.events[i].0.as_ref())
-                .collect();
-            match state.emitted.get(&ep.start) {
-                None => {
-                    let id = alert_id(&rule.config.name, &full_key, ep.start);
-                    state.emitted.insert(
-                        ep.start,
-                        Emitted {
-                            id: id.clone(),
-                            members: members.len(),
-                        },
-                    );
-                    out.push(rules.build(
-                        rule,
-                        &full_key,
-                        MsgType::Alert,
-                        id,
-                        vec![],
-                        ep.start,
-                        &members,
-                        now_ms,
-                    ));
-                }
-                Some(prev) if prev.members != members.len() => {
-                    let first = prev.id.clone();
-                    let id = digest_id(&[
-                        first.as_bytes(),
-                        b"update",
-                        &(members.len() as u64).to_be_bytes(),
-                    ]);
-                    state.emitted.insert(
-                        ep.start,
-                        Emitted {
-                            id: first.clone(),
-                            members: members.len(),
-                        },
-                    );
-                    out.push(rules.build(
-                        rule,
-                        &full_key,
-                        MsgType::Update,
-                        id,
-                        vec![first],
-                        ep.start,
-                        &members,
-                        now_ms,
-                    ));
-                }
-                Some(_) => {}
+        let last_end = ks.last_end(rule);
+        if let Some(end) = last_end
+            && t <= end
+        {
+            // Inside the open episode: more evidence (an absence's `then` inside it can
+            // only come from a clock-decided window: re-scan, it may explain the start).
+            if matches!(rule.condition, Condition::Absence { .. }) && rule.is_then(e) {
+                self.rescan(ri, rule, key, t, now, out);
+                return;
             }
-        }
-        let gone: Vec<i64> = state
-            .emitted
-            .keys()
-            .filter(|s| !live.contains(s))
-            .copied()
-            .collect();
-        for start in gone {
-            if let Some(prev) = state.emitted.remove(&start) {
-                let id = digest_id(&[prev.id.as_bytes(), b"cancel"]);
-                out.push(rules.build(
-                    rule,
-                    &full_key,
-                    MsgType::Cancel,
-                    id,
-                    vec![prev.id],
-                    start,
-                    &[],
-                    now_ms,
-                ));
-            }
-        }
-    }
-
-    /// Drops events and emitted records that no window can change any more.
-    fn evict(&mut self, watermark: i64) {
-        let rules = self.rules.clone();
-        let mut empty = Vec::new();
-        for ((ri, key), state) in self.keys.iter_mut() {
-            let rule = &rules.rules[*ri];
-            let horizon = watermark - rule.horizon();
-            if state
-                .events
-                .first()
-                .is_none_or(|(e, _)| e.occurred_at >= horizon)
+            if rule.is_member(e)
+                && let Some((start, ep)) = ks.episodes.iter_mut().next_back()
             {
+                ep.members += 1;
+                let start = *start;
+                self.touch(ri, rule, key, start, now, out);
+            }
+            return;
+        }
+        // The free region begins after the last episode.
+        let free_from = last_end.map_or(i64::MIN, |e| e.saturating_add(1));
+        let lo = t.saturating_sub(rule.window).max(free_from);
+        let start = match &rule.condition {
+            Condition::Threshold { count } => {
+                let n = ks.range(lo, t).take(*count).count();
+                (n >= *count)
+                    .then(|| ks.range(lo, t).next().map(|h| h.event.occurred_at))
+                    .flatten()
+            }
+            Condition::Distinct { count, .. } => {
+                let n = ks
+                    .by_latest
+                    .range((Bound::Included((lo, Box::from(""))), Bound::Unbounded))
+                    .take(*count)
+                    .count();
+                (n >= *count)
+                    .then(|| ks.range(lo, t).next().map(|h| h.event.occurred_at))
+                    .flatten()
+            }
+            Condition::Sequence { .. } => {
+                if rule.is_then(e) {
+                    first_at_or_after(&ks.firsts, lo).filter(|s| *s < t)
+                } else {
+                    None
+                }
+            }
+            Condition::Absence { lookback, .. } => {
+                let lookback = *lookback;
+                if rule.is_then(e) {
+                    // Explains the pending `first` events in [t - window, t).
+                    let explained: Vec<Pos> = ks
+                        .pending
+                        .range((
+                            Bound::Included((t.saturating_sub(rule.window), empty())),
+                            Bound::Unbounded,
+                        ))
+                        .take_while(|(s, _)| *s < t)
+                        .cloned()
+                        .collect();
+                    for p in explained {
+                        ks.pending.remove(&p);
+                    }
+                }
+                if rule.is_first(e) {
+                    let explained = lookback
+                        && any_then(ks, t.saturating_sub(rule.window), t.saturating_sub(1), None);
+                    if !explained {
+                        ks.pending.insert((t, Arc::from(e.incident_id.as_str())));
+                        self.timers
+                            .insert((t.saturating_add(rule.window), ri, key.clone()));
+                    }
+                }
+                None
+            }
+        };
+        if let Some(start) = start {
+            self.open(ri, rule, key, start, now, out);
+        }
+    }
+
+    /// Opens an episode at `start` (an ALERT with its members).
+    fn open(&mut self, ri: usize, rule: &Rule, key: &Id, start: i64, now: i64, out: &mut Vec<Alert>) {
+        let Some(ks) = self.states[ri].keys.get_mut(key) else {
+            return;
+        };
+        let full_key = format!("{}:{key}", rule.group_by().as_str());
+        let id = alert_id(rule.name(), &full_key, start);
+        let members = ks.members(rule, start);
+        let alert = build(
+            Head {
+                rule,
+                key: &full_key,
+                msg_type: MsgType::Alert,
+                alert_id: id.clone(),
+                references: vec![],
+                start,
+                now_ms: now,
+                refused: 0,
+            },
+            &members,
+            &self.rules.weights,
+            &self.rules.alerts,
+        );
+        let end = start.saturating_add(rule.cooldown);
+        let count = members.len();
+        ks.episodes.insert(
+            start,
+            Episode {
+                id,
+                members: count,
+                emitted: (count, 0),
+                emitted_at: now,
+                tlp: alert.tlp,
+                level: alert.level,
+                flush_scheduled: false,
+            },
+        );
+        // Pending absences inside the episode are its members now.
+        let inside: Vec<Pos> = ks
+            .pending
+            .range(..(end.saturating_add(1), empty()))
+            .cloned()
+            .collect();
+        for p in inside {
+            ks.pending.remove(&p);
+        }
+        out.push(alert);
+    }
+
+    /// Notes new evidence (or refusals) of an episode: an UPDATE now, or at the end of the
+    /// coalescing interval.
+    fn touch(&mut self, ri: usize, rule: &Rule, key: &Id, start: i64, now: i64, out: &mut Vec<Alert>) {
+        let interval = (self.rules.alerts.update_interval_secs as i64).saturating_mul(1000);
+        let Some(ks) = self.states[ri].keys.get_mut(key) else {
+            return;
+        };
+        let refused = ks.refused;
+        let Some(ep) = ks.episodes.get_mut(&start) else {
+            return;
+        };
+        if ep.emitted == (ep.members, refused) {
+            return;
+        }
+        let due = ep.emitted_at.saturating_add(interval);
+        if now >= due {
+            self.emit_update(ri, rule, key, start, now, out);
+        } else if !ep.flush_scheduled {
+            ep.flush_scheduled = true;
+            self.flushes.insert((due, ri, key.clone(), start));
+            self.stats.updates_coalesced += 1;
+        } else {
+            self.stats.updates_coalesced += 1;
+        }
+    }
+
+    fn emit_update(&mut self, ri: usize, rule: &Rule, key: &Id, start: i64, now: i64, out: &mut Vec<Alert>) {
+        let Some(ks) = self.states[ri].keys.get_mut(key) else {
+            return;
+        };
+        let refused = ks.refused;
+        let members = ks.members(rule, start);
+        let Some(ep) = ks.episodes.get(&start) else {
+            return;
+        };
+        if ep.emitted == (members.len(), refused) {
+            return;
+        }
+        let full_key = format!("{}:{key}", rule.group_by().as_str());
+        let first = ep.id.clone();
+        let id = digest_id(&[
+            first.as_bytes(),
+            b"update",
+            &(members.len() as u64).to_be_bytes(),
+            &refused.to_be_bytes(),
+        ]);
+        let alert = build(
+            Head {
+                rule,
+                key: &full_key,
+                msg_type: MsgType::Update,
+                alert_id: id,
+                references: vec![first],
+                start,
+                now_ms: now,
+                refused,
+            },
+            &members,
+            &self.rules.weights,
+            &self.rules.alerts,
+        );
+        let count = members.len();
+        if let Some(ep) = ks.episodes.get_mut(&start) {
+            ep.members = count;
+            ep.emitted = (count, refused);
+            ep.emitted_at = now;
+            ep.tlp = ep.tlp.max(alert.tlp);
+            ep.level = alert.level;
+            ep.flush_scheduled = false;
+        }
+        out.push(alert);
+    }
+
+    fn cancel(&mut self, ri: usize, rule: &Rule, key: &Id, start: i64, now: i64, out: &mut Vec<Alert>) {
+        let Some(ks) = self.states[ri].keys.get_mut(key) else {
+            return;
+        };
+        let Some(ep) = ks.episodes.remove(&start) else {
+            return;
+        };
+        let full_key = format!("{}:{key}", rule.group_by().as_str());
+        let mut alert = build(
+            Head {
+                rule,
+                key: &full_key,
+                msg_type: MsgType::Cancel,
+                alert_id: digest_id(&[ep.id.as_bytes(), b"cancel"]),
+                references: vec![ep.id],
+                start,
+                now_ms: now,
+                refused: 0,
+            },
+            &[],
+            &self.rules.weights,
+            &self.rules.alerts,
+        );
+        // A CANCEL is as sensitive as what it withdraws.
+        alert.tlp = ep.tlp;
+        alert.level = ep.level;
+        out.push(alert);
+    }
+
+    /// A refused event: counted, and the open episode it falls in says so.
+    fn refuse(&mut self, ri: usize, rule: &Rule, key: &Id, t: i64, now: i64, out: &mut Vec<Alert>) {
+        *self.stats.refused.entry(ri).or_default() += 1;
+        let Some(ks) = self.states[ri].keys.get_mut(key) else {
+            return;
+        };
+        ks.refused += 1;
+        let open = ks
+            .episodes
+            .range(..=t)
+            .next_back()
+            .filter(|(s, _)| t <= s.saturating_add(rule.cooldown))
+            .or_else(|| ks.episodes.iter().next_back())
+            .map(|(s, _)| *s);
+        if let Some(start) = open {
+            self.touch(ri, rule, key, start, now, out);
+        }
+    }
+
+    /// Re-derives the key's episodes after an out-of-order change at `t`, from the last
+    /// episode that ended before anything `t` can affect, and emits the difference.
+    fn rescan(&mut self, ri: usize, rule: &Rule, key: &Id, t: i64, now: i64, out: &mut Vec<Alert>) {
+        let decide = self.decision_time().unwrap_or(i64::MIN);
+        let Some(ks) = self.states[ri].keys.get(key) else {
+            return;
+        };
+        let reach = t.saturating_sub(rule.window);
+        let after = ks
+            .episodes
+            .iter()
+            .rev()
+            .map(|(s, _)| s.saturating_add(rule.cooldown))
+            .find(|end| *end < reach);
+        let (found, pending_due) = scan(rule, ks, after, decide);
+        let old: Vec<i64> = ks
+            .episodes
+            .range(after.map_or(i64::MIN, |a| a.saturating_add(1))..)
+            .map(|(s, _)| *s)
+            .collect();
+        let new: BTreeMap<i64, usize> = found.into_iter().collect();
+        for start in old.iter().filter(|s| !new.contains_key(s)) {
+            self.cancel(ri, rule, key, *start, now, out);
+        }
+        for (start, members) in &new {
+            let exists = self.states[ri]
+                .keys
+                .get(key)
+                .is_some_and(|ks| ks.episodes.contains_key(start));
+            if exists {
+                if let Some(ep) = self.states[ri]
+                    .keys
+                    .get_mut(key)
+                    .and_then(|ks| ks.episodes.get_mut(start))
+                {
+                    ep.members = *members;
+                }
+                self.touch(ri, rule, key, *start, now, out);
+            } else {
+                self.open(ri, rule, key, *start, now, out);
+            }
+        }
+        if let Some(due) = pending_due {
+            self.timers.insert((due, ri, key.clone()));
+        }
+        if matches!(rule.condition, Condition::Absence { .. })
+            && let Some(ks) = self.states[ri].keys.get_mut(key)
+        {
+            ks.pending = unexplained_after(rule, ks, ks.last_end(rule));
+            for (s, _) in &ks.pending {
+                self.timers
+                    .insert((s.saturating_add(rule.window), ri, key.clone()));
+            }
+        }
+    }
+
+    /// Decides the absences of one key up to `decide`.
+    fn decide(&mut self, ri: usize, rule: &Rule, key: &Id, decide: i64, now: i64, out: &mut Vec<Alert>) {
+        loop {
+            let Some(ks) = self.states[ri].keys.get_mut(key) else {
+                return;
+            };
+            let Some((s, _)) = ks.pending.first().cloned() else {
+                return;
+            };
+            if s.saturating_add(rule.window) > decide {
+                return;
+            }
+            ks.pending.pop_first();
+            if ks.last_end(rule).is_some_and(|end| s <= end) {
                 continue;
             }
-            let decide = self.decide_floor.map_or(watermark, |d| d.max(watermark));
-            let (episodes, _) = rule.episodes(&state.events, decide);
+            self.open(ri, rule, key, s, now, out);
+        }
+    }
+
+    /// Decides the absence rules whose windows the watermark (or, in a quiet partition,
+    /// the clock) has passed, sends the UPDATEs whose interval ended, and evicts state no
+    /// window can need any more. Call after each batch with the processing time.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Alert>) {
+        self.marks.expire(now_ms);
+        if self.marks.active() == 0 {
+            self.decide_until(now_ms.saturating_sub(self.settings.lateness_ms));
+        }
+        let rules = self.rules.clone();
+        if let Some(decide) = self.decision_time() {
+            while let Some((due, ri, key)) = self.timers.first().cloned() {
+                if due > decide {
+                    break;
+                }
+                self.timers.pop_first();
+                if let Some(rule) = rules.rules.get(ri) {
+                    self.decide(ri, rule, &key, decide, now_ms, out);
+                }
+            }
+        }
+        while let Some((due, ri, key, start)) = self.flushes.first().cloned() {
+            if due > now_ms {
+                break;
+            }
+            self.flushes.pop_first();
+            if let Some(rule) = rules.rules.get(ri) {
+                self.emit_update(ri, rule, &key, start, now_ms, out);
+            }
+        }
+        if let Some(w) = self.watermark() {
+            for (ri, rule) in rules.rules.iter().enumerate() {
+                self.evict(ri, rule, w, now_ms, out);
+            }
+        }
+    }
+
+    /// Evicts, for one rule, the events no window can change any more: only the keys
+    /// whose oldest event expired are visited.
+    fn evict(&mut self, ri: usize, rule: &Rule, watermark: i64, now: i64, out: &mut Vec<Alert>) {
+        let horizon = watermark.saturating_sub(rule.horizon());
+        loop {
+            let Some((due, key)) = self.states[ri].expiry.first().cloned() else {
+                return;
+            };
+            if due > watermark {
+                return;
+            }
+            self.states[ri].expiry.pop_first();
+            // A pending UPDATE of an episode about to go is sent first.
+            let closing: Vec<i64> = self.states[ri]
+                .keys
+                .get(&key)
+                .map(|ks| {
+                    ks.episodes
+                        .iter()
+                        .filter(|(s, ep)| {
+                            s.saturating_add(rule.cooldown) < horizon && ep.flush_scheduled
+                        })
+                        .map(|(s, _)| *s)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for start in closing {
+                self.emit_update(ri, rule, &key, start, now, out);
+            }
+            let Some(ks) = self.states[ri].keys.get_mut(&key) else {
+                continue;
+            };
             // Keep whole any episode still open at the horizon.
-            let cut = episodes
+            let open = ks
+                .episodes
                 .iter()
-                .filter(|ep| ep.start < horizon && ep.start + rule.cooldown >= horizon)
-                .map(|ep| ep.start)
-                .min()
-                .unwrap_or(horizon);
-            let keep_from = state.events.partition_point(|(e, _)| e.occurred_at < cut);
-            for (_, offset) in state.events.drain(..keep_from) {
-                if let Some(n) = self.held.get_mut(&offset) {
+                .find(|(s, _)| **s < horizon && s.saturating_add(rule.cooldown) >= horizon)
+                .map(|(s, _)| *s);
+            let cut = open.unwrap_or(horizon);
+            let kept = ks.events.split_off(&(cut, empty()));
+            let gone = std::mem::replace(&mut ks.events, kept);
+            let mut bytes = 0;
+            for h in gone.values() {
+                bytes += event_bytes(&h.event);
+                if let Some(n) = self.held.get_mut(&h.offset) {
                     *n -= 1;
                     if *n == 0 {
-                        self.held.remove(&offset);
+                        self.held.remove(&h.offset);
                     }
                 }
             }
-            state.emitted.retain(|start, _| *start >= cut);
-            if state.events.is_empty() && state.emitted.is_empty() {
-                empty.push((*ri, key.clone()));
+            let n = gone.len();
+            ks.firsts = ks.firsts.split_off(&(cut, empty()));
+            ks.thens = ks.thens.split_off(&(cut, empty()));
+            ks.pending = ks.pending.split_off(&(cut, empty()));
+            ks.by_latest = ks.by_latest.split_off(&(cut, Box::from("")));
+            ks.latest.retain(|_, t| *t >= cut);
+            ks.episodes = ks.episodes.split_off(&cut);
+            ks.bytes = ks.bytes.saturating_sub(bytes);
+            let empty_key = ks.events.is_empty() && ks.episodes.is_empty();
+            // The next time something of this key can go: its oldest event's horizon, or
+            // the end of the episode that kept it; never now again.
+            let next = match (ks.events.first_key_value(), open) {
+                _ if empty_key => None,
+                (Some(((first, _), _)), open) => Some(
+                    first
+                        .saturating_add(rule.horizon())
+                        .max(open.map_or(i64::MIN, |s| {
+                            s.saturating_add(rule.cooldown).saturating_add(rule.horizon())
+                        }))
+                        .saturating_add(1)
+                        .max(watermark.saturating_add(1)),
+                ),
+                (None, _) => Some(watermark.saturating_add(rule.horizon())),
+            };
+            let rs = &mut self.states[ri];
+            rs.events -= n;
+            rs.bytes = rs.bytes.saturating_sub(bytes);
+            match next {
+                Some(due) => {
+                    if let Some(ks) = rs.keys.get_mut(&key) {
+                        ks.expiry = due;
+                    }
+                    rs.expiry.insert((due, key));
+                }
+                None => {
+                    rs.keys.remove(&key);
+                }
             }
         }
-        for k in empty {
-            self.keys.remove(&k);
+    }
+
+    /// At the key budget: the key whose oldest event is oldest goes, counted.
+    fn evict_oldest_key(&mut self, ri: usize, rule: &Rule, now: i64, out: &mut Vec<Alert>) {
+        let Some((_, key)) = self.states[ri].expiry.pop_first() else {
+            return;
+        };
+        let scheduled: Vec<i64> = self.states[ri]
+            .keys
+            .get(&key)
+            .map(|ks| {
+                ks.episodes
+                    .iter()
+                    .filter(|(_, ep)| ep.flush_scheduled)
+                    .map(|(s, _)| *s)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for start in scheduled {
+            self.emit_update(ri, rule, &key, start, now, out);
         }
+        let rs = &mut self.states[ri];
+        if let Some(ks) = rs.keys.remove(&key) {
+            rs.events -= ks.events.len();
+            rs.bytes = rs.bytes.saturating_sub(ks.bytes);
+            for h in ks.events.values() {
+                if let Some(n) = self.held.get_mut(&h.offset) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.held.remove(&h.offset);
+                    }
+                }
+            }
+        }
+        *self.stats.keys_evicted.entry(ri).or_default() += 1;
     }
 }
 
+/// The canonical episodes of a key's events after `after` (exclusive; `None`: all held),
+/// as (start, member count), given the absence decision time. Also the time at which the
+/// first undecided absence will be decided. Linear in the events scanned.
+fn scan(rule: &Rule, ks: &KeyState, after: Option<i64>, decide: i64) -> (Vec<(i64, usize)>, Option<i64>) {
+    let lower = match after {
+        Some(a) => Bound::Excluded((a, Arc::from("\u{10FFFF}"))),
+        None => Bound::Unbounded,
+    };
+    let events: Vec<&Event> = ks
+        .events
+        .range((lower, Bound::Unbounded))
+        .filter(|((t, _), _)| after.is_none_or(|a| *t > a))
+        .map(|(_, h)| h.event.as_ref())
+        .collect();
+    let n = events.len();
+    let t = |i: usize| events[i].occurred_at;
+    let mut out = Vec::new();
+    let mut pending = None;
+    let mut i = 0;
+    // Sliding-window state for threshold and distinct: events [i, j) are within window of i.
+    let mut j = 0;
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    while i < n {
+        let s = t(i);
+        let limit = s.saturating_add(rule.window);
+        let qualifies = match &rule.condition {
+            Condition::Threshold { count } => {
+                j = j.max(i);
+                while j < n && t(j) <= limit {
+                    j += 1;
+                }
+                j - i >= *count
+            }
+            Condition::Distinct { count, field } => {
+                if j < i {
+                    j = i;
+                    counts.clear();
+                }
+                while j < n && t(j) <= limit {
+                    *counts.entry(events[j].distinct_value(*field)).or_default() += 1;
+                    j += 1;
+                }
+                counts.len() >= *count
+            }
+            Condition::Sequence { .. } => {
+                rule.is_first(events[i]) && any_then(ks, s.saturating_add(1), limit, None)
+            }
+            Condition::Absence { lookback, .. } => {
+                if !rule.is_first(events[i]) {
+                    false
+                } else {
+                    let from = if *lookback { s.saturating_sub(rule.window) } else { s };
+                    let explained = any_then(ks, from, limit, Some(s));
+                    if explained {
+                        false
+                    } else if decide < limit {
+                        // Undecided: nothing after it can be decided either.
+                        pending = Some(limit);
+                        break;
+                    } else {
+                        true
+                    }
+                }
+            }
+        };
+        if !qualifies {
+            if let Condition::Distinct { field, .. } = &rule.condition
+                && j > i
+            {
+                let v = events[i].distinct_value(*field);
+                if let Some(c) = counts.get_mut(v) {
+                    *c -= 1;
+                    if *c == 0 {
+                        counts.remove(v);
+                    }
+                }
+            }
+            i += 1;
+            continue;
+        }
+        let end = s.saturating_add(rule.cooldown);
+        let mut members = 0;
+        let mut k = i;
+        while k < n && t(k) <= end {
+            if rule.is_member(events[k]) {
+                members += 1;
+            }
+            k += 1;
+        }
+        out.push((s, members));
+        i = k;
+        j = i;
+        counts.clear();
+    }
+    (out, pending)
+}
+
+/// Absence rules: the `first` events after `after` not explained by any `then` event.
+fn unexplained_after(rule: &Rule, ks: &KeyState, after: Option<i64>) -> BTreeSet<Pos> {
+    let Condition::Absence { lookback, .. } = rule.condition else {
+        return BTreeSet::new();
+    };
+    ks.firsts
+        .iter()
+        .filter(|(s, _)| after.is_none_or(|a| *s > a))
+        .filter(|(s, _)| {
+            let from = if lookback { s.saturating_sub(rule.window) } else { *s };
+            !any_then(ks, from, s.saturating_add(rule.window), Some(*s))
+        })
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::rules::default_rules;
-    use ewn_model::{Direction, Evidence, Level, ScoreReason};
+    use crate::rules::{DistinctField, Filter, RuleKind, default_rules, seizure_then_crossing};
+    use ewn_model::{Category, Direction, Evidence, Level, ScoreReason};
+    use proptest::prelude::*;
 
     const MIN: i64 = 60_000;
     const HOUR: i64 = 60 * MIN;
+    /// Event times in tests start here; processing time follows event time.
+    pub(crate) const T0: i64 = 1_800_000_000_000;
 
-    pub(crate) fn event(id: &str, t: i64, state: &str, subject: &str) -> Arc<Event> {
-        Arc::new(Event {
-            group: String::new(),
-            group_key: String::new(),
+    pub(crate) fn event(id: &str, t: i64, state: &str, subject: &str) -> Event {
+        Event {
             incident_id: id.into(),
             occurred_at: t,
             reported_at: t,
             state: state.into(),
+            post_id: None,
             agency: format!("{state}-AGENCY"),
             area: "KZ-ZHT".into(),
             crossing: Some("KZ-KHORGOS".into()),
@@ -754,51 +1249,60 @@ mod tests {
                 signature: [0; 64],
                 payload_sha256: [0; 32],
             },
-        })
+        }
+    }
+
+    fn ev(id: &str, t: i64, state: &str, subject: &str) -> Arc<Event> {
+        Arc::new(event(id, T0 + t, state, subject))
+    }
+
+    fn rules_of(configs: Vec<RuleConfig>) -> Arc<RuleSet> {
+        let mut r = RuleSet::new(configs, ScoreWeights::default()).unwrap();
+        r.alerts.update_interval_secs = 0;
+        Arc::new(r)
     }
 
     fn engine() -> PartitionState {
         PartitionState::new(
-            Arc::new(RuleSet::new(default_rules(), ScoreWeights::default())),
-            5 * MIN,
+            rules_of(default_rules()),
+            EngineSettings::with_lateness(5 * MIN),
         )
     }
 
+    /// Feeds in order of the slice, processing time = event time, a tick after each.
     fn feed_all(p: &mut PartitionState, group: GroupBy, events: &[Arc<Event>]) -> Vec<Alert> {
         let mut out = Vec::new();
         for (i, e) in events.iter().enumerate() {
             for key in e.keys(group) {
-                p.feed(group, key, e, i as i64, 0, &mut out);
+                p.feed(group, key, e, i as i64, e.occurred_at, &mut out);
             }
-            p.tick(0, &mut out);
+            p.tick(e.occurred_at, &mut out);
         }
         out
-    }
-
-    fn ids(alerts: &[Alert]) -> Vec<(MsgType, String)> {
-        alerts
-            .iter()
-            .map(|a| (a.msg_type, a.alert_id.clone()))
-            .collect()
     }
 
     #[test]
     fn cross_border_fires_once_then_updates() {
         let mut p = engine();
         let evs = [
-            event("a", 0, "KZ", "s1"),
-            event("b", 10 * HOUR, "KG", "s1"),
-            event("c", 20 * HOUR, "TJ", "s1"),
+            ev("a", 0, "KZ", "s1"),
+            ev("b", 10 * HOUR, "KG", "s1"),
+            ev("c", 20 * HOUR, "TJ", "s1"),
         ];
         let out = feed_all(&mut p, GroupBy::Subject, &evs);
         let kinds: Vec<MsgType> = out.iter().map(|a| a.msg_type).collect();
         assert_eq!(kinds, [MsgType::Alert, MsgType::Update]);
         assert_eq!(
             out[0].alert_id,
-            alert_id("cross_border_movement", "subject:s1", 0)
+            alert_id("cross_border_movement", "subject:s1", T0)
         );
         assert_eq!(out[1].references, [out[0].alert_id.clone()]);
         assert_eq!(out[1].states, ["KG", "KZ", "TJ"]);
+        assert_eq!(out[1].incident_count, 3);
+        assert_eq!(
+            out[1].incident_digest,
+            crate::alert::incident_digest(["a", "b", "c"])
+        );
         assert_eq!(
             out[0].reasons.iter().map(|r| r.contribution).sum::<i32>(),
             out[0].score
@@ -811,95 +1315,73 @@ mod tests {
         let out = feed_all(
             &mut p,
             GroupBy::Subject,
-            &[event("a", 0, "KZ", "s1"), event("b", HOUR, "KZ", "s1")],
+            &[ev("a", 0, "KZ", "s1"), ev("b", HOUR, "KZ", "s1")],
         );
         assert!(out.is_empty());
     }
 
     #[test]
     fn window_exceeded_by_a_minute_is_silent() {
-        let mut p = engine();
-        let evs = [
-            event("a", 0, "KZ", "s1"),
-            event("b", 72 * HOUR + MIN, "KG", "s1"),
-        ];
-        assert!(feed_all(&mut p, GroupBy::Subject, &evs).is_empty());
-        let mut p = engine();
-        let evs = [event("a", 0, "KZ", "s1"), event("b", 72 * HOUR, "KG", "s1")];
+        let evs = [ev("a", 0, "KZ", "s1"), ev("b", 72 * HOUR + MIN, "KG", "s1")];
+        assert!(feed_all(&mut engine(), GroupBy::Subject, &evs).is_empty());
+        let evs = [ev("a", 0, "KZ", "s1"), ev("b", 72 * HOUR, "KG", "s1")];
         assert_eq!(
-            feed_all(&mut p, GroupBy::Subject, &evs).len(),
+            feed_all(&mut engine(), GroupBy::Subject, &evs).len(),
             1,
             "exactly at the window edge fires"
         );
     }
 
     #[test]
-    fn out_of_order_within_lateness_gives_the_same_live_alerts() {
-        let in_order: Vec<Arc<Event>> = (0..7)
-            .map(|i| {
-                event(
-                    &format!("e{i}"),
-                    i * 30_000,
-                    ["KZ", "KG"][i as usize % 2],
-                    "s",
-                )
-            })
-            .collect();
-        let mut shuffled = in_order.clone();
-        shuffled.reverse();
-        shuffled.swap(1, 4);
-        let live = |alerts: &[Alert]| -> BTreeSet<String> {
-            let mut live = BTreeSet::new();
-            for a in alerts {
-                match a.msg_type {
-                    MsgType::Alert => {
-                        live.insert(a.alert_id.clone());
-                    }
-                    MsgType::Cancel => {
-                        live.remove(&a.references[0]);
-                    }
-                    MsgType::Update => {}
-                }
-            }
-            live
-        };
-        let a = feed_all(&mut engine(), GroupBy::Subject, &in_order);
-        let b = feed_all(&mut engine(), GroupBy::Subject, &shuffled);
-        assert_eq!(live(&a), live(&b));
-        assert_eq!(live(&a).len(), 1);
-    }
-
-    #[test]
     fn late_events_are_not_merged() {
         let mut p = engine();
         let mut out = Vec::new();
-        let a = event("a", 10 * HOUR, "KZ", "s");
-        p.feed(GroupBy::Subject, "s", &a, 0, 0, &mut out);
-        let late = event("b", 10 * HOUR - 6 * MIN, "KG", "s");
-        let fed = p.feed(GroupBy::Subject, "s", &late, 1, 0, &mut out);
+        let a = ev("a", 10 * HOUR, "KZ", "s");
+        p.feed(GroupBy::Subject, "s", &a, 0, a.occurred_at, &mut out);
+        let late = ev("b", 10 * HOUR - 6 * MIN, "KZ", "s");
+        let fed = p.feed(GroupBy::Subject, "s", &late, 1, a.occurred_at, &mut out);
         assert!(fed.iter().any(|(_, f)| *f == Fed::Late));
         assert!(out.is_empty());
-        let within = event("c", 10 * HOUR - 4 * MIN, "KG", "s");
-        p.feed(GroupBy::Subject, "s", &within, 2, 0, &mut out);
+        let within = ev("c", 10 * HOUR - 4 * MIN, "KG", "s");
+        p.feed(GroupBy::Subject, "s", &within, 2, a.occurred_at, &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    /// The case: KG dated 280 s ahead in an area, then five KZ reports 90 s old.
+    #[test]
+    fn a_source_ahead_does_not_make_another_late() {
+        let mut p = engine();
+        let mut out = Vec::new();
+        let now = T0 + HOUR;
+        let mut ahead = event("kg", now + 280_000, "KG", "x");
+        ahead.level = Level::Low;
+        let ahead = Arc::new(ahead);
+        p.feed(GroupBy::Area, "KZ-ZHT", &ahead, 0, now, &mut out);
+        p.tick(now, &mut out);
+        for i in 0..5 {
+            let mut e = event(&format!("kz{i}"), now - 90_000 + i, "KZ", "y");
+            e.level = Level::High;
+            let fed = p.feed(GroupBy::Area, "KZ-ZHT", &Arc::new(e), 1 + i, now + 1000, &mut out);
+            assert!(fed.iter().all(|(_, f)| *f == Fed::Accepted), "{fed:?}");
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].rule, "area_burst");
     }
 
     #[test]
     fn burst_counts_medium_and_above() {
-        let mut p = engine();
         let evs: Vec<Arc<Event>> = (0..5)
-            .map(|i| event(&format!("e{i}"), i * 10 * MIN, "KZ", &format!("s{i}")))
+            .map(|i| ev(&format!("e{i}"), i * 10 * MIN, "KZ", &format!("s{i}")))
             .collect();
-        let out = feed_all(&mut p, GroupBy::Area, &evs);
+        let out = feed_all(&mut engine(), GroupBy::Area, &evs);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].rule, "area_burst");
         assert_eq!(out[0].incident_ids.len(), 5);
-        let mut p = engine();
         let mut four = evs.clone();
         four.pop();
-        four.push(event("late", 60 * MIN + 1, "KZ", "x"));
+        four.push(ev("late", 60 * MIN + 1, "KZ", "x"));
         assert!(
-            feed_all(&mut p, GroupBy::Area, &four).is_empty(),
+            feed_all(&mut engine(), GroupBy::Area, &four).is_empty(),
             "fifth one minute beyond the hour"
         );
     }
@@ -912,26 +1394,17 @@ mod tests {
 
     #[test]
     fn absence_waits_for_the_window_then_fires_unless_explained() {
+        let exit = with_direction(ev("x", 0, "KZ", "s"), Direction::Exit);
+        let later = ev("later", 24 * HOUR + 6 * MIN, "KZ", "other");
         let mut p = engine();
-        let exit = with_direction(event("x", 0, "KZ", "s"), Direction::Exit);
-        let mut out = Vec::new();
-        p.feed(GroupBy::Subject, "s", &exit, 0, 0, &mut out);
-        p.tick(0, &mut out);
+        let out = feed_all(&mut p, GroupBy::Subject, std::slice::from_ref(&exit));
         assert!(out.is_empty(), "undecided before the window ends");
-        // an unrelated later event moves the watermark past the window
-        let later = event("later", 24 * HOUR + 6 * MIN, "KZ", "other");
-        p.feed(GroupBy::Subject, "other", &later, 1, 0, &mut out);
-        p.tick(0, &mut out);
+        let out = feed_all(&mut p, GroupBy::Subject, std::slice::from_ref(&later));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].rule, "exit_without_entry");
 
-        let mut p = engine();
-        let mut out = Vec::new();
-        p.feed(GroupBy::Subject, "s", &exit, 0, 0, &mut out);
-        let entry = with_direction(event("y", 3 * HOUR, "KG", "s"), Direction::Entry);
-        p.feed(GroupBy::Subject, "s", &entry, 1, 0, &mut out);
-        p.feed(GroupBy::Subject, "other", &later, 2, 0, &mut out);
-        p.tick(0, &mut out);
+        let entry = with_direction(ev("y", 3 * HOUR, "KG", "s"), Direction::Entry);
+        let out = feed_all(&mut engine(), GroupBy::Subject, &[exit, entry, later]);
         assert!(
             out.iter().all(|a| a.rule != "exit_without_entry"),
             "explained by the entry"
@@ -942,60 +1415,50 @@ mod tests {
     fn the_idle_clock_decides_absences_but_never_makes_events_late() {
         let mut p = engine();
         let mut out = Vec::new();
-        let exit = with_direction(event("x", 0, "KZ", "s"), Direction::Exit);
-        p.decide_until(100 * HOUR);
-        p.feed(GroupBy::Subject, "s", &exit, 0, 0, &mut out);
-        p.tick(0, &mut out);
+        let exit = with_direction(ev("x", 0, "KZ", "s"), Direction::Exit);
+        p.feed(GroupBy::Subject, "s", &exit, 0, exit.occurred_at, &mut out);
+        // Nothing more for 100 hours: the source is idle, the clock decides.
+        p.tick(T0 + 100 * HOUR, &mut out);
         assert_eq!(out.len(), 1, "decided by the clock: {out:?}");
         // an entry 3 h later, delayed but not late by event time: the alert is withdrawn
-        let entry = with_direction(event("y", 3 * HOUR, "KG", "s"), Direction::Entry);
-        let fed = p.feed(GroupBy::Subject, "s", &entry, 1, 0, &mut out);
-        assert!(fed.iter().all(|(_, f)| *f != Fed::Late));
+        let entry = with_direction(ev("y", 3 * HOUR, "KG", "s"), Direction::Entry);
+        let fed = p.feed(GroupBy::Subject, "s", &entry, 1, T0 + 100 * HOUR, &mut out);
+        assert!(fed.iter().all(|(_, f)| *f != Fed::Late), "{fed:?}");
         assert_eq!(out.last().map(|a| a.msg_type), Some(MsgType::Cancel));
+        assert_eq!(out.last().map(|a| a.tlp), Some(Tlp::Green), "as marked as what it withdraws");
     }
 
     #[test]
     fn eviction_releases_offsets_and_keeps_ids_stable() {
         let mut p = engine();
         let mut out = Vec::new();
-        let a = event("a", 0, "KZ", "s");
-        let b = event("b", HOUR, "KG", "s");
-        p.feed(GroupBy::Subject, "s", &a, 10, 0, &mut out);
-        p.feed(GroupBy::Subject, "s", &b, 11, 0, &mut out);
+        let a = ev("a", 0, "KZ", "s");
+        let b = ev("b", HOUR, "KG", "s");
+        p.feed(GroupBy::Subject, "s", &a, 10, a.occurred_at, &mut out);
+        p.feed(GroupBy::Subject, "s", &b, 11, b.occurred_at, &mut out);
         assert_eq!(p.commit_offset(), Some(10));
-        let far = event("far", 300 * HOUR, "KZ", "t");
-        p.feed(GroupBy::Subject, "t", &far, 12, 0, &mut out);
-        p.tick(0, &mut out);
+        let far = ev("far", 300 * HOUR, "KZ", "t");
+        p.feed(GroupBy::Subject, "t", &far, 12, far.occurred_at, &mut out);
+        p.tick(far.occurred_at, &mut out);
         assert_eq!(p.commit_offset(), Some(12), "the closed episode is evicted");
         assert_eq!(
             out.iter().filter(|a| a.msg_type == MsgType::Cancel).count(),
             0
         );
+        assert_eq!(p.keys_per_rule().map(|(_, n)| n).sum::<usize>(), 1);
     }
 
     #[test]
     fn replacing_rules_keeps_unchanged_state() {
         let mut p = engine();
         let mut out = Vec::new();
-        p.feed(
-            GroupBy::Subject,
-            "s",
-            &event("a", 0, "KZ", "s"),
-            0,
-            0,
-            &mut out,
-        );
+        let a = ev("a", 0, "KZ", "s");
+        p.feed(GroupBy::Subject, "s", &a, 0, a.occurred_at, &mut out);
         let mut changed = default_rules();
         changed.retain(|r| r.name != "area_burst");
-        p.replace_rules(Arc::new(RuleSet::new(changed, ScoreWeights::default())));
-        p.feed(
-            GroupBy::Subject,
-            "s",
-            &event("b", HOUR, "KG", "s"),
-            1,
-            0,
-            &mut out,
-        );
+        p.replace_rules(rules_of(changed));
+        let b = ev("b", HOUR, "KG", "s");
+        p.feed(GroupBy::Subject, "s", &b, 1, b.occurred_at, &mut out);
         assert_eq!(out.len(), 1, "the cross-border state survived the reload");
         assert_eq!(p.commit_offset(), Some(0));
     }
@@ -1004,9 +1467,9 @@ mod tests {
     fn duplicates_are_ignored() {
         let mut p = engine();
         let mut out = Vec::new();
-        let a = event("a", 0, "KZ", "s");
-        p.feed(GroupBy::Subject, "s", &a, 0, 0, &mut out);
-        let fed = p.feed(GroupBy::Subject, "s", &a, 1, 0, &mut out);
+        let a = ev("a", 0, "KZ", "s");
+        p.feed(GroupBy::Subject, "s", &a, 0, a.occurred_at, &mut out);
+        let fed = p.feed(GroupBy::Subject, "s", &a, 1, a.occurred_at, &mut out);
         assert!(
             fed.iter()
                 .all(|(_, f)| *f == Fed::Duplicate || *f == Fed::Ignored)
@@ -1015,29 +1478,227 @@ mod tests {
 
     #[test]
     fn sequence_needs_first_then() {
-        let seq = crate::rules::seizure_then_crossing();
-        let rules = Arc::new(RuleSet::new(vec![seq], ScoreWeights::default()));
+        let rules = rules_of(vec![seizure_then_crossing()]);
         let seizure = |id: &str, t| {
-            let mut e = (*event(id, t, "KZ", "s")).clone();
+            let mut e = (*ev(id, t, "KZ", "s")).clone();
             e.category = Category::WeaponsSeizure;
             Arc::new(e)
         };
         let run = |evs: &[Arc<Event>]| {
-            let mut p = PartitionState::new(rules.clone(), 5 * MIN);
+            let mut p = PartitionState::new(rules.clone(), EngineSettings::with_lateness(5 * MIN));
             feed_all(&mut p, GroupBy::Subject, evs)
         };
-        assert_eq!(
-            run(&[seizure("a", 0), event("b", 10 * MIN, "KG", "s")]).len(),
-            1
-        );
+        assert_eq!(run(&[seizure("a", 0), ev("b", 10 * MIN, "KG", "s")]).len(), 1);
         assert!(
-            run(&[event("b", 0, "KG", "s"), seizure("a", 10 * MIN)]).is_empty(),
+            run(&[ev("b", 0, "KG", "s"), seizure("a", 10 * MIN)]).is_empty(),
             "B before A"
         );
         assert!(
-            run(&[seizure("a", 0), event("b", 61 * MIN, "KG", "s")]).is_empty(),
+            run(&[seizure("a", 0), ev("b", 61 * MIN, "KG", "s")]).is_empty(),
             "beyond the window"
         );
-        let _ = ids(&[]);
+    }
+
+    #[test]
+    fn updates_are_coalesced_per_interval_and_flushed() {
+        let mut r = RuleSet::new(default_rules(), ScoreWeights::default()).unwrap();
+        r.alerts.update_interval_secs = 60;
+        let mut p = PartitionState::new(Arc::new(r), EngineSettings::with_lateness(5 * MIN));
+        let mut out = Vec::new();
+        // 100 MEDIUM reports in one area, one a second.
+        for i in 0..100 {
+            let e = ev(&format!("e{i:03}"), i * 1000, "KZ", &format!("s{i}"));
+            p.feed(GroupBy::Area, "KZ-ZHT", &e, i, e.occurred_at, &mut out);
+            p.tick(e.occurred_at, &mut out);
+        }
+        let updates = out.iter().filter(|a| a.msg_type == MsgType::Update).count();
+        assert_eq!(out[0].msg_type, MsgType::Alert);
+        assert_eq!(updates, 1, "100 s with a 60 s interval: {out:?}");
+        p.tick(T0 + 200_000, &mut out);
+        let last = out.last().unwrap();
+        assert_eq!(last.msg_type, MsgType::Update);
+        assert_eq!(last.incident_count, 100, "the flush carries the latest state");
+        assert!(p.take_stats().updates_coalesced > 0);
+    }
+
+    #[test]
+    fn a_full_key_refuses_and_says_so() {
+        let rules = rules_of(default_rules());
+        let mut settings = EngineSettings::with_lateness(5 * MIN);
+        settings.state.max_events_per_key = 10;
+        let mut p = PartitionState::new(rules, settings);
+        let mut out = Vec::new();
+        let mut refused = 0;
+        for i in 0..15 {
+            let e = ev(&format!("e{i:02}"), i * 1000, "KZ", &format!("s{i}"));
+            let fed = p.feed(GroupBy::Area, "KZ-ZHT", &e, i, e.occurred_at, &mut out);
+            refused += fed.iter().filter(|(_, f)| *f == Fed::Refused).count();
+        }
+        assert_eq!(refused, 5);
+        let last = out.last().unwrap();
+        assert_eq!(last.incident_count, 10);
+        assert_eq!(last.refused_count, 5);
+        assert_eq!(last.limits_reached, ["EVENTS_PER_KEY"]);
+        assert_eq!(p.take_stats().refused.values().sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn keys_are_bounded_oldest_first() {
+        let rules = rules_of(default_rules());
+        let mut settings = EngineSettings::with_lateness(5 * MIN);
+        settings.state.max_keys_per_rule = 100;
+        let mut p = PartitionState::new(rules, settings);
+        let mut out = Vec::new();
+        for i in 0..1000 {
+            let e = ev(&format!("e{i}"), i * 1000, "KZ", &format!("s{i}"));
+            p.feed(GroupBy::Subject, &format!("s{i}"), &e, i, e.occurred_at, &mut out);
+        }
+        let held: Vec<usize> = p.keys_per_rule().map(|(_, n)| n).collect();
+        assert!(held.iter().all(|n| *n <= 100), "{held:?}");
+        // (only cross_border_movement admits these: no direction for the absence rule)
+        assert_eq!(p.take_stats().keys_evicted.values().sum::<u64>(), 900);
+        // the newest keys are the ones kept
+        let e = ev("again", 1000 * 1000, "KG", "s999");
+        p.feed(GroupBy::Subject, "s999", &e, 1000, e.occurred_at, &mut out);
+        assert_eq!(out.last().map(|a| a.rule.as_str()), Some("cross_border_movement"));
+    }
+
+    // ---- the engine against an independent, naive oracle ----
+
+    /// The canonical episodes of sorted events, by the definition (quadratic, obvious).
+    fn oracle(rule: &Rule, events: &[Event]) -> BTreeMap<i64, usize> {
+        let mut evs: Vec<&Event> = events.iter().filter(|e| rule.admits(e)).collect();
+        evs.sort_by(|a, b| (a.occurred_at, &a.incident_id).cmp(&(b.occurred_at, &b.incident_id)));
+        let mut out = BTreeMap::new();
+        let mut i = 0;
+        while i < evs.len() {
+            let s = evs[i].occurred_at;
+            let within: Vec<&&Event> = evs[i..]
+                .iter()
+                .take_while(|e| e.occurred_at <= s + rule.window)
+                .collect();
+            let qualifies = match &rule.condition {
+                Condition::Threshold { count } => within.len() >= *count,
+                Condition::Distinct { count, field } => {
+                    within
+                        .iter()
+                        .map(|e| e.distinct_value(*field))
+                        .collect::<BTreeSet<_>>()
+                        .len()
+                        >= *count
+                }
+                Condition::Sequence { .. } => {
+                    rule.is_first(evs[i])
+                        && within.iter().any(|e| e.occurred_at > s && rule.is_then(e))
+                }
+                Condition::Absence { lookback, .. } => {
+                    rule.is_first(evs[i])
+                        && !evs.iter().any(|e| {
+                            rule.is_then(e)
+                                && ((e.occurred_at > s && e.occurred_at <= s + rule.window)
+                                    || (*lookback
+                                        && e.occurred_at >= s - rule.window
+                                        && e.occurred_at < s))
+                        })
+                }
+            };
+            if !qualifies {
+                i += 1;
+                continue;
+            }
+            let mut members = 0;
+            while i < evs.len() && evs[i].occurred_at <= s + rule.cooldown {
+                if rule.is_member(evs[i]) {
+                    members += 1;
+                }
+                i += 1;
+            }
+            out.insert(s, members);
+        }
+        out
+    }
+
+    fn kinds() -> Vec<RuleConfig> {
+        let exit = Filter {
+            direction: Some(Direction::Exit),
+            ..Filter::default()
+        };
+        let entry = Filter {
+            direction: Some(Direction::Entry),
+            ..Filter::default()
+        };
+        let base = |name, kind| RuleConfig::new(name, kind, GroupBy::Area, 600, Level::High);
+        vec![
+            RuleConfig {
+                count: 3,
+                cooldown_secs: Some(900),
+                ..base("t", RuleKind::Threshold)
+            },
+            RuleConfig {
+                count: 2,
+                distinct: Some(DistinctField::State),
+                ..base("d", RuleKind::Distinct)
+            },
+            RuleConfig {
+                first: Some(exit.clone()),
+                then: Some(entry.clone()),
+                ..base("s", RuleKind::Sequence)
+            },
+            RuleConfig {
+                first: Some(exit.clone()),
+                then: Some(entry.clone()),
+                lookback: true,
+                ..base("a", RuleKind::Absence)
+            },
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Random events of one key, fed in a random order (nothing late): the live
+        /// episodes and their member counts equal the oracle's, for every rule kind.
+        #[test]
+        fn any_arrival_order_gives_the_canonical_episodes(
+            spec in proptest::collection::vec((0i64..3_600, 0usize..3, 0usize..3), 1..40),
+            order in proptest::collection::vec(any::<proptest::sample::Index>(), 40),
+        ) {
+            let events: Vec<Event> = spec
+                .iter()
+                .enumerate()
+                .map(|(n, (secs, state, dir))| {
+                    let mut e = event(&format!("i{n:02}"), T0 + secs * 1000, ["KZ", "KG", "TJ"][*state], "s");
+                    e.direction = [None, Some(Direction::Exit), Some(Direction::Entry)][*dir];
+                    e
+                })
+                .collect();
+            let mut shuffled: Vec<Arc<Event>> = events.iter().cloned().map(Arc::new).collect();
+            for (i, ix) in order.iter().enumerate().take(shuffled.len()) {
+                let j = ix.index(shuffled.len());
+                shuffled.swap(i, j);
+            }
+            let rules = rules_of(kinds());
+            let mut settings = EngineSettings::with_lateness(10 * HOUR);
+            settings.idle_ms = 100 * HOUR;
+            let mut p = PartitionState::new(rules.clone(), settings);
+            let mut out = Vec::new();
+            for (n, e) in shuffled.iter().enumerate() {
+                let fed = p.feed(GroupBy::Area, "KZ-ZHT", e, n as i64, T0 + 3_600_000, &mut out);
+                prop_assert!(fed.iter().all(|(_, f)| *f != Fed::Late));
+            }
+            p.decide_until(i64::MAX / 4);
+            p.tick(T0 + 3_600_000, &mut out);
+            for rule in &rules.rules {
+                let mut live: BTreeMap<String, (i64, i32)> = BTreeMap::new();
+                for a in out.iter().filter(|a| a.rule == rule.name()) {
+                    match a.msg_type {
+                        MsgType::Alert => { live.insert(a.alert_id.clone(), (a.window_start, a.incident_count)); }
+                        MsgType::Update => { live.insert(a.references[0].clone(), (a.window_start, a.incident_count)); }
+                        MsgType::Cancel => { live.remove(&a.references[0]); }
+                    }
+                }
+                let got: BTreeMap<i64, usize> = live.values().map(|(s, n)| (*s, *n as usize)).collect();
+                prop_assert_eq!(&got, &oracle(rule, &events), "rule {}", rule.name());
+            }
+        }
     }
 }

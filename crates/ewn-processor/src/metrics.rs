@@ -22,6 +22,17 @@ pub struct ProcessorMetrics {
     pub watermark_lag: IntGaugeVec,
     pub state_keys: IntGaugeVec,
     pub rule_reloads: IntCounterVec,
+    pub state_events: IntGaugeVec,
+    pub state_bytes: prometheus::IntGauge,
+    pub state_refused: IntCounterVec,
+    pub state_keys_evicted: IntCounterVec,
+    pub updates_coalesced: prometheus::IntCounter,
+    pub alert_limits: IntCounterVec,
+    pub watermark_sources: prometheus::IntGauge,
+    pub watermark_untracked: prometheus::IntCounter,
+    pub replay_ids: prometheus::IntGauge,
+    pub replay_forgotten_early: prometheus::IntCounter,
+    pub unowned_records: prometheus::IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -47,8 +58,8 @@ impl ProcessorMetrics {
             )?,
             rejected: m.counter_vec(
                 "ewn_processor_incidents_rejected_total",
-                "records rejected, by reason",
-                &["reason"],
+                "records rejected, by reason and the state whose topic carried them",
+                &["reason", "state"],
             )?,
             verify_batch_size: m.histogram(
                 "ewn_processor_verify_batch_size",
@@ -120,6 +131,54 @@ impl ProcessorMetrics {
                 "ewn_processor_rule_reloads_total",
                 "rule and trust-store reloads",
                 &["outcome"],
+            )?,
+            state_events: m.gauge_vec(
+                "ewn_processor_state_events",
+                "events held in correlation windows (bound: process.state.max_events_per_key per key)",
+                &["rule"],
+            )?,
+            state_bytes: m.gauge(
+                "ewn_processor_state_bytes",
+                "estimated bytes of correlation state held",
+            )?,
+            state_refused: m.counter_vec(
+                "ewn_processor_state_refused_total",
+                "events not merged because their key was at process.state.max_events_per_key",
+                &["rule"],
+            )?,
+            state_keys_evicted: m.counter_vec(
+                "ewn_processor_state_keys_evicted_total",
+                "keys evicted early at process.state.max_keys_per_rule",
+                &["rule"],
+            )?,
+            updates_coalesced: m.counter(
+                "ewn_processor_updates_coalesced_total",
+                "UPDATE messages folded into a later one (process.alerts.update_interval_secs)",
+            )?,
+            alert_limits: m.counter_vec(
+                "ewn_processor_alert_limits_total",
+                "alert messages that report a bound reached, by bound",
+                &["limit"],
+            )?,
+            watermark_sources: m.gauge(
+                "ewn_processor_watermark_sources",
+                "event-time sources active in the partitions held (bound: process.state.max_sources each)",
+            )?,
+            watermark_untracked: m.counter(
+                "ewn_processor_watermark_untracked_sources_total",
+                "new sources not tracked because a partition was at process.state.max_sources",
+            )?,
+            replay_ids: m.gauge(
+                "ewn_processor_replay_ids",
+                "incident ids held by the replay guard (bound: process.replay_max_ids)",
+            )?,
+            replay_forgotten_early: m.counter(
+                "ewn_processor_replay_forgotten_early_total",
+                "incident ids forgotten before the replay window ended, at process.replay_max_ids",
+            )?,
+            unowned_records: m.counter(
+                "ewn_processor_unowned_records_total",
+                "re-keyed records of a partition revoked during the poll: skipped, not committed",
             )?,
         })
     }

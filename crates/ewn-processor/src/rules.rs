@@ -17,7 +17,8 @@ use std::collections::HashSet;
 use ewn_model::{Category, Direction, Level};
 use serde::{Deserialize, Serialize};
 
-use crate::correlate::Event;
+pub use crate::event::{DistinctField, GroupBy};
+use crate::event::Event;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,61 +27,6 @@ pub enum RuleKind {
     Distinct,
     Sequence,
     Absence,
-}
-
-/// What a rule's state is keyed by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GroupBy {
-    /// Each blinded subject of the incident (an incident with two subjects counts for both).
-    Subject,
-    Area,
-    Crossing,
-    State,
-    /// Each incident on its own: an immediate rule, no state.
-    Incident,
-}
-
-impl GroupBy {
-    pub const STATEFUL: [GroupBy; 4] = [
-        GroupBy::Subject,
-        GroupBy::Area,
-        GroupBy::Crossing,
-        GroupBy::State,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GroupBy::Subject => "subject",
-            GroupBy::Area => "area",
-            GroupBy::Crossing => "crossing",
-            GroupBy::State => "state",
-            GroupBy::Incident => "incident",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<GroupBy> {
-        [
-            GroupBy::Subject,
-            GroupBy::Area,
-            GroupBy::Crossing,
-            GroupBy::State,
-            GroupBy::Incident,
-        ]
-        .into_iter()
-        .find(|g| g.as_str() == s)
-    }
-}
-
-/// The field a `distinct` rule counts values of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DistinctField {
-    State,
-    Area,
-    Crossing,
-    Category,
-    Agency,
 }
 
 /// Which incidents a rule (or one side of a sequence/absence rule) looks at. Empty lists
@@ -252,7 +198,126 @@ impl RuleConfig {
         if self.window_secs > 30 * 24 * 3600 {
             p.push(format!("{at}.window_secs: at most 30 days"));
         }
+        if self.cooldown_secs.is_some_and(|c| c > 30 * 24 * 3600) {
+            p.push(format!("{at}.cooldown_secs: at most 30 days"));
+        }
         p
+    }
+}
+
+/// What must hold for a rule to fire, by kind: only the options of that kind exist, so a
+/// rule that passed [`RuleConfig::problems`] cannot be inconsistent at run time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Condition {
+    /// At least `count` matching incidents per key within the window.
+    Threshold { count: usize },
+    /// At least `count` distinct values of `field` per key within the window.
+    Distinct { count: usize, field: DistinctField },
+    /// An incident matching `first`, then one matching `then` strictly later, within the window.
+    Sequence { first: Filter, then: Filter },
+    /// An incident matching `first` and none matching `then` within the window after it
+    /// (and before it, with `lookback`).
+    Absence {
+        first: Filter,
+        then: Filter,
+        lookback: bool,
+    },
+}
+
+/// A checked rule: its configuration (kept for reload comparison and names) and the typed
+/// condition, window and cooldown the engine runs on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub config: RuleConfig,
+    pub condition: Condition,
+    /// Window and cooldown in ms (cooldown >= window).
+    pub window: i64,
+    pub cooldown: i64,
+}
+
+impl TryFrom<RuleConfig> for Rule {
+    /// Every problem, each naming the rule and key.
+    type Error = Vec<String>;
+
+    fn try_from(config: RuleConfig) -> Result<Rule, Vec<String>> {
+        let problems = config.problems(0);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let count = config.count as usize;
+        let pair = || (config.first.clone(), config.then.clone());
+        let condition = match (config.kind, config.distinct, pair()) {
+            (RuleKind::Threshold, _, _) => Condition::Threshold { count },
+            (RuleKind::Distinct, Some(field), _) => Condition::Distinct { count, field },
+            (RuleKind::Sequence, _, (Some(first), Some(then))) => {
+                Condition::Sequence { first, then }
+            }
+            (RuleKind::Absence, _, (Some(first), Some(then))) => Condition::Absence {
+                first,
+                then,
+                lookback: config.lookback,
+            },
+            _ => return Err(vec![format!("rule {}: inconsistent options", config.name)]),
+        };
+        Ok(Rule {
+            window: config.window_ms(),
+            cooldown: config.cooldown_ms(),
+            condition,
+            config,
+        })
+    }
+}
+
+impl Rule {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn group_by(&self) -> GroupBy {
+        self.config.group_by
+    }
+
+    /// The first side of a sequence or absence rule.
+    pub fn is_first(&self, e: &Event) -> bool {
+        match &self.condition {
+            Condition::Sequence { first, .. } | Condition::Absence { first, .. } => {
+                first.matches(e)
+            }
+            _ => false,
+        }
+    }
+
+    /// The second side of a sequence or absence rule.
+    pub fn is_then(&self, e: &Event) -> bool {
+        match &self.condition {
+            Condition::Sequence { then, .. } | Condition::Absence { then, .. } => then.matches(e),
+            _ => false,
+        }
+    }
+
+    /// Does the event belong in this rule's state at all?
+    pub fn admits(&self, e: &Event) -> bool {
+        self.config.filter.matches(e)
+            && match self.condition {
+                Condition::Sequence { .. } | Condition::Absence { .. } => {
+                    self.is_first(e) || self.is_then(e)
+                }
+                _ => true,
+            }
+    }
+
+    /// Is an admitted event evidence of an episode it falls in? (An absence's members are
+    /// its `first` incidents; a sequence's either side.)
+    pub fn is_member(&self, e: &Event) -> bool {
+        match self.condition {
+            Condition::Absence { .. } => self.is_first(e),
+            _ => true,
+        }
+    }
+
+    /// How far behind the watermark a key's events must be kept.
+    pub fn horizon(&self) -> i64 {
+        self.cooldown + self.window
     }
 }
 

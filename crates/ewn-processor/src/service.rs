@@ -12,7 +12,7 @@
 //! stage commits, per partition, the lowest offset its open windows still hold, so after a
 //! crash or rebalance it replays exactly the input that rebuilds them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,19 +25,20 @@ use ewn_kafka::{
     TopicSpec, Topics,
 };
 use ewn_model::validate::Limits;
-use ewn_model::{Alert, AvroRecord, Evidence, RejectReason, Rejection, ScoredIncident};
+use ewn_model::{Alert, AvroRecord, RejectReason, Rejection, ScoredIncident};
 use ewn_ops::http::Health;
-use ewn_trust::{
-    Pending, Rejected, TrustSettings, TrustStore, Verified, Verifier, check_signatures,
-};
+use ewn_trust::{TrustSettings, TrustStore, Verifier};
 use prometheus::Registry;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use crate::correlate::{Event, EventKeys, Fed, PartitionState, RuleSet};
+use crate::correlate::{Fed, RuleSet};
 use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::ingest::IngestBatch;
 use crate::metrics::ProcessorMetrics;
-use crate::rules::{GroupBy, RuleConfig, default_rules};
+use crate::partitions::{Outputs, Partitions};
+use crate::replay::ReplayGuard;
+use crate::rules::{RuleConfig, default_rules};
 use crate::settings::ProcessSettings;
 
 /// Everything the processor is configured with.
@@ -139,6 +140,53 @@ pub fn load_rules(settings: &ProcessSettings) -> Result<Vec<RuleConfig>> {
     }
 }
 
+/// The rule set the engine runs: typed rules, weights and alert bounds.
+fn rule_set(p: &ProcessSettings, rules: Vec<RuleConfig>) -> Result<RuleSet> {
+    RuleSet::new(rules, p.score.clone())
+        .map(|r| r.with_alerts(p.alerts.clone()))
+        .map_err(Error::Config)
+}
+
+/// Every series with a closed label set at 0 from the start, so alert rules fire on the
+/// first event.
+fn init_series(m: &ProcessorMetrics, config: &ProcessorConfig) {
+    let mut states: Vec<String> = config
+        .kafka
+        .states
+        .iter()
+        .map(|s| s.to_ascii_uppercase())
+        .collect();
+    states.push("??".into());
+    for reason in RejectReason::ALL.iter() {
+        for state in &states {
+            m.rejected.with_label_values(&[&reason.code(), state]);
+        }
+    }
+    for state in &states {
+        m.received.with_label_values(&[state]);
+        m.verified.with_label_values(&[state]);
+    }
+    for limit in crate::alert::limit::ALL {
+        m.alert_limits.with_label_values(&[limit]);
+    }
+    for outcome in ["ok", "error"] {
+        m.rule_reloads.with_label_values(&[outcome]);
+    }
+    if let Ok(rules) = load_rules(&config.process) {
+        for r in &rules {
+            init_rule(m, &r.name);
+        }
+    }
+}
+
+fn init_rule(m: &ProcessorMetrics, rule: &str) {
+    m.late.with_label_values(&[rule]);
+    m.state_refused.with_label_values(&[rule]);
+    m.state_keys_evicted.with_label_values(&[rule]);
+    m.state_keys.with_label_values(&[rule]);
+    m.state_events.with_label_values(&[rule]);
+}
+
 fn load_verifier(config: &ProcessorConfig) -> Result<Verifier> {
     let path = config
         .trust
@@ -199,8 +247,9 @@ pub async fn run(
         .map_err(|e| Error::Config(vec![format!("metrics: {e}")]))?;
     let kafka_metrics = KafkaMetrics::register(registry)
         .map_err(|e| Error::Config(vec![format!("metrics: {e}")]))?;
+    init_series(&metrics, &config);
     let ctx = Arc::new(Ctx {
-        rules: Shared::new(RuleSet::new(rules, config.process.score.clone())),
+        rules: Shared::new(rule_set(&config.process, rules)?),
         verifier: Shared::new(verifier),
         topics,
         group,
@@ -277,47 +326,22 @@ async fn reload_loop(ctx: &Ctx, seen: (Option<SystemTime>, Option<SystemTime>)) 
                 match load_rules(&ctx.config.process) {
                     Ok(rules) => {
                         tracing::info!(rules = rules.len(), "rules reloaded");
-                        ctx.rules
-                            .set(RuleSet::new(rules, ctx.config.process.score.clone()));
-                        ctx.metrics.rule_reloads.with_label_values(&["ok"]).inc();
+                        match rule_set(&ctx.config.process, rules) {
+                            Ok(set) => {
+                                ctx.rules.set(set);
+                                ctx.metrics.rule_reloads.with_label_values(&["ok"]).inc();
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "rules reload failed; keeping the previous rules");
+                                ctx.metrics.rule_reloads.with_label_values(&["error"]).inc();
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "rules reload failed; keeping the previous rules");
                         ctx.metrics.rule_reloads.with_label_values(&["error"]).inc();
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Where a record came from.
-#[derive(Clone)]
-struct Origin {
-    topic: usize,
-    partition: i32,
-    offset: i64,
-}
-
-/// Remembers incident ids for the replay window.
-#[derive(Default)]
-struct ReplayGuard {
-    seen: HashMap<String, i64>,
-    last_prune: i64,
-}
-
-impl ReplayGuard {
-    /// True when the id was seen within the window (and records it otherwise).
-    fn repeated(&mut self, id: &str, now: i64, window_ms: i64) -> bool {
-        if now - self.last_prune > 60_000 {
-            self.seen.retain(|_, at| now - *at <= window_ms);
-            self.last_prune = now;
-        }
-        match self.seen.get(id) {
-            Some(at) if now - *at <= window_ms => true,
-            _ => {
-                self.seen.insert(id.to_string(), now);
-                false
             }
         }
     }
@@ -430,49 +454,6 @@ fn incidents_pattern(prefix: &str) -> String {
     format!("{escaped}incidents\\.[a-z][a-z]$")
 }
 
-fn rejection(
-    ctx: &Ctx,
-    topic: &str,
-    origin: &Origin,
-    r: &Rejected,
-    size: usize,
-    sha: [u8; 32],
-) -> Rejection {
-    Rejection {
-        reason: r.reason,
-        detail: r.detail.clone(),
-        topic: topic.to_string(),
-        partition: origin.partition,
-        offset: origin.offset,
-        key_id: r.key_id.clone(),
-        incident_id: r.incident_id.clone(),
-        record_size: size as i64,
-        record_sha256: sha,
-        rejected_at: now_ms(),
-        rejected_by: ctx.instance.clone(),
-    }
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-fn to_event(v: &Verified, scored: crate::score::Scored, topic: &str, origin: &Origin) -> Event {
-    crate::correlate::event_of(
-        &v.incident,
-        scored,
-        Evidence {
-            incident_id: v.incident.incident_id.clone(),
-            topic: topic.to_string(),
-            partition: origin.partition,
-            offset: origin.offset,
-            key_id: v.envelope.key_id.clone(),
-            signature: v.envelope.signature,
-            payload_sha256: sha256(&v.envelope.payload),
-        },
-    )
-}
-
 fn record_alerts(ctx: &Ctx, out: &mut Outbox, alerts: &[Alert]) -> Result<()> {
     let topic = ctx.topics.alerts();
     for a in alerts {
@@ -481,6 +462,11 @@ fn record_alerts(ctx: &Ctx, out: &mut Outbox, alerts: &[Alert]) -> Result<()> {
             .alerts
             .with_label_values(&[a.rule.as_str(), a.level.as_str(), a.msg_type.as_str()])
             .inc();
+        for limit in &a.limits_reached {
+            if crate::alert::limit::ALL.contains(&limit.as_str()) {
+                ctx.metrics.alert_limits.with_label_values(&[limit]).inc();
+            }
+        }
     }
     Ok(())
 }
@@ -496,173 +482,67 @@ fn ingest_loop(ctx: &Ctx) -> Result<()> {
         Some(ctx.kafka_metrics.clone()),
     )?;
     let mut out = Outbox::new(ctx, "process-ingest")?;
-    let mut guard = ReplayGuard::default();
+    let mut guard = ReplayGuard::new(p.replay_window_secs as i64 * 1000, p.replay_max_ids);
     let rekeyed = ctx.config.rekeyed_topic();
     let rejected_topic = ctx.topics.rejected();
-    let replay_ms = p.replay_window_secs as i64 * 1000;
-    let mut topic_names: Vec<String> = Vec::new();
     while !ctx.shutdown.load(Ordering::Relaxed) {
         ctx.health.beat("ingest");
         let (verifier, _) = ctx.verifier.get();
         let (rules, _) = ctx.rules.get();
-        let now = now_ms();
-        let mut origins: Vec<Origin> = Vec::new();
-        let mut pending: Vec<Pending<'_>> = Vec::new();
-        let mut rejections: Vec<Rejection> = Vec::new();
-        let mut offsets: BTreeMap<(usize, i32), i64> = BTreeMap::new();
-        let mut received: BTreeMap<String, u64> = BTreeMap::new();
-        let n = consumer.poll_batch(
+        let mut batch = IngestBatch::new(&verifier, now_ms());
+        consumer.poll_batch(
             p.batch_max,
             Duration::from_millis(p.batch_wait_ms.max(1)),
             |r| {
-                let topic = match topic_names.iter().position(|t| t == r.topic) {
-                    Some(i) => i,
-                    None => {
-                        topic_names.push(r.topic.to_string());
-                        topic_names.len() - 1
-                    }
-                };
-                let origin = Origin {
-                    topic,
-                    partition: r.partition,
-                    offset: r.offset,
-                };
-                offsets.insert((topic, r.partition), r.offset + 1);
-                let state = ctx.topics.state_of(r.topic);
-                *received
-                    .entry(state.unwrap_or("??").to_ascii_uppercase())
-                    .or_default() += 1;
-                let value = r.value.unwrap_or_default();
-                match verifier.check_envelope(value, state, now) {
-                    Ok(pending_record) => {
-                        origins.push(origin);
-                        pending.push(pending_record);
-                    }
-                    Err(rej) => rejections.push(rejection(
-                        ctx,
-                        r.topic,
-                        &origin,
-                        &rej,
-                        value.len(),
-                        sha256(value),
-                    )),
-                }
+                batch.add(
+                    r.topic,
+                    ctx.topics.state_of(r.topic),
+                    r.partition,
+                    r.offset,
+                    r.value,
+                )
             },
         )?;
         for change in consumer.take_changes() {
             tracing::info!(?change, "ingest partitions changed");
         }
-        if n == 0 {
+        if batch.is_empty() {
             continue;
         }
-        for (state, count) in &received {
-            ctx.metrics
-                .received
-                .with_label_values(&[state])
-                .inc_by(*count);
+        let done = batch.finish(&rules, &mut guard, p.batch_verify, &ctx.instance);
+        let m = &ctx.metrics;
+        for (state, n) in &done.received {
+            m.received.with_label_values(&[state]).inc_by(*n);
         }
-
-        let started = Instant::now();
-        let checked: Vec<std::result::Result<(), Rejected>> = if p.batch_verify {
-            check_signatures(&pending)
-        } else {
-            let mut buf = Vec::new();
-            pending
-                .iter()
-                .map(|p| ewn_trust::verify::check_signature(p, &mut buf))
-                .collect()
-        };
-        ctx.metrics.verify_batch_size.observe(pending.len() as f64);
-        let mut verified: Vec<(Origin, Verified)> = Vec::with_capacity(pending.len());
-        for ((origin, pend), sig) in origins.into_iter().zip(pending).zip(checked) {
-            let size = pend.envelope.payload.len();
-            let result = sig.and_then(|()| verifier.check_payload(pend, now));
-            match result {
-                Ok(v) if guard.repeated(&v.incident.incident_id, now, replay_ms) => {
-                    let rej = Rejected {
-                        reason: RejectReason::Duplicate,
-                        detail: "incident id seen within the replay window".into(),
-                        key_id: Some(v.envelope.key_id.clone()),
-                        incident_id: Some(v.incident.incident_id.clone()),
-                    };
-                    rejections.push(rejection(
-                        ctx,
-                        &topic_names[origin.topic],
-                        &origin,
-                        &rej,
-                        size,
-                        sha256(&v.envelope.payload),
-                    ));
-                }
-                Ok(v) => verified.push((origin, v)),
-                Err(rej) => rejections.push(rejection(
-                    ctx,
-                    &topic_names[origin.topic],
-                    &origin,
-                    &rej,
-                    size,
-                    [0; 32],
-                )),
-            }
+        for (state, n) in &done.verified {
+            m.verified.with_label_values(&[state]).inc_by(*n);
         }
-        ctx.metrics
-            .verify_seconds
-            .observe(started.elapsed().as_secs_f64());
-
-        let started = Instant::now();
-        let mut alerts = Vec::new();
-        let groups = rules.stateful_groups();
-        for (origin, v) in &verified {
-            ctx.metrics
-                .verified
-                .with_label_values(&[v.incident.reporter.state.as_str()])
-                .inc();
-            let scored = rules.weights.score(&v.incident);
-            let event = to_event(v, scored, &topic_names[origin.topic], origin);
-            rules.immediate(&event, now, &mut alerts);
-            let mut record = event.clone();
-            for group in &groups {
-                for key in event.keys(*group) {
-                    record.group = group.as_str().to_string();
-                    record.group_key = key.to_string();
-                    let record_key = format!("{}:{key}", group.as_str());
-                    out.send(&rekeyed, record_key.as_bytes(), &record)?;
-                }
-            }
+        for ((reason, state), n) in &done.rejected {
+            m.rejected.with_label_values(&[reason, state]).inc_by(*n);
         }
-        ctx.metrics
-            .score_seconds
-            .observe(started.elapsed().as_secs_f64());
-        for r in &rejections {
-            ctx.metrics
-                .rejected
-                .with_label_values(&[r.reason.code().as_str()])
-                .inc();
+        m.verify_batch_size.observe(done.verify_batch as f64);
+        m.verify_seconds.observe(done.verify_time.as_secs_f64());
+        m.score_seconds.observe(done.score_time.as_secs_f64());
+        m.replay_ids.set(guard.len() as i64);
+        m.replay_forgotten_early
+            .inc_by(guard.take_forgotten_early());
+        for (key, record) in &done.rekeyed {
+            out.send(&rekeyed, key.as_bytes(), record)?;
+        }
+        for r in &done.rejections {
             let key = r
                 .incident_id
                 .clone()
                 .unwrap_or_else(|| format!("{}/{}/{}", r.topic, r.partition, r.offset));
             out.send(&rejected_topic, key.as_bytes(), r)?;
         }
-        record_alerts(ctx, &mut out, &alerts)?;
-        observe_latency(
-            ctx,
-            &alerts,
-            &verified
-                .iter()
-                .map(|(_, v)| {
-                    (
-                        &v.incident.incident_id,
-                        v.incident.occurred_at,
-                        v.incident.reported_at,
-                    )
-                })
-                .collect::<Vec<_>>(),
-        );
-        let commits: Vec<CommitOffset> = offsets
+        record_alerts(ctx, &mut out, &done.alerts)?;
+        observe_latency(ctx, &done.alerts, &done.times);
+        let commits: Vec<CommitOffset> = done
+            .commits
             .into_iter()
-            .map(|((t, partition), offset)| CommitOffset {
-                topic: topic_names[t].clone(),
+            .map(|(topic, partition, offset)| CommitOffset {
+                topic,
                 partition,
                 offset,
                 metadata: String::new(),
@@ -674,7 +554,7 @@ fn ingest_loop(ctx: &Ctx) -> Result<()> {
 }
 
 /// Latency of new alerts from their newest evidence's event time and report time.
-fn observe_latency(ctx: &Ctx, alerts: &[Alert], incidents: &[(&String, i64, i64)]) {
+fn observe_latency(ctx: &Ctx, alerts: &[Alert], incidents: &[(String, i64, i64)]) {
     if alerts.is_empty() {
         return;
     }
@@ -703,16 +583,30 @@ fn observe_latency(ctx: &Ctx, alerts: &[Alert], incidents: &[(&String, i64, i64)
     }
 }
 
-/// A LATE report: the incident is verified and kept on its topic, but was not merged into
-/// the windows of these rules because its event time was behind the watermark.
-fn late_report(ctx: &Ctx, event: &Event, watermark: i64, rules: &[&str]) -> Rejection {
-    Rejection {
-        reason: RejectReason::Late,
-        detail: format!(
-            "event time {} s behind the watermark; not merged into {}",
-            (watermark - event.occurred_at) / 1000,
-            rules.join(", ")
+/// A verified incident not merged into some rules' windows: `LATE` (its event time was
+/// behind the watermark) or `STATE_LIMIT` (its key's state was full). The incident stays
+/// on its topic; this record says what correlation did not see.
+fn not_merged_report(ctx: &Ctx, event: &Event, fed: Fed, watermark: Option<i64>, rules: &[String]) -> Rejection {
+    let (reason, detail) = match fed {
+        Fed::Late => (
+            RejectReason::Late,
+            format!(
+                "event time {} s behind the watermark; not merged into {}",
+                watermark.unwrap_or(event.occurred_at).saturating_sub(event.occurred_at) / 1000,
+                rules.join(", ")
+            ),
         ),
+        _ => (
+            RejectReason::StateLimit,
+            format!(
+                "the key's state is at process.state.max_events_per_key; not merged into {}",
+                rules.join(", ")
+            ),
+        ),
+    };
+    Rejection {
+        reason,
+        detail,
         topic: event.evidence.topic.clone(),
         partition: event.evidence.partition,
         offset: event.evidence.offset,
@@ -725,7 +619,7 @@ fn late_report(ctx: &Ctx, event: &Event, watermark: i64, rules: &[&str]) -> Reje
     }
 }
 
-/// The correlate stage: event-time windows per (rule, key), per partition.
+/// The correlate stage: event-time windows per (rule, key), per owned partition.
 fn correlate_loop(ctx: &Ctx) -> Result<()> {
     let p = &ctx.config.process;
     let topic = ctx.config.rekeyed_topic();
@@ -737,22 +631,19 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
         Some(ctx.kafka_metrics.clone()),
     )?;
     let mut out = Outbox::new(ctx, "process-correlate")?;
-    let lateness_ms = p.allowed_lateness_secs as i64 * 1000;
-    let idle_ms = p.idle_watermark_secs as i64 * 1000;
-    let (mut rules, mut rules_version) = ctx.rules.get();
-    let mut partitions: HashMap<i32, (PartitionState, Instant)> = HashMap::new();
+    let (rules, mut rules_version) = ctx.rules.get();
+    let mut parts = Partitions::new(rules, p.engine());
+    let rejected_topic = ctx.topics.rejected();
     while !ctx.shutdown.load(Ordering::Relaxed) {
         ctx.health.beat("correlate");
         let (current, version) = ctx.rules.get();
         if version != rules_version {
-            rules = current;
-            rules_version = version;
-            for (state, _) in partitions.values_mut() {
-                state.replace_rules(rules.clone());
+            for r in &current.rules {
+                init_rule(&ctx.metrics, r.name());
             }
+            parts.replace_rules(current);
+            rules_version = version;
         }
-        let now = now_ms();
-        let mut alerts = Vec::new();
         let mut batch: Vec<(i32, i64, Option<ScoredIncident>)> = Vec::new();
         consumer.poll_batch(
             p.batch_max,
@@ -762,141 +653,62 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
                 batch.push((r.partition, r.offset, decoded));
             },
         )?;
+        // Ownership first: what was revoked during the poll is not fed nor committed.
         for change in consumer.take_changes() {
             tracing::info!(?change, "correlate partitions changed");
             match change {
                 Change::Revoked(list) => {
                     for (_, partition) in list {
-                        partitions.remove(&partition);
+                        parts.revoke(partition);
+                        let label = partition.to_string();
+                        let _ = ctx.metrics.watermark_lag.remove_label_values(&[&label]);
                     }
                 }
                 Change::Assigned(list) => {
                     for (_, partition) in list {
-                        partitions.insert(
-                            partition,
-                            (
-                                PartitionState::new(rules.clone(), lateness_ms),
-                                Instant::now(),
-                            ),
-                        );
+                        parts.assign(partition);
                     }
                 }
             }
         }
         let started = Instant::now();
-        let mut late: BTreeMap<String, u64> = BTreeMap::new();
-        let mut late_reports: Vec<Rejection> = Vec::new();
-        let mut incidents: Vec<(String, i64, i64)> = Vec::new();
+        let now = now_ms();
         let consumed = batch.len() as u64;
+        let mut done = Outputs::default();
         for (partition, offset, record) in batch {
-            let (state, last_seen) = partitions.entry(partition).or_insert_with(|| {
-                (
-                    PartitionState::new(rules.clone(), lateness_ms),
-                    Instant::now(),
-                )
-            });
-            *last_seen = Instant::now();
-            let Some(record) = record else {
-                tracing::error!(
-                    partition,
-                    offset,
-                    "undecodable record on the internal re-keyed topic; skipped"
-                );
-                continue;
-            };
-            let Some(group) = GroupBy::parse(&record.group) else {
-                continue;
-            };
-            let key = record.group_key.clone();
-            let event = Arc::new(record);
-            incidents.push((
-                event.incident_id.clone(),
-                event.occurred_at,
-                event.reported_at,
-            ));
-            let watermark = state.watermark();
-            let late_rules: Vec<&str> = state
-                .feed(group, &key, &event, offset, now, &mut alerts)
-                .into_iter()
-                .filter(|(_, fed)| *fed == Fed::Late)
-                .map(|(ri, _)| rules.rules[ri].config.name.as_str())
-                .collect();
-            for rule in &late_rules {
-                *late.entry(rule.to_string()).or_default() += 1;
-            }
-            if !late_rules.is_empty() {
-                late_reports.push(late_report(
-                    ctx,
-                    &event,
-                    watermark.unwrap_or(event.occurred_at),
-                    &late_rules,
-                ));
-            }
+            parts.feed(partition, offset, record, now, &mut done);
         }
-        for (partition, (state, last_seen)) in partitions.iter_mut() {
-            if idle_ms > 0 && last_seen.elapsed() >= Duration::from_millis(idle_ms as u64) {
-                state.decide_until(now - lateness_ms);
-            }
-            state.tick(now, &mut alerts);
-            if let Some(w) = state.watermark() {
-                ctx.metrics
-                    .watermark_lag
-                    .with_label_values(&[partition.to_string().as_str()])
-                    .set((now - w) / 1000);
-            }
-        }
+        parts.tick(now, &mut done);
         ctx.metrics
             .correlate_seconds
             .observe(started.elapsed().as_secs_f64());
-        for (rule, n) in late {
+        observe_state(ctx, &mut parts, now);
+        ctx.metrics.unowned_records.inc_by(done.unowned);
+        for (rule, n) in &done.late {
+            ctx.metrics.late.with_label_values(&[rule]).inc_by(*n);
+        }
+        for nm in &done.not_merged {
+            let r = not_merged_report(ctx, &nm.event, nm.fed, nm.watermark, &nm.rules);
             ctx.metrics
-                .late
-                .with_label_values(&[rule.as_str()])
-                .inc_by(n);
-        }
-        let mut keys: BTreeMap<String, i64> = rules
-            .rules
-            .iter()
-            .map(|r| (r.config.name.clone(), 0))
-            .collect();
-        for (state, _) in partitions.values() {
-            for (rule, n) in state.keys_per_rule() {
-                *keys.entry(rule.to_string()).or_default() += n as i64;
-            }
-        }
-        for (rule, n) in keys {
-            ctx.metrics
-                .state_keys
-                .with_label_values(&[rule.as_str()])
-                .set(n);
-        }
-        let rejected_topic = ctx.topics.rejected();
-        for r in &late_reports {
-            ctx.metrics.rejected.with_label_values(&["late"]).inc();
+                .rejected
+                .with_label_values(&[&r.reason.code(), &nm.event.state])
+                .inc();
             out.send(
                 &rejected_topic,
                 r.incident_id.as_deref().unwrap_or_default().as_bytes(),
-                r,
+                &r,
             )?;
         }
-        record_alerts(ctx, &mut out, &alerts)?;
-        observe_latency(
-            ctx,
-            &alerts,
-            &incidents
-                .iter()
-                .map(|(id, o, r)| (id, *o, *r))
-                .collect::<Vec<_>>(),
-        );
-        let commits: Vec<CommitOffset> = partitions
-            .iter()
-            .filter_map(|(partition, (state, _))| {
-                state.commit_offset().map(|offset| CommitOffset {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset,
-                    metadata: String::new(),
-                })
+        record_alerts(ctx, &mut out, &done.alerts)?;
+        observe_latency(ctx, &done.alerts, &done.fed);
+        let commits: Vec<CommitOffset> = parts
+            .commits()
+            .into_iter()
+            .map(|(partition, offset)| CommitOffset {
+                topic: topic.clone(),
+                partition,
+                offset,
+                metadata: String::new(),
             })
             .collect();
         settle(ctx, "correlate", &mut out, &consumer, &commits)?;
@@ -904,4 +716,52 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
         ctx.metrics.correlated.inc_by(consumed);
     }
     Ok(())
+}
+
+/// The state gauges and budget counters, after a batch.
+fn observe_state(ctx: &Ctx, parts: &mut Partitions, now: i64) {
+    let m = &ctx.metrics;
+    let rules = parts.rules().clone();
+    let mut keys = vec![0usize; rules.rules.len()];
+    let mut events = vec![0usize; rules.rules.len()];
+    let mut bytes = 0;
+    let mut sources = 0;
+    for (partition, state) in parts.states() {
+        for (ri, n) in state.keys_per_rule() {
+            keys[ri] += n;
+        }
+        for (ri, n) in state.events_per_rule() {
+            events[ri] += n;
+        }
+        bytes += state.bytes();
+        sources += state.sources(now);
+        if let Some(w) = state.watermark() {
+            m.watermark_lag
+                .with_label_values(&[partition.to_string().as_str()])
+                .set(now.saturating_sub(w) / 1000);
+        }
+    }
+    for (ri, rule) in rules.rules.iter().enumerate() {
+        m.state_keys
+            .with_label_values(&[rule.name()])
+            .set(keys[ri] as i64);
+        m.state_events
+            .with_label_values(&[rule.name()])
+            .set(events[ri] as i64);
+    }
+    m.state_bytes.set(bytes as i64);
+    m.watermark_sources.set(sources as i64);
+    let stats = parts.take_stats();
+    for (ri, n) in stats.refused {
+        m.state_refused
+            .with_label_values(&[rules.rules[ri].name()])
+            .inc_by(n);
+    }
+    for (ri, n) in stats.keys_evicted {
+        m.state_keys_evicted
+            .with_label_values(&[rules.rules[ri].name()])
+            .inc_by(n);
+    }
+    m.updates_coalesced.inc_by(stats.updates_coalesced);
+    m.watermark_untracked.inc_by(stats.untracked_sources);
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use ewn_ops::http::AdminSettings;
 use serde::{Deserialize, Serialize};
 
+use crate::alert::AlertSettings;
+use crate::correlate::{EngineSettings, StateSettings};
 use crate::rules::RuleConfig;
 use crate::score::ScoreWeights;
 
@@ -22,11 +24,15 @@ pub struct ProcessSettings {
     pub rekeyed_partitions: i32,
     /// How far behind the highest event time an event may arrive and still be merged.
     pub allowed_lateness_secs: u64,
-    /// After this long without input on a partition, its watermark follows the clock
-    /// (minus the lateness), so absence rules decide in a quiet network; 0: never.
+    /// A source (state and post) silent this long stops holding the partition's watermark,
+    /// and a lagging source holds it back by this much at most; with no source active,
+    /// absences are decided by the clock (minus the lateness).
     pub idle_watermark_secs: u64,
     /// A repeated incident id within this window is rejected as DUPLICATE.
     pub replay_window_secs: u64,
+    /// Incident ids the replay guard holds at most (16 bytes each plus the index); at the
+    /// bound the oldest is forgotten early and counted.
+    pub replay_max_ids: usize,
     /// How often the rules file and the trust store are checked for changes.
     pub reload_interval_secs: u64,
     /// A TOML file of `[[rules]]` (like deploy/config/rules.default.toml), reloaded when
@@ -37,6 +43,8 @@ pub struct ProcessSettings {
     pub score: ScoreWeights,
     /// Verify signatures in batches (measured faster from ~4 records a batch up).
     pub batch_verify: bool,
+    pub state: StateSettings,
+    pub alerts: AlertSettings,
     pub admin: AdminSettings,
 }
 
@@ -51,11 +59,14 @@ impl Default for ProcessSettings {
             allowed_lateness_secs: 300,
             idle_watermark_secs: 10,
             replay_window_secs: 7 * 24 * 3600,
+            replay_max_ids: 2_000_000,
             reload_interval_secs: 5,
             rules_file: None,
             rules: Vec::new(),
             score: ScoreWeights::default(),
             batch_verify: true,
+            state: StateSettings::default(),
+            alerts: AlertSettings::default(),
             admin: AdminSettings::default(),
         }
     }
@@ -74,6 +85,30 @@ impl ProcessSettings {
         if self.reload_interval_secs == 0 {
             p.push("process.reload_interval_secs: must be at least 1".into());
         }
+        for (name, secs) in [
+            ("allowed_lateness_secs", self.allowed_lateness_secs),
+            ("idle_watermark_secs", self.idle_watermark_secs),
+            ("replay_window_secs", self.replay_window_secs),
+        ] {
+            if secs > 30 * 24 * 3600 {
+                p.push(format!("process.{name}: at most 30 days"));
+            }
+        }
+        if self.replay_max_ids == 0 {
+            p.push("process.replay_max_ids: must be at least 1".into());
+        }
+        p.extend(self.state.problems());
+        p.extend(self.alerts.problems());
         p
+    }
+
+    /// What each partition's correlation engine runs with.
+    pub fn engine(&self) -> EngineSettings {
+        EngineSettings {
+            lateness_ms: self.allowed_lateness_secs as i64 * 1000,
+            idle_ms: self.idle_watermark_secs as i64 * 1000,
+            state: self.state.clone(),
+            alerts: self.alerts.clone(),
+        }
     }
 }

@@ -24,6 +24,9 @@ pub struct VerifyPolicy {
     /// How old `reported_at` may be (`TOO_OLD`); `occurred_at` may not be later than
     /// `reported_at`, so this bounds event time too.
     pub max_age_ms: Option<i64>,
+    /// How far `occurred_at` may lie in the future of the verifier's clock (`FUTURE`).
+    /// Kept well under the processor's allowed lateness: event time drives windows.
+    pub max_future_ms: Option<i64>,
 }
 
 impl Default for VerifyPolicy {
@@ -33,6 +36,7 @@ impl Default for VerifyPolicy {
             limits: Limits::default(),
             max_clock_skew_ms: None,
             max_age_ms: None,
+            max_future_ms: None,
         }
     }
 }
@@ -48,6 +52,8 @@ pub struct TrustSettings {
     pub max_clock_skew_secs: u64,
     /// How old `reported_at` may be when the processor sees the record.
     pub max_age_secs: u64,
+    /// How far ahead of the verifier's clock `occurred_at` (event time) may be.
+    pub max_future_skew_secs: u64,
 }
 
 impl Default for TrustSettings {
@@ -57,6 +63,7 @@ impl Default for TrustSettings {
             max_record_bytes: 64 * 1024,
             max_clock_skew_secs: 300,
             max_age_secs: 7 * 24 * 3600,
+            max_future_skew_secs: 60,
         }
     }
 }
@@ -69,6 +76,7 @@ impl TrustSettings {
             limits,
             max_clock_skew_ms: Some(self.max_clock_skew_secs as i64 * 1000),
             max_age_ms: Some(self.max_age_secs as i64 * 1000),
+            max_future_ms: Some(self.max_future_skew_secs as i64 * 1000),
         }
     }
 }
@@ -247,7 +255,18 @@ impl Verifier {
                 RejectReason::ClockSkew,
                 format!(
                     "reported_at is {} ms ahead of this clock",
-                    incident.reported_at - now_ms
+                    incident.reported_at.saturating_sub(now_ms)
+                ),
+            ));
+        }
+        if let Some(ahead) = self.policy.max_future_ms
+            && incident.occurred_at > now_ms.saturating_add(ahead)
+        {
+            return Err(reject(
+                RejectReason::Future,
+                format!(
+                    "occurred_at is {} ms ahead of this clock (at most {ahead} ms)",
+                    incident.occurred_at.saturating_sub(now_ms)
                 ),
             ));
         }
@@ -258,7 +277,7 @@ impl Verifier {
                 RejectReason::TooOld,
                 format!(
                     "reported_at is {} s old",
-                    (now_ms - incident.reported_at) / 1000
+                    now_ms.saturating_sub(incident.reported_at) / 1000
                 ),
             ));
         }
@@ -471,6 +490,29 @@ mod tests {
         incident.occurred_at = incident.reported_at;
         let bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
         assert_eq!(reason(&v, &bytes, "kz"), RejectReason::TooOld);
+    }
+
+    #[test]
+    fn event_time_ahead_of_the_clock_is_future() {
+        let (v, mut kz, _) = setup();
+        let policy = VerifyPolicy {
+            max_clock_skew_ms: Some(300_000),
+            max_future_ms: Some(60_000),
+            ..v.policy
+        };
+        let v = Verifier::new(v.store, policy);
+        let mut incident = samples::incident();
+        // Signed 290 s ahead (inside the skew), event 61 s ahead: FUTURE.
+        incident.reported_at = NOW + 290_000;
+        incident.occurred_at = NOW + 61_000;
+        let bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
+        assert_eq!(reason(&v, &bytes, "kz"), RejectReason::Future);
+        incident.occurred_at = NOW + 60_000;
+        let bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
+        assert!(
+            v.verify(&bytes, Some("kz"), NOW).is_ok(),
+            "exactly at the bound is accepted"
+        );
     }
 
     #[test]

@@ -1,0 +1,215 @@
+//! The correlate stage's partitions: which re-keyed partitions this member owns, and the
+//! engine state of each. No Kafka here: the stage applies the consumer's assignment
+//! changes *before* feeding a polled batch, so a record of a partition revoked during the
+//! poll neither re-creates its state nor leads to a commit for a partition another member
+//! now owns; a partition assigned again starts empty and replays from its committed
+//! offset.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ewn_model::{Alert, ScoredIncident};
+
+use crate::correlate::{EngineSettings, Fed, PartitionState, RuleSet, Stats};
+use crate::event::Event;
+
+/// A verified event that was not merged into some rules' windows, and why.
+#[derive(Debug)]
+pub struct NotMerged {
+    pub event: Arc<Event>,
+    pub fed: Fed,
+    /// The partition's watermark when it arrived (for `LATE`).
+    pub watermark: Option<i64>,
+    pub rules: Vec<String>,
+}
+
+/// What feeding a batch produced.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub alerts: Vec<Alert>,
+    pub not_merged: Vec<NotMerged>,
+    /// Records of partitions not owned (revoked during the poll): skipped, not committed.
+    pub unowned: u64,
+    /// Undecodable records on the internal topic (a bug or a foreign writer): skipped.
+    pub undecodable: u64,
+    /// Late events per rule name.
+    pub late: BTreeMap<String, u64>,
+    /// (incident id, occurred_at, reported_at) of what was fed, for latency metrics.
+    pub fed: Vec<(String, i64, i64)>,
+}
+
+pub struct Partitions {
+    rules: Arc<RuleSet>,
+    settings: EngineSettings,
+    owned: BTreeMap<i32, PartitionState>,
+}
+
+impl Partitions {
+    pub fn new(rules: Arc<RuleSet>, settings: EngineSettings) -> Self {
+        Partitions {
+            rules,
+            settings,
+            owned: BTreeMap::new(),
+        }
+    }
+
+    pub fn assign(&mut self, partition: i32) {
+        self.owned.insert(
+            partition,
+            PartitionState::new(self.rules.clone(), self.settings.clone()),
+        );
+    }
+
+    pub fn revoke(&mut self, partition: i32) {
+        self.owned.remove(&partition);
+    }
+
+    pub fn owned(&self) -> impl Iterator<Item = i32> + '_ {
+        self.owned.keys().copied()
+    }
+
+    pub fn replace_rules(&mut self, rules: Arc<RuleSet>) {
+        for state in self.owned.values_mut() {
+            state.replace_rules(rules.clone());
+        }
+        self.rules = rules;
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// Feeds one polled record at processing time `now`.
+    pub fn feed(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        record: Option<ScoredIncident>,
+        now: i64,
+        out: &mut Outputs,
+    ) {
+        let Some(state) = self.owned.get_mut(&partition) else {
+            out.unowned += 1;
+            return;
+        };
+        let Some((group, key, event)) = record.and_then(Event::from_record) else {
+            out.undecodable += 1;
+            tracing::error!(
+                partition,
+                offset,
+                "undecodable record on the internal re-keyed topic; skipped"
+            );
+            // Still read: the next commit moves past it.
+            state.feed_nothing(offset);
+            return;
+        };
+        let event = Arc::new(event);
+        out.fed.push((
+            event.incident_id.clone(),
+            event.occurred_at,
+            event.reported_at,
+        ));
+        let watermark = state.watermark();
+        let fed = state.feed(group, &key, &event, offset, now, &mut out.alerts);
+        for kind in [Fed::Late, Fed::Refused] {
+            let rules: Vec<String> = fed
+                .iter()
+                .filter(|(_, f)| *f == kind)
+                .map(|(ri, _)| self.rules.rules[*ri].name().to_string())
+                .collect();
+            if rules.is_empty() {
+                continue;
+            }
+            if kind == Fed::Late {
+                for r in &rules {
+                    *out.late.entry(r.clone()).or_default() += 1;
+                }
+            }
+            out.not_merged.push(NotMerged {
+                event: event.clone(),
+                fed: kind,
+                watermark,
+                rules,
+            });
+        }
+    }
+
+    /// Decisions, coalesced UPDATEs and eviction after a batch.
+    pub fn tick(&mut self, now: i64, out: &mut Outputs) {
+        for state in self.owned.values_mut() {
+            state.tick(now, &mut out.alerts);
+        }
+    }
+
+    /// The offset each owned partition may commit.
+    pub fn commits(&self) -> Vec<(i32, i64)> {
+        self.owned
+            .iter()
+            .filter_map(|(p, s)| s.commit_offset().map(|o| (*p, o)))
+            .collect()
+    }
+
+    pub fn states(&mut self) -> impl Iterator<Item = (i32, &mut PartitionState)> {
+        self.owned.iter_mut().map(|(p, s)| (*p, s))
+    }
+
+    /// Counters of every owned partition since the last call, summed.
+    pub fn take_stats(&mut self) -> Stats {
+        let mut all = Stats::default();
+        for s in self.owned.values_mut() {
+            let st = s.take_stats();
+            for (ri, n) in st.refused {
+                *all.refused.entry(ri).or_default() += n;
+            }
+            for (ri, n) in st.keys_evicted {
+                *all.keys_evicted.entry(ri).or_default() += n;
+            }
+            all.updates_coalesced += st.updates_coalesced;
+            all.untracked_sources += st.untracked_sources;
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{GroupBy, default_rules};
+    use crate::score::ScoreWeights;
+
+    fn record(id: &str, t: i64, state: &str, subject: &str) -> ScoredIncident {
+        let e = crate::correlate::tests::event(id, t, state, subject);
+        e.to_record(GroupBy::Subject, subject)
+    }
+
+    fn parts() -> Partitions {
+        let rules = Arc::new(RuleSet::new(default_rules(), ScoreWeights::default()).unwrap());
+        Partitions::new(rules, EngineSettings::with_lateness(300_000))
+    }
+
+    #[test]
+    fn records_of_a_partition_not_owned_are_skipped_and_never_committed() {
+        let mut p = parts();
+        let mut out = Outputs::default();
+        p.assign(0);
+        p.feed(0, 10, Some(record("a", 1_000, "KZ", "s")), 1_000, &mut out);
+        p.revoke(0);
+        p.feed(0, 11, Some(record("b", 2_000, "KG", "s")), 2_000, &mut out);
+        assert_eq!(out.unowned, 1);
+        assert!(out.alerts.is_empty(), "the revoked state did not come back");
+        assert_eq!(p.commits(), vec![]);
+        p.assign(1);
+        p.feed(1, 5, Some(record("c", 3_000, "KG", "s")), 3_000, &mut out);
+        assert_eq!(p.commits(), vec![(1, 5)], "held from the event's own offset");
+    }
+
+    #[test]
+    fn an_undecodable_record_is_skipped_but_passed() {
+        let mut p = parts();
+        let mut out = Outputs::default();
+        p.assign(0);
+        p.feed(0, 7, None, 0, &mut out);
+        assert_eq!(out.undecodable, 1);
+        assert_eq!(p.commits(), vec![(0, 8)]);
+    }
+}
