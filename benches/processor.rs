@@ -8,9 +8,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ewn_model::{AvroRecord, Category, Evidence, Level, Tlp, samples};
-use ewn_processor::correlate::{Event, EventKeys, PartitionState, RuleSet};
-use ewn_processor::rules::{GroupBy, default_rules};
+use ewn_model::{AvroRecord, Category, Direction, Evidence, Level, Tlp, samples};
+use ewn_processor::correlate::{EngineSettings, Event, PartitionState, RuleSet};
+use ewn_processor::rules::{DistinctField, Filter, GroupBy, RuleConfig, RuleKind, default_rules};
 use ewn_processor::score::ScoreWeights;
 use ewn_trust::check_signatures;
 use ewn_trust::verify::check_signature;
@@ -69,11 +69,10 @@ fn events(n: usize, keys: usize) -> Vec<Arc<Event>> {
         .map(|k| {
             Arc::new(Event {
                 incident_id: format!("00000000-0000-4000-8000-{k:012}"),
-                group: String::new(),
-                group_key: String::new(),
                 occurred_at: 1_790_000_000_000 + k as i64 * 60_000,
                 reported_at: 1_790_000_000_000 + k as i64 * 60_000,
                 state: ["KZ", "KG", "TJ", "UZ", "TM"][k % 5].into(),
+                post_id: None,
                 agency: "A".into(),
                 area: format!("AREA-{}", k % 50),
                 crossing: None,
@@ -102,24 +101,27 @@ fn events(n: usize, keys: usize) -> Vec<Arc<Event>> {
 }
 
 fn correlate(c: &mut Criterion) {
-    let rules = Arc::new(RuleSet::new(default_rules(), ScoreWeights::default()));
+    let rules = Arc::new(
+        RuleSet::new(default_rules(), ScoreWeights::default())
+            .expect("the default rules are valid"),
+    );
     let mut g = c.benchmark_group("correlate");
     for keys in [1_000usize, 10_000] {
         let evs = events(1_000, keys);
         g.throughput(Throughput::Elements(evs.len() as u64));
         g.bench_function(format!("feed_1000_events/{keys}_subjects"), |b| {
             b.iter_batched(
-                || PartitionState::new(rules.clone(), 300_000),
+                || PartitionState::new(rules.clone(), EngineSettings::with_lateness(300_000)),
                 |mut p| {
                     let mut out = Vec::new();
                     for (i, e) in evs.iter().enumerate() {
                         for group in [GroupBy::Subject, GroupBy::Area] {
                             for key in e.keys(group) {
-                                p.feed(group, key, e, i as i64, 0, &mut out);
+                                p.feed(group, key, e, i as i64, e.occurred_at, &mut out);
                             }
                         }
                     }
-                    p.tick(0, &mut out);
+                    p.tick(evs[evs.len() - 1].occurred_at, &mut out);
                     out.len()
                 },
                 BatchSize::SmallInput,
@@ -129,5 +131,128 @@ fn correlate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, verify, score, correlate);
+/// One rule of each kind on one key, fed in event-time order one event a second, in a
+/// steady state where the lateness keeps `held` events of the key (one evicted per event
+/// fed): the per-event cost of evaluation, watermarking and eviction, with 100 and with
+/// 100,000 events held. None of these streams opens an episode, so what is measured is
+/// the rule's own evaluation (an open episode's coalesced UPDATE costs its member count
+/// once per `process.alerts.update_interval_secs`).
+fn rule_kinds(c: &mut Criterion) {
+    let exit = Filter {
+        direction: Some(Direction::Exit),
+        ..Filter::default()
+    };
+    let entry = Filter {
+        direction: Some(Direction::Entry),
+        ..Filter::default()
+    };
+    let base = |name, kind, window| RuleConfig::new(name, kind, GroupBy::Area, window, Level::High);
+    // (rule, direction of event n)
+    type Directions = fn(u64) -> Option<Direction>;
+    let kinds: Vec<(RuleConfig, Directions)> = vec![
+        // 5 within 3 s never happens at one a second: every event checks the window.
+        (
+            RuleConfig {
+                count: 5,
+                ..base("threshold", RuleKind::Threshold, 3)
+            },
+            |_| None,
+        ),
+        // one state only: never 3 distinct, every event counts the values in the window.
+        (
+            RuleConfig {
+                count: 3,
+                distinct: Some(DistinctField::State),
+                ..base("distinct", RuleKind::Distinct, 3600)
+            },
+            |_| None,
+        ),
+        // exits and entries alternate, 1 s apart, window under a second: no pair completes.
+        (
+            RuleConfig {
+                first: Some(exit.clone()),
+                then: Some(entry.clone()),
+                ..base("sequence", RuleKind::Sequence, 0)
+            },
+            |n| {
+                Some(if n % 2 == 0 {
+                    Direction::Exit
+                } else {
+                    Direction::Entry
+                })
+            },
+        ),
+        // every exit is explained by the entry before it.
+        (
+            RuleConfig {
+                first: Some(exit),
+                then: Some(entry),
+                lookback: true,
+                ..base("absence", RuleKind::Absence, 3600)
+            },
+            |n| {
+                Some(if n % 2 == 0 {
+                    Direction::Entry
+                } else {
+                    Direction::Exit
+                })
+            },
+        ),
+    ];
+    let template = events(1, 1).remove(0);
+    let mut g = c.benchmark_group("rule_kind");
+    g.throughput(Throughput::Elements(1));
+    for (mut config, direction) in kinds {
+        if config.kind == RuleKind::Sequence {
+            // a 0 s window is an immediate rule's; keep it stateful with a sub-second one
+            config.window_secs = 1;
+        }
+        let name = config.name.clone();
+        let rules = Arc::new(
+            RuleSet::new(vec![config], ScoreWeights::default()).expect("valid bench rule"),
+        );
+        for held in [100i64, 100_000] {
+            let mut settings = EngineSettings::with_lateness(held * 1000);
+            settings.idle_ms = i64::MAX / 4;
+            settings.state.max_events_per_key = usize::MAX;
+            let mut p = PartitionState::new(rules.clone(), settings);
+            let mut out = Vec::new();
+            let t0 = template.occurred_at;
+            let mut n: u64 = 0;
+            let mut next = |p: &mut PartitionState, out: &mut Vec<_>| {
+                let mut e = (*template).clone();
+                e.incident_id = format!("00000000-0000-4000-8000-{n:012}");
+                e.occurred_at = t0 + n as i64 * 1000;
+                e.direction = direction(n);
+                let e = Arc::new(e);
+                p.feed(
+                    GroupBy::Area,
+                    "AREA-0",
+                    &e,
+                    n as i64,
+                    e.occurred_at + 1,
+                    out,
+                );
+                p.tick(e.occurred_at + 1, out);
+                n += 1;
+                out.clear();
+            };
+            // warm up to the steady state: `held` events of the key kept
+            for _ in 0..(held as u64 + 10_000) {
+                next(&mut p, &mut out);
+            }
+            let kept: usize = p.events_per_rule().map(|(_, e)| e).sum();
+            assert!(
+                (held as usize..=held as usize + 10_000).contains(&kept),
+                "{name}: {kept} events held, wanted about {held}"
+            );
+            g.bench_function(format!("{name}/{held}_held"), |b| {
+                b.iter(|| next(&mut p, &mut out))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, verify, score, correlate, rule_kinds);
 criterion_main!(benches);

@@ -240,7 +240,11 @@ mod tests {
             incident_id: format!("00000000-0000-4000-8000-{n:012}"),
             occurred_at: 1_800_000_000_000 + n as i64,
             reported_at: 1_800_000_000_000 + n as i64,
-            state: format!("{}{}", (b'A' + (n % 26) as u8) as char, (b'A' + (n / 26 % 26) as u8) as char),
+            state: format!(
+                "{}{}",
+                (b'A' + (n % 26) as u8) as char,
+                (b'A' + (n / 26 % 26) as u8) as char
+            ),
             post_id: Some(long('p')),
             agency: long('a'),
             area: format!("{}{n}", long('x')),
@@ -308,7 +312,10 @@ mod tests {
         assert!(a.to_avro().unwrap().len() <= 8 * 1024);
         assert!(a.evidence.len() < 20);
         assert_eq!(a.evidence.len(), a.incident_ids.len());
-        assert_eq!(a.limits_reached.last().map(String::as_str), Some("ALERT_BYTES"));
+        assert_eq!(
+            a.limits_reached.last().map(String::as_str),
+            Some("ALERT_BYTES")
+        );
     }
 
     #[test]

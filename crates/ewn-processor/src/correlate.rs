@@ -407,8 +407,10 @@ impl PartitionState {
     /// Switches to a new rule set, keeping the state of every rule whose configuration is
     /// unchanged; a new or changed rule starts empty and sees events from now on.
     pub fn replace_rules(&mut self, rules: Arc<RuleSet>) {
-        let mut old: Vec<Option<RuleState>> =
-            std::mem::take(&mut self.states).into_iter().map(Some).collect();
+        let mut old: Vec<Option<RuleState>> = std::mem::take(&mut self.states)
+            .into_iter()
+            .map(Some)
+            .collect();
         let map: HashMap<usize, usize> = self
             .rules
             .rules
@@ -455,10 +457,9 @@ impl PartitionState {
 
     /// Notes a record read at `offset` that carries no event (undecodable): passed over.
     pub fn feed_nothing(&mut self, offset: i64) {
-        self.next_offset = Some(
-            self.next_offset
-                .map_or(offset.saturating_add(1), |n| n.max(offset.saturating_add(1))),
-        );
+        self.next_offset = Some(self.next_offset.map_or(offset.saturating_add(1), |n| {
+            n.max(offset.saturating_add(1))
+        }));
     }
 
     /// Feeds one event, received at `offset` for `group`, at processing time `now_ms`.
@@ -472,10 +473,9 @@ impl PartitionState {
         now_ms: i64,
         out: &mut Vec<Alert>,
     ) -> Vec<(usize, Fed)> {
-        self.next_offset = Some(
-            self.next_offset
-                .map_or(offset.saturating_add(1), |n| n.max(offset.saturating_add(1))),
-        );
+        self.next_offset = Some(self.next_offset.map_or(offset.saturating_add(1), |n| {
+            n.max(offset.saturating_add(1))
+        }));
         let late = self.watermark().is_some_and(|w| event.occurred_at < w);
         let source = Watermarks::source_id(&event.state, event.post_id.as_deref());
         let rules = self.rules.clone();
@@ -531,7 +531,10 @@ impl PartitionState {
         let bytes = event_bytes(event);
         let rs = &mut self.states[ri];
         let ks = rs.keys.entry(key.clone()).or_default();
-        let in_order = ks.events.last_key_value().is_none_or(|(last, _)| pos > *last);
+        let in_order = ks
+            .events
+            .last_key_value()
+            .is_none_or(|(last, _)| pos > *last);
         ks.events.insert(
             pos.clone(),
             Held {
@@ -682,7 +685,15 @@ impl PartitionState {
     }
 
     /// Opens an episode at `start` (an ALERT with its members).
-    fn open(&mut self, ri: usize, rule: &Rule, key: &Id, start: i64, now: i64, out: &mut Vec<Alert>) {
+    fn open(
+        &mut self,
+        ri: usize,
+        rule: &Rule,
+        key: &Id,
+        start: i64,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) {
         let Some(ks) = self.states[ri].keys.get_mut(key) else {
             return;
         };
@@ -732,7 +743,15 @@ impl PartitionState {
 
     /// Notes new evidence (or refusals) of an episode: an UPDATE now, or at the end of the
     /// coalescing interval.
-    fn touch(&mut self, ri: usize, rule: &Rule, key: &Id, start: i64, now: i64, out: &mut Vec<Alert>) {
+    fn touch(
+        &mut self,
+        ri: usize,
+        rule: &Rule,
+        key: &Id,
+        start: i64,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) {
         let interval = (self.rules.alerts.update_interval_secs as i64).saturating_mul(1000);
         let Some(ks) = self.states[ri].keys.get_mut(key) else {
             return;
@@ -756,7 +775,15 @@ impl PartitionState {
         }
     }
 
-    fn emit_update(&mut self, ri: usize, rule: &Rule, key: &Id, start: i64, now: i64, out: &mut Vec<Alert>) {
+    fn emit_update(
+        &mut self,
+        ri: usize,
+        rule: &Rule,
+        key: &Id,
+        start: i64,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) {
         let Some(ks) = self.states[ri].keys.get_mut(key) else {
             return;
         };
@@ -803,7 +830,15 @@ impl PartitionState {
         out.push(alert);
     }
 
-    fn cancel(&mut self, ri: usize, rule: &Rule, key: &Id, start: i64, now: i64, out: &mut Vec<Alert>) {
+    fn cancel(
+        &mut self,
+        ri: usize,
+        rule: &Rule,
+        key: &Id,
+        start: i64,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) {
         let Some(ks) = self.states[ri].keys.get_mut(key) else {
             return;
         };
@@ -908,7 +943,15 @@ impl PartitionState {
     }
 
     /// Decides the absences of one key up to `decide`.
-    fn decide(&mut self, ri: usize, rule: &Rule, key: &Id, decide: i64, now: i64, out: &mut Vec<Alert>) {
+    fn decide(
+        &mut self,
+        ri: usize,
+        rule: &Rule,
+        key: &Id,
+        decide: i64,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) {
         loop {
             let Some(ks) = self.states[ri].keys.get_mut(key) else {
                 return;
@@ -1031,7 +1074,8 @@ impl PartitionState {
                     first
                         .saturating_add(rule.horizon())
                         .max(open.map_or(i64::MIN, |s| {
-                            s.saturating_add(rule.cooldown).saturating_add(rule.horizon())
+                            s.saturating_add(rule.cooldown)
+                                .saturating_add(rule.horizon())
                         }))
                         .saturating_add(1)
                         .max(watermark.saturating_add(1)),
@@ -1094,7 +1138,12 @@ impl PartitionState {
 /// The canonical episodes of a key's events after `after` (exclusive; `None`: all held),
 /// as (start, member count), given the absence decision time. Also the time at which the
 /// first undecided absence will be decided. Linear in the events scanned.
-fn scan(rule: &Rule, ks: &KeyState, after: Option<i64>, decide: i64) -> (Vec<(i64, usize)>, Option<i64>) {
+fn scan(
+    rule: &Rule,
+    ks: &KeyState,
+    after: Option<i64>,
+    decide: i64,
+) -> (Vec<(i64, usize)>, Option<i64>) {
     let lower = match after {
         Some(a) => Bound::Excluded((a, Arc::from("\u{10FFFF}"))),
         None => Bound::Unbounded,
@@ -1142,7 +1191,11 @@ fn scan(rule: &Rule, ks: &KeyState, after: Option<i64>, decide: i64) -> (Vec<(i6
                 if !rule.is_first(events[i]) {
                     false
                 } else {
-                    let from = if *lookback { s.saturating_sub(rule.window) } else { s };
+                    let from = if *lookback {
+                        s.saturating_sub(rule.window)
+                    } else {
+                        s
+                    };
                     let explained = any_then(ks, from, limit, Some(s));
                     if explained {
                         false
@@ -1197,7 +1250,11 @@ fn unexplained_after(rule: &Rule, ks: &KeyState, after: Option<i64>) -> BTreeSet
         .iter()
         .filter(|(s, _)| after.is_none_or(|a| *s > a))
         .filter(|(s, _)| {
-            let from = if lookback { s.saturating_sub(rule.window) } else { *s };
+            let from = if lookback {
+                s.saturating_sub(rule.window)
+            } else {
+                *s
+            };
             !any_then(ks, from, s.saturating_add(rule.window), Some(*s))
         })
         .cloned()
@@ -1361,7 +1418,14 @@ pub(crate) mod tests {
         for i in 0..5 {
             let mut e = event(&format!("kz{i}"), now - 90_000 + i, "KZ", "y");
             e.level = Level::High;
-            let fed = p.feed(GroupBy::Area, "KZ-ZHT", &Arc::new(e), 1 + i, now + 1000, &mut out);
+            let fed = p.feed(
+                GroupBy::Area,
+                "KZ-ZHT",
+                &Arc::new(e),
+                1 + i,
+                now + 1000,
+                &mut out,
+            );
             assert!(fed.iter().all(|(_, f)| *f == Fed::Accepted), "{fed:?}");
         }
         assert_eq!(out.len(), 1, "{out:?}");
@@ -1425,7 +1489,11 @@ pub(crate) mod tests {
         let fed = p.feed(GroupBy::Subject, "s", &entry, 1, T0 + 100 * HOUR, &mut out);
         assert!(fed.iter().all(|(_, f)| *f != Fed::Late), "{fed:?}");
         assert_eq!(out.last().map(|a| a.msg_type), Some(MsgType::Cancel));
-        assert_eq!(out.last().map(|a| a.tlp), Some(Tlp::Green), "as marked as what it withdraws");
+        assert_eq!(
+            out.last().map(|a| a.tlp),
+            Some(Tlp::Green),
+            "as marked as what it withdraws"
+        );
     }
 
     #[test]
@@ -1488,7 +1556,10 @@ pub(crate) mod tests {
             let mut p = PartitionState::new(rules.clone(), EngineSettings::with_lateness(5 * MIN));
             feed_all(&mut p, GroupBy::Subject, evs)
         };
-        assert_eq!(run(&[seizure("a", 0), ev("b", 10 * MIN, "KG", "s")]).len(), 1);
+        assert_eq!(
+            run(&[seizure("a", 0), ev("b", 10 * MIN, "KG", "s")]).len(),
+            1
+        );
         assert!(
             run(&[ev("b", 0, "KG", "s"), seizure("a", 10 * MIN)]).is_empty(),
             "B before A"
@@ -1517,7 +1588,10 @@ pub(crate) mod tests {
         p.tick(T0 + 200_000, &mut out);
         let last = out.last().unwrap();
         assert_eq!(last.msg_type, MsgType::Update);
-        assert_eq!(last.incident_count, 100, "the flush carries the latest state");
+        assert_eq!(
+            last.incident_count, 100,
+            "the flush carries the latest state"
+        );
         assert!(p.take_stats().updates_coalesced > 0);
     }
 
@@ -1551,7 +1625,14 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         for i in 0..1000 {
             let e = ev(&format!("e{i}"), i * 1000, "KZ", &format!("s{i}"));
-            p.feed(GroupBy::Subject, &format!("s{i}"), &e, i, e.occurred_at, &mut out);
+            p.feed(
+                GroupBy::Subject,
+                &format!("s{i}"),
+                &e,
+                i,
+                e.occurred_at,
+                &mut out,
+            );
         }
         let held: Vec<usize> = p.keys_per_rule().map(|(_, n)| n).collect();
         assert!(held.iter().all(|n| *n <= 100), "{held:?}");
@@ -1560,7 +1641,10 @@ pub(crate) mod tests {
         // the newest keys are the ones kept
         let e = ev("again", 1000 * 1000, "KG", "s999");
         p.feed(GroupBy::Subject, "s999", &e, 1000, e.occurred_at, &mut out);
-        assert_eq!(out.last().map(|a| a.rule.as_str()), Some("cross_border_movement"));
+        assert_eq!(
+            out.last().map(|a| a.rule.as_str()),
+            Some("cross_border_movement")
+        );
     }
 
     // ---- the engine against an independent, naive oracle ----

@@ -2,12 +2,10 @@
 //! incident, apart from the re-keyed wire record (`ScoredIncident`) that carries it between
 //! the stages.
 
-use ewn_model::{
-    Category, Direction, Evidence, Incident, Level, ScoreReason, ScoredIncident, Tlp,
-};
+use ewn_model::{Category, Direction, Evidence, Incident, Level, ScoreReason, ScoredIncident, Tlp};
 
-use serde::{Deserialize, Serialize};
 use crate::score::Scored;
+use serde::{Deserialize, Serialize};
 
 /// What a rule's state is keyed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

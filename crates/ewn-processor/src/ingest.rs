@@ -110,9 +110,7 @@ impl<'v> IngestBatch<'v> {
                 self.origins.push(origin);
                 self.pending.push(p);
             }
-            Err(rej) => self
-                .early
-                .push((origin, rej, value.len(), sha256(value))),
+            Err(rej) => self.early.push((origin, rej, value.len(), sha256(value))),
         }
     }
 
@@ -143,15 +141,10 @@ impl<'v> IngestBatch<'v> {
             verify_batch: pending.len(),
             ..IngestOutput::default()
         };
-        let state_of = |origin: &Origin| -> String {
-            ewn_model_state(&topics[origin.topic])
-        };
+        let state_of = |origin: &Origin| -> String { ewn_model_state(&topics[origin.topic]) };
         let reject = |out: &mut IngestOutput, origin: &Origin, r: Rejected, size: usize, sha| {
             let state = state_of(origin);
-            *out
-                .rejected
-                .entry((r.reason.code(), state))
-                .or_default() += 1;
+            *out.rejected.entry((r.reason.code(), state)).or_default() += 1;
             out.rejections.push(Rejection {
                 reason: r.reason,
                 detail: r.detail,
@@ -203,8 +196,7 @@ impl<'v> IngestBatch<'v> {
         let started = Instant::now();
         let groups = rules.stateful_groups();
         for (origin, v) in &verified {
-            *out
-                .verified
+            *out.verified
                 .entry(v.incident.reporter.state.clone())
                 .or_default() += 1;
             let scored = rules.weights.score(&v.incident);
@@ -293,6 +285,9 @@ mod tests {
         assert!(!out.rekeyed.is_empty());
         assert!(out.rekeyed.iter().any(|(k, _)| k.starts_with("area:")));
         assert_eq!(out.commits, [("ewn.incidents.kz".to_string(), 0, 8)]);
-        assert_eq!(out.rejected.get(&("duplicate".into(), "KZ".into())), Some(&1));
+        assert_eq!(
+            out.rejected.get(&("duplicate".into(), "KZ".into())),
+            Some(&1)
+        );
     }
 }

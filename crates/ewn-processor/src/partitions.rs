@@ -200,7 +200,11 @@ mod tests {
         assert_eq!(p.commits(), vec![]);
         p.assign(1);
         p.feed(1, 5, Some(record("c", 3_000, "KG", "s")), 3_000, &mut out);
-        assert_eq!(p.commits(), vec![(1, 5)], "held from the event's own offset");
+        assert_eq!(
+            p.commits(),
+            vec![(1, 5)],
+            "held from the event's own offset"
+        );
     }
 
     #[test]

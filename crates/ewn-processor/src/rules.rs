@@ -17,8 +17,8 @@ use std::collections::HashSet;
 use ewn_model::{Category, Direction, Level};
 use serde::{Deserialize, Serialize};
 
-pub use crate::event::{DistinctField, GroupBy};
 use crate::event::Event;
+pub use crate::event::{DistinctField, GroupBy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -586,13 +586,22 @@ fn observe_latency(ctx: &Ctx, alerts: &[Alert], incidents: &[(String, i64, i64)]
 /// A verified incident not merged into some rules' windows: `LATE` (its event time was
 /// behind the watermark) or `STATE_LIMIT` (its key's state was full). The incident stays
 /// on its topic; this record says what correlation did not see.
-fn not_merged_report(ctx: &Ctx, event: &Event, fed: Fed, watermark: Option<i64>, rules: &[String]) -> Rejection {
+fn not_merged_report(
+    ctx: &Ctx,
+    event: &Event,
+    fed: Fed,
+    watermark: Option<i64>,
+    rules: &[String],
+) -> Rejection {
     let (reason, detail) = match fed {
         Fed::Late => (
             RejectReason::Late,
             format!(
                 "event time {} s behind the watermark; not merged into {}",
-                watermark.unwrap_or(event.occurred_at).saturating_sub(event.occurred_at) / 1000,
+                watermark
+                    .unwrap_or(event.occurred_at)
+                    .saturating_sub(event.occurred_at)
+                    / 1000,
                 rules.join(", ")
             ),
         ),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use ewn_model::{Category, Direction, Evidence, Level, SourceReliability, Tlp, samples};
-use ewn_processor::correlate::{Event, EventKeys, PartitionState, RuleSet};
+use ewn_processor::correlate::{EngineSettings, Event, PartitionState, RuleSet};
 use ewn_processor::rules::{GroupBy, default_rules};
 use ewn_processor::score::ScoreWeights;
 
@@ -96,11 +96,10 @@ fn event(
     let s = w.score(&i);
     Arc::new(Event {
         incident_id: format!("00000000-0000-4000-8000-{n:012}"),
-        group: String::new(),
-        group_key: String::new(),
         occurred_at: 1_790_000_000_000 + t_min * 60_000,
         reported_at: 1_790_000_000_000 + t_min * 60_000,
         state: state.into(),
+        post_id: None,
         agency: format!("{state}-A"),
         area: area.into(),
         crossing: direction.map(|_| format!("{state}-X")),
@@ -133,8 +132,10 @@ fn event(
 #[test]
 fn correlation() {
     use Category::*;
-    let rules = Arc::new(RuleSet::new(default_rules(), ScoreWeights::default()));
-    let mut p = PartitionState::new(rules, 5 * 60_000);
+    let rules = Arc::new(RuleSet::new(default_rules(), ScoreWeights::default()).unwrap());
+    let mut p = PartitionState::new(rules, EngineSettings::with_lateness(5 * 60_000));
+    // The processor's clock follows the reports (never backwards).
+    let mut now = 0;
     let h = 60;
     let events = vec![
         // a subject crossing three states: ALERT, then UPDATE
@@ -199,18 +200,19 @@ fn correlation() {
     ];
     let mut out = String::new();
     for (offset, e) in events.iter().enumerate() {
+        now = e.occurred_at.max(now);
         let mut alerts = Vec::new();
         let mut fed = Vec::new();
         for group in [GroupBy::Subject, GroupBy::Area] {
             for key in e.keys(group) {
                 fed.extend(
-                    p.feed(group, key, e, offset as i64, 0, &mut alerts)
+                    p.feed(group, key, e, offset as i64, now, &mut alerts)
                         .into_iter()
                         .map(|(_, f)| format!("{f:?}")),
                 );
             }
         }
-        p.tick(0, &mut alerts);
+        p.tick(now, &mut alerts);
         fed.sort();
         fed.dedup();
         out.push_str(&format!(
@@ -226,7 +228,7 @@ fn correlation() {
                 .map(|r| format!("{}={}", r.factor, r.contribution))
                 .collect();
             out.push_str(&format!(
-                "  {} {} refs={:?} rule={} key={} level={} score={} [{}] window={}..{} states={:?} tlp={} incidents={}\n",
+                "  {} {} refs={:?} rule={} key={} level={} score={} [{}] window={}..{} states={:?} tlp={} incidents={} sample={} digest={}\n",
                 a.msg_type,
                 a.alert_id,
                 a.references,
@@ -239,7 +241,9 @@ fn correlation() {
                 a.window_end,
                 a.states,
                 a.tlp,
-                a.incident_ids.len()
+                a.incident_count,
+                a.incident_ids.len(),
+                hex::encode(&a.incident_digest[..a.incident_digest.len().min(4)])
             ));
         }
     }

@@ -791,7 +791,7 @@ mod tests {
     use std::sync::Arc;
 
     use ewn_model::{Alert, Evidence, MsgType};
-    use ewn_processor::correlate::{EventKeys, Fed, PartitionState, RuleSet, alert_id, event_of};
+    use ewn_processor::correlate::{Fed, PartitionState, RuleSet, alert_id, event_of};
     use ewn_trust::TrustSettings;
 
     use super::*;
@@ -991,10 +991,11 @@ mod tests {
 
     impl Engine {
         fn new() -> Engine {
-            let rules = Arc::new(RuleSet::new(default_rules(), ScoreWeights::default()));
-            let lateness = ProcessSettings::default().allowed_lateness_secs as i64 * 1000;
+            let rules = Arc::new(
+                RuleSet::new(default_rules(), ScoreWeights::default()).expect("valid defaults"),
+            );
             Engine {
-                part: PartitionState::new(rules.clone(), lateness),
+                part: PartitionState::new(rules.clone(), ProcessSettings::default().engine()),
                 rules,
                 offset: 0,
                 alerts: Vec::new(),
