@@ -566,10 +566,90 @@ impl PartitionState {
         self.reindex(ri, rule, key);
         if in_order {
             self.append(ri, rule, key, event, now, out);
-        } else {
+        } else if !self.joins_open_episode(ri, rule, key, event, now, out) {
             self.rescan(ri, rule, key, t, now, out);
         }
         Fed::Accepted
+    }
+
+    /// An out-of-order event inside an episode that it cannot move (no earlier start can
+    /// now qualify): only more evidence. Checked from the indexes in time independent of
+    /// the episode's size; anything else re-scans.
+    fn joins_open_episode(
+        &mut self,
+        ri: usize,
+        rule: &Rule,
+        key: &Id,
+        e: &Event,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) -> bool {
+        let t = e.occurred_at;
+        let Some(ks) = self.states[ri].keys.get_mut(key) else {
+            return false;
+        };
+        if matches!(rule.condition, Condition::Absence { .. }) {
+            return false;
+        }
+        let Some((&start, _)) = ks.episodes.range(..t).next_back() else {
+            return false;
+        };
+        if t > start.saturating_add(rule.cooldown) {
+            return false;
+        }
+        // Earlier starts the event can complete lie in [t - window, start), after the
+        // previous episode.
+        let prev_end = ks
+            .episodes
+            .range(..start)
+            .next_back()
+            .map_or(i64::MIN, |(s, _)| {
+                s.saturating_add(rule.cooldown).saturating_add(1)
+            });
+        let lo = t.saturating_sub(rule.window).max(prev_end);
+        if lo < start {
+            let candidates: Vec<i64> = ks
+                .range(lo, start.saturating_sub(1))
+                .map(|h| h.event.occurred_at)
+                .collect();
+            if candidates.len() > 64 {
+                return false;
+            }
+            let moved = match &rule.condition {
+                // At most count - 1 such events exist (else the first would have started).
+                Condition::Threshold { count } => candidates.iter().any(|u| {
+                    ks.range(*u, u.saturating_add(rule.window))
+                        .take(*count)
+                        .count()
+                        >= *count
+                }),
+                Condition::Distinct { count, field } => candidates.iter().any(|u| {
+                    let mut seen = BTreeSet::new();
+                    for h in ks.range(*u, u.saturating_add(rule.window)) {
+                        seen.insert(h.event.distinct_value(*field));
+                        if seen.len() >= *count {
+                            return true;
+                        }
+                    }
+                    false
+                }),
+                Condition::Sequence { .. } => {
+                    rule.is_then(e)
+                        && first_at_or_after(&ks.firsts, lo).is_some_and(|a| a < t && a < start)
+                }
+                Condition::Absence { .. } => true,
+            };
+            if moved {
+                return false;
+            }
+        }
+        if rule.is_member(e)
+            && let Some(ep) = ks.episodes.get_mut(&start)
+        {
+            ep.members += 1;
+            self.touch(ri, rule, key, start, now, out);
+        }
+        true
     }
 
     /// Keeps the key's entry in the rule's expiry index current.
