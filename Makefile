@@ -43,6 +43,10 @@ bench-e2e: broker ## End-to-end bench on Tansu: processor vs passthrough, publis
 bench-fanout: broker ## Fan-out bench on Tansu: webhook deliveries/s and alert-to-delivery latency, 100 endpoints
 	$(CARGO) bench --locked -p ewn --bench fanout
 
+.PHONY: soak
+soak: ## 24 h of event time at 50 incidents/s through the processor's state (release build; not in CI): state held, peak RSS
+	$(CARGO) bench --locked -p ewn --bench soak
+
 DEMO_SECS ?= 90
 .PHONY: demo
 demo: broker ## The whole network on this machine: states, processor, fan-out, desks, console (DEMO_SECS=90)

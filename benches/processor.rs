@@ -8,8 +8,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ewn_model::{AvroRecord, Category, Direction, Evidence, Level, Tlp, samples};
+use ewn_model::{AvroRecord, Category, Direction, Level, Tlp, samples};
 use ewn_processor::correlate::{EngineSettings, Event, PartitionState, RuleSet};
+use ewn_processor::event::Source;
 use ewn_processor::rules::{DistinctField, Filter, GroupBy, RuleConfig, RuleKind, default_rules};
 use ewn_processor::score::ScoreWeights;
 use ewn_trust::check_signatures;
@@ -68,13 +69,13 @@ fn events(n: usize, keys: usize) -> Vec<Arc<Event>> {
     (0..n)
         .map(|k| {
             Arc::new(Event {
-                incident_id: format!("00000000-0000-4000-8000-{k:012}"),
+                incident_id: format!("00000000-0000-4000-8000-{k:012}").into(),
                 occurred_at: 1_790_000_000_000 + k as i64 * 60_000,
                 reported_at: 1_790_000_000_000 + k as i64 * 60_000,
                 state: ["KZ", "KG", "TJ", "UZ", "TM"][k % 5].into(),
                 post_id: None,
                 agency: "A".into(),
-                area: format!("AREA-{}", k % 50),
+                area: format!("AREA-{}", k % 50).into(),
                 crossing: None,
                 category: Category::SuspiciousCrossing,
                 direction: None,
@@ -82,12 +83,11 @@ fn events(n: usize, keys: usize) -> Vec<Arc<Event>> {
                 subjects: vec![format!("{:064x}", k % keys)],
                 score: s.score,
                 level: Level::Low,
-                reasons: s.reasons.clone(),
+                reasons: s.reasons.clone().into(),
                 tlp: Tlp::Green,
                 lat: 40.0,
                 lon: 70.0,
-                evidence: Evidence {
-                    incident_id: String::new(),
+                source: Source {
                     topic: "t".into(),
                     partition: 0,
                     offset: k as i64,
@@ -221,7 +221,7 @@ fn rule_kinds(c: &mut Criterion) {
             let mut n: u64 = 0;
             let mut next = |p: &mut PartitionState, out: &mut Vec<_>| {
                 let mut e = (*template).clone();
-                e.incident_id = format!("00000000-0000-4000-8000-{n:012}");
+                e.incident_id = format!("00000000-0000-4000-8000-{n:012}").into();
                 e.occurred_at = t0 + n as i64 * 1000;
                 e.direction = direction(n);
                 let e = Arc::new(e);

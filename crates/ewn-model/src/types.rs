@@ -190,7 +190,7 @@ pub struct SignedIncident {
     pub payload: Vec<u8>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScoreReason {
     pub factor: String,
     pub contribution: i32,

@@ -139,11 +139,11 @@ pub fn build(
             .map(String::from)
             .collect()
     };
-    let states = members.iter().map(|e| e.state.as_str()).collect();
+    let states = members.iter().map(|e| &*e.state).collect();
     let states = capped(states, limit::STATES);
-    let areas = members.iter().map(|e| e.area.as_str()).collect();
+    let areas = members.iter().map(|e| &*e.area).collect();
     let areas = capped(areas, limit::AREAS);
-    let distinct_states: BTreeSet<&str> = members.iter().map(|e| e.state.as_str()).collect();
+    let distinct_states: BTreeSet<&str> = members.iter().map(|e| &*e.state).collect();
     let categories: BTreeSet<Category> = members.iter().map(|e| e.category).collect();
     let strongest = members
         .iter()
@@ -155,7 +155,7 @@ pub fn build(
         .map(|e| Scored {
             score: e.score,
             level: e.level,
-            reasons: e.reasons.clone(),
+            reasons: e.reasons.to_vec(),
         });
     let scored = match strongest {
         Some(s) => weights.alert_score(&s, distinct_states.len()),
@@ -174,7 +174,7 @@ pub fn build(
         key: key.to_string(),
         window_start: start,
         window_end: start.saturating_add(rule.window),
-        incident_ids: sample.iter().map(|e| e.incident_id.clone()).collect(),
+        incident_ids: sample.iter().map(|e| e.incident_id.to_string()).collect(),
         states,
         categories: categories.into_iter().collect(),
         areas,
@@ -188,9 +188,9 @@ pub fn build(
         tlp,
         named_agencies: rule.config.named_agencies.clone(),
         created_at: now_ms,
-        evidence: sample.iter().map(|e| e.evidence.clone()).collect(),
+        evidence: sample.iter().map(|e| e.evidence()).collect(),
         incident_count: i32::try_from(members.len()).unwrap_or(i32::MAX),
-        incident_digest: incident_digest(members.iter().map(|e| e.incident_id.as_str())).to_vec(),
+        incident_digest: incident_digest(members.iter().map(|e| &*e.incident_id)).to_vec(),
         limits_reached: limits,
         refused_count: i32::try_from(refused).unwrap_or(i32::MAX),
     };
@@ -232,23 +232,25 @@ fn fit(alert: &mut Alert, max_bytes: usize) {
 mod tests {
     use super::*;
     use crate::rules::default_rules;
-    use ewn_model::{Evidence, Level, ScoreReason};
+    use crate::event::Source;
+    use ewn_model::{Level, ScoreReason};
 
     fn worst_event(n: usize) -> Event {
         let long = |c: char| std::iter::repeat_n(c, 128).collect::<String>();
         Event {
-            incident_id: format!("00000000-0000-4000-8000-{n:012}"),
+            incident_id: format!("00000000-0000-4000-8000-{n:012}").into(),
             occurred_at: 1_800_000_000_000 + n as i64,
             reported_at: 1_800_000_000_000 + n as i64,
             state: format!(
                 "{}{}",
                 (b'A' + (n % 26) as u8) as char,
                 (b'A' + (n / 26 % 26) as u8) as char
-            ),
-            post_id: Some(long('p')),
-            agency: long('a'),
-            area: format!("{}{n}", long('x')),
-            crossing: Some(long('c')),
+            )
+            .into(),
+            post_id: Some(long('p').into()),
+            agency: long('a').into(),
+            area: format!("{}{n}", long('x')).into(),
+            crossing: Some(long('c').into()),
             category: Category::WeaponsSeizure,
             direction: None,
             watchlist_hit: true,
@@ -262,16 +264,16 @@ mod tests {
                     detail: long('d'),
                 };
                 8
-            ],
+            ]
+            .into(),
             tlp: Tlp::Red,
             lat: 1.0,
             lon: 2.0,
-            evidence: Evidence {
-                incident_id: format!("00000000-0000-4000-8000-{n:012}"),
-                topic: long('t'),
+            source: Source {
+                topic: long('t').into(),
                 partition: 1,
                 offset: 1,
-                key_id: long('k'),
+                key_id: long('k').into(),
                 signature: [1; 64],
                 payload_sha256: [2; 32],
             },
@@ -302,8 +304,8 @@ mod tests {
         assert!(size <= settings.max_bytes, "{size} bytes");
         assert_eq!(a.incident_count, 10_000);
         assert_eq!(a.evidence.len(), 20);
-        assert_eq!(a.incident_ids[0], events[0].incident_id);
-        assert_eq!(a.incident_ids[19], events[9_999].incident_id);
+        assert_eq!(a.incident_ids[0], &*events[0].incident_id);
+        assert_eq!(a.incident_ids[19], &*events[9_999].incident_id);
         assert_eq!(a.areas.len(), 32);
         assert_eq!(a.limits_reached, ["EVENTS_PER_KEY", "STATES", "AREAS"]);
         assert_eq!(a.refused_count, 3);

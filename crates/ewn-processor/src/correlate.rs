@@ -273,24 +273,14 @@ fn any_then(ks: &KeyState, from: i64, to: i64, except: Option<i64>) -> bool {
         .any(|(t, _)| Some(*t) != except)
 }
 
-/// Rough heap and inline bytes of an event held for one rule.
+/// Rough bytes of an event held for one rule: the event, its id, and the index entries
+/// (the strings and reasons it shares with other events are not counted per event).
 fn event_bytes(e: &Event) -> usize {
     std::mem::size_of::<Event>()
-        + 96
+        + 2 * 16
         + e.incident_id.len()
-        + e.state.len()
-        + e.agency.len()
-        + e.area.len()
-        + e.post_id.as_ref().map_or(0, String::len)
-        + e.crossing.as_ref().map_or(0, String::len)
         + e.subjects.iter().map(|s| s.len() + 24).sum::<usize>()
-        + e.reasons
-            .iter()
-            .map(|r| r.factor.len() + r.detail.len() + 56)
-            .sum::<usize>()
-        + e.evidence.topic.len()
-        + e.evidence.key_id.len()
-        + e.evidence.incident_id.len()
+        + 96
 }
 
 #[derive(Default)]
@@ -481,7 +471,7 @@ impl PartitionState {
         let rules = self.rules.clone();
         let mut results = Vec::new();
         let key: Id = Arc::from(key);
-        let id: Id = Arc::from(event.incident_id.as_str());
+        let id: Id = event.incident_id.clone();
         for (ri, rule) in rules.rules.iter().enumerate() {
             if rule.group_by() != group {
                 continue;
@@ -751,7 +741,7 @@ impl PartitionState {
                     let explained = lookback
                         && any_then(ks, t.saturating_sub(rule.window), t.saturating_sub(1), None);
                     if !explained {
-                        ks.pending.insert((t, Arc::from(e.incident_id.as_str())));
+                        ks.pending.insert((t, e.incident_id.clone()));
                         self.timers
                             .insert((t.saturating_add(rule.window), ri, key.clone()));
                     }
@@ -1345,7 +1335,7 @@ fn unexplained_after(rule: &Rule, ks: &KeyState, after: Option<i64>) -> BTreeSet
 pub(crate) mod tests {
     use super::*;
     use crate::rules::{DistinctField, Filter, RuleKind, default_rules, seizure_then_crossing};
-    use ewn_model::{Category, Direction, Evidence, Level, ScoreReason};
+    use ewn_model::{Category, Direction, Level, ScoreReason};
     use proptest::prelude::*;
 
     const MIN: i64 = 60_000;
@@ -1360,7 +1350,7 @@ pub(crate) mod tests {
             reported_at: t,
             state: state.into(),
             post_id: None,
-            agency: format!("{state}-AGENCY"),
+            agency: format!("{state}-AGENCY").into(),
             area: "KZ-ZHT".into(),
             crossing: Some("KZ-KHORGOS".into()),
             category: Category::SuspiciousCrossing,
@@ -1373,12 +1363,12 @@ pub(crate) mod tests {
                 factor: "category".into(),
                 contribution: 40,
                 detail: String::new(),
-            }],
+            }]
+            .into(),
             tlp: Tlp::Green,
             lat: 44.0,
             lon: 80.0,
-            evidence: Evidence {
-                incident_id: id.into(),
+            source: crate::event::Source {
                 topic: "t".into(),
                 partition: 0,
                 offset: 0,

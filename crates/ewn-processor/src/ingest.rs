@@ -214,7 +214,7 @@ impl<'v> IngestBatch<'v> {
                 },
             );
             out.times.push((
-                event.incident_id.clone(),
+                event.incident_id.to_string(),
                 event.occurred_at,
                 event.reported_at,
             ));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ewn_model::{Alert, ScoredIncident};
 
 use crate::correlate::{EngineSettings, Fed, PartitionState, RuleSet, Stats};
-use crate::event::Event;
+use crate::event::{Event, Interner};
 
 /// A verified event that was not merged into some rules' windows, and why.
 #[derive(Debug)]
@@ -42,7 +42,12 @@ pub struct Partitions {
     rules: Arc<RuleSet>,
     settings: EngineSettings,
     owned: BTreeMap<i32, PartitionState>,
+    /// Shares the repeated strings of the events held (bounded).
+    interner: Interner,
 }
+
+/// Distinct strings (and reason lists) shared between held events, at most.
+const INTERNED_MAX: usize = 100_000;
 
 impl Partitions {
     pub fn new(rules: Arc<RuleSet>, settings: EngineSettings) -> Self {
@@ -50,6 +55,7 @@ impl Partitions {
             rules,
             settings,
             owned: BTreeMap::new(),
+            interner: Interner::new(INTERNED_MAX),
         }
     }
 
@@ -92,7 +98,9 @@ impl Partitions {
             out.unowned += 1;
             return;
         };
-        let Some((group, key, event)) = record.and_then(Event::from_record) else {
+        let Some((group, key, event)) =
+            record.and_then(|r| Event::from_record(r, &mut self.interner))
+        else {
             out.undecodable += 1;
             tracing::error!(
                 partition,
@@ -105,7 +113,7 @@ impl Partitions {
         };
         let event = Arc::new(event);
         out.fed.push((
-            event.incident_id.clone(),
+            event.incident_id.to_string(),
             event.occurred_at,
             event.reported_at,
         ));

@@ -51,7 +51,7 @@ impl Filter {
         (self.categories.is_empty() || self.categories.contains(&e.category))
             && (self.states.is_empty()
                 || self.states.iter().any(|s| s.eq_ignore_ascii_case(&e.state)))
-            && (self.areas.is_empty() || self.areas.contains(&e.area))
+            && (self.areas.is_empty() || self.areas.iter().any(|a| **a == *e.area))
             && e.score >= self.min_score
             && self.min_level.is_none_or(|l| e.level >= l)
             && self.direction.is_none_or(|d| e.direction == Some(d))

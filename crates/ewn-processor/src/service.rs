@@ -616,13 +616,13 @@ fn not_merged_report(
     Rejection {
         reason,
         detail,
-        topic: event.evidence.topic.clone(),
-        partition: event.evidence.partition,
-        offset: event.evidence.offset,
-        key_id: Some(event.evidence.key_id.clone()),
-        incident_id: Some(event.incident_id.clone()),
+        topic: event.source.topic.to_string(),
+        partition: event.source.partition,
+        offset: event.source.offset,
+        key_id: Some(event.source.key_id.to_string()),
+        incident_id: Some(event.incident_id.to_string()),
         record_size: 0,
-        record_sha256: event.evidence.payload_sha256,
+        record_sha256: event.source.payload_sha256,
         rejected_at: now_ms(),
         rejected_by: ctx.instance.clone(),
     }
@@ -700,7 +700,7 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
             let r = not_merged_report(ctx, &nm.event, nm.fed, nm.watermark, &nm.rules);
             ctx.metrics
                 .rejected
-                .with_label_values(&[&r.reason.code(), &nm.event.state])
+                .with_label_values(&[r.reason.code().as_str(), &*nm.event.state])
                 .inc();
             out.send(
                 &rejected_topic,

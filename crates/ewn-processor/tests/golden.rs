@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
-use ewn_model::{Category, Direction, Evidence, Level, SourceReliability, Tlp, samples};
+use ewn_model::{Category, Direction, Level, SourceReliability, Tlp, samples};
 use ewn_processor::correlate::{EngineSettings, Event, PartitionState, RuleSet};
+use ewn_processor::event::Source;
 use ewn_processor::rules::{GroupBy, default_rules};
 use ewn_processor::score::ScoreWeights;
 
@@ -95,21 +96,21 @@ fn event(
     i.subjects[0].watchlist = None;
     let s = w.score(&i);
     Arc::new(Event {
-        incident_id: format!("00000000-0000-4000-8000-{n:012}"),
+        incident_id: format!("00000000-0000-4000-8000-{n:012}").into(),
         occurred_at: 1_790_000_000_000 + t_min * 60_000,
         reported_at: 1_790_000_000_000 + t_min * 60_000,
         state: state.into(),
         post_id: None,
-        agency: format!("{state}-A"),
+        agency: format!("{state}-A").into(),
         area: area.into(),
-        crossing: direction.map(|_| format!("{state}-X")),
+        crossing: direction.map(|_| format!("{state}-X").into()),
         category,
         direction,
         watchlist_hit: false,
         subjects: vec![subject.into()],
         score: s.score,
         level: s.level,
-        reasons: s.reasons,
+        reasons: s.reasons.into(),
         tlp: if n.is_multiple_of(7) {
             Tlp::Amber
         } else {
@@ -117,12 +118,11 @@ fn event(
         },
         lat: 40.0,
         lon: 70.0,
-        evidence: Evidence {
-            incident_id: format!("00000000-0000-4000-8000-{n:012}"),
-            topic: format!("ewn.incidents.{}", state.to_lowercase()),
+        source: Source {
+            topic: format!("ewn.incidents.{}", state.to_lowercase()).into(),
             partition: 0,
             offset: n as i64,
-            key_id: format!("{}-1", state.to_lowercase()),
+            key_id: format!("{}-1", state.to_lowercase()).into(),
             signature: [n as u8; 64],
             payload_sha256: [n as u8; 32],
         },
