@@ -95,7 +95,9 @@ fn main() {
         settings.state.max_events_per_key,
         settings.replay_max_ids
     );
-    println!("hour  incidents  events_held  keys_held  state_mib(est)  replay_ids  rss_mib  peak_mib");
+    println!(
+        "hour  incidents  events_held  keys_held  state_mib(est)  replay_ids  rss_mib  peak_mib"
+    );
     while t < end {
         generator.tick(t, &mut batch).unwrap();
         for g in batch.drain(..) {
@@ -125,7 +127,8 @@ fn main() {
                     let (_, _, decoded) =
                         Event::from_record(event.to_record(*group, key), &mut interner).unwrap();
                     let record = Arc::new(decoded);
-                    let p = route.hash_one(format!("{}:{key}", group.as_str())) as usize % partitions;
+                    let p =
+                        route.hash_one(format!("{}:{key}", group.as_str())) as usize % partitions;
                     parts[p].feed(*group, key, &record, offset, t, &mut out);
                     records += 1;
                 }

@@ -231,8 +231,8 @@ fn fit(alert: &mut Alert, max_bytes: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::default_rules;
     use crate::event::Source;
+    use crate::rules::default_rules;
     use ewn_model::{Level, ScoreReason};
 
     fn worst_event(n: usize) -> Event {

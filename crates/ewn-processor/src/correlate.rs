@@ -32,7 +32,6 @@
 //! commit, so a restart replays exactly the input that rebuilds the open windows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound;
 use std::sync::Arc;
 
 use ewn_model::{Alert, MsgType, Tlp};
@@ -43,6 +42,7 @@ use crate::alert::{AlertSettings, Head, build, digest_id};
 pub use crate::event::{Event, event_of};
 use crate::rules::{Condition, GroupBy, Rule, RuleConfig};
 use crate::score::ScoreWeights;
+use crate::sorted::Sorted;
 use crate::watermark::Watermarks;
 
 /// The `[process.state]` section: what one partition's correlation state may hold.
@@ -213,15 +213,14 @@ struct Episode {
 /// The state of one (rule, key).
 #[derive(Default)]
 struct KeyState {
-    events: BTreeMap<Pos, Held>,
+    events: Sorted<Pos, Held>,
     /// Sequence and absence rules: the positions of `first` and `then` events.
-    firsts: BTreeSet<Pos>,
-    thens: BTreeSet<Pos>,
+    firsts: Sorted<Pos>,
+    thens: Sorted<Pos>,
     /// Absence rules: `first` events after the last episode, not explained yet.
-    pending: BTreeSet<Pos>,
-    /// Distinct rules: the latest time of each value, and the values by that time.
-    latest: HashMap<Box<str>, i64>,
-    by_latest: BTreeSet<(i64, Box<str>)>,
+    pending: Sorted<Pos>,
+    /// Distinct rules: each value by the latest time it was seen (one entry per value).
+    by_latest: Sorted<(i64, Box<str>)>,
     /// Canonical episodes by window start.
     episodes: BTreeMap<i64, Episode>,
     /// The entry of this key in the rule's expiry index.
@@ -248,29 +247,19 @@ impl KeyState {
 
     /// Events with `from <= t <= to`.
     fn range(&self, from: i64, to: i64) -> impl Iterator<Item = &Held> {
-        self.events
-            .range((Bound::Included((from, empty())), Bound::Unbounded))
-            .take_while(move |((t, _), _)| *t <= to)
-            .map(|(_, h)| h)
+        self.events.between(from, to).map(|(_, h)| h)
     }
 }
 
-fn empty() -> Id {
-    Arc::from("")
-}
-
-fn first_at_or_after(set: &BTreeSet<Pos>, t: i64) -> Option<i64> {
-    set.range((Bound::Included((t, empty())), Bound::Unbounded))
-        .next()
-        .map(|(t, _)| *t)
+fn first_at_or_after(set: &Sorted<Pos>, t: i64) -> Option<i64> {
+    set.from_time(t).next().map(|((t, _), _)| *t)
 }
 
 /// Is there a `then` event with `from <= t <= to` (and not at `except`)?
 fn any_then(ks: &KeyState, from: i64, to: i64, except: Option<i64>) -> bool {
     ks.thens
-        .range((Bound::Included((from, empty())), Bound::Unbounded))
-        .take_while(|(t, _)| *t <= to)
-        .any(|(t, _)| Some(*t) != except)
+        .between(from, to)
+        .any(|((t, _), _)| Some(*t) != except)
 }
 
 /// Rough bytes of an event held for one rule: the event, its id, and the index entries
@@ -437,7 +426,7 @@ impl PartitionState {
         self.held.clear();
         for state in &self.states {
             for ks in state.keys.values() {
-                for h in ks.events.values() {
+                for (_, h) in ks.events.iter() {
                     *self.held.entry(h.offset).or_default() += 1;
                 }
             }
@@ -521,10 +510,7 @@ impl PartitionState {
         let bytes = event_bytes(event);
         let rs = &mut self.states[ri];
         let ks = rs.keys.entry(key.clone()).or_default();
-        let in_order = ks
-            .events
-            .last_key_value()
-            .is_none_or(|(last, _)| pos > *last);
+        let in_order = ks.events.last().is_none_or(|(last, _)| pos > *last);
         ks.events.insert(
             pos.clone(),
             Held {
@@ -536,20 +522,24 @@ impl PartitionState {
         rs.events += 1;
         rs.bytes += bytes;
         if rule.is_first(event) {
-            ks.firsts.insert(pos.clone());
+            ks.firsts.insert(pos.clone(), ());
         }
         if rule.is_then(event) {
-            ks.thens.insert(pos.clone());
+            ks.thens.insert(pos.clone(), ());
         }
         if let Condition::Distinct { field, .. } = rule.condition {
             let value = event.distinct_value(field);
-            let old = ks.latest.get(value).copied();
+            // One entry per value (values per key are few: a linear search).
+            let old = ks
+                .by_latest
+                .iter()
+                .find(|((_, v), _)| **v == *value)
+                .map(|((o, _), _)| *o);
             if old.is_none_or(|o| t > o) {
                 if let Some(o) = old {
                     ks.by_latest.remove(&(o, Box::from(value)));
                 }
-                ks.latest.insert(Box::from(value), t);
-                ks.by_latest.insert((t, Box::from(value)));
+                ks.by_latest.insert((t, Box::from(value)), ());
             }
         }
         *self.held.entry(offset).or_default() += 1;
@@ -648,7 +638,7 @@ impl PartitionState {
         let Some(ks) = rs.keys.get_mut(key) else {
             return;
         };
-        let Some(((first, _), _)) = ks.events.first_key_value() else {
+        let Some(((first, _), _)) = ks.events.first() else {
             return;
         };
         // Evictable once the watermark passes first + horizon.
@@ -704,11 +694,7 @@ impl PartitionState {
                     .flatten()
             }
             Condition::Distinct { count, .. } => {
-                let n = ks
-                    .by_latest
-                    .range((Bound::Included((lo, Box::from(""))), Bound::Unbounded))
-                    .take(*count)
-                    .count();
+                let n = ks.by_latest.from_time(lo).take(*count).count();
                 (n >= *count)
                     .then(|| ks.range(lo, t).next().map(|h| h.event.occurred_at))
                     .flatten()
@@ -724,24 +710,13 @@ impl PartitionState {
                 let lookback = *lookback;
                 if rule.is_then(e) {
                     // Explains the pending `first` events in [t - window, t).
-                    let explained: Vec<Pos> = ks
-                        .pending
-                        .range((
-                            Bound::Included((t.saturating_sub(rule.window), empty())),
-                            Bound::Unbounded,
-                        ))
-                        .take_while(|(s, _)| *s < t)
-                        .cloned()
-                        .collect();
-                    for p in explained {
-                        ks.pending.remove(&p);
-                    }
+                    ks.pending.remove_between(t.saturating_sub(rule.window), t);
                 }
                 if rule.is_first(e) {
                     let explained = lookback
                         && any_then(ks, t.saturating_sub(rule.window), t.saturating_sub(1), None);
                     if !explained {
-                        ks.pending.insert((t, e.incident_id.clone()));
+                        ks.pending.insert((t, e.incident_id.clone()), ());
                         self.timers
                             .insert((t.saturating_add(rule.window), ri, key.clone()));
                     }
@@ -800,14 +775,7 @@ impl PartitionState {
             },
         );
         // Pending absences inside the episode are its members now.
-        let inside: Vec<Pos> = ks
-            .pending
-            .range(..(end.saturating_add(1), empty()))
-            .cloned()
-            .collect();
-        for p in inside {
-            ks.pending.remove(&p);
-        }
+        ks.pending.drain_before(end.saturating_add(1));
         out.push(alert);
     }
 
@@ -1005,7 +973,7 @@ impl PartitionState {
             && let Some(ks) = self.states[ri].keys.get_mut(key)
         {
             ks.pending = unexplained_after(rule, ks, ks.last_end(rule));
-            for (s, _) in &ks.pending {
+            for ((s, _), _) in ks.pending.iter() {
                 self.timers
                     .insert((s.saturating_add(rule.window), ri, key.clone()));
             }
@@ -1026,9 +994,10 @@ impl PartitionState {
             let Some(ks) = self.states[ri].keys.get_mut(key) else {
                 return;
             };
-            let Some((s, _)) = ks.pending.first().cloned() else {
+            let Some(((s, _), _)) = ks.pending.first() else {
                 return;
             };
+            let s = *s;
             if s.saturating_add(rule.window) > decide {
                 return;
             }
@@ -1115,10 +1084,9 @@ impl PartitionState {
                 .find(|(s, _)| **s < horizon && s.saturating_add(rule.cooldown) >= horizon)
                 .map(|(s, _)| *s);
             let cut = open.unwrap_or(horizon);
-            let kept = ks.events.split_off(&(cut, empty()));
-            let gone = std::mem::replace(&mut ks.events, kept);
+            let gone = ks.events.drain_before(cut);
             let mut bytes = 0;
-            for h in gone.values() {
+            for (_, h) in &gone {
                 bytes += event_bytes(&h.event);
                 if let Some(n) = self.held.get_mut(&h.offset) {
                     *n -= 1;
@@ -1128,17 +1096,16 @@ impl PartitionState {
                 }
             }
             let n = gone.len();
-            ks.firsts = ks.firsts.split_off(&(cut, empty()));
-            ks.thens = ks.thens.split_off(&(cut, empty()));
-            ks.pending = ks.pending.split_off(&(cut, empty()));
-            ks.by_latest = ks.by_latest.split_off(&(cut, Box::from("")));
-            ks.latest.retain(|_, t| *t >= cut);
+            ks.firsts.drain_before(cut);
+            ks.thens.drain_before(cut);
+            ks.pending.drain_before(cut);
+            ks.by_latest.drain_before(cut);
             ks.episodes = ks.episodes.split_off(&cut);
             ks.bytes = ks.bytes.saturating_sub(bytes);
             let empty_key = ks.events.is_empty() && ks.episodes.is_empty();
             // The next time something of this key can go: its oldest event's horizon, or
             // the end of the episode that kept it; never now again.
-            let next = match (ks.events.first_key_value(), open) {
+            let next = match (ks.events.first(), open) {
                 _ if empty_key => None,
                 (Some(((first, _), _)), open) => Some(
                     first
@@ -1192,7 +1159,7 @@ impl PartitionState {
         if let Some(ks) = rs.keys.remove(&key) {
             rs.events -= ks.events.len();
             rs.bytes = rs.bytes.saturating_sub(ks.bytes);
-            for h in ks.events.values() {
+            for (_, h) in ks.events.iter() {
                 if let Some(n) = self.held.get_mut(&h.offset) {
                     *n -= 1;
                     if *n == 0 {
@@ -1214,14 +1181,9 @@ fn scan(
     after: Option<i64>,
     decide: i64,
 ) -> (Vec<(i64, usize)>, Option<i64>) {
-    let lower = match after {
-        Some(a) => Bound::Excluded((a, Arc::from("\u{10FFFF}"))),
-        None => Bound::Unbounded,
-    };
     let events: Vec<&Event> = ks
         .events
-        .range((lower, Bound::Unbounded))
-        .filter(|((t, _), _)| after.is_none_or(|a| *t > a))
+        .from_time(after.map_or(i64::MIN, |a| a.saturating_add(1)))
         .map(|(_, h)| h.event.as_ref())
         .collect();
     let n = events.len();
@@ -1312,23 +1274,25 @@ fn scan(
 }
 
 /// Absence rules: the `first` events after `after` not explained by any `then` event.
-fn unexplained_after(rule: &Rule, ks: &KeyState, after: Option<i64>) -> BTreeSet<Pos> {
+fn unexplained_after(rule: &Rule, ks: &KeyState, after: Option<i64>) -> Sorted<Pos> {
+    let mut out = Sorted::default();
     let Condition::Absence { lookback, .. } = rule.condition else {
-        return BTreeSet::new();
+        return out;
     };
-    ks.firsts
-        .iter()
-        .filter(|(s, _)| after.is_none_or(|a| *s > a))
-        .filter(|(s, _)| {
-            let from = if lookback {
-                s.saturating_sub(rule.window)
-            } else {
-                *s
-            };
-            !any_then(ks, from, s.saturating_add(rule.window), Some(*s))
-        })
-        .cloned()
-        .collect()
+    for ((s, id), _) in ks
+        .firsts
+        .from_time(after.map_or(i64::MIN, |a| a.saturating_add(1)))
+    {
+        let from = if lookback {
+            s.saturating_sub(rule.window)
+        } else {
+            *s
+        };
+        if !any_then(ks, from, s.saturating_add(rule.window), Some(*s)) {
+            out.insert((*s, id.clone()), ());
+        }
+    }
+    out
 }
 
 #[cfg(test)]

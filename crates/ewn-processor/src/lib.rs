@@ -22,6 +22,7 @@ pub mod rules;
 pub mod score;
 pub mod service;
 pub mod settings;
+pub mod sorted;
 pub mod watermark;
 
 pub use error::{Error, Result};
