@@ -86,8 +86,8 @@ fn a_clock_ahead_moves_nobody_and_beyond_the_skew_is_future() {
 }
 
 /// A state whose clock lags (TJ, an hour behind) keeps sending; another state's exit
-/// without entry is still decided while TJ is active: held back by the idle timeout at
-/// most, not by TJ's hour.
+/// without entry is still decided while TJ is active, even where TJ is the only source
+/// still sending: held back by the idle timeout at most, not by TJ's hour.
 #[test]
 fn a_lagging_clock_holds_back_the_others_by_the_idle_timeout_at_most() {
     let mut net = Net::new("lagging");
@@ -123,9 +123,10 @@ fn a_lagging_clock_holds_back_the_others_by_the_idle_timeout_at_most() {
     };
     net.publish(&[lag(0)]);
     p.wait_correlated(1);
-    // KZ: an exit 400 s ago (its window ended 340 s ago), and a report of now.
+    // KZ: an exit 400 s ago (its window ended 340 s ago), and reports of now under
+    // many keys, so every partition of the re-keyed topic sees KZ's present.
     let now = now_ms();
-    let exit = at_crossing(
+    let mut kz = vec![at_crossing(
         incident(
             1,
             "KZ",
@@ -134,9 +135,14 @@ fn a_lagging_clock_holds_back_the_others_by_the_idle_timeout_at_most() {
             &["gone"],
         ),
         Direction::Exit,
-    );
-    let current = incident(2, "KZ", now, Category::Other, &["here"]);
-    net.publish(&[exit, current]);
+    )];
+    for n in 0..24 {
+        kz.push(in_area(
+            incident(2 + n, "KZ", now, Category::Other, &[&format!("here{n}")]),
+            &format!("KZ-A{n}"),
+        ));
+    }
+    net.publish(&kz);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut n = 1;
     let fired = loop {

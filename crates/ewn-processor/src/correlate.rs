@@ -1256,8 +1256,15 @@ fn scan(
             i += 1;
             continue;
         }
+        // The episode is [s, s + cooldown] in time: events at s sorted before the start
+        // event (by id) are in it too.
         let end = s.saturating_add(rule.cooldown);
-        let mut members = 0;
+        let mut members = events[..i]
+            .iter()
+            .rev()
+            .take_while(|e| e.occurred_at == s)
+            .filter(|e| rule.is_member(e))
+            .count();
         let mut k = i;
         while k < n && t(k) <= end {
             if rule.is_member(events[k]) {
@@ -1724,11 +1731,13 @@ pub(crate) mod tests {
                 i += 1;
                 continue;
             }
-            let mut members = 0;
+            // [s, s + cooldown] in time, whatever the ids at s.
+            let members = evs
+                .iter()
+                .filter(|e| e.occurred_at >= s && e.occurred_at <= s + rule.cooldown)
+                .filter(|e| rule.is_member(e))
+                .count();
             while i < evs.len() && evs[i].occurred_at <= s + rule.cooldown {
-                if rule.is_member(evs[i]) {
-                    members += 1;
-                }
                 i += 1;
             }
             out.insert(s, members);

@@ -4,15 +4,19 @@
 //! one source). Each keeps the highest event time it sent, *clamped to the processor's
 //! clock at arrival*: a clock that runs ahead counts as "now", never more (and ingest
 //! rejects anything beyond `trust.max_future_skew_secs` as `FUTURE`). A source not heard
-//! from for the idle timeout stops counting. The partition's watermark is
+//! from for the idle timeout stops counting. The frontier is the highest (clamped) event
+//! time the partition has seen. The partition's watermark is
 //!
 //! ```text
-//! max(lowest active source, highest active source - idle) - allowed lateness
+//! max(lowest active source, frontier - idle) - allowed lateness
 //! ```
 //!
-//! never moving back. So a source ahead of the others moves nobody's lateness (Flink's
-//! per-split minimum), and a source whose clock lags holds the others' windows back by
-//! the idle timeout at most; its own reports then arrive late and are reported `LATE`.
+//! never moving back. So a source ahead of the others moves nobody's lateness beyond what
+//! a punctual honest post does (Flink's per-split minimum, with the clock as the ceiling),
+//! and a source whose clock lags holds the others' windows back by the idle timeout at
+//! most; its own reports then arrive late and are reported `LATE`. Everything here is
+//! event time except the clamp and idleness, so a replay after a restart, which reads
+//! old reports with a clock far ahead, judges lateness as the first reading did.
 //!
 //! Sources are bounded (`process.state.max_sources` per partition): a new source beyond
 //! the bound is not tracked (its reports are still correlated, judged against the
@@ -35,6 +39,8 @@ pub struct Watermarks {
     sources: HashMap<Arc<str>, Source>,
     by_progress: BTreeSet<(i64, Arc<str>)>,
     by_seen: BTreeSet<(i64, Arc<str>)>,
+    /// The highest clamped event time seen.
+    frontier: Option<i64>,
     watermark: Option<i64>,
     /// New sources not tracked at the bound, since the last [`Watermarks::take_untracked`].
     untracked: u64,
@@ -49,6 +55,7 @@ impl Watermarks {
             sources: HashMap::new(),
             by_progress: BTreeSet::new(),
             by_seen: BTreeSet::new(),
+            frontier: None,
             watermark: None,
             untracked: 0,
         }
@@ -94,6 +101,7 @@ impl Watermarks {
     pub fn observe(&mut self, source: &str, t: i64, now: i64) {
         self.expire(now);
         let progress = t.min(now);
+        self.frontier = Some(self.frontier.map_or(progress, |f| f.max(progress)));
         let full = self.sources.len() >= self.max_sources;
         if let Some(s) = self.sources.get_mut(source) {
             let id: Arc<str> = Arc::from(source);
@@ -123,13 +131,12 @@ impl Watermarks {
     }
 
     fn advance(&mut self) {
-        let (Some((low, _)), Some((high, _))) = (self.by_progress.first(), self.by_progress.last())
-        else {
+        let Some(frontier) = self.frontier else {
             return;
         };
-        let candidate = (*low)
-            .max(high.saturating_sub(self.idle_ms))
-            .saturating_sub(self.lateness_ms);
+        let floor = frontier.saturating_sub(self.idle_ms);
+        let low = self.by_progress.first().map_or(floor, |(p, _)| *p);
+        let candidate = low.max(floor).saturating_sub(self.lateness_ms);
         self.watermark = Some(self.watermark.map_or(candidate, |w| w.max(candidate)));
     }
 }
@@ -159,6 +166,11 @@ mod tests {
         w.observe("TJ", NOW - 3600 * S, NOW);
         assert_eq!(w.watermark(), Some(NOW - 3600 * S - 300 * S));
         w.observe("KZ", NOW, NOW);
+        assert_eq!(w.watermark(), Some(NOW - 10 * S - 300 * S));
+        // KZ falls silent; TJ, an hour behind, is the only active source and keeps
+        // sending: the watermark stays with the frontier.
+        w.observe("TJ", NOW - 3590 * S, NOW + 60 * S);
+        assert_eq!(w.active(), 1);
         assert_eq!(w.watermark(), Some(NOW - 10 * S - 300 * S));
     }
 
