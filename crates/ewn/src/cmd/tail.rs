@@ -2,7 +2,10 @@
 //!
 //! One JSON object per line on stdout. Incidents carry `"verified": true|false` and, when
 //! false, a lower-case `reason` code from the closed set of `RejectReason` plus a detail.
-//! An unverified record's contents are not printed: they are not trustworthy.
+//! An unverified record's contents are not printed: they are not trustworthy. A record (or
+//! an incident's payload) written with a schema's legacy fingerprint, as EWN wrote before it
+//! followed the Avro specification, is read and marked `"legacy_fingerprint": true`, so an
+//! operator can tell when the migration period (README) is over.
 
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use ewn_kafka::{AssignedReader, RawRecord, StartAt, TopicKind, Topics};
 use ewn_model::codec::{fingerprint_hex, schema_by_fingerprint, split_header};
-use ewn_model::{Ack, Alert, AvroRecord, DeliveryReceipt, Rejection, Subscription};
+use ewn_model::{Ack, Alert, AvroRecord, DeliveryReceipt, Incident, Rejection, Subscription};
 use ewn_trust::{TrustStore, Verifier, VerifyPolicy};
 use serde_json::{Value, json};
 
@@ -125,6 +128,11 @@ fn incident_line(verifier: &Verifier, topics: &Topics, record: &RawRecord<'_>) -
             fields.push(("verified", json!(true)));
             fields.push(("reason", Value::Null));
             fields.push(("key_id", json!(ok.envelope.key_id)));
+            if split_header(&ok.envelope.payload)
+                .is_ok_and(|fp| fp != Incident::codec().fingerprint())
+            {
+                fields.push(("legacy_fingerprint", json!(true)));
+            }
             fields.push(("incident", view(&ok.incident)));
         }
         Err(rejected) => {
@@ -162,11 +170,16 @@ fn record_line(record: &RawRecord<'_>) -> Value {
                 }),
                 other => return Err(format!("{other} records are not shown by this view")),
             };
-            v.map(|v| (codec.name(), v)).map_err(|e| e.to_string())
+            let legacy = fp != codec.fingerprint();
+            v.map(|v| (codec.name(), legacy, v))
+                .map_err(|e| e.to_string())
         });
     match decoded {
-        Ok((schema, v)) => {
+        Ok((schema, legacy, v)) => {
             fields.push(("schema", json!(schema)));
+            if legacy {
+                fields.push(("legacy_fingerprint", json!(true)));
+            }
             fields.push(("value", v));
         }
         Err(e) => {
