@@ -8,7 +8,9 @@
 #   - Debian's python3-venv when `python3 -m venv` cannot create one (a fresh Debian's
 #     python3 may come without venv and pip);
 #   - Debian's chromium and chromium-driver when /usr/bin/chromium or /usr/bin/chromedriver
-#     is missing (tests/console.rs drives the desk console in it).
+#     is missing (tests/console.rs drives the desk console in it);
+#   - Debian's zsh and fish when missing (tests/completions.rs loads the completion
+#     scripts in them).
 #
 # Usage: scripts/test-deps.sh [VENV_DIR]
 set -euo pipefail
@@ -64,4 +66,8 @@ fi
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   apt_install chromium chromium-driver
 fi
+# tests/completions.rs loads `ewn completions` output in each shell it supports.
+for shell in zsh fish; do
+  command -v "$shell" >/dev/null 2>&1 || apt_install "$shell"
+done
 echo "test-deps: $("$venv/bin/python" --version), $(/usr/bin/chromium --version 2>/dev/null | head -1)"

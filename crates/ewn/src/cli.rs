@@ -62,6 +62,8 @@ pub enum Command {
     Tail(cmd::tail::Args),
     /// Print each wire schema's name, Parsing Canonical Form and fingerprints.
     Schemas(cmd::schemas::Args),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions(cmd::completions::Args),
     /// Run the stream processor: verify, score and correlate incidents into alerts.
     Process(cmd::process::Args),
     /// Run the alert fan-out: deliver alerts to subscribed desks at their clearance.
@@ -145,6 +147,7 @@ pub fn main() -> ExitCode {
                 tokio::task::block_in_place(|| cmd::tail::run(&cli.global, args))
             }
             Command::Schemas(args) => cmd::schemas::run(args),
+            Command::Completions(args) => cmd::completions::run(args),
             Command::Process(args) => cmd::process::run(&cli.global, args).await,
             Command::Fanout(args) => cmd::fanout::run(&cli.global, args).await,
             Command::Simulate(args) => cmd::simulate::run(&cli.global, args).await,

@@ -1,3 +1,4 @@
+pub mod completions;
 pub mod demo;
 pub mod fanout;
 pub mod keygen;
