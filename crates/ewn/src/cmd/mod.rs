@@ -1,4 +1,5 @@
 pub mod completions;
+pub mod config;
 pub mod demo;
 pub mod fanout;
 pub mod keygen;
