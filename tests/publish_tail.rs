@@ -648,7 +648,7 @@ fn tail_starts_filters_and_stops_like_kcat() {
         let mut a = ewn_model::samples::alert();
         a.alert_id = format!("alert-{i}");
         a.key = format!("k{i}");
-        a.states = vec![if i % 2 == 0 { "KZ" } else { "KG" }.into()];
+        a.states = vec![if i.is_multiple_of(2) { "KZ" } else { "KG" }.into()];
         a
     };
     let send = |range: std::ops::Range<usize>| {
@@ -805,7 +805,7 @@ fn tail_starts_filters_and_stops_like_kcat() {
         text(&out.stdout)
     );
     let k3 = all.iter().find(|l| l["key"] == "k3").unwrap();
-    assert_eq!(got, [k3.clone()]);
+    assert_eq!(got, std::slice::from_ref(k3));
 
     // A partition that is not there is an error that says so.
     let (out, _) = tail_lines(&net, "alerts", &["--partition", "99", "--exit-at-end"]);
