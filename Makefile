@@ -4,6 +4,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TANSU_BIN ?= $(HOME)/.cargo/bin/tansu
 export TANSU_BIN
+# The tests' Python: a project-local virtual environment that `make test-deps` builds from
+# tests/requirements.txt. Tests that run Python read EWN_PYTHON.
+VENV ?= $(CURDIR)/.venv
+EWN_PYTHON ?= $(VENV)/bin/python
+export EWN_PYTHON
 
 .PHONY: help
 help: ## Show the targets
@@ -17,10 +22,14 @@ broker: ## Install Tansu 0.6.0, the Kafka-compatible test broker (idempotent, ~1
 build: ## Build every crate (debug)
 	$(CARGO) build --workspace --locked
 
+.PHONY: test-deps
+test-deps: broker ## Install what the tests need: Tansu, the Python venv (.venv), Chromium and its driver
+	@scripts/test-deps.sh $(VENV)
+
 .PHONY: test
-test: broker ## Install what is needed, then run every test against a real broker
+test: test-deps ## Install what is needed, then run every test against a real broker; lists every failing binary
 	$(CARGO) build --workspace --locked --all-targets
-	$(CARGO) test --workspace --locked -- --test-threads=4
+	$(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=4
 
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings as errors

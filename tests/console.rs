@@ -4,9 +4,9 @@
 //! on `<prefix>acks`. Plain HTTP checks cover the console's security headers and the ack
 //! endpoint's refusals.
 //!
-//! The browser is driven by `tests/support/console_check.py` (selenium, Debian's
-//! `chromium` and `chromium-driver`; `.ci/run` installs them). When any of these is
-//! missing the test fails with the reason; it is never skipped.
+//! The browser is driven by `tests/support/console_check.py` (selenium in the test venv,
+//! Debian's `chromium` and `chromium-driver`; `make test` installs them). When any of these
+//! is missing the test fails with the reason; it is never skipped.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on anything unexpected
 
@@ -25,8 +25,8 @@ use ewn_model::{Ack, AckVia, Level, Tlp};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE, SET_COOKIE};
 
-const SETUP_HINT: &str = "install Python 3, `python3 -m pip install selenium` and \
-                          `apt-get install -y chromium chromium-driver` (.ci/run does this)";
+const SETUP_HINT: &str = "run `make test-deps` (make test does): it installs selenium into .venv \
+                          and Debian's chromium and chromium-driver";
 /// The driver's own deadline; the child is killed if it outlives `BROWSER_KILL_AFTER`.
 const BROWSER_TIMEOUT_SECS: u64 = 60;
 const BROWSER_KILL_AFTER: Duration = Duration::from_secs(120);
@@ -63,7 +63,7 @@ fn run_with_limit(mut cmd: Command, limit: Duration) -> Finished {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): {SETUP_HINT}"));
+        .unwrap_or_else(|e| panic!("cannot run the test venv's python ({e}): {SETUP_HINT}"));
     // Read both pipes while waiting, so a chatty child never blocks on a full pipe.
     let stdout = drain(child.stdout.take().unwrap());
     let stderr = drain(child.stderr.take().unwrap());
@@ -121,7 +121,7 @@ fn an_officer_sees_and_acknowledges_a_cleared_alert_in_a_real_browser() {
     net.publish_alerts(&[red.clone(), amber.clone()]);
 
     // The browser: log in, see the AMBER alert (not the RED one), acknowledge it.
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(ewn_testkit::python().unwrap_or_else(|e| panic!("{e}")));
     cmd.arg(driver()).args([
         "--url",
         &fanout.url(""),

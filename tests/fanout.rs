@@ -949,14 +949,14 @@ fn a_cap_subscriber_receives_valid_cap_with_references_for_updates() {
         std::fs::write(&f, &h.body).unwrap();
         files.push(f);
     }
-    let out = std::process::Command::new("python3")
+    let out = std::process::Command::new(ewn_testkit::python().unwrap_or_else(|e| panic!("{e}")))
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/support/validate_cap.py"
         ))
         .args(&files)
         .output()
-        .expect("python3 runs the CAP validator (see .ci/run)");
+        .expect("the test venv's python runs the CAP validator (make test-deps)");
     assert!(
         out.status.success(),
         "delivered CAP does not validate against the OASIS CAP 1.2 XSD:\n{}{}",

@@ -279,6 +279,82 @@ fn hostile_records_each_get_their_reason() {
     assert_eq!(got, want);
 }
 
+/// Records as an EWN before the specification's fingerprints wrote them (the header carries
+/// apache-avro's fingerprint) still verify and decode through Kafka, and `tail` marks them.
+#[test]
+fn records_with_the_legacy_fingerprint_are_read_and_marked() {
+    let net = Net::new("legacy-fp");
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut incident = ewn_model::samples::incident();
+    incident.reported_at = now;
+    incident.occurred_at = now - 60_000;
+    let mut kz = IncidentSigner::new(
+        "kz-1",
+        keys::load_signing_key(&net.path("kz-1.pem")).unwrap(),
+    );
+    let legacy = |mut bytes: Vec<u8>, codec: &ewn_model::Codec| {
+        assert_ne!(codec.legacy_fingerprint(), codec.fingerprint());
+        bytes[2..10].copy_from_slice(&codec.legacy_fingerprint());
+        bytes
+    };
+    let old_payload = legacy(incident.to_avro().unwrap(), Incident::codec());
+    let old_incident = kz.sign_payload(old_payload).to_avro().unwrap();
+    let new_incident = kz.sign(&incident).unwrap().to_avro().unwrap();
+    let alert = ewn_model::samples::alert();
+    let old_alert = legacy(alert.to_avro().unwrap(), ewn_model::Alert::codec());
+
+    let topics = Topics::new(&net.prefix);
+    let producer = RecordProducer::new(
+        &kafka_settings(&net.prefix),
+        "test",
+        Arc::new(Tally::default()),
+        None,
+    )
+    .unwrap();
+    let kz_topic = topics.incidents("kz");
+    producer
+        .send(&kz_topic, Some(b"k"), Some(&old_incident), 0)
+        .unwrap();
+    producer
+        .send(&kz_topic, Some(b"k"), Some(&new_incident), 1)
+        .unwrap();
+    producer
+        .send(&topics.alerts(), Some(b"k"), Some(&old_alert), 2)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(producer.sink().report().confirmed, 3);
+
+    let lines = net.tail_incidents(2);
+    assert!(
+        lines.iter().all(|l| l["verified"] == json!(true)),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["incident"]["incident_id"] == json!(incident.incident_id)),
+        "{lines:?}"
+    );
+    assert_eq!(lines[0]["legacy_fingerprint"], json!(true), "{lines:?}");
+    assert_eq!(lines[1].get("legacy_fingerprint"), None, "{lines:?}");
+
+    let out = net.run(&[
+        "tail",
+        "--topic",
+        "alerts",
+        "--from-beginning",
+        "--count",
+        "1",
+        "--timeout-secs",
+        "120",
+    ]);
+    assert!(out.status.success(), "tail: {}", text(&out.stderr));
+    let line: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(line["schema"], "Alert", "{line}");
+    assert_eq!(line["legacy_fingerprint"], json!(true), "{line}");
+    assert_eq!(line["value"]["alert_id"], json!(alert.alert_id), "{line}");
+}
+
 #[test]
 fn invalid_lines_are_named_and_the_valid_ones_published() {
     let net = Net::new("invalid");
@@ -532,4 +608,329 @@ fn keygen_writes_private_keys_0600_and_fills_the_trust_store() {
     assert!(!dir.path().join("again.pem").exists());
     let ids: BTreeMap<&str, ()> = [("kz-1", ()), ("kg-1", ())].into();
     assert!(ids.keys().all(|k| store.get(k).is_some()));
+}
+
+/// Runs `ewn tail --topic TOPIC ARGS` against the test's topics; status and parsed lines.
+fn tail_lines(net: &Net, topic: &str, extra: &[&str]) -> (Output, Vec<Value>) {
+    let mut args = vec!["tail", "--topic", topic, "--timeout-secs", "60"];
+    args.extend(extra);
+    let out = net.run(&args);
+    let lines = serde_json::Deserializer::from_str(&text(&out.stdout))
+        .into_iter::<Value>()
+        .map(|v| v.unwrap())
+        .collect();
+    (out, lines)
+}
+
+fn ids(lines: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = lines
+        .iter()
+        .map(|l| l["value"]["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `ewn tail` with what users of kcat expect: start offsets (beginning, end, N, -N, @time),
+/// one partition, `--exit-at-end`, a key, a state, and pretty output.
+#[test]
+fn tail_starts_filters_and_stops_like_kcat() {
+    let net = Net::new("tail-flags");
+    let topics = Topics::new(&net.prefix);
+    let producer = RecordProducer::new(
+        &kafka_settings(&net.prefix),
+        "test",
+        Arc::new(Tally::default()),
+        None,
+    )
+    .unwrap();
+    let alert = |i: usize| {
+        let mut a = ewn_model::samples::alert();
+        a.alert_id = format!("alert-{i}");
+        a.key = format!("k{i}");
+        a.states = vec![if i.is_multiple_of(2) { "KZ" } else { "KG" }.into()];
+        a
+    };
+    let send = |range: std::ops::Range<usize>| {
+        for i in range {
+            let bytes = alert(i).to_avro().unwrap();
+            let key = format!("k{i}");
+            producer
+                .send(&topics.alerts(), Some(key.as_bytes()), Some(&bytes), i)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+    send(0..6);
+    // A moment after every record of the first batch and before any of the second (record
+    // timestamps are the producer's clock): wait for the clock to move on, no fixed sleep.
+    let t = chrono::Utc::now().timestamp_millis() + 1;
+    while chrono::Utc::now().timestamp_millis() <= t {
+        std::thread::yield_now();
+    }
+    send(6..10);
+    assert_eq!(producer.sink().report().confirmed, 10);
+    let all_ids: Vec<String> = {
+        let mut v: Vec<String> = (0..10).map(|i| format!("alert-{i}")).collect();
+        v.sort();
+        v
+    };
+
+    // Everything so far, then stop: no --count needed.
+    let (out, all) = tail_lines(&net, "alerts", &["--offset", "beginning", "--exit-at-end"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(ids(&all), all_ids);
+    assert!(
+        all.iter()
+            .all(|l| l["key"].as_str().unwrap().starts_with('k'))
+    );
+    let place = |l: &Value| {
+        (
+            l["partition"].as_i64().unwrap(),
+            l["offset"].as_i64().unwrap(),
+        )
+    };
+    let partitions: std::collections::BTreeSet<i64> = all.iter().map(|l| place(l).0).collect();
+    assert!(partitions.len() >= 2, "ten keys spread over the partitions");
+
+    for &p in &partitions {
+        let here: Vec<&Value> = all.iter().filter(|l| place(l).0 == p).collect();
+        let p_arg = p.to_string();
+        let (out, got) = tail_lines(
+            &net,
+            "alerts",
+            &[
+                "--partition",
+                &p_arg,
+                "--offset",
+                "beginning",
+                "--exit-at-end",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(got.iter().collect::<Vec<_>>(), here, "partition {p}");
+
+        // From an offset inside the partition.
+        let mut offsets: Vec<i64> = here.iter().map(|l| place(l).1).collect();
+        offsets.sort();
+        let from = offsets[offsets.len() / 2];
+        let from_arg = from.to_string();
+        let (out, got) = tail_lines(
+            &net,
+            "alerts",
+            &[
+                "--partition",
+                &p_arg,
+                "--offset",
+                &from_arg,
+                "--exit-at-end",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let want: Vec<i64> = offsets.iter().copied().filter(|o| *o >= from).collect();
+        assert_eq!(got.iter().map(|l| place(l).1).collect::<Vec<_>>(), want);
+    }
+
+    // The last record of each partition.
+    let (out, last) = tail_lines(&net, "alerts", &["--offset", "-1", "--exit-at-end"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(last.len(), partitions.len());
+    for l in &last {
+        let (p, o) = place(l);
+        let max = all
+            .iter()
+            .filter(|a| place(a).0 == p)
+            .map(|a| place(a).1)
+            .max();
+        assert_eq!(Some(o), max);
+    }
+
+    // From a time: exactly the second batch, given as milliseconds or RFC 3339.
+    let second: Vec<String> = {
+        let mut v: Vec<String> = (6..10).map(|i| format!("alert-{i}")).collect();
+        v.sort();
+        v
+    };
+    let rfc3339 = chrono::DateTime::from_timestamp_millis(t)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for at in [format!("@{t}"), format!("@{rfc3339}")] {
+        let (out, got) = tail_lines(&net, "alerts", &["--offset", &at, "--exit-at-end"]);
+        assert!(out.status.success(), "{at}: {}", text(&out.stderr));
+        assert_eq!(ids(&got), second, "{at}");
+    }
+
+    // From the end: nothing yet, and it says so by stopping.
+    let (out, got) = tail_lines(&net, "alerts", &["--offset", "end", "--exit-at-end"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(got.is_empty(), "{got:?}");
+
+    // One key; one state.
+    let (out, got) = tail_lines(
+        &net,
+        "alerts",
+        &["--offset", "beginning", "--exit-at-end", "--key", "k3"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(ids(&got), ["alert-3"]);
+    let (out, got) = tail_lines(
+        &net,
+        "alerts",
+        &["--offset", "beginning", "--exit-at-end", "--state", "kg"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        ids(&got),
+        ["alert-1", "alert-3", "alert-5", "alert-7", "alert-9"]
+    );
+
+    // Pretty: the same object, indented.
+    let (out, got) = tail_lines(
+        &net,
+        "alerts",
+        &[
+            "--from-beginning",
+            "--key",
+            "k3",
+            "--count",
+            "1",
+            "--format",
+            "pretty",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\n  \"partition\": "),
+        "{}",
+        text(&out.stdout)
+    );
+    let k3 = all.iter().find(|l| l["key"] == "k3").unwrap();
+    assert_eq!(got, std::slice::from_ref(k3));
+
+    // A partition that is not there is an error that says so.
+    let (out, _) = tail_lines(&net, "alerts", &["--partition", "99", "--exit-at-end"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("partition 99"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Incidents by state, decoded without verification (`--no-verify`) or verified.
+#[test]
+fn tail_incidents_by_state_verified_or_not() {
+    let net = Net::new("tail-state");
+    net.keygen("KG", "kg-1");
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut incident = ewn_model::samples::incident();
+    incident.reported_at = now;
+    incident.occurred_at = now - 60_000;
+    let mut kz = IncidentSigner::new(
+        "kz-1",
+        keys::load_signing_key(&net.path("kz-1.pem")).unwrap(),
+    );
+    let mut kg = IncidentSigner::new(
+        "kg-1",
+        keys::load_signing_key(&net.path("kg-1.pem")).unwrap(),
+    );
+    let mut from_kg = incident.clone();
+    from_kg.reporter.state = "KG".into();
+    from_kg.incident_id = "0b7a4a4e-8a6c-4d0e-9e36-6a0d1c2b3f4a".into();
+    let mut forged = kg.sign(&from_kg).unwrap();
+    forged.payload[30] ^= 0x04;
+    let topics = Topics::new(&net.prefix);
+    let producer = RecordProducer::new(
+        &kafka_settings(&net.prefix),
+        "test",
+        Arc::new(Tally::default()),
+        None,
+    )
+    .unwrap();
+    let kz_bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
+    let kg_bytes = kg.sign(&from_kg).unwrap().to_avro().unwrap();
+    let forged_bytes = forged.to_avro().unwrap();
+    producer
+        .send(&topics.incidents("kz"), Some(b"a"), Some(&kz_bytes), 0)
+        .unwrap();
+    producer
+        .send(&topics.incidents("kg"), Some(b"b"), Some(&kg_bytes), 1)
+        .unwrap();
+    producer
+        .send(&topics.incidents("kg"), Some(b"b"), Some(&forged_bytes), 2)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(producer.sink().report().confirmed, 3);
+
+    // Decoded, not verified: the forged record's contents show, marked unverified.
+    let (out, got) = tail_lines(
+        &net,
+        "incidents",
+        &[
+            "--no-verify",
+            "--state",
+            "KG",
+            "--offset",
+            "beginning",
+            "--exit-at-end",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(got.len(), 2, "{got:?}");
+    for l in &got {
+        assert_eq!(l["topic"], topics.incidents("kg"));
+        assert_eq!(l["verified"], Value::Null);
+        assert_eq!(l["key_id"], "kg-1");
+        assert_eq!(l["incident"]["reporter"]["state"], "KG");
+    }
+
+    // Verified: the forged one is rejected, and KZ's topic alone is read for KZ.
+    let store = net.p("trust.toml");
+    let (out, got) = tail_lines(
+        &net,
+        "incidents",
+        &[
+            "--trust-store",
+            &store,
+            "--state",
+            "KG",
+            "--offset",
+            "beginning",
+            "--exit-at-end",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let verdicts: Vec<&Value> = got.iter().map(|l| &l["verified"]).collect();
+    assert_eq!(verdicts, [&json!(true), &json!(false)], "{got:?}");
+    assert_eq!(got[1]["reason"], "bad_signature");
+    assert_eq!(
+        got[1].get("incident"),
+        None,
+        "unverified contents are withheld"
+    );
+    let (out, got) = tail_lines(
+        &net,
+        "incidents",
+        &[
+            "--trust-store",
+            &store,
+            "--state",
+            "kz",
+            "--offset",
+            "beginning",
+            "--exit-at-end",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0]["incident"]["incident_id"],
+        json!(incident.incident_id)
+    );
+
+    // --no-verify is for incidents only; --state for incidents and alerts.
+    let (out, _) = tail_lines(&net, "alerts", &["--no-verify"]);
+    assert_eq!(out.status.code(), Some(2));
+    let (out, _) = tail_lines(&net, "acks", &["--state", "KZ"]);
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -12,7 +12,8 @@ when the browser cannot be started at all).
     python3 tests/support/console_check.py --url http://127.0.0.1:PORT --token TOKEN \
         --alert-id ID [--timeout 60] [--actor NAME] [--expect-absent ID ...]
 
-Needs `pip install selenium` and Debian's `chromium` and `chromium-driver`.
+Needs selenium (tests/requirements.txt) and Debian's `chromium` and `chromium-driver`; `make test-deps`
+installs them.
 
 DOM contract with crates/ewn-fanout/src/console (keep both sides in step):
   login:  form#login-form, input#token, button[data-action="login"], p#login-error
@@ -73,11 +74,11 @@ def start_browser(args, profile_dir):
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError as e:
-        print(f"console_check: selenium is not installed ({e}); run `pip install selenium`", file=sys.stderr)
+        print(f"console_check: selenium is not installed ({e}); run `make test-deps` (it builds .venv)", file=sys.stderr)
         sys.exit(EXIT_SETUP)
     for path in (args.chromium, args.chromedriver):
         if not os.access(path, os.X_OK):
-            print(f"console_check: {path} is missing; run `apt-get install -y chromium chromium-driver`",
+            print(f"console_check: {path} is missing; run `make test-deps` (it installs chromium and chromium-driver)",
                   file=sys.stderr)
             sys.exit(EXIT_SETUP)
     opts = webdriver.ChromeOptions()

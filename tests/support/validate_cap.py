@@ -25,7 +25,7 @@ try:
 except ImportError as e:
     print(
         f"validate_cap: cannot import the validator ({e}); "
-        "install it with `python3 -m pip install capvalidator`",
+        "run `make test-deps` (it builds .venv from tests/requirements.txt)",
         file=sys.stderr,
     )
     sys.exit(2)

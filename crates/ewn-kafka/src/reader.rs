@@ -16,6 +16,11 @@ pub enum StartAt {
     End,
     /// The last `n` records of each partition (all of them when it holds fewer).
     Last(i64),
+    /// This offset in each partition, clamped to what the partition holds.
+    Offset(i64),
+    /// The first record of each partition whose timestamp (ms since the epoch) is at or
+    /// after this one; the end when there is none.
+    Time(i64),
 }
 
 /// A record borrowed from the client's buffer, valid for the callback only.
@@ -50,6 +55,8 @@ impl<'a> RawRecord<'a> {
 pub struct AssignedReader {
     consumer: BaseConsumer,
     topics: Vec<String>,
+    /// `(topic, partition, start offset, high watermark)` resolved when assigned.
+    bounds: Vec<(String, i32, i64, i64)>,
 }
 
 impl AssignedReader {
@@ -73,6 +80,19 @@ impl AssignedReader {
         select: impl Fn(&str) -> bool,
         start_of: impl Fn(&str) -> StartAt,
     ) -> Result<Self> {
+        Self::with_filter(settings, role, what, select, |_| true, start_of)
+    }
+
+    /// Like [`AssignedReader::with_starts`], reading only the partitions `partition` keeps.
+    /// Fails with [`Error::NoTopic`] when no partition is left.
+    pub fn with_filter(
+        settings: &KafkaSettings,
+        role: &str,
+        what: &str,
+        select: impl Fn(&str) -> bool,
+        partition: impl Fn(i32) -> bool,
+        start_of: impl Fn(&str) -> StartAt,
+    ) -> Result<Self> {
         settings.check()?;
         // librdkafka wants a group id even for manual assignment; the reader never joins
         // the group nor commits to it.
@@ -87,26 +107,45 @@ impl AssignedReader {
         let timeout = Duration::from_millis(settings.request_timeout_ms);
         let mut list = TopicPartitionList::new();
         let mut topics = Vec::new();
+        let mut bounds = Vec::new();
         for topic in metadata
             .topics()
             .iter()
             .filter(|t| t.error().is_none() && select(t.name()))
         {
-            topics.push(topic.name().to_string());
             let start = start_of(topic.name());
-            for p in topic.partitions() {
+            let mut any = false;
+            for p in topic.partitions().iter().filter(|p| partition(p.id())) {
+                any = true;
+                // Every start is resolved to a number, so `caught_up` knows where it began.
+                let (low, high) = consumer
+                    .fetch_watermarks(topic.name(), p.id(), timeout)
+                    .map_err(Error::kafka("fetch watermarks"))?;
                 let offset = match start {
-                    StartAt::Beginning => Offset::Beginning,
-                    StartAt::End => Offset::End,
-                    StartAt::Last(n) => {
-                        let (low, high) = consumer
-                            .fetch_watermarks(topic.name(), p.id(), timeout)
-                            .map_err(Error::kafka("fetch watermarks"))?;
-                        Offset::Offset((high - n.max(0)).max(low))
+                    StartAt::Beginning => low,
+                    StartAt::End => high,
+                    StartAt::Last(n) => (high - n.max(0)).max(low),
+                    StartAt::Offset(n) => n.clamp(low, high),
+                    StartAt::Time(ms) => {
+                        let mut at = TopicPartitionList::new();
+                        at.add_partition_offset(topic.name(), p.id(), Offset::Offset(ms))
+                            .map_err(Error::kafka("offsets for times"))?;
+                        let found = consumer
+                            .offsets_for_times(at, timeout)
+                            .map_err(Error::kafka("offsets for times"))?;
+                        match found.elements().first().map(|e| e.offset()) {
+                            Some(Offset::Offset(n)) if n >= 0 => n.clamp(low, high),
+                            // No record at or after the time: the end.
+                            _ => high,
+                        }
                     }
                 };
-                list.add_partition_offset(topic.name(), p.id(), offset)
+                list.add_partition_offset(topic.name(), p.id(), Offset::Offset(offset))
                     .map_err(Error::kafka("assign"))?;
+                bounds.push((topic.name().to_string(), p.id(), offset, high));
+            }
+            if any {
+                topics.push(topic.name().to_string());
             }
         }
         if topics.is_empty() {
@@ -114,7 +153,27 @@ impl AssignedReader {
         }
         topics.sort();
         consumer.assign(&list).map_err(Error::kafka("assign"))?;
-        Ok(AssignedReader { consumer, topics })
+        Ok(AssignedReader {
+            consumer,
+            topics,
+            bounds,
+        })
+    }
+
+    /// True once every assigned partition has been read up to its high watermark as it was
+    /// when assigned (a partition that started there is caught up from the start): what
+    /// `kcat -e` calls the end.
+    pub fn caught_up(&self) -> Result<bool> {
+        let position = self.consumer.position().map_err(Error::kafka("position"))?;
+        Ok(self.bounds.iter().all(|(topic, partition, start, high)| {
+            start >= high
+                || matches!(
+                    position
+                        .find_partition(topic, *partition)
+                        .map(|e| e.offset()),
+                    Some(Offset::Offset(next)) if next >= *high
+                )
+        }))
     }
 
     /// The high watermark (next offset to be written) of every assigned partition, as

@@ -1,4 +1,10 @@
 //! Avro single-object encoding over apache-avro's schema-aware serde (no `Value` detour).
+//!
+//! Writers put the specification's fingerprint in the header (see [`crate::canonical`]).
+//! Readers also accept the fingerprint apache-avro 0.22 computes ([`Codec::legacy_fingerprint`]),
+//! which EWN wrote before: the datum encoding is the same, only the header differs. That
+//! acceptance is the migration period the README describes; it ends when no topic holds such
+//! records any more.
 
 use std::sync::LazyLock;
 
@@ -9,6 +15,7 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::canonical::{parsing_canonical_form, rabin_fingerprint};
 use crate::error::{Error, Result};
 
 /// The two marker bytes that open every single-object-encoded message.
@@ -21,7 +28,9 @@ pub struct Codec {
     name: &'static str,
     source: &'static str,
     schema: &'static Schema,
+    canonical_form: String,
     fingerprint: [u8; 8],
+    legacy_fingerprint: [u8; 8],
     writer: GenericDatumWriter<'static>,
     reader: GenericDatumReader<'static>,
 }
@@ -34,8 +43,11 @@ impl Codec {
             Box::leak(Box::new(Schema::parse_str(source).unwrap_or_else(|e| {
                 panic!("bug: embedded schema {name} does not parse: {e}")
             })));
-        let mut fingerprint = [0u8; 8];
-        fingerprint.copy_from_slice(&schema.fingerprint::<Rabin>().bytes);
+        let canonical_form = parsing_canonical_form(source)
+            .unwrap_or_else(|e| panic!("bug: embedded schema {name}: {e}"));
+        let fingerprint = rabin_fingerprint(canonical_form.as_bytes()).to_le_bytes();
+        let mut legacy_fingerprint = [0u8; 8];
+        legacy_fingerprint.copy_from_slice(&schema.fingerprint::<Rabin>().bytes);
         let writer = GenericDatumWriter::builder(schema)
             .build()
             .unwrap_or_else(|e| panic!("bug: writer for {name}: {e}"));
@@ -46,7 +58,9 @@ impl Codec {
             name,
             source,
             schema,
+            canonical_form,
             fingerprint,
+            legacy_fingerprint,
             writer,
             reader,
         }
@@ -65,9 +79,36 @@ impl Codec {
         self.source
     }
 
-    /// The little-endian Rabin fingerprint of the schema's parsing canonical form.
+    /// The schema's full name, e.g. `ewn.v1.Incident`.
+    pub fn full_name(&self) -> String {
+        self.schema
+            .name()
+            .map_or_else(|| self.name.to_string(), |n| n.fullname(None))
+    }
+
+    /// The schema's Parsing Canonical Form, as the Avro specification defines it.
+    pub fn canonical_form(&self) -> &str {
+        &self.canonical_form
+    }
+
+    /// The CRC-64-AVRO (Rabin) fingerprint of [`Codec::canonical_form`], little-endian as
+    /// single-object encoding carries it: what Java's `SchemaNormalization` and fastavro
+    /// compute, and what every record is written with.
     pub fn fingerprint(&self) -> [u8; 8] {
         self.fingerprint
+    }
+
+    /// The fingerprint apache-avro 0.22 computes for the schema (its canonical form keeps
+    /// `{"type":"long"}` where a logical type was, AVRO-4004), which EWN wrote before.
+    /// Accepted on read during the migration period, never written. Equal to
+    /// [`Codec::fingerprint`] for a schema without logical types.
+    pub fn legacy_fingerprint(&self) -> [u8; 8] {
+        self.legacy_fingerprint
+    }
+
+    /// True when `fingerprint` names this schema, by the specification or the legacy way.
+    pub fn accepts(&self, fingerprint: [u8; 8]) -> bool {
+        fingerprint == self.fingerprint || fingerprint == self.legacy_fingerprint
     }
 
     /// Appends the single-object encoding of `value` to `out`.
@@ -90,10 +131,10 @@ impl Codec {
     }
 
     /// Decodes a single-object-encoded message, refusing another schema's fingerprint and
-    /// any bytes left over after the datum.
+    /// any bytes left over after the datum. Either fingerprint of the schema is accepted.
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
         let fingerprint = split_header(bytes)?;
-        if fingerprint != self.fingerprint {
+        if !self.accepts(fingerprint) {
             return Err(Error::WrongSchema {
                 expected: self.name,
                 fingerprint: fingerprint_hex(fingerprint),
@@ -187,9 +228,10 @@ schemas! {
     ScoredIncident => "ScoredIncident.avsc",
 }
 
-/// Finds the schema a single-object-encoded message was written with.
+/// Finds the schema a single-object-encoded message was written with, by its specification
+/// or its legacy fingerprint.
 pub fn schema_by_fingerprint(fingerprint: [u8; 8]) -> Option<&'static Codec> {
     static ALL: LazyLock<Vec<&'static Codec>> =
         LazyLock::new(|| schemas().into_iter().map(|s| s.codec).collect());
-    ALL.iter().copied().find(|c| c.fingerprint == fingerprint)
+    ALL.iter().copied().find(|c| c.accepts(fingerprint))
 }

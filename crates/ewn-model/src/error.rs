@@ -23,6 +23,8 @@ pub enum Error {
         schema: &'static str,
         trailing: usize,
     },
+    #[error("invalid schema: {0}")]
+    InvalidSchema(String),
     #[error("{schema}: cannot encode: {message}")]
     Encode {
         schema: &'static str,

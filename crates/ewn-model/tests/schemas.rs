@@ -4,7 +4,7 @@
 
 use apache_avro::Schema;
 use apache_avro::schema::RecordSchema;
-use ewn_model::codec::{HEADER_LEN, split_header};
+use ewn_model::codec::{HEADER_LEN, fingerprint_hex, split_header};
 use ewn_model::*;
 
 fn record(schema: &Schema) -> &RecordSchema {
@@ -178,13 +178,178 @@ fn fingerprint_is_the_spec_rabin_little_endian() {
         .fingerprint::<apache_avro::rabin::Rabin>()
         .bytes;
     assert_eq!(fp, 0x63dd_24e7_cc25_8f8a_u64.to_le_bytes());
+    assert_eq!(
+        canonical::rabin_fingerprint(b"\"null\"").to_le_bytes(),
+        fp[..]
+    );
+}
+
+/// Each schema's fingerprint as fastavro 1.13.1 (an independent implementation that follows
+/// the specification, as Java's `SchemaNormalization` does) computes it, hex of the bytes as
+/// the single-object header carries them. Produced in the test venv that `make test-deps`
+/// builds, from the repository root, with:
+///
+///     .venv/bin/python tests/support/avro_fastavro.py fingerprints schemas/*.avsc
+///
+/// A schema change changes its fingerprint: rerun that command and update the table (and
+/// see `tests/avro_interop.rs`, which runs fastavro itself).
+const FASTAVRO_FINGERPRINTS: [(&str, &str); 8] = [
+    ("Ack.avsc", "2ed5d2e5432da42b"),
+    ("Alert.avsc", "432c44b75985994c"),
+    ("DeliveryReceipt.avsc", "8434e8ad34d41d1e"),
+    ("Incident.avsc", "63b89ba68d5a8fd4"),
+    ("Rejection.avsc", "62e72f3a9ea29688"),
+    ("ScoredIncident.avsc", "602d47e0115a8ee8"),
+    ("SignedIncident.avsc", "afabcd8a7aead2d2"),
+    ("Subscription.avsc", "693fd2c3de0aa255"),
+];
+
+/// What EWN wrote before the fingerprints followed the specification: apache-avro 0.22's
+/// `Schema::fingerprint::<Rabin>()` of the same schemas (the issue quotes Incident's,
+/// bfa513b70d847e14, as seen on the wire). Pinned, so that a new apache-avro that fixes
+/// AVRO-4004 cannot silently drop the records already written: if this test fails after an
+/// upgrade, hard-code this table in `Codec::legacy_fingerprint` instead of computing it.
+/// Produced by this test's first run (it printed `codec.legacy_fingerprint()`); the values are
+/// the headers the codec wrote before (`Schema::fingerprint::<Rabin>()`).
+const LEGACY_FINGERPRINTS: [(&str, &str); 8] = [
+    ("Ack.avsc", "97d319931cd619c7"),
+    ("Alert.avsc", "31132fa23ffdbb54"),
+    ("DeliveryReceipt.avsc", "174eda77a93629ca"),
+    ("Incident.avsc", "bfa513b70d847e14"),
+    ("Rejection.avsc", "bfb77a00b3791eae"),
+    ("ScoredIncident.avsc", "38b709c57fdfb201"),
+    ("SignedIncident.avsc", "afabcd8a7aead2d2"),
+    ("Subscription.avsc", "2d512c6d7fac2089"),
+];
+
+fn table_covers_every_schema(table: &[(&str, &str)]) {
+    let mut files: Vec<&str> = schemas().iter().map(|s| s.file).collect();
+    files.sort();
+    let listed: Vec<&str> = table.iter().map(|(f, _)| *f).collect();
+    assert_eq!(listed, files, "one row per schema");
+}
+
+#[test]
+fn fingerprints_match_fastavro() {
+    table_covers_every_schema(&FASTAVRO_FINGERPRINTS);
+    for (file, expected) in FASTAVRO_FINGERPRINTS {
+        let info = schemas().into_iter().find(|s| s.file == file).unwrap();
+        assert_eq!(
+            fingerprint_hex(info.codec.fingerprint()),
+            expected,
+            "{file}: canonical form {}",
+            info.codec.canonical_form()
+        );
+        // Records are written with it.
+        assert!(!info.codec.canonical_form().contains("logicalType"));
+    }
+}
+
+#[test]
+fn canonical_form_is_fastavros() {
+    // fastavro's form of the smallest schema, from the command above; the fingerprints
+    // cover the others.
+    assert_eq!(
+        SignedIncident::codec().canonical_form(),
+        r#"{"name":"ewn.v1.SignedIncident","type":"record","fields":[{"name":"key_id","type":"string"},{"name":"signature","type":{"name":"ewn.v1.Ed25519Signature","type":"fixed","size":64}},{"name":"payload","type":"bytes"}]}"#
+    );
+    // A timestamp is a plain long in the specification's form; apache-avro keeps an object.
+    let incident = Incident::codec();
+    assert!(
+        incident
+            .canonical_form()
+            .contains(r#"{"name":"occurred_at","type":"long"}"#)
+    );
+    assert!(
+        incident
+            .schema()
+            .canonical_form()
+            .contains(r#"{"name":"occurred_at","type":{"type":"long"}}"#),
+        "apache-avro still shows AVRO-4004; if not, see LEGACY_FINGERPRINTS"
+    );
+    assert_eq!(incident.full_name(), "ewn.v1.Incident");
+}
+
+#[test]
+fn legacy_fingerprints_are_what_ewn_wrote_before() {
+    table_covers_every_schema(&LEGACY_FINGERPRINTS);
+    for (file, expected) in LEGACY_FINGERPRINTS {
+        let codec = schemas()
+            .into_iter()
+            .find(|s| s.file == file)
+            .unwrap()
+            .codec;
+        assert_eq!(
+            fingerprint_hex(codec.legacy_fingerprint()),
+            expected,
+            "{file}"
+        );
+        let apache = codec.schema().fingerprint::<apache_avro::rabin::Rabin>();
+        assert_eq!(codec.legacy_fingerprint()[..], apache.bytes[..], "{file}");
+        // Only the schemas with a logical type were affected.
+        assert_eq!(
+            codec.legacy_fingerprint() == codec.fingerprint(),
+            !codec.source().contains("logicalType"),
+            "{file}"
+        );
+    }
+}
+
+/// Replaces the header's fingerprint, as a record written before this change carries it.
+fn with_fingerprint(mut bytes: Vec<u8>, fingerprint: [u8; 8]) -> Vec<u8> {
+    bytes[2..HEADER_LEN].copy_from_slice(&fingerprint);
+    bytes
+}
+
+#[test]
+fn records_written_with_the_legacy_fingerprint_are_still_read() {
+    let incident = samples::incident();
+    let codec = Incident::codec();
+    assert_ne!(codec.legacy_fingerprint(), codec.fingerprint());
+    let old = with_fingerprint(incident.to_avro().unwrap(), codec.legacy_fingerprint());
+    assert_eq!(
+        fingerprint_hex(split_header(&old).unwrap()),
+        "bfa513b70d847e14"
+    );
+    assert_eq!(Incident::from_avro(&old).unwrap(), incident);
+    assert_eq!(
+        schema_by_fingerprint(codec.legacy_fingerprint())
+            .unwrap()
+            .name(),
+        "Incident"
+    );
+
+    let alert = samples::alert();
+    let old = with_fingerprint(
+        alert.to_avro().unwrap(),
+        Alert::codec().legacy_fingerprint(),
+    );
+    assert_eq!(Alert::from_avro(&old).unwrap(), alert);
+
+    // Another schema's legacy fingerprint is still another schema.
+    let wrong = with_fingerprint(
+        incident.to_avro().unwrap(),
+        Alert::codec().legacy_fingerprint(),
+    );
+    assert!(matches!(
+        Incident::from_avro(&wrong),
+        Err(Error::WrongSchema { .. })
+    ));
 }
 
 #[test]
 fn fingerprints_are_distinct_and_findable() {
+    let mut seen = std::collections::HashSet::new();
     for info in schemas() {
-        let found = schema_by_fingerprint(info.codec.fingerprint()).unwrap();
-        assert_eq!(found.name(), info.codec.name());
+        let codec = info.codec;
+        for fp in [codec.fingerprint(), codec.legacy_fingerprint()] {
+            let found = schema_by_fingerprint(fp).unwrap();
+            assert_eq!(found.name(), codec.name());
+        }
+        assert!(seen.insert(codec.fingerprint()), "{}", info.file);
+        if codec.legacy_fingerprint() != codec.fingerprint() {
+            assert!(seen.insert(codec.legacy_fingerprint()), "{}", info.file);
+        }
     }
 }
 

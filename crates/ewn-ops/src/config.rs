@@ -82,6 +82,155 @@ where
     })
 }
 
+/// The layer an effective value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    /// The configuration file, by path.
+    File(std::path::PathBuf),
+    /// The environment variable that set it.
+    Env(String),
+    /// A command-line flag.
+    Flag,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Env(var) => write!(f, "env {var}"),
+            Origin::Flag => f.write_str("flag"),
+        }
+    }
+}
+
+/// One effective setting: its dotted key (`kafka.brokers`, `subscriptions[0].id`), its
+/// value and the layer that set it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Explained {
+    pub key: String,
+    pub value: toml::Value,
+    pub origin: Origin,
+}
+
+/// Every value of `effective` (what [`load`] returned for `layers`), flattened to dotted
+/// keys in key order (`kafka.brokers`, `subscriptions[0].id`, a key with a dot in
+/// it quoted as in TOML: `kafka.properties."sasl.password"`), each with the layer that set
+/// it. A value inside an array of tables comes from the layer that set the array: a later
+/// layer replaces an array whole. Unset optional values do not appear.
+pub fn explain<T: Serialize>(effective: &T, layers: &Layers<'_>) -> Result<Vec<Explained>> {
+    let table = toml::Value::try_from(effective)
+        .map_err(|e| Error::Config(vec![format!("cannot show the configuration: {e}")]))?;
+    let file = match layers.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
+            let table = text
+                .parse::<toml::Table>()
+                .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
+            Some((path, toml::Value::Table(table)))
+        }
+        None => None,
+    };
+    let mut leaves = Vec::new();
+    flatten(&mut Vec::new(), table, &mut leaves);
+    Ok(leaves
+        .into_iter()
+        .map(|(path, value)| {
+            // `subscriptions[0].id` was set with `subscriptions`.
+            let setting: Vec<&str> = path
+                .iter()
+                .map_while(|seg| match seg {
+                    Seg::Key(k) => Some(k.as_str()),
+                    Seg::Index(_) => None,
+                })
+                .collect();
+            let dotted = setting.join(".");
+            let origin = if layers.overrides.iter().any(|(k, _)| *k == dotted) {
+                Origin::Flag
+            } else if let Some((var, _)) = layers.env.iter().find(|(k, _)| *k == env_var(&dotted)) {
+                Origin::Env(var.clone())
+            } else if let Some((p, _)) = file.as_ref().filter(|(_, doc)| {
+                setting
+                    .iter()
+                    .try_fold(doc, |node, part| node.get(part))
+                    .is_some()
+            }) {
+                Origin::File(p.to_path_buf())
+            } else {
+                Origin::Default
+            };
+            Explained {
+                key: display_key(&path),
+                value,
+                origin,
+            }
+        })
+        .collect())
+}
+
+/// The environment variable of a dotted key: `kafka.linger_ms` -> `EWN__KAFKA__LINGER_MS`.
+pub fn env_var(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{ENV_SEPARATOR}{}",
+        key.split('.')
+            .map(str::to_ascii_uppercase)
+            .collect::<Vec<_>>()
+            .join(ENV_SEPARATOR)
+    )
+}
+
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn display_key(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let bare = !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if bare {
+                    out.push_str(k);
+                } else {
+                    out.push_str(&toml::Value::String(k.clone()).to_string());
+                }
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Leaves of `value`: tables by key, arrays of tables by index; other arrays are one value.
+fn flatten(path: &mut Vec<Seg>, value: toml::Value, out: &mut Vec<(Vec<Seg>, toml::Value)>) {
+    match value {
+        toml::Value::Table(table) if !table.is_empty() || path.is_empty() => {
+            for (k, v) in table {
+                path.push(Seg::Key(k));
+                flatten(path, v, out);
+                path.pop();
+            }
+        }
+        toml::Value::Array(items) if !items.is_empty() && items.iter().all(|i| i.is_table()) => {
+            for (i, item) in items.into_iter().enumerate() {
+                path.push(Seg::Index(i));
+                flatten(path, item, out);
+                path.pop();
+            }
+        }
+        leaf => out.push((path.clone(), leaf)),
+    }
+}
+
 /// Which layer set `key` (or, for an unknown key, which layer holds it).
 fn origin(
     key: &str,
@@ -92,13 +241,7 @@ fn origin(
     if overrides.iter().any(|(k, _)| k == key) {
         return format!("command-line flag for `{key}`");
     }
-    let var = format!(
-        "{ENV_PREFIX}{ENV_SEPARATOR}{}",
-        key.split('.')
-            .map(str::to_ascii_uppercase)
-            .collect::<Vec<_>>()
-            .join(ENV_SEPARATOR)
-    );
+    let var = env_var(key);
     if env.contains_key(&var) {
         return format!("environment variable {var}");
     }
@@ -201,5 +344,41 @@ mod tests {
         let text = load::<Settings>(&layers).unwrap_err().to_string();
         assert!(text.contains("kafka.partitions"), "{text}");
         assert!(text.contains("EWN__KAFKA__PARTITIONS"), "{text}");
+    }
+
+    #[test]
+    fn explain_names_the_layer_of_every_value() {
+        let f = file("[kafka]\nbrokers = \"file:1\"\n");
+        let layers = Layers {
+            file: Some(f.path()),
+            env: vec![("EWN__KAFKA__STATES".into(), "kz,kg".into())],
+            overrides: vec![("kafka.partitions".into(), "7".into())],
+            list_keys: &["kafka.states"],
+        };
+        let s: Settings = load(&layers).unwrap();
+        let got: Vec<(String, String, Origin)> = explain(&s, &layers)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.key, e.value.to_string(), e.origin))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "kafka.brokers".into(),
+                    "\"file:1\"".into(),
+                    Origin::File(f.path().into())
+                ),
+                ("kafka.partitions".into(), "7".into(), Origin::Flag),
+                (
+                    "kafka.states".into(),
+                    "[\"kz\", \"kg\"]".into(),
+                    Origin::Env("EWN__KAFKA__STATES".into())
+                ),
+            ]
+        );
+        let defaults = explain(&Settings::default(), &Layers::default()).unwrap();
+        assert!(defaults.iter().all(|e| e.origin == Origin::Default));
+        assert_eq!(defaults.len(), 3);
     }
 }

@@ -40,6 +40,32 @@ pub fn tansu_bin() -> PathBuf {
     })
 }
 
+/// The Python interpreter of the test environment, which has the packages pinned in
+/// `tests/requirements.txt`: `$EWN_PYTHON` (`make test` sets it to the project's `.venv`),
+/// else the project's `.venv/bin/python` when `make test-deps` has built it. An error names
+/// what is missing and how to get it; tests fail with it, they never skip.
+pub fn python() -> Result<PathBuf, String> {
+    const HOW: &str = "run `make test-deps` (make test does), which builds .venv from \
+                       tests/requirements.txt, or set EWN_PYTHON to an interpreter that has them";
+    if let Some(p) = std::env::var_os("EWN_PYTHON").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("EWN_PYTHON={} does not exist: {HOW}", p.display()))
+        };
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if venv.is_file() {
+        Ok(venv)
+    } else {
+        Err(format!(
+            "EWN_PYTHON is not set and {} does not exist: {HOW}",
+            venv.display()
+        ))
+    }
+}
+
 /// A loopback port nobody listens on at the moment of asking.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

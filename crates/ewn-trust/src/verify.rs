@@ -572,4 +572,19 @@ mod tests {
         assert!(rejected.detail.contains("subjects[0].ref"));
         assert!(!rejected.detail.contains("AB12345"));
     }
+
+    #[test]
+    fn an_incident_signed_before_the_fingerprint_change_still_verifies() {
+        // What an older EWN signed: the payload's header carries apache-avro's fingerprint.
+        let (v, mut kz, _) = setup();
+        let mut payload = samples::incident().to_avro().unwrap();
+        let codec = ewn_model::Incident::codec();
+        assert_ne!(codec.legacy_fingerprint(), codec.fingerprint());
+        payload[2..10].copy_from_slice(&codec.legacy_fingerprint());
+        let bytes = kz.sign_payload(payload.clone()).to_avro().unwrap();
+        let ok = v.verify(&bytes, Some("kz"), NOW).unwrap();
+        assert_eq!(ok.incident, samples::incident());
+        // The signature covers the bytes as written: the header stays what was signed.
+        assert_eq!(ok.envelope.payload, payload);
+    }
 }

@@ -60,6 +60,12 @@ pub enum Command {
     Publish(cmd::publish::Args),
     /// Read a topic, decode and (for incidents) verify every record; one JSON object a line.
     Tail(cmd::tail::Args),
+    /// Print each wire schema's name, Parsing Canonical Form and fingerprints.
+    Schemas(cmd::schemas::Args),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions(cmd::completions::Args),
+    /// Check the configuration, or show the effective one with each value's origin.
+    Config(cmd::config::Args),
     /// Run the stream processor: verify, score and correlate incidents into alerts.
     Process(cmd::process::Args),
     /// Run the alert fan-out: deliver alerts to subscribed desks at their clearance.
@@ -72,9 +78,9 @@ pub enum Command {
 }
 
 impl Global {
-    /// Loads the settings: defaults, file, `EWN__*` environment, then these flags and the
-    /// subcommand's `extra` overrides.
-    pub fn settings(&self, extra: Vec<(String, String)>) -> anyhow::Result<Settings> {
+    /// The configuration layers: defaults (implied), file, `EWN__*` environment, then these
+    /// flags and the subcommand's `extra` overrides.
+    pub fn layers(&self, extra: Vec<(String, String)>) -> Layers<'_> {
         let mut overrides = Vec::new();
         let mut set = |key: &str, value: Option<String>| {
             if let Some(v) = value {
@@ -92,13 +98,17 @@ impl Global {
         );
         set("log.level", self.log_level.clone());
         overrides.extend(extra);
-        let layers = Layers {
+        Layers {
             file: self.config.as_deref(),
             env: std::env::vars().collect(),
             overrides,
             list_keys: LIST_KEYS,
-        };
-        let settings: Settings = ewn_ops::config::load(&layers)?;
+        }
+    }
+
+    /// Loads and validates the settings (see [`Global::layers`]) and starts logging.
+    pub fn settings(&self, extra: Vec<(String, String)>) -> anyhow::Result<Settings> {
+        let settings: Settings = ewn_ops::config::load(&self.layers(extra))?;
         let problems = settings.problems();
         if !problems.is_empty() {
             return Err(ewn_ops::Error::Config(problems).into());
@@ -142,6 +152,9 @@ pub fn main() -> ExitCode {
             Command::Tail(args) => {
                 tokio::task::block_in_place(|| cmd::tail::run(&cli.global, args))
             }
+            Command::Schemas(args) => cmd::schemas::run(args),
+            Command::Completions(args) => cmd::completions::run(args),
+            Command::Config(args) => cmd::config::run(&cli.global, args),
             Command::Process(args) => cmd::process::run(&cli.global, args).await,
             Command::Fanout(args) => cmd::fanout::run(&cli.global, args).await,
             Command::Simulate(args) => cmd::simulate::run(&cli.global, args).await,

@@ -1,8 +1,11 @@
+pub mod completions;
+pub mod config;
 pub mod demo;
 pub mod fanout;
 pub mod keygen;
 pub mod process;
 pub mod publish;
+pub mod schemas;
 pub mod simulate;
 pub mod tail;
 pub mod topics;
