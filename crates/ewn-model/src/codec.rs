@@ -5,6 +5,12 @@
 //! which EWN wrote before: the datum encoding is the same, only the header differs. That
 //! acceptance is the migration period the README describes; it ends when no topic holds such
 //! records any more.
+//!
+//! Records written with an earlier version of a schema (`schemas/history/<Name>.v<n>.avsc`,
+//! kept when a schema evolves) are read too, by either of that version's fingerprints, through
+//! Avro schema resolution into the current version (new fields take their defaults). That
+//! path goes through apache-avro's `Value`, so it is slower; it only serves records written
+//! before an upgrade.
 
 use std::sync::LazyLock;
 
@@ -33,12 +39,19 @@ pub struct Codec {
     legacy_fingerprint: [u8; 8],
     writer: GenericDatumWriter<'static>,
     reader: GenericDatumReader<'static>,
+    older: Vec<Older>,
+}
+
+/// An earlier version of a schema, and a reader that resolves it into the current one.
+struct Older {
+    fingerprints: [[u8; 8]; 2],
+    reader: GenericDatumReader<'static>,
 }
 
 impl Codec {
     /// Builds the codec of an embedded schema. The schemas are compiled into the binary and
     /// checked by tests, so a failure here is a build defect and stops the process loudly.
-    fn embedded(name: &'static str, source: &'static str) -> Codec {
+    fn embedded(name: &'static str, source: &'static str, history: &[&'static str]) -> Codec {
         let schema: &'static Schema =
             Box::leak(Box::new(Schema::parse_str(source).unwrap_or_else(|e| {
                 panic!("bug: embedded schema {name} does not parse: {e}")
@@ -54,6 +67,28 @@ impl Codec {
         let reader = GenericDatumReader::builder(schema)
             .build()
             .unwrap_or_else(|e| panic!("bug: reader for {name}: {e}"));
+        let older = history
+            .iter()
+            .map(|old| {
+                let old_schema: &'static Schema =
+                    Box::leak(Box::new(Schema::parse_str(old).unwrap_or_else(|e| {
+                        panic!("bug: an earlier version of {name} does not parse: {e}")
+                    })));
+                let form = parsing_canonical_form(old)
+                    .unwrap_or_else(|e| panic!("bug: an earlier version of {name}: {e}"));
+                let mut legacy = [0u8; 8];
+                legacy.copy_from_slice(&old_schema.fingerprint::<Rabin>().bytes);
+                Older {
+                    fingerprints: [rabin_fingerprint(form.as_bytes()).to_le_bytes(), legacy],
+                    reader: GenericDatumReader::builder(old_schema)
+                        .reader_schema(schema)
+                        .build()
+                        .unwrap_or_else(|e| {
+                            panic!("bug: an earlier version of {name} does not resolve: {e}")
+                        }),
+                }
+            })
+            .collect();
         Codec {
             name,
             source,
@@ -63,6 +98,7 @@ impl Codec {
             legacy_fingerprint,
             writer,
             reader,
+            older,
         }
     }
 
@@ -106,9 +142,23 @@ impl Codec {
         self.legacy_fingerprint
     }
 
-    /// True when `fingerprint` names this schema, by the specification or the legacy way.
+    /// True when `fingerprint` names this schema, by the specification or the legacy way,
+    /// in its current or an earlier version.
     pub fn accepts(&self, fingerprint: [u8; 8]) -> bool {
+        self.is_current(fingerprint)
+            || self
+                .older
+                .iter()
+                .any(|o| o.fingerprints.contains(&fingerprint))
+    }
+
+    fn is_current(&self, fingerprint: [u8; 8]) -> bool {
         fingerprint == self.fingerprint || fingerprint == self.legacy_fingerprint
+    }
+
+    /// The fingerprints (specification, legacy) of the earlier versions read.
+    pub fn earlier_fingerprints(&self) -> Vec<[[u8; 8]; 2]> {
+        self.older.iter().map(|o| o.fingerprints).collect()
     }
 
     /// Appends the single-object encoding of `value` to `out`.
@@ -134,20 +184,26 @@ impl Codec {
     /// any bytes left over after the datum. Either fingerprint of the schema is accepted.
     pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
         let fingerprint = split_header(bytes)?;
-        if !self.accepts(fingerprint) {
+        let mut datum = &bytes[HEADER_LEN..];
+        let decode_error = |e: apache_avro::Error| Error::Decode {
+            schema: self.name,
+            message: e.to_string(),
+        };
+        let value = if self.is_current(fingerprint) {
+            self.reader.read_deser(&mut datum).map_err(decode_error)?
+        } else if let Some(old) = self
+            .older
+            .iter()
+            .find(|o| o.fingerprints.contains(&fingerprint))
+        {
+            let resolved = old.reader.read_value(&mut datum).map_err(decode_error)?;
+            apache_avro::from_value(&resolved).map_err(decode_error)?
+        } else {
             return Err(Error::WrongSchema {
                 expected: self.name,
                 fingerprint: fingerprint_hex(fingerprint),
             });
-        }
-        let mut datum = &bytes[HEADER_LEN..];
-        let value = self
-            .reader
-            .read_deser(&mut datum)
-            .map_err(|e| Error::Decode {
-                schema: self.name,
-                message: e.to_string(),
-            })?;
+        };
         if !datum.is_empty() {
             return Err(Error::TrailingBytes {
                 schema: self.name,
@@ -195,7 +251,7 @@ pub struct SchemaInfo {
 }
 
 macro_rules! schemas {
-    ($($ty:ident => $file:literal),+ $(,)?) => {
+    ($($ty:ident => $file:literal [$($old:literal),*]),+ $(,)?) => {
         $(
             impl AvroRecord for crate::types::$ty {
                 fn codec() -> &'static Codec {
@@ -203,6 +259,7 @@ macro_rules! schemas {
                         Codec::embedded(
                             stringify!($ty),
                             include_str!(concat!("../../../schemas/", $file)),
+                            &[$(include_str!(concat!("../../../schemas/history/", $old))),*],
                         )
                     });
                     &CODEC
@@ -217,15 +274,16 @@ macro_rules! schemas {
     };
 }
 
+// Each schema with its earlier versions (oldest first) in `schemas/history/`.
 schemas! {
-    Incident => "Incident.avsc",
-    SignedIncident => "SignedIncident.avsc",
-    Alert => "Alert.avsc",
-    Rejection => "Rejection.avsc",
-    DeliveryReceipt => "DeliveryReceipt.avsc",
-    Ack => "Ack.avsc",
-    Subscription => "Subscription.avsc",
-    ScoredIncident => "ScoredIncident.avsc",
+    Incident => "Incident.avsc" [],
+    SignedIncident => "SignedIncident.avsc" [],
+    Alert => "Alert.avsc" ["Alert.v1.avsc"],
+    Rejection => "Rejection.avsc" ["Rejection.v1.avsc"],
+    DeliveryReceipt => "DeliveryReceipt.avsc" [],
+    Ack => "Ack.avsc" [],
+    Subscription => "Subscription.avsc" [],
+    ScoredIncident => "ScoredIncident.avsc" ["ScoredIncident.v1.avsc"],
 }
 
 /// Finds the schema a single-object-encoded message was written with, by its specification
