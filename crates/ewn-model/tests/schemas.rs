@@ -323,7 +323,11 @@ fn a_record_of_an_earlier_schema_version_is_read() {
             })
             .collect(),
     );
-    let datum = apache_avro::to_avro_datum(&old, v1).unwrap();
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&old)
+        .build()
+        .unwrap()
+        .write_value_to_vec(v1)
+        .unwrap();
     let mut bytes = vec![0xC3, 0x01];
     bytes.extend_from_slice(&old.fingerprint::<apache_avro::rabin::Rabin>().bytes);
     bytes.extend_from_slice(&datum);
