@@ -46,7 +46,7 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     # processor
     "ewn_processor_incidents_received_total": ("counter", {"state"}),
     "ewn_processor_incidents_verified_total": ("counter", {"state"}),
-    "ewn_processor_incidents_rejected_total": ("counter", {"reason"}),
+    "ewn_processor_incidents_rejected_total": ("counter", {"reason", "state"}),
     "ewn_processor_verify_batch_size": ("histogram", set()),
     "ewn_processor_verify_seconds": ("histogram", set()),
     "ewn_processor_score_seconds": ("histogram", set()),
@@ -58,6 +58,17 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "ewn_processor_watermark_lag_seconds": ("gauge", {"partition"}),
     "ewn_processor_state_keys": ("gauge", {"rule"}),
     "ewn_processor_rule_reloads_total": ("counter", {"outcome"}),
+    "ewn_processor_state_events": ("gauge", {"rule"}),
+    "ewn_processor_state_bytes": ("gauge", set()),
+    "ewn_processor_state_refused_total": ("counter", {"rule"}),
+    "ewn_processor_state_keys_evicted_total": ("counter", {"rule"}),
+    "ewn_processor_updates_coalesced_total": ("counter", set()),
+    "ewn_processor_alert_limits_total": ("counter", {"limit"}),
+    "ewn_processor_watermark_sources": ("gauge", set()),
+    "ewn_processor_watermark_untracked_sources_total": ("counter", set()),
+    "ewn_processor_replay_ids": ("gauge", set()),
+    "ewn_processor_replay_forgotten_early_total": ("counter", set()),
+    "ewn_processor_unowned_records_total": ("counter", set()),
     # fan-out
     "ewn_fanout_deliveries_total": ("counter", {"channel", "outcome", "agency"}),
     "ewn_fanout_delivery_retries_total": ("counter", {"channel", "agency"}),
@@ -84,7 +95,7 @@ TARGET_LABELS = {"job", "instance", "namespace", "pod", "node", "network"}
 REJECT_REASONS = {
     "undecodable", "oversized", "unknown_key", "bad_signature", "key_state_mismatch",
     "topic_mismatch", "key_revoked", "key_expired", "duplicate", "clock_skew", "too_old",
-    "invalid", "late",
+    "invalid", "late", "future", "state_limit",
 }
 CHANNELS = {"webhook", "stream", "console"}
 CLOSED: dict[tuple[str, str], set[str]] = {
@@ -92,6 +103,7 @@ CLOSED: dict[tuple[str, str], set[str]] = {
     ("ewn_processor_alerts_total", "msg_type"): {"ALERT", "UPDATE", "CANCEL"},
     ("ewn_processor_alerts_total", "level"): {"LOW", "MEDIUM", "HIGH", "CRITICAL"},
     ("ewn_processor_rule_reloads_total", "outcome"): {"ok", "error"},
+    ("ewn_processor_alert_limits_total", "limit"): {"EVENTS_PER_KEY", "AREAS", "STATES", "ALERT_BYTES"},
     ("ewn_fanout_deliveries_total", "channel"): CHANNELS,
     ("ewn_fanout_deliveries_total", "outcome"): {"delivered", "dead_letter", "endpoint_gone"},
     ("ewn_fanout_delivery_retries_total", "channel"): CHANNELS,
@@ -395,7 +407,8 @@ def check_dashboard() -> dict | None:
         if m := re.fullmatch(r"label_values\((.*),\s*(\w+)\)", q):
             check_promql(m.group(1), f"{where} variable instance")
     rows = [p["title"] for p in dash.get("panels", []) if p.get("type") == "row"]
-    check(rows == ["Ingest", "Correlation", "Delivery", "Kafka", "End-to-end"], where,
+    check(rows == ["Ingest", "Correlation", "Delivery", "Kafka", "End-to-end",
+                   "Correlation state and bounds"], where,
           f"rows are {rows}")
     ids: set[int] = set()
     cells: dict[tuple[int, int], int] = {}
