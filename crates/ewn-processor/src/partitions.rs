@@ -30,8 +30,9 @@ pub struct Outputs {
     pub not_merged: Vec<NotMerged>,
     /// Records of partitions not owned (revoked during the poll): skipped, not committed.
     pub unowned: u64,
-    /// Undecodable records on the internal topic (a bug or a foreign writer): skipped.
-    pub undecodable: u64,
+    /// (partition, offset) of undecodable records on the internal topic (a bug or a
+    /// foreign writer): passed over, and reported.
+    pub undecodable: Vec<(i32, i64)>,
     /// Late events per rule name.
     pub late: BTreeMap<String, u64>,
     /// (incident id, occurred_at, reported_at) of what was fed, for latency metrics.
@@ -101,7 +102,7 @@ impl Partitions {
         let Some((group, key, event)) =
             record.and_then(|r| Event::from_record(r, &mut self.interner))
         else {
-            out.undecodable += 1;
+            out.undecodable.push((partition, offset));
             tracing::error!(
                 partition,
                 offset,
@@ -221,7 +222,7 @@ mod tests {
         let mut out = Outputs::default();
         p.assign(0);
         p.feed(0, 7, None, 0, &mut out);
-        assert_eq!(out.undecodable, 1);
+        assert_eq!(out.undecodable, [(0, 7)]);
         assert_eq!(p.commits(), vec![(0, 8)]);
     }
 }

@@ -708,6 +708,30 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
                 &r,
             )?;
         }
+        for (partition, offset) in &done.undecodable {
+            let r = Rejection {
+                reason: RejectReason::Undecodable,
+                detail: "undecodable record on the internal re-keyed topic".into(),
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+                key_id: None,
+                incident_id: None,
+                record_size: 0,
+                record_sha256: [0; 32],
+                rejected_at: now_ms(),
+                rejected_by: ctx.instance.clone(),
+            };
+            ctx.metrics
+                .rejected
+                .with_label_values(&["undecodable", "??"])
+                .inc();
+            out.send(
+                &rejected_topic,
+                format!("{topic}/{partition}/{offset}").as_bytes(),
+                &r,
+            )?;
+        }
         record_alerts(ctx, &mut out, &done.alerts)?;
         observe_latency(ctx, &done.alerts, &done.fed);
         let commits: Vec<CommitOffset> = parts
