@@ -60,7 +60,7 @@ pub struct StateSettings {
 impl Default for StateSettings {
     fn default() -> Self {
         StateSettings {
-            max_keys_per_rule: 150_000,
+            max_keys_per_rule: 60_000,
             max_events_per_key: 20_000,
             max_sources: 10_000,
         }
@@ -260,6 +260,12 @@ fn any_then(ks: &KeyState, from: i64, to: i64, except: Option<i64>) -> bool {
     ks.thens
         .between(from, to)
         .any(|((t, _), _)| Some(*t) != except)
+}
+
+/// Rough bytes of a key held for one rule: its entry in the key map and the expiry index,
+/// and its state's buffers (measured by `make soak` against RSS).
+fn key_bytes(key: &str) -> usize {
+    2 * (std::mem::size_of::<KeyState>() + 48) + 2 * key.len() + 256
 }
 
 /// Rough bytes of an event held for one rule: the event, its id, and the index entries
@@ -507,8 +513,13 @@ impl PartitionState {
         } else if self.states[ri].keys.len() >= max_keys {
             self.evict_oldest_key(ri, rule, now, out);
         }
-        let bytes = event_bytes(event);
         let rs = &mut self.states[ri];
+        let bytes = event_bytes(event)
+            + if rs.keys.contains_key(key) {
+                0
+            } else {
+                key_bytes(key)
+            };
         let ks = rs.keys.entry(key.clone()).or_default();
         let in_order = ks.events.last().is_none_or(|(last, _)| pos > *last);
         ks.events.insert(
@@ -1131,6 +1142,7 @@ impl PartitionState {
                 }
                 None => {
                     rs.keys.remove(&key);
+                    rs.bytes = rs.bytes.saturating_sub(key_bytes(&key));
                 }
             }
         }

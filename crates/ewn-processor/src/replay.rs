@@ -19,14 +19,14 @@ impl Hasher for Prehashed {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
+        // The first 8 bytes of a keyed hash are as good a table hash as any.
+        let mut b = [0u8; 8];
+        let n = bytes.len().min(8);
+        b[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(b);
     }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
+    fn write_usize(&mut self, _: usize) {
+        // the array's length prefix: constant, carries nothing
     }
 }
 
@@ -34,8 +34,10 @@ pub struct ReplayGuard {
     keys: (RandomState, RandomState),
     window_ms: i64,
     max_ids: usize,
-    seen: HashSet<u128, BuildHasherDefault<Prehashed>>,
-    order: VecDeque<(i64, u128)>,
+    seen: HashSet<[u8; 16], BuildHasherDefault<Prehashed>>,
+    /// Arrival time and id; byte arrays keep an entry at 24 bytes (a u128 would align it
+    /// to 32).
+    order: VecDeque<(i64, [u8; 16])>,
     /// Ids forgotten before their window ended, since the last take.
     forgotten_early: u64,
 }
@@ -52,10 +54,13 @@ impl ReplayGuard {
         }
     }
 
-    fn hash(&self, id: &str) -> u128 {
-        let a = self.keys.0.hash_one(id) as u128;
-        let b = self.keys.1.hash_one(id) as u128;
-        (a << 64) | b
+    fn hash(&self, id: &str) -> [u8; 16] {
+        let a = self.keys.0.hash_one(id);
+        let b = self.keys.1.hash_one(id);
+        let mut h = [0u8; 16];
+        h[..8].copy_from_slice(&a.to_le_bytes());
+        h[8..].copy_from_slice(&b.to_le_bytes());
+        h
     }
 
     /// True when the id was seen within the window; records it otherwise.

@@ -59,7 +59,7 @@ impl Default for ProcessSettings {
             allowed_lateness_secs: 300,
             idle_watermark_secs: 10,
             replay_window_secs: 7 * 24 * 3600,
-            replay_max_ids: 2_000_000,
+            replay_max_ids: 1_000_000,
             reload_interval_secs: 5,
             rules_file: None,
             rules: Vec::new(),
