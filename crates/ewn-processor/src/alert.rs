@@ -223,6 +223,16 @@ fn fit(alert: &mut Alert, max_bytes: usize) {
         alert.points.truncate(keep);
         cut = true;
     }
+    // Then the lists (a configuration with long lists and a small bound).
+    while size(alert) > max_bytes && (alert.areas.len() > 1 || alert.states.len() > 1) {
+        let (a, s) = (
+            alert.areas.len().div_ceil(2),
+            alert.states.len().div_ceil(2),
+        );
+        alert.areas.truncate(a);
+        alert.states.truncate(s);
+        cut = true;
+    }
     if cut {
         alert.limits_reached.push(limit::ALERT_BYTES.to_string());
     }

@@ -53,6 +53,10 @@ pub struct StateSettings {
     pub max_keys_per_rule: usize,
     /// Events per (rule, key); further events are refused (`STATE_LIMIT`).
     pub max_events_per_key: usize,
+    /// Events per rule per partition, whatever the keys: at the bound the keys with the
+    /// oldest events go (counted) until a new one fits. With `max_keys_per_rule`, what
+    /// bounds a partition's memory.
+    pub max_events_per_rule: usize,
     /// Event-time sources tracked per partition (see the watermark).
     pub max_sources: usize,
 }
@@ -62,6 +66,7 @@ impl Default for StateSettings {
         StateSettings {
             max_keys_per_rule: 60_000,
             max_events_per_key: 20_000,
+            max_events_per_rule: 100_000,
             max_sources: 10_000,
         }
     }
@@ -73,6 +78,7 @@ impl StateSettings {
         for (name, v) in [
             ("max_keys_per_rule", self.max_keys_per_rule),
             ("max_events_per_key", self.max_events_per_key),
+            ("max_events_per_rule", self.max_events_per_rule),
             ("max_sources", self.max_sources),
         ] {
             if v == 0 {
@@ -256,10 +262,16 @@ fn first_at_or_after(set: &Sorted<Pos>, t: i64) -> Option<i64> {
 }
 
 /// Is there a `then` event with `from <= t <= to` (and not at `except`)?
+/// Two ordered lookups whatever the key holds (a flood of `then` events at `except` is
+/// not walked).
 fn any_then(ks: &KeyState, from: i64, to: i64, except: Option<i64>) -> bool {
-    ks.thens
-        .between(from, to)
-        .any(|((t, _), _)| Some(*t) != except)
+    match except {
+        Some(x) if (from..=to).contains(&x) => {
+            ks.thens.between(from, x.saturating_sub(1)).next().is_some()
+                || ks.thens.between(x.saturating_add(1), to).next().is_some()
+        }
+        _ => ks.thens.between(from, to).next().is_some(),
+    }
 }
 
 /// Rough bytes of a key held for one rule: its entry in the key map and the expiry index,
@@ -513,6 +525,15 @@ impl PartitionState {
         } else if self.states[ri].keys.len() >= max_keys {
             self.evict_oldest_key(ri, rule, now, out);
         }
+        // The rule's share of the partition: the oldest keys make room, never this one.
+        while self.states[ri].events >= self.settings.state.max_events_per_rule {
+            let oldest_is_this = self.states[ri].expiry.first().is_none_or(|(_, k)| k == key);
+            if oldest_is_this {
+                self.refuse(ri, rule, key, t, now, out);
+                return Fed::Refused;
+            }
+            self.evict_oldest_key(ri, rule, now, out);
+        }
         let rs = &mut self.states[ri];
         let bytes = event_bytes(event)
             + if rs.keys.contains_key(key) {
@@ -521,7 +542,9 @@ impl PartitionState {
                 key_bytes(key)
             };
         let ks = rs.keys.entry(key.clone()).or_default();
-        let in_order = ks.events.last().is_none_or(|(last, _)| pos > *last);
+        // In order by event time: ties at the newest time (whatever their ids) change
+        // nothing the fast path decides, since episodes are spans of time.
+        let in_order = ks.events.last().is_none_or(|((last, _), _)| t >= *last);
         ks.events.insert(
             pos.clone(),
             Held {
@@ -614,16 +637,9 @@ impl PartitionState {
                         .count()
                         >= *count
                 }),
-                Condition::Distinct { count, field } => candidates.iter().any(|u| {
-                    let mut seen = BTreeSet::new();
-                    for h in ks.range(*u, u.saturating_add(rule.window)) {
-                        seen.insert(h.event.distinct_value(*field));
-                        if seen.len() >= *count {
-                            return true;
-                        }
-                    }
-                    false
-                }),
+                // Counting distinct values over each candidate's window could walk the
+                // whole episode per candidate: one re-scan is cheaper.
+                Condition::Distinct { .. } => true,
                 Condition::Sequence { .. } => {
                     rule.is_then(e)
                         && first_at_or_after(&ks.firsts, lo).is_some_and(|a| a < t && a < start)
@@ -755,6 +771,8 @@ impl PartitionState {
         };
         let full_key = format!("{}:{key}", rule.group_by().as_str());
         let id = alert_id(rule.name(), &full_key, start);
+        // Refusals before this episode are not its own.
+        ks.refused = 0;
         let members = ks.members(rule, start);
         let alert = build(
             Head {
@@ -928,7 +946,6 @@ impl PartitionState {
             .range(..=t)
             .next_back()
             .filter(|(s, _)| t <= s.saturating_add(rule.cooldown))
-            .or_else(|| ks.episodes.iter().next_back())
             .map(|(s, _)| *s);
         if let Some(start) = open {
             self.touch(ri, rule, key, start, now, out);
@@ -1009,7 +1026,9 @@ impl PartitionState {
                 return;
             };
             let s = *s;
-            if s.saturating_add(rule.window) > decide {
+            // Decided once the watermark is past the window's end: a `then` exactly at the
+            // end is not late yet, so deciding at the end could be withdrawn at once.
+            if s.saturating_add(rule.window) >= decide {
                 return;
             }
             ks.pending.pop_first();
@@ -1025,13 +1044,16 @@ impl PartitionState {
     /// window can need any more. Call after each batch with the processing time.
     pub fn tick(&mut self, now_ms: i64, out: &mut Vec<Alert>) {
         self.marks.expire(now_ms);
-        if self.marks.active() == 0 {
+        // A partition that has seen reports and whose sources all fell silent follows the
+        // clock for absences; a partition just assigned (nothing read yet: its replay is
+        // on the way) does not.
+        if self.marks.active() == 0 && self.marks.has_seen() {
             self.decide_until(now_ms.saturating_sub(self.settings.lateness_ms));
         }
         let rules = self.rules.clone();
         if let Some(decide) = self.decision_time() {
             while let Some((due, ri, key)) = self.timers.first().cloned() {
-                if due > decide {
+                if due >= decide {
                     break;
                 }
                 self.timers.pop_first();
@@ -1243,7 +1265,7 @@ fn scan(
                     let explained = any_then(ks, from, limit, Some(s));
                     if explained {
                         false
-                    } else if decide < limit {
+                    } else if decide <= limit {
                         // Undecided: nothing after it can be decided either.
                         pending = Some(limit);
                         break;
@@ -1667,6 +1689,22 @@ pub(crate) mod tests {
         assert_eq!(last.refused_count, 5);
         assert_eq!(last.limits_reached, ["EVENTS_PER_KEY"]);
         assert_eq!(p.take_stats().refused.values().sum::<u64>(), 5);
+    }
+
+    #[test]
+    fn a_rule_holds_at_most_its_events_budget() {
+        let rules = rules_of(default_rules());
+        let mut settings = EngineSettings::with_lateness(5 * MIN);
+        settings.state.max_events_per_rule = 50;
+        let mut p = PartitionState::new(rules, settings);
+        let mut out = Vec::new();
+        for i in 0..500 {
+            let e = ev(&format!("e{i}"), i * 1000, "KZ", &format!("s{}", i % 200));
+            let key = format!("s{}", i % 200);
+            p.feed(GroupBy::Subject, &key, &e, i, e.occurred_at, &mut out);
+            assert!(p.events_per_rule().all(|(_, n)| n <= 50));
+        }
+        assert!(p.take_stats().keys_evicted.values().sum::<u64>() > 0);
     }
 
     #[test]

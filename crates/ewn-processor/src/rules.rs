@@ -317,7 +317,13 @@ impl Rule {
 
     /// How far behind the watermark a key's events must be kept.
     pub fn horizon(&self) -> i64 {
-        self.cooldown + self.window
+        // A lookback absence is explained by a `then` up to a window *before* its `first`:
+        // that far back must stay held too.
+        let back = match self.condition {
+            Condition::Absence { lookback: true, .. } => self.window,
+            _ => 0,
+        };
+        self.cooldown + self.window + back
     }
 }
 

@@ -180,6 +180,12 @@ fn init_series(m: &ProcessorMetrics, config: &ProcessorConfig) {
 }
 
 fn init_rule(m: &ProcessorMetrics, rule: &str) {
+    for level in ewn_model::Level::ALL {
+        for kind in ewn_model::MsgType::ALL {
+            m.alerts
+                .with_label_values(&[rule, level.as_str(), kind.as_str()]);
+        }
+    }
     m.late.with_label_values(&[rule]);
     m.state_refused.with_label_values(&[rule]);
     m.state_keys_evicted.with_label_values(&[rule]);
@@ -649,6 +655,13 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
         if version != rules_version {
             for r in &current.rules {
                 init_rule(&ctx.metrics, r.name());
+            }
+            // Gauges of rules no longer held go; their counters stay (they count history).
+            for old in &parts.rules().rules {
+                if !current.rules.iter().any(|r| r.name() == old.name()) {
+                    let _ = ctx.metrics.state_keys.remove_label_values(&[old.name()]);
+                    let _ = ctx.metrics.state_events.remove_label_values(&[old.name()]);
+                }
             }
             parts.replace_rules(current);
             rules_version = version;

@@ -15,8 +15,9 @@
 //! a punctual honest post does (Flink's per-split minimum, with the clock as the ceiling),
 //! and a source whose clock lags holds the others' windows back by the idle timeout at
 //! most; its own reports then arrive late and are reported `LATE`. Everything here is
-//! event time except the clamp and idleness, so a replay after a restart, which reads
-//! old reports with a clock far ahead, judges lateness as the first reading did.
+//! event time except the clamp and idleness: a replay after a restart reads old reports
+//! with a clock far ahead, so a report that was clamped at first is not clamped then, and
+//! lateness at the edges (within the future skew) can be judged differently.
 //!
 //! Sources are bounded (`process.state.max_sources` per partition): a new source beyond
 //! the bound is not tracked (its reports are still correlated, judged against the
@@ -72,6 +73,11 @@ impl Watermarks {
     /// The partition's watermark: events before it are late.
     pub fn watermark(&self) -> Option<i64> {
         self.watermark
+    }
+
+    /// Whether any report was observed.
+    pub fn has_seen(&self) -> bool {
+        self.frontier.is_some()
     }
 
     /// Sources active now.
