@@ -178,7 +178,7 @@ impl ProcessorMetrics {
             )?,
             unowned_records: m.counter(
                 "ewn_processor_unowned_records_total",
-                "re-keyed records of a partition revoked during the poll: skipped, not committed",
+                "re-keyed records of a partition revoked during the poll, or read under its previous assignment: skipped, not committed",
             )?,
         })
     }

@@ -5,7 +5,7 @@
 //! now owns; a partition assigned again starts empty and replays from its committed
 //! offset.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ewn_model::{Alert, ScoredIncident};
@@ -30,6 +30,9 @@ pub struct Outputs {
     pub not_merged: Vec<NotMerged>,
     /// Records of partitions not owned (revoked during the poll): skipped, not committed.
     pub unowned: u64,
+    /// Records of an old assignment of a partition assigned again in the same poll: passed
+    /// over (the new assignment reads them again from the committed offset).
+    pub superseded: u64,
     /// (partition, offset) of undecodable records on the internal topic (a bug or a
     /// foreign writer): passed over, and reported.
     pub undecodable: Vec<(i32, i64)>,
@@ -45,6 +48,10 @@ pub struct Partitions {
     owned: BTreeMap<i32, PartitionState>,
     /// Shares the repeated strings of the events held (bounded).
     interner: Interner,
+    /// Revoked since the last batch, and of those, assigned again: a polled batch may hold
+    /// records of the old assignment before the change and of the new one after it.
+    revoked: BTreeSet<i32>,
+    restarted: BTreeSet<i32>,
 }
 
 /// Distinct strings (and reason lists) shared between held events, at most.
@@ -57,10 +64,15 @@ impl Partitions {
             settings,
             owned: BTreeMap::new(),
             interner: Interner::new(INTERNED_MAX),
+            revoked: BTreeSet::new(),
+            restarted: BTreeSet::new(),
         }
     }
 
     pub fn assign(&mut self, partition: i32) {
+        if self.revoked.contains(&partition) {
+            self.restarted.insert(partition);
+        }
         self.owned.insert(
             partition,
             PartitionState::new(self.rules.clone(), self.settings.clone()),
@@ -69,6 +81,46 @@ impl Partitions {
 
     pub fn revoke(&mut self, partition: i32) {
         self.owned.remove(&partition);
+        self.revoked.insert(partition);
+    }
+
+    /// Feeds a polled batch after the changes of its poll were applied. For a partition
+    /// revoked and assigned again during the poll, the records before its offsets went
+    /// back (those of the old assignment: the new one starts from the committed offset and
+    /// reads them again) are passed over, so the fresh state starts where its replay does.
+    pub fn feed_batch(
+        &mut self,
+        batch: Vec<(i32, i64, Option<ScoredIncident>)>,
+        now: i64,
+        out: &mut Outputs,
+    ) {
+        let mut skip: BTreeMap<i32, usize> = BTreeMap::new();
+        for p in &self.restarted {
+            let mut last: Option<i64> = None;
+            let mut seen = 0;
+            for (partition, offset, _) in &batch {
+                if partition != p {
+                    continue;
+                }
+                if last.is_some_and(|l| *offset < l) {
+                    skip.insert(*p, seen);
+                }
+                last = Some(*offset);
+                seen += 1;
+            }
+        }
+        let mut seen: BTreeMap<i32, usize> = BTreeMap::new();
+        for (partition, offset, record) in batch {
+            let n = seen.entry(partition).or_default();
+            *n += 1;
+            if skip.get(&partition).is_some_and(|k| *n <= *k) {
+                out.superseded += 1;
+                continue;
+            }
+            self.feed(partition, offset, record, now, out);
+        }
+        self.revoked.clear();
+        self.restarted.clear();
     }
 
     pub fn owned(&self) -> impl Iterator<Item = i32> + '_ {
@@ -214,6 +266,41 @@ mod tests {
             vec![(1, 5)],
             "held from the event's own offset"
         );
+    }
+
+    /// A poll that read records of the old assignment, then saw the partition revoked and
+    /// assigned again, then read it again from the committed offset: the fresh state starts
+    /// at the committed offset, not where the old assignment had got to.
+    #[test]
+    fn records_of_an_old_assignment_do_not_start_the_new_one() {
+        let mut p = parts();
+        let mut out = Outputs::default();
+        p.assign(0);
+        p.feed_batch(
+            vec![(0, 10, Some(record("a", 1_000, "KZ", "s")))],
+            1_000,
+            &mut out,
+        );
+        p.revoke(0);
+        p.assign(0);
+        let batch = vec![
+            (0, 13, Some(record("x", 4_000, "KZ", "t"))),
+            (0, 14, Some(record("y", 5_000, "KZ", "u"))),
+            (0, 10, Some(record("a", 1_000, "KZ", "s"))),
+            (0, 11, Some(record("b", 2_000, "KG", "s"))),
+        ];
+        p.feed_batch(batch, 6_000, &mut out);
+        assert_eq!(out.superseded, 2);
+        assert_eq!(p.commits(), vec![(0, 10)], "held from the committed offset");
+        assert_eq!(out.alerts.len(), 1, "s seen in KZ and KG");
+        // A later batch of the same assignment is fed whole.
+        let mut out = Outputs::default();
+        p.feed_batch(
+            vec![(0, 12, Some(record("c", 3_000, "TJ", "v")))],
+            6_000,
+            &mut out,
+        );
+        assert_eq!(out.superseded, 0);
     }
 
     #[test]

@@ -697,15 +697,15 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
         let now = now_ms();
         let consumed = batch.len() as u64;
         let mut done = Outputs::default();
-        for (partition, offset, record) in batch {
-            parts.feed(partition, offset, record, now, &mut done);
-        }
+        parts.feed_batch(batch, now, &mut done);
         parts.tick(now, &mut done);
         ctx.metrics
             .correlate_seconds
             .observe(started.elapsed().as_secs_f64());
         observe_state(ctx, &mut parts, now);
-        ctx.metrics.unowned_records.inc_by(done.unowned);
+        ctx.metrics
+            .unowned_records
+            .inc_by(done.unowned + done.superseded);
         for (rule, n) in &done.late {
             ctx.metrics.late.with_label_values(&[rule]).inc_by(*n);
         }
