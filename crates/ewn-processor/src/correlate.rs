@@ -1831,6 +1831,33 @@ pub(crate) mod tests {
     }
 
     proptest! {
+        /// Event times and clocks anywhere in i64 (a debug build panics on overflow): every
+        /// rule kind feeds, ticks and evicts without a panic.
+        #[test]
+        fn any_time_anywhere_never_panics(
+            times in proptest::collection::vec((any::<i64>(), 0usize..3), 1..20),
+            now in any::<i64>(),
+        ) {
+            let mut rules = kinds();
+            rules.extend(default_rules());
+            let mut p = PartitionState::new(rules_of(rules), EngineSettings::with_lateness(5 * MIN));
+            let mut out = Vec::new();
+            for (n, (t, dir)) in times.iter().enumerate() {
+                let mut e = event(&format!("i{n}"), *t, "KZ", "s");
+                e.direction = [None, Some(Direction::Exit), Some(Direction::Entry)][*dir];
+                let e = Arc::new(e);
+                for group in [GroupBy::Subject, GroupBy::Area] {
+                    let key = e.keys(group)[0].to_string();
+                    p.feed(group, &key, &e, n as i64, now, &mut out);
+                }
+                p.tick(now, &mut out);
+            }
+            p.decide_until(i64::MAX);
+            p.tick(i64::MAX, &mut out);
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
         /// Random events of one key, fed in a random order (nothing late): the live
         /// episodes and their member counts equal the oracle's, for every rule kind.
