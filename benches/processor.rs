@@ -215,6 +215,7 @@ fn rule_kinds(c: &mut Criterion) {
             let mut settings = EngineSettings::with_lateness(held * 1000);
             settings.idle_ms = i64::MAX / 4;
             settings.state.max_events_per_key = usize::MAX;
+            settings.state.max_events_per_rule = usize::MAX;
             let mut p = PartitionState::new(rules.clone(), settings);
             let mut out = Vec::new();
             let t0 = template.occurred_at;
