@@ -134,9 +134,9 @@ fn correlate(c: &mut Criterion) {
 /// One rule of each kind on one key, fed in event-time order one event a second, in a
 /// steady state where the lateness keeps `held` events of the key (one evicted per event
 /// fed): the per-event cost of evaluation, watermarking and eviction, with 100 and with
-/// 100,000 events held. None of these streams opens an episode, so what is measured is
-/// the rule's own evaluation (an open episode's coalesced UPDATE costs its member count
-/// once per `process.alerts.update_interval_secs`).
+/// 100,000 events held. Only the sequence stream opens episodes (one a pair); the others
+/// measure the rule's own evaluation (an open episode's coalesced UPDATE costs its member
+/// count once per `process.alerts.update_interval_secs`).
 fn rule_kinds(c: &mut Criterion) {
     let exit = Filter {
         direction: Some(Direction::Exit),
@@ -167,7 +167,8 @@ fn rule_kinds(c: &mut Criterion) {
             },
             |_| None,
         ),
-        // exits and entries alternate, 1 s apart, window under a second: no pair completes.
+        // exits and entries alternate, 1 s apart, within the 1 s window: every pair opens an
+        // episode (the ALERT path, with its episodes held and evicted).
         (
             RuleConfig {
                 first: Some(exit.clone()),

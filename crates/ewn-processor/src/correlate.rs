@@ -1096,7 +1096,7 @@ impl PartitionState {
                 .get(&key)
                 .map(|ks| {
                     ks.episodes
-                        .iter()
+                        .range(..horizon)
                         .filter(|(s, ep)| {
                             s.saturating_add(rule.cooldown) < horizon && ep.flush_scheduled
                         })
@@ -1111,10 +1111,12 @@ impl PartitionState {
                 continue;
             };
             // Keep whole any episode still open at the horizon.
+            // (episodes do not overlap: only the last one starting before it can be open)
             let open = ks
                 .episodes
-                .iter()
-                .find(|(s, _)| **s < horizon && s.saturating_add(rule.cooldown) >= horizon)
+                .range(..horizon)
+                .next_back()
+                .filter(|(s, _)| s.saturating_add(rule.cooldown) >= horizon)
                 .map(|(s, _)| *s);
             let cut = open.unwrap_or(horizon);
             let gone = ks.events.drain_before(cut);
