@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::alert::alert_id;
 use crate::alert::{AlertSettings, Head, build, digest_id};
+use crate::event::Sym;
 pub use crate::event::{Event, event_of};
 use crate::rules::{Condition, GroupBy, Rule, RuleConfig};
 use crate::score::ScoreWeights;
@@ -233,6 +234,9 @@ struct KeyState {
     expiry: i64,
     /// Events refused at the budget (reported in the open episode's alert).
     refused: u64,
+    /// Events per reporting state, kept only while the key holds at least half its budget
+    /// (see [`state_share`]).
+    by_state: Option<HashMap<Sym, usize>>,
     /// Estimated bytes held.
     bytes: usize,
 }
@@ -262,6 +266,22 @@ fn first_at_or_after(set: &Sorted<Pos>, t: i64) -> Option<i64> {
 }
 
 /// Is there a `then` event with `from <= t <= to` (and not at `except`)?
+/// Events of `state` in a key holding at least half its budget (the counts are kept from
+/// then on; built once when the key gets there).
+fn state_share(ks: &KeyState, state: &str) -> usize {
+    ks.by_state
+        .as_ref()
+        .map_or(0, |c| c.get(state).copied().unwrap_or(0))
+}
+
+fn count_states(events: &Sorted<Pos, Held>) -> HashMap<Sym, usize> {
+    let mut c: HashMap<Sym, usize> = HashMap::new();
+    for (_, h) in events.iter() {
+        *c.entry(h.event.state.clone()).or_default() += 1;
+    }
+    c
+}
+
 /// Two ordered lookups whatever the key holds (a flood of `then` events at `except` is
 /// not walked).
 fn any_then(ks: &KeyState, from: i64, to: i64, except: Option<i64>) -> bool {
@@ -522,6 +542,13 @@ impl PartitionState {
                 self.refuse(ri, rule, key, t, now, out);
                 return Fed::Refused;
             }
+            // No state may take more than half a key's budget: one member's flood of a
+            // subject cannot crowd out the others' reports of it.
+            if ks.events.len() >= max_events / 2 && state_share(ks, &event.state) >= max_events / 2
+            {
+                self.refuse(ri, rule, key, t, now, out);
+                return Fed::Refused;
+            }
         } else if self.states[ri].keys.len() >= max_keys {
             self.evict_oldest_key(ri, rule, now, out);
         }
@@ -553,6 +580,11 @@ impl PartitionState {
             },
         );
         ks.bytes += bytes;
+        if let Some(counts) = &mut ks.by_state {
+            *counts.entry(event.state.clone()).or_default() += 1;
+        } else if ks.events.len() >= max_events / 2 {
+            ks.by_state = Some(count_states(&ks.events));
+        }
         rs.events += 1;
         rs.bytes += bytes;
         if rule.is_first(event) {
@@ -1131,6 +1163,16 @@ impl PartitionState {
                 }
             }
             let n = gone.len();
+            if let Some(counts) = &mut ks.by_state {
+                for (_, h) in &gone {
+                    if let Some(c) = counts.get_mut(&h.event.state) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
+                if ks.events.len() < self.settings.state.max_events_per_key / 4 {
+                    ks.by_state = None;
+                }
+            }
             ks.firsts.drain_before(cut);
             ks.thens.drain_before(cut);
             ks.pending.drain_before(cut);
@@ -1672,6 +1714,39 @@ pub(crate) mod tests {
         assert!(p.take_stats().updates_coalesced > 0);
     }
 
+    /// One state floods a subject to its key's budget: the other states' reports of it
+    /// still get in (no state takes more than half a key), and cross-border fires.
+    #[test]
+    fn one_state_cannot_fill_a_key_for_the_others() {
+        let rules = rules_of(default_rules());
+        let mut settings = EngineSettings::with_lateness(5 * MIN);
+        settings.state.max_events_per_key = 100;
+        let mut p = PartitionState::new(rules, settings);
+        let mut out = Vec::new();
+        let mut refused = 0;
+        for i in 0..300 {
+            let e = ev(&format!("f{i:03}"), i * 1000, "KZ", "target");
+            let fed = p.feed(GroupBy::Subject, "target", &e, i, e.occurred_at, &mut out);
+            refused += fed.iter().filter(|(_, f)| *f == Fed::Refused).count();
+        }
+        assert_eq!(refused, 250, "KZ holds half the key");
+        assert!(out.is_empty());
+        let kg = ev("kg", 301_000, "KG", "target");
+        let fed = p.feed(
+            GroupBy::Subject,
+            "target",
+            &kg,
+            301,
+            kg.occurred_at,
+            &mut out,
+        );
+        assert!(fed.iter().any(|(_, f)| *f == Fed::Accepted), "{fed:?}");
+        assert_eq!(
+            out.first().map(|a| a.rule.as_str()),
+            Some("cross_border_movement")
+        );
+    }
+
     #[test]
     fn a_full_key_refuses_and_says_so() {
         let rules = rules_of(default_rules());
@@ -1681,7 +1756,9 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let mut refused = 0;
         for i in 0..15 {
-            let e = ev(&format!("e{i:02}"), i * 1000, "KZ", &format!("s{i}"));
+            // two states, so the key's budget binds before either's half share
+            let state = ["KZ", "KG"][i as usize % 2];
+            let e = ev(&format!("e{i:02}"), i * 1000, state, &format!("s{i}"));
             let fed = p.feed(GroupBy::Area, "KZ-ZHT", &e, i, e.occurred_at, &mut out);
             refused += fed.iter().filter(|(_, f)| *f == Fed::Refused).count();
         }
