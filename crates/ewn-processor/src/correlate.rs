@@ -865,11 +865,11 @@ impl PartitionState {
         let due = ep.emitted_at.saturating_add(interval);
         if now >= due {
             self.emit_update(ri, rule, key, start, now, out);
-        } else if !ep.flush_scheduled {
-            ep.flush_scheduled = true;
-            self.flushes.insert((due, ri, key.clone(), start));
-            self.stats.updates_coalesced += 1;
-        } else {
+                } else {
+            if !ep.flush_scheduled {
+                ep.flush_scheduled = true;
+                self.flushes.insert((due, ri, key.clone(), start));
+            }
             self.stats.updates_coalesced += 1;
         }
     }
