@@ -1233,8 +1233,13 @@ impl PartitionState {
         for start in scheduled {
             self.emit_update(ri, rule, &key, start, now, out);
         }
-        let rs = &mut self.states[ri];
+                let rs = &mut self.states[ri];
         if let Some(ks) = rs.keys.remove(&key) {
+            // Its pending absence decisions go with it (they would only find nothing).
+            for ((s, _), _) in ks.pending.iter() {
+                self.timers
+                    .remove(&(s.saturating_add(rule.window), ri, key.clone()));
+            }
             rs.events -= ks.events.len();
             rs.bytes = rs.bytes.saturating_sub(ks.bytes);
             for (_, h) in ks.events.iter() {
