@@ -191,6 +191,9 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
             assert!(data["incident_ids"].as_array().unwrap().is_empty());
             assert!(data["evidence"].as_array().unwrap().is_empty());
             assert_eq!(data["key"], "");
+            // nor the digest that commits to the withheld ids
+            assert_eq!(data["incident_digest"], "");
+            assert_eq!(data["incident_count"], 0);
         }
         assert!(
             got.insert((h.name.clone(), h.alert_id()), redacted)

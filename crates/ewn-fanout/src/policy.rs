@@ -234,6 +234,10 @@ mod tests {
         let r = redact(&alert, Tlp::Green);
         assert!(r.key.is_empty() && r.incident_ids.is_empty() && r.evidence.is_empty());
         assert!(r.states.is_empty() && r.areas.is_empty() && r.points.is_empty());
+        // The digest commits to the incident ids: a holder of candidate ids could test them.
+        assert!(!alert.incident_digest.is_empty());
+        assert!(r.incident_digest.is_empty() && r.incident_count == 0);
+        assert!(r.limits_reached.is_empty() && r.refused_count == 0);
         assert_eq!(
             r.reasons.iter().map(|x| x.contribution).sum::<i32>(),
             r.score
