@@ -865,7 +865,7 @@ impl PartitionState {
         let due = ep.emitted_at.saturating_add(interval);
         if now >= due {
             self.emit_update(ri, rule, key, start, now, out);
-                } else {
+        } else {
             if !ep.flush_scheduled {
                 ep.flush_scheduled = true;
                 self.flushes.insert((due, ri, key.clone(), start));
@@ -1233,7 +1233,7 @@ impl PartitionState {
         for start in scheduled {
             self.emit_update(ri, rule, &key, start, now, out);
         }
-                let rs = &mut self.states[ri];
+        let rs = &mut self.states[ri];
         if let Some(ks) = rs.keys.remove(&key) {
             // Its pending absence decisions go with it (they would only find nothing).
             for ((s, _), _) in ks.pending.iter() {
