@@ -263,7 +263,8 @@ fn fold_homoglyphs(s: &str) -> String {
 /// Russian Cyrillic follows ICAO Doc 9303 Part 3 (Specifications common to all MRTDs),
 /// section 6, the transliteration table for Cyrillic: Ж ZH, Й I, Х KH, Ц TS, Ч CH, Ш SH,
 /// Щ SHCH, Ъ IE, Ы Y, Ь (dropped), Э E, Ю IU, Я IA. Doc 9303 lists a few other Slavic
-/// letters (Ґ Є Ї Ў and the Serbian/Macedonian ones), taken from it too.
+/// letters (Ґ Є Ї and the Serbian/Macedonian ones), taken from it too. Ў departs from it
+/// (Belarusian U): in this region Ў is Uzbek, whose Latin writes it Oʻ, so it maps to O.
 ///
 /// The region's letters are our extension, chosen to meet the Latin alphabets the region's
 /// own states use for the same sound (Kazakh passports, Uzbek and Turkmen Latin):
