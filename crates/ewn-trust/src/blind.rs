@@ -356,13 +356,33 @@ fn person_v2(upper: &str) -> String {
 /// national documents write YA, YU, Y, -IY, so ALIYEV (Azerbaijani, Uzbek, Kazakh
 /// passports) and Алиев (ICAO ALIEV), YULIYA and Юлия (ICAO IULIIA), DMITRIY and
 /// Дмитрий (ICAO DMITRII) meet. The price: Ы and И no longer differ (РЫБАКОВ = РИБАКОВ).
+///
+/// KH is read as H: ICAO writes Х as KH, Turkmen and Tajik Latin as H (SHOHRAT = Шохрат);
+/// the price is that СХ meets Ш (ИСХАКОВ = ИШАКОВ) and KHAN meets HAN.
+///
+/// Then the glide before E at the start of a name or after a vowel is dropped: Russian
+/// writes Е there and ICAO gives E, where Uzbek and Kazakh Latin write YE
+/// (KHABIBULLAYEV = Хабибуллаев, YERLAN = Ерлан).
 fn fold_i_y(token: &str) -> String {
     let mut out = String::with_capacity(token.len());
     for c in token.chars() {
         let c = if c == 'Y' { 'I' } else { c };
-        if !(c == 'I' && out.ends_with('I')) {
-            out.push(c);
+        if c == 'I' && out.ends_with('I') {
+            continue;
         }
+        if c == 'H' {
+            // KH (ICAO and Uzbek X for Х) reads as H (Turkmen, Tajik, Kazakh Latin)
+            while out.ends_with('K') {
+                out.pop();
+            }
+        }
+        if c == 'E' && out.ends_with('I') {
+            let before = out[..out.len() - 1].chars().next_back();
+            if before.is_none_or(|b| matches!(b, 'A' | 'E' | 'I' | 'O' | 'U')) {
+                out.pop();
+            }
+        }
+        out.push(c);
     }
     out
 }
@@ -536,12 +556,13 @@ mod tests {
     fn icao_russian_table() {
         let p = |s| v2(SubjectKind::Person, s);
         assert_eq!(p("Жуков"), "ZHUKOV");
-        assert_eq!(p("Хрущёв"), "KHRUSHCHEV");
+        assert_eq!(p("Хрущёв"), "HRUSHCHEV");
         assert_eq!(p("Цой"), "TSOI");
         assert_eq!(p("Юлия"), "IULIA");
         assert_eq!(p("Юлия"), p("YULIYA"));
         assert_eq!(p("Дмитрий"), p("DMITRIY"));
         assert_eq!(p("Алиев"), p("ALIYEV"));
+        assert_eq!(p("Ерлан Хабибуллаев"), p("YERLAN XABIBULLAYEV"));
         assert_eq!(p("Щербаков"), "SHCHERBAKOV");
         assert_eq!(p("Ильич"), "ILICH");
         assert_eq!(p("Подъячев"), "PODIEIACHEV");
