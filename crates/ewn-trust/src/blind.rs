@@ -13,6 +13,7 @@
 //! - `PHONE`: digits only, with a leading `+` kept and a leading `00` read as `+`;
 //! - `PERSON`: transliterated to one ASCII Latin form (ICAO Doc 9303 Part 3 for Cyrillic,
 //!   extended for Kazakh, Kyrgyz, Tajik, Uzbek and Turkmen letters), diacritics dropped,
+//!   Y read as I, runs of I collapsed, YE after a vowel as E, KH as H (ALIYEV = Алиев),
 //!   name parts sorted, dates of birth written `YYYYMMDD` after the name:
 //!   `Иванов Тимур 02.03.1987` = `TIMUR IVANOV 1987-03-02` = `IVANOV TIMUR 19870302`.
 //!
