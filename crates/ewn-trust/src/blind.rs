@@ -266,6 +266,9 @@ fn fold_homoglyphs(s: &str) -> String {
 /// Щ SHCH, Ъ IE, Ы Y, Ь (dropped), Э E, Ю IU, Я IA. Doc 9303 lists a few other Slavic
 /// letters (Ґ Є Ї and the Serbian/Macedonian ones), taken from it too. Ў departs from it
 /// (Belarusian U): in this region Ў is Uzbek, whose Latin writes it Oʻ, so it maps to O.
+/// Likewise Һ, which Doc 9303's table gives as C: Kazakh and Tajik documents write it H.
+/// (Table checked against the Russian Federation's published extract of Doc 9303 and the
+/// interscript `icao-*` maps.)
 ///
 /// The region's letters are our extension, chosen to meet the Latin alphabets the region's
 /// own states use for the same sound (Kazakh passports, Uzbek and Turkmen Latin):
