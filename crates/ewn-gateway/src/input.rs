@@ -338,6 +338,27 @@ mod tests {
     }
 
     #[test]
+    fn one_person_in_cyrillic_and_latin_blinds_alike() {
+        let refs = |id: &str| {
+            let line = GOOD.replace("Aliyev Rustam 1987-03-02", id);
+            parse(&line).unwrap().subjects[0].subject_ref.clone()
+        };
+        let latin = refs("ALIYEV RUSTAM 1987-03-02");
+        assert_eq!(refs("ALIEV RUSTAM 19870302"), latin);
+        assert_eq!(refs("Алиев Рустам 02.03.1987"), latin);
+        assert_eq!(refs("Rustam Aliyev 1987-03-02"), latin);
+        assert_ne!(refs("Алиев Рустам 03.03.1987"), latin);
+        // a plate typed with Cyrillic look-alikes meets its Latin twin
+        let plate = |id: &str| {
+            let line = GOOD
+                .replace(r#""kind":"PERSON""#, r#""kind":"VEHICLE""#)
+                .replace("Aliyev Rustam 1987-03-02", id);
+            parse(&line).unwrap().subjects[0].subject_ref.clone()
+        };
+        assert_eq!(plate("01 КZ 123 АВС"), plate("01KZ123ABC"));
+    }
+
+    #[test]
     fn errors_name_line_and_field() {
         let missing = GOOD.replace(r#""category":"WATCHLIST_HIT","#, "");
         assert_eq!(

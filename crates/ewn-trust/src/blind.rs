@@ -1,15 +1,31 @@
 //! Subject blinding: raw identifiers never leave the member state.
 //!
-//! `ref = hex(HMAC-SHA256(network blinding key, KIND ":" normalise(kind, id)))`. Every
-//! member state holds the same network key, so the same person seen in two states gets the
-//! same `ref`, and the network can correlate without ever seeing the identifier.
+//! `ref = hex(HMAC-SHA256(network blinding key, "v2/" KIND ":" normalise(kind, id)))`.
+//! Every member state holds the same network key, so the same person seen in two states
+//! gets the same `ref`, and the network can correlate without ever seeing the identifier.
 //!
-//! Normalisation (so trivial spelling differences do not split one subject in two):
-//! - all kinds: Unicode NFKC, upper case, surrounding whitespace trimmed, inner runs of
-//!   whitespace collapsed to one space;
-//! - `DOCUMENT`, `VEHICLE`: spaces, `-`, `.`, `/` removed (`AB 12-345` = `AB12345`);
+//! Normalisation version 2 (current; so spelling and script differences do not split one
+//! subject in two):
+//! - all kinds: Unicode NFKC, upper case (then NFKC again, so the form is a fixed point);
+//! - `DOCUMENT`, `VEHICLE`: Cyrillic and Greek look-alikes folded to Latin (after Unicode's
+//!   confusables data: `АВ 1234` = `AB1234`), then spaces, `-`, `.`, `/` removed;
+//! - `ORGANISATION`: look-alikes folded, whitespace collapsed;
 //! - `PHONE`: digits only, with a leading `+` kept and a leading `00` read as `+`;
-//! - `PERSON`, `ORGANISATION`: as for all kinds.
+//! - `PERSON`: transliterated to one ASCII Latin form (ICAO Doc 9303 Part 3 for Cyrillic,
+//!   extended for Kazakh, Kyrgyz, Tajik, Uzbek and Turkmen letters), diacritics dropped,
+//!   Y read as I, runs of I collapsed, YE after a vowel as E, KH as H (ALIYEV = Алиев),
+//!   name parts sorted, dates of birth written `YYYYMMDD` after the name:
+//!   `Иванов Тимур 02.03.1987` = `TIMUR IVANOV 1987-03-02` = `IVANOV TIMUR 19870302`.
+//!
+//! Versions. The version is part of the HMAC input (`v2/`); version 1 (NFKC, upper case,
+//! collapsed whitespace, no tag) stays computable with [`BlindingKey::blind_with`]. A v1
+//! ref and a v2 ref of one subject differ and the network cannot link them (it never sees
+//! the raw id), so a network switches at a cut-over: from then on every gateway writes v2.
+//! Correlation state older than the longest rule window still holds v1 refs, so a subject
+//! seen just before and just after the cut-over is not linked across it; that gap lasts
+//! one window. A network that cannot accept the gap publishes both refs for one window
+//! (`blind_with(V1, ..)` and `blind`) and treats them as one subject: that part (two refs
+//! per subject) is not built yet.
 
 use std::fmt;
 use std::path::Path;
@@ -71,14 +87,31 @@ impl BlindingKey {
         secret::write_secret(path, &text)
     }
 
-    /// The blinded reference of a raw identifier.
+    /// The blinded reference of a raw identifier, under the current normalisation version.
     pub fn blind(&self, kind: SubjectKind, raw_id: &str) -> Result<String, EmptyIdentifier> {
-        let normalised = Zeroizing::new(normalise(kind, raw_id));
+        self.blind_with(NormVersion::CURRENT, kind, raw_id)
+    }
+
+    /// The blinded reference of a raw identifier under `version`. `V1` reproduces the refs
+    /// written before versioning, for a gateway that publishes both during a migration.
+    pub fn blind_with(
+        &self,
+        version: NormVersion,
+        kind: SubjectKind,
+        raw_id: &str,
+    ) -> Result<String, EmptyIdentifier> {
+        let normalised = Zeroizing::new(normalise_with(version, kind, raw_id));
         if normalised.is_empty() {
             return Err(EmptyIdentifier);
         }
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        match version {
+            // v1's message had no version tag; kept byte for byte so old refs reproduce.
+            NormVersion::V1 => {}
+            // "v2/" cannot begin a v1 message (those begin with the kind's name).
+            NormVersion::V2 => mac.update(b"v2/"),
+        }
         mac.update(kind.as_str().as_bytes());
         mac.update(b":");
         mac.update(normalised.as_bytes());
@@ -86,27 +119,347 @@ impl BlindingKey {
     }
 }
 
-/// The canonical form of an identifier of `kind` (see the module docs).
+/// Which normalisation a ref was computed with. The version is part of the HMAC input, so
+/// refs of different versions never collide by accident; see the module docs for how a
+/// network moves from one to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NormVersion {
+    /// NFKC, upper case, collapsed whitespace (the only form before issue 16).
+    V1,
+    /// V1 plus homoglyph folding (documents, vehicles, organisations) and the script-aware
+    /// canonical person name.
+    V2,
+}
+
+impl NormVersion {
+    /// The version every producer writes today.
+    pub const CURRENT: NormVersion = NormVersion::V2;
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NormVersion::V1 => "v1",
+            NormVersion::V2 => "v2",
+        }
+    }
+}
+
+/// The canonical form of an identifier of `kind` under the current version (see the
+/// module docs).
 pub fn normalise(kind: SubjectKind, raw: &str) -> String {
+    normalise_with(NormVersion::CURRENT, kind, raw)
+}
+
+/// The canonical form of an identifier of `kind` under `version`.
+pub fn normalise_with(version: NormVersion, kind: SubjectKind, raw: &str) -> String {
+    match version {
+        NormVersion::V1 => normalise_v1(kind, raw),
+        NormVersion::V2 => normalise_v2(kind, raw),
+    }
+}
+
+fn normalise_v1(kind: SubjectKind, raw: &str) -> String {
     let upper: String = raw.nfkc().flat_map(char::to_uppercase).collect();
     let collapsed = upper.split_whitespace().collect::<Vec<_>>().join(" ");
     match kind {
-        SubjectKind::Document | SubjectKind::Vehicle => collapsed
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '-' | '.' | '/'))
-            .collect(),
-        SubjectKind::Phone => {
-            let digits: String = collapsed.chars().filter(char::is_ascii_digit).collect();
-            if collapsed.starts_with('+') {
-                format!("+{digits}")
-            } else if let Some(rest) = digits.strip_prefix("00") {
-                format!("+{rest}")
-            } else {
-                digits
-            }
-        }
+        SubjectKind::Document | SubjectKind::Vehicle => strip_id_punctuation(&collapsed),
+        SubjectKind::Phone => normalise_phone(&collapsed),
         SubjectKind::Person | SubjectKind::Organisation => collapsed,
     }
+}
+
+fn normalise_v2(kind: SubjectKind, raw: &str) -> String {
+    // NFKC again after upper-casing: a few upper-case mappings leave non-NFKC sequences,
+    // and the canonical form must be a fixed point (property-tested).
+    let upper: String = raw
+        .nfkc()
+        .flat_map(char::to_uppercase)
+        .collect::<String>()
+        .nfkc()
+        .collect();
+    match kind {
+        SubjectKind::Person => person_v2(&upper),
+        SubjectKind::Phone => normalise_phone(&collapse(&upper)),
+        // NFKC last: removing a space can bring a combining mark next to a letter it
+        // composes with ("K \u{301}" -> "Ḱ"), and the form must be a fixed point
+        SubjectKind::Document | SubjectKind::Vehicle => {
+            strip_id_punctuation(&fold_homoglyphs(&collapse(&upper)))
+                .nfkc()
+                .collect()
+        }
+        SubjectKind::Organisation => fold_homoglyphs(&collapse(&upper)).nfkc().collect(),
+    }
+}
+
+fn collapse(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn strip_id_punctuation(s: &str) -> String {
+    s.chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '/'))
+        .collect()
+}
+
+fn normalise_phone(collapsed: &str) -> String {
+    let digits: String = collapsed.chars().filter(char::is_ascii_digit).collect();
+    if collapsed.starts_with('+') {
+        format!("+{digits}")
+    } else if let Some(rest) = digits.strip_prefix("00") {
+        format!("+{rest}")
+    } else {
+        digits
+    }
+}
+
+/// Cyrillic and Greek capitals that look like a Latin capital, after Unicode's
+/// confusables data (UTS #39 `confusables.txt`, the single-character Latin targets). Input
+/// is already upper case, so lower-case look-alikes (а, е, о, р, с, у, х) arrive here as
+/// their capitals. Digits are not folded (O/0 and I/1 mistakes are a different problem).
+fn homoglyph(c: char) -> Option<char> {
+    Some(match c {
+        // Cyrillic
+        'А' => 'A',
+        'В' => 'B',
+        'Е' => 'E',
+        'К' => 'K',
+        'М' => 'M',
+        'Н' => 'H',
+        'О' => 'O',
+        'Р' => 'P',
+        'С' => 'C',
+        'Т' => 'T',
+        'Х' => 'X',
+        'У' | 'Ү' => 'Y',
+        'Ѕ' => 'S',
+        'І' | 'Ӏ' => 'I',
+        'Ј' => 'J',
+        'Ԛ' => 'Q',
+        'Ԝ' => 'W',
+        'Һ' => 'H',
+        // Greek
+        'Α' => 'A',
+        'Β' => 'B',
+        'Ε' => 'E',
+        'Ζ' => 'Z',
+        'Η' => 'H',
+        'Ι' => 'I',
+        'Κ' => 'K',
+        'Μ' => 'M',
+        'Ν' => 'N',
+        'Ο' => 'O',
+        'Ρ' => 'P',
+        'Τ' => 'T',
+        'Υ' => 'Y',
+        'Χ' => 'X',
+        _ => return None,
+    })
+}
+
+fn fold_homoglyphs(s: &str) -> String {
+    s.chars().map(|c| homoglyph(c).unwrap_or(c)).collect()
+}
+
+/// One upper-case letter of a person's name in its canonical Latin spelling.
+///
+/// Russian Cyrillic follows ICAO Doc 9303 Part 3 (Specifications common to all MRTDs),
+/// section 6, the transliteration table for Cyrillic: Ж ZH, Й I, Х KH, Ц TS, Ч CH, Ш SH,
+/// Щ SHCH, Ъ IE, Ы Y, Ь (dropped), Э E, Ю IU, Я IA. Doc 9303 lists a few other Slavic
+/// letters (Ґ Є Ї and the Serbian/Macedonian ones), taken from it too. Ў departs from it
+/// (Belarusian U): in this region Ў is Uzbek, whose Latin writes it Oʻ, so it maps to O.
+/// Likewise Һ, which Doc 9303's table gives as C: Kazakh and Tajik documents write it H.
+/// (Table checked against the Russian Federation's published extract of Doc 9303 and the
+/// interscript `icao-*` maps.)
+///
+/// The region's letters are our extension, chosen to meet the Latin alphabets the region's
+/// own states use for the same sound (Kazakh passports, Uzbek and Turkmen Latin):
+/// Ә A, Ғ G, Қ K, Ң N, Ө O, Ұ U, Ү U, Һ H, І I (Kazakh, Kyrgyz); Ӣ I, Ӯ U, Ҳ H, Ҷ J
+/// (Tajik). Uzbek and Turkmen Latin letters fold the same way: Oʻ O, Gʻ G (the
+/// ʻ/ʼ/' marks are dropped), Ç CH, Ş SH, Ž ZH, Ý Y, Ň N, Ä A, Ö O, Ü U.
+///
+/// After transliteration three Latin letters fold so the Latin alphabets meet the Cyrillic
+/// ones: Q K (Uzbek Q = Қ), W V (Turkmen W = В), X KH (Uzbek X = Х). Other diacritics are
+/// dropped (NFD, combining marks removed).
+fn person_letter(c: char) -> Option<&'static str> {
+    Some(match c {
+        'А' | 'Ә' | 'Ä' => "A",
+        'Б' => "B",
+        'В' | 'W' => "V",
+        'Г' | 'Ғ' | 'Ґ' | 'Ѓ' => "G",
+        'Д' | 'Ђ' => "D",
+        'Е' | 'Ё' | 'Э' => "E",
+        'Є' => "IE",
+        'Ж' | 'Ž' => "ZH",
+        'З' => "Z",
+        'И' | 'Й' | 'І' | 'Ї' | 'Ӣ' | 'Ӏ' => "I",
+        'К' | 'Қ' | 'Ќ' | 'Q' => "K",
+        'Л' => "L",
+        'М' => "M",
+        'Н' | 'Ң' | 'Ň' => "N",
+        'О' | 'Ө' | 'Ö' | 'Ў' => "O",
+        'П' => "P",
+        'Р' => "R",
+        'С' => "S",
+        'Т' => "T",
+        'У' | 'Ұ' | 'Ү' | 'Ӯ' | 'Ü' => "U",
+        'Ф' => "F",
+        'Х' | 'X' => "KH",
+        'Һ' | 'Ҳ' => "H",
+        'Ц' => "TS",
+        'Ч' | 'Ç' => "CH",
+        'Ш' | 'Ş' => "SH",
+        'Щ' => "SHCH",
+        'Ъ' => "IE",
+        'Ы' | 'Ý' => "Y",
+        'Ь' => "",
+        'Ю' => "IU",
+        'Я' => "IA",
+        'Ј' | 'Ҷ' => "J",
+        'Љ' => "LJ",
+        'Њ' => "NJ",
+        'Ћ' => "C",
+        'Џ' | 'Ѕ' => "DZ",
+        // Uzbek oʻ/gʻ and apostrophes inside names: dropped, not a word break.
+        '\'' | '`' | 'ʻ' | 'ʼ' | '‘' | '’' | 'ʹ' => "",
+        _ => return None,
+    })
+}
+
+/// A person's name (and date of birth, if given) in one Latin form: the name tokens
+/// transliterated, sorted and joined by one space, then the dates of birth as `YYYYMMDD`.
+/// The output is ASCII only.
+fn person_v2(upper: &str) -> String {
+    let mut names: Vec<String> = Vec::new();
+    let mut dates: Vec<String> = Vec::new();
+    for chunk in upper.split(|c: char| c.is_whitespace() || c == ',' || c == ';') {
+        if chunk.is_empty() {
+            continue;
+        }
+        if let Some(date) = parse_date(chunk) {
+            dates.push(date);
+            continue;
+        }
+        let mut latin = String::with_capacity(chunk.len());
+        for c in chunk.chars() {
+            transliterate_into(c, &mut latin);
+        }
+        for token in latin.split_whitespace() {
+            // "IVANOV-19870302" splits here; the date must land where it would on re-reading
+            match parse_date(token) {
+                Some(date) => dates.push(date),
+                None => names.push(fold_i_y(token)),
+            }
+        }
+    }
+    names.sort_unstable();
+    dates.sort_unstable();
+    names.extend(dates);
+    names.join(" ")
+}
+
+/// Y is read as I and runs of I as one: ICAO writes Я, Ю, Й, -ИЙ as IA, IU, I, II where
+/// national documents write YA, YU, Y, -IY, so ALIYEV (Azerbaijani, Uzbek, Kazakh
+/// passports) and Алиев (ICAO ALIEV), YULIYA and Юлия (ICAO IULIIA), DMITRIY and
+/// Дмитрий (ICAO DMITRII) meet. The price: Ы and И no longer differ (РЫБАКОВ = РИБАКОВ).
+///
+/// KH is read as H: ICAO writes Х as KH, Turkmen and Tajik Latin as H (SHOHRAT = Шохрат);
+/// the price is that СХ meets Ш (ИСХАКОВ = ИШАКОВ) and KHAN meets HAN.
+///
+/// Then the glide before E at the start of a name or after a vowel is dropped: Russian
+/// writes Е there and ICAO gives E, where Uzbek and Kazakh Latin write YE
+/// (KHABIBULLAYEV = Хабибуллаев, YERLAN = Ерлан).
+fn fold_i_y(token: &str) -> String {
+    let mut out = String::with_capacity(token.len());
+    for c in token.chars() {
+        let c = if c == 'Y' { 'I' } else { c };
+        if c == 'I' && out.ends_with('I') {
+            continue;
+        }
+        if c == 'H' {
+            // KH (ICAO and Uzbek X for Х) reads as H (Turkmen, Tajik, Kazakh Latin)
+            while out.ends_with('K') {
+                out.pop();
+            }
+        }
+        if c == 'E' && out.ends_with('I') {
+            let before = out[..out.len() - 1].chars().next_back();
+            if before.is_none_or(|b| matches!(b, 'A' | 'E' | 'I' | 'O' | 'U')) {
+                out.pop();
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn transliterate_into(c: char, out: &mut String) {
+    if let Some(latin) = person_letter(c) {
+        out.push_str(latin);
+        return;
+    }
+    if c.is_ascii_alphanumeric() {
+        out.push(c);
+        return;
+    }
+    if c.is_ascii() {
+        // punctuation and hyphens separate name parts
+        out.push(' ');
+        return;
+    }
+    // Latin letters with diacritics: their base letter (É -> E, Ñ -> N).
+    let mut base = String::new();
+    let mut unknown = false;
+    for d in c.to_string().nfd() {
+        if let Some(latin) = person_letter(d) {
+            base.push_str(latin);
+        } else if d.is_ascii_alphanumeric() {
+            base.push(d);
+        } else if is_combining_mark(d) {
+            // diacritic: dropped
+        } else if d.is_alphanumeric() {
+            unknown = true;
+        }
+    }
+    if unknown {
+        // A letter of a script we do not transliterate (Arabic, Georgian, ...): kept as its
+        // code point so two different names never meet by losing their letters.
+        out.push_str(&format!("U{:04X}", u32::from(c)));
+    } else if base.is_empty() {
+        out.push(' ');
+    } else {
+        out.push_str(&base);
+    }
+}
+
+/// Combining marks in the blocks that Latin and Cyrillic diacritics decompose into.
+fn is_combining_mark(c: char) -> bool {
+    matches!(u32::from(c), 0x0300..=0x036F | 0x0483..=0x0489 | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
+}
+
+/// A date of birth as `YYYYMMDD`, from `YYYY-MM-DD`, `YYYY.MM.DD`, `YYYY/MM/DD`,
+/// `DD.MM.YYYY`, `DD-MM-YYYY`, `DD/MM/YYYY` or `YYYYMMDD`. Only plausible dates count
+/// (year 1900..=2099, month 1..=12, day 1..=31); anything else is a name part.
+fn parse_date(token: &str) -> Option<String> {
+    if !token.is_ascii() {
+        return None;
+    }
+    let parts: Vec<&str> = token.split(['-', '.', '/']).collect();
+    let (y, m, d) = match parts.as_slice() {
+        [all] if all.len() == 8 => (&all[0..4], &all[4..6], &all[6..8]),
+        [y, m, d] if y.len() == 4 && m.len() <= 2 && d.len() <= 2 => (*y, *m, *d),
+        [d, m, y] if y.len() == 4 && m.len() <= 2 && d.len() <= 2 => (*y, *m, *d),
+        _ => return None,
+    };
+    let num = |s: &str| -> Option<u32> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let (y, m, d) = (num(y)?, num(m)?, num(d)?);
+    if !(1900..=2099).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(format!("{y:04}{m:02}{d:02}"))
 }
 
 #[cfg(test)]
@@ -175,5 +528,199 @@ mod tests {
             key.blind(SubjectKind::Person, "a")
         );
         assert_eq!(format!("{back:?}"), "BlindingKey(<redacted>)");
+    }
+
+    fn v2(kind: SubjectKind, s: &str) -> String {
+        normalise_with(NormVersion::V2, kind, s)
+    }
+
+    #[test]
+    fn person_across_scripts_and_orders() {
+        let key = BlindingKey::from_bytes([7; 32]);
+        let b = |s| key.blind(SubjectKind::Person, s).unwrap();
+        let want = b("IVANOV TIMUR 1987-03-02");
+        for form in [
+            "Иванов Тимур 1987-03-02",
+            "ИВАНОВ ТИМУР 02.03.1987",
+            "TIMUR IVANOV 1987-03-02",
+            "Timur, Ivanov 02/03/1987",
+            "ivanov timur 19870302",
+        ] {
+            assert_eq!(b(form), want, "{form}");
+        }
+        assert_eq!(
+            v2(SubjectKind::Person, "Иванов Тимур 1987-03-02"),
+            "IVANOV TIMUR 19870302"
+        );
+        assert_ne!(b("IVANOV TIMUR 1987-03-03"), want);
+        assert_ne!(b("IVANOV TIMUR"), want);
+    }
+
+    #[test]
+    fn icao_russian_table() {
+        let p = |s| v2(SubjectKind::Person, s);
+        assert_eq!(p("Жуков"), "ZHUKOV");
+        assert_eq!(p("Хрущёв"), "HRUSHCHEV");
+        assert_eq!(p("Цой"), "TSOI");
+        assert_eq!(p("Юлия"), "IULIA");
+        assert_eq!(p("Юлия"), p("YULIYA"));
+        assert_eq!(p("Дмитрий"), p("DMITRIY"));
+        assert_eq!(p("Алиев"), p("ALIYEV"));
+        assert_eq!(p("Ерлан Хабибуллаев"), p("YERLAN XABIBULLAYEV"));
+        assert_eq!(p("Щербаков"), "SHCHERBAKOV");
+        assert_eq!(p("Ильич"), "ILICH");
+        assert_eq!(p("Подъячев"), "PODIEIACHEV");
+        assert_eq!(p("Рыбаков"), "RIBAKOV");
+        assert_eq!(p("Эльдар"), "ELDAR");
+    }
+
+    #[test]
+    fn region_letters_meet_their_latin_forms() {
+        let p = |s| v2(SubjectKind::Person, s);
+        // Kazakh: Cyrillic and the passport's Latin
+        assert_eq!(p("Нұрлан Әбілқасымов"), p("NURLAN ABILKASYMOV"));
+        assert_eq!(p("Айгүл Өтегенова"), p("AIGUL OTEGENOVA"));
+        assert_eq!(p("Ғалымжан Ңұрғали"), p("GALYMZHAN NURGALI"));
+        assert_eq!(p("Һ"), "H");
+        // Uzbek Latin with oʻ/gʻ against Uzbek Cyrillic
+        assert_eq!(p("Gʻulomov Oʻtkir"), p("Ғуломов Ўткир"));
+        assert_eq!(p("G'ulomov O'tkir"), "GULOMOV OTKIR");
+        assert_eq!(p("Qodirov Xurshid"), p("Қодиров Хуршид"));
+        // Turkmen Latin against Russian Cyrillic
+        assert_eq!(p("Çaryýew Şöhrat"), "CHARIEV SHOHRAT");
+        assert_eq!(p("Annaýew Žanna"), p("Аннаыев Жанна"));
+        // Tajik
+        assert_eq!(p("Ҷӯраев Ҳамид"), "HAMID JURAEV");
+        assert_eq!(p("Раҳмонӣ"), "RAHMONI");
+        // Latin diacritics fold
+        assert_eq!(p("José Müller"), "JOSE MULLER");
+    }
+
+    #[test]
+    fn unknown_scripts_keep_their_letters_and_empty_names_refused() {
+        let p = |s| v2(SubjectKind::Person, s);
+        assert_eq!(p("محمد"), "U0645U062DU0645U062F");
+        assert_ne!(p("محمد"), p("علي"));
+        let key = BlindingKey::from_bytes([1; 32]);
+        assert_eq!(
+            key.blind(SubjectKind::Person, " - ' , "),
+            Err(EmptyIdentifier)
+        );
+        assert_eq!(key.blind(SubjectKind::Person, "Ь"), Err(EmptyIdentifier));
+    }
+
+    #[test]
+    fn homoglyphs_fold_for_documents_plates_and_organisations() {
+        let key = BlindingKey::from_bytes([9; 32]);
+        let b = |k, s| key.blind(k, s).unwrap();
+        // Cyrillic А, В, Е, К, М, Н, О, Р, С, Т, Х, У typed for their Latin twins, both ways
+        for (cyr, lat) in [
+            ("АВ 1234567", "AB1234567"),
+            ("N 12345 КМ", "N12345KM"),
+            ("РС-ТХ 0099", "PCTX0099"),
+            ("ао 777 ЕНУ", "AO777EHY"),
+        ] {
+            assert_eq!(b(SubjectKind::Document, cyr), b(SubjectKind::Document, lat));
+            assert_eq!(b(SubjectKind::Vehicle, lat), b(SubjectKind::Vehicle, cyr));
+        }
+        // Greek capitals and lower case
+        assert_eq!(
+            b(SubjectKind::Vehicle, "ΑΒΕ-123 ΚΜΝ"),
+            b(SubjectKind::Vehicle, "ABE123KMN")
+        );
+        assert_eq!(
+            b(SubjectKind::Organisation, "ТОО «КАРАТАУ»"),
+            b(SubjectKind::Organisation, "TOO «KAPATAY»")
+        );
+        // real Cyrillic letters with no Latin look-alike stay distinct
+        assert_ne!(
+            b(SubjectKind::Document, "Б1234"),
+            b(SubjectKind::Document, "B1234")
+        );
+    }
+
+    #[test]
+    fn versions_are_separated_and_v1_reproduces() {
+        let key = BlindingKey::from_bytes([5; 32]);
+        let v1 = key
+            .blind_with(NormVersion::V1, SubjectKind::Phone, "+996555")
+            .unwrap();
+        let v2 = key
+            .blind_with(NormVersion::V2, SubjectKind::Phone, "+996555")
+            .unwrap();
+        // same canonical text, different refs: a version change never aliases silently
+        assert_ne!(v1, v2);
+        assert_eq!(key.blind(SubjectKind::Phone, "+996555").unwrap(), v2);
+        // v1 is the pre-versioning message, byte for byte
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&[5; 32]).unwrap();
+        mac.update(b"PHONE:+996555");
+        assert_eq!(v1, hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(
+            normalise_with(NormVersion::V1, SubjectKind::Person, "Иванов  Тимур"),
+            "ИВАНОВ ТИМУР"
+        );
+    }
+
+    #[test]
+    fn dates_of_birth() {
+        assert_eq!(parse_date("1987-03-02").as_deref(), Some("19870302"));
+        assert_eq!(parse_date("2.3.1987").as_deref(), Some("19870302"));
+        assert_eq!(parse_date("19870302").as_deref(), Some("19870302"));
+        assert_eq!(parse_date("1987-13-02"), None);
+        assert_eq!(parse_date("12345678"), None);
+        assert_eq!(parse_date("1987"), None);
+        assert_eq!(
+            v2(SubjectKind::Person, "IVANOV-19870302 TIMUR"),
+            "IVANOV TIMUR 19870302"
+        );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KINDS: [SubjectKind; 5] = [
+            SubjectKind::Person,
+            SubjectKind::Vehicle,
+            SubjectKind::Document,
+            SubjectKind::Phone,
+            SubjectKind::Organisation,
+        ];
+
+        fn name_like() -> impl Strategy<Value = String> {
+            proptest::string::string_regex(
+                "[А-яЁёӘәҒғҚқҢңӨөҰұҮүҺһІіӢӣӮӯҲҳҶҷA-Za-zʻ'çşžýňäöüÇŞŽÝŇÄÖÜ0-9 .,/-]{0,40}",
+            )
+            .unwrap_or_else(|_| unreachable!("the pattern is valid"))
+        }
+
+        proptest! {
+            #[test]
+            fn never_panics_and_is_idempotent(s in any::<String>(), k in 0usize..5) {
+                let kind = KINDS[k];
+                let once = normalise(kind, &s);
+                prop_assert_eq!(normalise(kind, &once), once.clone());
+            }
+
+            #[test]
+            fn names_are_idempotent_and_ascii(s in name_like()) {
+                let once = normalise(SubjectKind::Person, &s);
+                prop_assert!(once.is_ascii(), "{once}");
+                prop_assert_eq!(normalise(SubjectKind::Person, &once), once.clone());
+            }
+
+            #[test]
+            fn person_output_is_ascii_for_any_string(s in any::<String>()) {
+                prop_assert!(normalise(SubjectKind::Person, &s).is_ascii());
+            }
+
+            #[test]
+            fn token_order_does_not_matter(a in "[A-Za-zА-я]{1,10}", b in "[A-Za-zА-я]{1,10}") {
+                prop_assert_eq!(
+                    normalise(SubjectKind::Person, &format!("{a} {b}")),
+                    normalise(SubjectKind::Person, &format!("{b} {a}"))
+                );
+            }
+        }
     }
 }
