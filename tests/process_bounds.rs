@@ -122,11 +122,13 @@ fn a_lagging_clock_holds_back_the_others_by_the_idle_timeout_at_most() {
         i
     };
     net.publish(&[lag(0)]);
+    // (the one rule groups by subject: one re-keyed record a report)
     p.wait_correlated(1);
-    // KZ: an exit 400 s ago (its window ended 340 s ago), and reports of now under
-    // many keys, so every partition of the re-keyed topic sees KZ's present.
+    // KZ: an exit 400 s ago (its window ended 340 s ago), correlated first (read after
+    // KZ's present it would be late: 400 s is beyond the lateness), then reports of now
+    // under many keys, so every partition of the re-keyed topic sees KZ's present.
     let now = now_ms();
-    let mut kz = vec![at_crossing(
+    let exit = at_crossing(
         incident(
             1,
             "KZ",
@@ -135,13 +137,17 @@ fn a_lagging_clock_holds_back_the_others_by_the_idle_timeout_at_most() {
             &["gone"],
         ),
         Direction::Exit,
-    )];
-    for n in 0..24 {
-        kz.push(in_area(
-            incident(2 + n, "KZ", now, Category::Other, &[&format!("here{n}")]),
-            &format!("KZ-A{n}"),
-        ));
-    }
+    );
+    net.publish(std::slice::from_ref(&exit));
+    p.wait_correlated(1 + rekeyed_by_subject(std::slice::from_ref(&exit)));
+    let kz: Vec<_> = (0..24)
+        .map(|n| {
+            in_area(
+                incident(2 + n, "KZ", now, Category::Other, &[&format!("here{n}")]),
+                &format!("KZ-A{n}"),
+            )
+        })
+        .collect();
     net.publish(&kz);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut n = 1;
