@@ -66,7 +66,10 @@ pub mod limit {
     pub const AREAS: &str = "AREAS";
     pub const STATES: &str = "STATES";
     pub const ALERT_BYTES: &str = "ALERT_BYTES";
-    pub const ALL: [&str; 4] = [EVENTS_PER_KEY, AREAS, STATES, ALERT_BYTES];
+    /// The key was evicted at `process.state.max_keys_per_rule` or `max_events_per_rule`
+    /// while the episode was open: no more UPDATEs will come for it.
+    pub const KEY_EVICTED: &str = "KEY_EVICTED";
+    pub const ALL: [&str; 5] = [EVENTS_PER_KEY, AREAS, STATES, ALERT_BYTES, KEY_EVICTED];
 }
 
 /// SHA-256 over the ids sorted bytewise, each followed by a newline.

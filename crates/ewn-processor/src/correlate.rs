@@ -929,6 +929,46 @@ impl PartitionState {
         out.push(alert);
     }
 
+    /// The last message of an episode whose key is evicted at a budget: its latest state,
+    /// with `KEY_EVICTED` in `limits_reached`.
+    fn announce_eviction(
+        &mut self,
+        ri: usize,
+        rule: &Rule,
+        key: &Id,
+        start: i64,
+        now: i64,
+        out: &mut Vec<Alert>,
+    ) {
+        let Some(ks) = self.states[ri].keys.get(key) else {
+            return;
+        };
+        let Some(ep) = ks.episodes.get(&start) else {
+            return;
+        };
+        let members = ks.members(rule, start);
+        let full_key = format!("{}:{key}", rule.group_by().as_str());
+        let mut alert = build(
+            Head {
+                rule,
+                key: &full_key,
+                msg_type: MsgType::Update,
+                alert_id: digest_id(&[ep.id.as_bytes(), b"evicted"]),
+                references: vec![ep.id.clone()],
+                start,
+                now_ms: now,
+                refused: ks.refused,
+            },
+            &members,
+            &self.rules.weights,
+            &self.rules.alerts,
+        );
+        alert
+            .limits_reached
+            .push(crate::alert::limit::KEY_EVICTED.to_string());
+        out.push(alert);
+    }
+
     fn cancel(
         &mut self,
         ri: usize,
@@ -1219,19 +1259,21 @@ impl PartitionState {
         let Some((_, key)) = self.states[ri].expiry.pop_first() else {
             return;
         };
-        let scheduled: Vec<i64> = self.states[ri]
+        // Its episodes still open say, one last time, that they will not be updated.
+        let watermark = self.watermark().unwrap_or(i64::MIN);
+        let open: Vec<i64> = self.states[ri]
             .keys
             .get(&key)
             .map(|ks| {
                 ks.episodes
-                    .iter()
-                    .filter(|(_, ep)| ep.flush_scheduled)
-                    .map(|(s, _)| *s)
+                    .keys()
+                    .filter(|s| s.saturating_add(rule.cooldown) >= watermark)
+                    .copied()
                     .collect()
             })
             .unwrap_or_default();
-        for start in scheduled {
-            self.emit_update(ri, rule, &key, start, now, out);
+        for start in open {
+            self.announce_eviction(ri, rule, &key, start, now, out);
         }
         let rs = &mut self.states[ri];
         if let Some(ks) = rs.keys.remove(&key) {
@@ -1775,6 +1817,30 @@ pub(crate) mod tests {
         assert_eq!(p.take_stats().refused.values().sum::<u64>(), 5);
     }
 
+    /// A key evicted at the budget while its episode is open: the alert's last UPDATE says
+    /// so, with its latest state.
+    #[test]
+    fn an_open_episode_of_an_evicted_key_says_so() {
+        let rules = rules_of(default_rules());
+        let mut settings = EngineSettings::with_lateness(5 * MIN);
+        settings.state.max_keys_per_rule = 2;
+        let mut p = PartitionState::new(rules, settings);
+        let mut out = Vec::new();
+        for (i, (state, key)) in [("KZ", "a"), ("KG", "a"), ("KZ", "b"), ("KZ", "c")]
+            .iter()
+            .enumerate()
+        {
+            let e = ev(&format!("e{i}"), i as i64 * 1000, state, key);
+            p.feed(GroupBy::Subject, key, &e, i as i64, e.occurred_at, &mut out);
+        }
+        let last = out.last().unwrap();
+        assert_eq!(out[0].msg_type, MsgType::Alert);
+        assert_eq!(last.msg_type, MsgType::Update);
+        assert_eq!(last.references, [out[0].alert_id.clone()]);
+        assert_eq!(last.limits_reached, ["KEY_EVICTED"]);
+        assert_eq!(last.incident_count, 2);
+    }
+
     #[test]
     fn a_rule_holds_at_most_its_events_budget() {
         let rules = rules_of(default_rules());
@@ -1813,6 +1879,10 @@ pub(crate) mod tests {
         assert!(held.iter().all(|n| *n <= 100), "{held:?}");
         // (only cross_border_movement admits these: no direction for the absence rule)
         assert_eq!(p.take_stats().keys_evicted.values().sum::<u64>(), 900);
+        assert!(
+            out.iter().all(|a| a.limits_reached.is_empty()),
+            "no episode was open in an evicted key"
+        );
         // the newest keys are the ones kept
         let e = ev("again", 1000 * 1000, "KG", "s999");
         p.feed(GroupBy::Subject, "s999", &e, 1000, e.occurred_at, &mut out);
