@@ -160,6 +160,11 @@ impl RuleSet {
         self
     }
 
+    /// An alert of `rule` from its evidence, bounded by the alert settings.
+    pub fn build(&self, head: Head<'_>, members: &[&Event]) -> Alert {
+        build(head, members, &self.weights, &self.alerts)
+    }
+
     /// The group-by fields some stateful rule uses.
     pub fn stateful_groups(&self) -> BTreeSet<GroupBy> {
         self.rules
@@ -176,7 +181,7 @@ impl RuleSet {
             .iter()
             .filter(|r| r.group_by() == GroupBy::Incident && r.admits(event))
         {
-            let key = format!("incident:{}", event.incident_id);
+            let key = rule.alert_key(&event.incident_id);
             let head = Head {
                 rule,
                 key: &key,
@@ -187,7 +192,7 @@ impl RuleSet {
                 now_ms,
                 refused: 0,
             };
-            out.push(build(head, &[event], &self.weights, &self.alerts));
+            out.push(self.build(head, &[event]));
         }
     }
 }
@@ -801,12 +806,12 @@ impl PartitionState {
         let Some(ks) = self.states[ri].keys.get_mut(key) else {
             return;
         };
-        let full_key = format!("{}:{key}", rule.group_by().as_str());
+        let full_key = rule.alert_key(key);
         let id = alert_id(rule.name(), &full_key, start);
         // Refusals before this episode are not its own.
         ks.refused = 0;
         let members = ks.members(rule, start);
-        let alert = build(
+        let alert = self.rules.build(
             Head {
                 rule,
                 key: &full_key,
@@ -818,8 +823,6 @@ impl PartitionState {
                 refused: 0,
             },
             &members,
-            &self.rules.weights,
-            &self.rules.alerts,
         );
         let end = start.saturating_add(rule.cooldown);
         let count = members.len();
@@ -894,7 +897,7 @@ impl PartitionState {
         if ep.emitted == (members.len(), refused) {
             return;
         }
-        let full_key = format!("{}:{key}", rule.group_by().as_str());
+        let full_key = rule.alert_key(key);
         let first = ep.id.clone();
         let id = digest_id(&[
             first.as_bytes(),
@@ -902,7 +905,7 @@ impl PartitionState {
             &(members.len() as u64).to_be_bytes(),
             &refused.to_be_bytes(),
         ]);
-        let alert = build(
+        let alert = self.rules.build(
             Head {
                 rule,
                 key: &full_key,
@@ -914,8 +917,6 @@ impl PartitionState {
                 refused,
             },
             &members,
-            &self.rules.weights,
-            &self.rules.alerts,
         );
         let count = members.len();
         if let Some(ep) = ks.episodes.get_mut(&start) {
@@ -947,8 +948,8 @@ impl PartitionState {
             return;
         };
         let members = ks.members(rule, start);
-        let full_key = format!("{}:{key}", rule.group_by().as_str());
-        let mut alert = build(
+        let full_key = rule.alert_key(key);
+        let mut alert = self.rules.build(
             Head {
                 rule,
                 key: &full_key,
@@ -960,8 +961,6 @@ impl PartitionState {
                 refused: ks.refused,
             },
             &members,
-            &self.rules.weights,
-            &self.rules.alerts,
         );
         alert
             .limits_reached
@@ -984,8 +983,8 @@ impl PartitionState {
         let Some(ep) = ks.episodes.remove(&start) else {
             return;
         };
-        let full_key = format!("{}:{key}", rule.group_by().as_str());
-        let mut alert = build(
+        let full_key = rule.alert_key(key);
+        let mut alert = self.rules.build(
             Head {
                 rule,
                 key: &full_key,
@@ -997,8 +996,6 @@ impl PartitionState {
                 refused: 0,
             },
             &[],
-            &self.rules.weights,
-            &self.rules.alerts,
         );
         // A CANCEL is as sensitive as what it withdraws.
         alert.tlp = ep.tlp;

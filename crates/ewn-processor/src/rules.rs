@@ -277,6 +277,11 @@ impl Rule {
         self.config.group_by
     }
 
+    /// The key an alert of this rule carries: `group:value` (`subject:<ref>`, `incident:<id>`).
+    pub fn alert_key(&self, value: &str) -> String {
+        format!("{}:{value}", self.group_by().as_str())
+    }
+
     /// The first side of a sequence or absence rule.
     pub fn is_first(&self, e: &Event) -> bool {
         match &self.condition {
