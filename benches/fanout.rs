@@ -246,6 +246,7 @@ fn start_fanout(
         },
         subscriptions: subs,
         tokens: vec![],
+        key: Some(ewn_fanout::keys::FanoutKey::generate()),
     })
 }
 

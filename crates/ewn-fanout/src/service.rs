@@ -54,6 +54,9 @@ pub struct FanoutConfig {
     pub subscriptions: Vec<SubscriptionConfig>,
     /// Tokens given directly (tests, the demo); added to those of `fanout.tokens_file`.
     pub tokens: Vec<(String, crate::auth::Principal)>,
+    /// The fan-out key given directly (tests, the demo); otherwise read from
+    /// `fanout.key_file`. One of the two is required.
+    pub key: Option<crate::keys::FanoutKey>,
 }
 
 impl std::fmt::Debug for FanoutConfig {
@@ -70,6 +73,7 @@ impl std::fmt::Debug for FanoutConfig {
                     .map(|(_, p)| p.name())
                     .collect::<Vec<_>>(),
             )
+            .field("key", &self.key.as_ref().map(|_| "(given)"))
             .finish()
     }
 }
@@ -78,6 +82,9 @@ impl FanoutConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut p = self.kafka.problems();
         p.extend(self.fanout.problems());
+        if self.key.is_none() && self.fanout.key_file.is_none() {
+            p.push("fanout.key_file: required (a 0600 file of 64 hex digits, shared by every instance; `ewn keygen --fanout-key FILE` writes one)".into());
+        }
         let mut ids = HashSet::new();
         for (i, s) in self.subscriptions.iter().enumerate() {
             p.extend(s.problems(&format!("subscriptions[{i}]")));

@@ -27,6 +27,10 @@ pub struct FanoutSettings {
     /// A TOML file of `[[tokens]]` (name, role, sha256 of the token, subscription for a
     /// desk); mode 0600. Without it every authenticated endpoint answers 401.
     pub tokens_file: Option<PathBuf>,
+    /// The fan-out key (64 hex digits, mode 0600), the same on every instance: it seals
+    /// webhook secrets on the subscriptions topic, signs console sessions and keys the
+    /// identifiers redacted recipients get. Required.
+    pub key_file: Option<PathBuf>,
     pub batch_max: usize,
     pub batch_wait_ms: u64,
     /// Alerts read but not yet terminal for every recipient; reading pauses beyond it.
@@ -53,6 +57,7 @@ impl Default for FanoutSettings {
             instance_id: String::new(),
             sender: "ewn@rcc.ewn.invalid".into(),
             tokens_file: None,
+            key_file: None,
             batch_max: 500,
             batch_wait_ms: 20,
             max_pending_alerts: 10_000,

@@ -329,6 +329,7 @@ async fn run_network(
             },
             subscriptions: subs.clone(),
             tokens: tokens.clone(),
+            key: Some(ewn_fanout::keys::FanoutKey::generate()),
         },
         &fanout_registry,
         fanout_health,

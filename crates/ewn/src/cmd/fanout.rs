@@ -52,6 +52,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         fanout: settings.fanout,
         subscriptions: settings.subscriptions,
         tokens: Vec::new(),
+        key: None,
     };
     let registry = ewn_ops::metrics::registry();
     let health = Arc::new(Health::default());
