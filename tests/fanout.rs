@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use common::hooks::*;
 use common::{Net, now_ms, wait_until};
 use ewn_fanout::SubscriptionConfig;
+use ewn_fanout::keys::FanoutKey;
+use ewn_fanout::policy::RedactedIds;
 use ewn_fanout::settings::ChannelName;
 use ewn_model::{Alert, Category, DeliveryOutcome, Level, Tlp};
 
@@ -172,7 +174,26 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
     wait_settled(&fanout, alerts.len() as u64);
 
     // What the endpoints got: every delivery verifies, is within clearance, and the set
-    // of (subscriber, alert) pairs is exactly the eligible one.
+    // of (subscriber, alert) pairs is exactly the eligible one. A redacted recipient knows
+    // an alert by an id of its own (keyed by the fan-out key), never by the alert id.
+    let ids = RedactedIds::new(&FanoutKey::from_bytes(TEST_FANOUT_KEY));
+    let real_id: BTreeMap<(String, String), String> = subs
+        .iter()
+        .flat_map(|s| {
+            alerts.iter().map(|a| {
+                (
+                    (s.id.clone(), ids.id(&s.id, &a.alert_id)),
+                    a.alert_id.clone(),
+                )
+            })
+        })
+        .collect();
+    let shown = |h: &Hit| {
+        real_id
+            .get(&(h.name.clone(), h.alert_id()))
+            .cloned()
+            .unwrap_or_else(|| h.alert_id())
+    };
     let mut got = BTreeMap::new();
     for h in hooks.all() {
         verify_standard_webhook(&secret_of(&h.name), &h)
@@ -194,10 +215,13 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
             // nor the digest that commits to the withheld ids
             assert_eq!(data["incident_digest"], "");
             assert_eq!(data["incident_count"], 0);
+            assert!(h.alert_id().starts_with("r_"), "{}", h.alert_id());
+            assert!(alerts.iter().all(|a| !h.body_text().contains(&a.alert_id)));
+        } else {
+            assert!(!h.alert_id().starts_with("r_"));
         }
         assert!(
-            got.insert((h.name.clone(), h.alert_id()), redacted)
-                .is_none(),
+            got.insert((h.name.clone(), shown(&h)), redacted).is_none(),
             "{} got {} twice",
             h.name,
             h.alert_id()
@@ -217,7 +241,7 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
     let ids: BTreeMap<(String, String), String> = hooks
         .all()
         .into_iter()
-        .map(|h| ((h.name.clone(), h.alert_id()), h.webhook_id))
+        .map(|h| ((h.name.clone(), shown(&h)), h.webhook_id))
         .collect();
     for r in &receipts {
         assert_eq!(r.outcome, DeliveryOutcome::Delivered);
@@ -842,6 +866,12 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
     let hooks = Hooks::start();
     hooks.set("slow", Mode::Slow(Duration::from_millis(250)));
     let config = net.dir.path().join("fanout.toml");
+    let key_file = net.dir.path().join("fanout.key");
+    ewn_trust::secret::write_secret(
+        &key_file,
+        &ewn_fanout::keys::FanoutKey::generate().to_file_text(),
+    )
+    .unwrap();
     let subscription = |id: &str| {
         format!(
             "[[subscriptions]]\nid = \"{id}\"\nagency = \"KZ-KNB\"\nclearance = \"AMBER\"\nwebhook = {{ url = \"{}\", secret = \"{}\" }}\n",
@@ -852,9 +882,10 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
     ewn_testkit::write_file(
         &config,
         &format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\n\n[fanout]\nlisten = \"127.0.0.1:0\"\n\n[fanout.admin]\nlisten = \"127.0.0.1:0\"\n\n[fanout.webhook]\ninitial_backoff_ms = 100\nmax_backoff_ms = 1000\n\n{}\n{}",
+            "[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\n\n[fanout]\nlisten = \"127.0.0.1:0\"\nkey_file = \"{}\"\n\n[fanout.admin]\nlisten = \"127.0.0.1:0\"\n\n[fanout.webhook]\ninitial_backoff_ms = 100\nmax_backoff_ms = 1000\n\n{}\n{}",
             net.settings.brokers,
             net.prefix,
+            key_file.display(),
             subscription("slow"),
             subscription("fast"),
         ),

@@ -25,6 +25,9 @@ use sha2::Sha256;
 
 use super::{InProcess, in_process, now_ms};
 
+/// The fan-out key of in-process fan-outs, so tests can compute redacted ids.
+pub const TEST_FANOUT_KEY: [u8; 32] = [7; 32];
+
 /// How an endpoint answers.
 #[derive(Clone, Debug)]
 pub enum Mode {
@@ -53,6 +56,10 @@ impl Hit {
     }
 
     /// The alert id of a JSON delivery.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     pub fn alert_id(&self) -> String {
         self.json()["data"]["alert_id"]
             .as_str()
@@ -265,7 +272,7 @@ pub fn fanout_config(settings: &KafkaSettings, subs: Vec<SubscriptionConfig>) ->
         fanout,
         subscriptions: subs,
         tokens,
-        key: Some(ewn_fanout::keys::FanoutKey::from_bytes([7; 32])),
+        key: Some(ewn_fanout::keys::FanoutKey::from_bytes(TEST_FANOUT_KEY)),
     }
 }
 

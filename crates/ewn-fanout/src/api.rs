@@ -320,6 +320,28 @@ async fn ack(
     }
 }
 
+/// The episode `alert_id` belongs to, if `sub` may acknowledge it: only a recipient
+/// cleared for it in full may. Anything else is "not found" (a redacted recipient knows
+/// alerts by ids of its own, which name nothing here), so the answer reveals nothing about
+/// alerts above its clearance. Visibility comes from the alert index, not from the live
+/// stream's buffer.
+fn acknowledgeable(
+    api: &Api,
+    sub: &Subscription,
+    alert_id: &str,
+) -> Result<crate::index::EpisodeState, Response> {
+    if !api.core.index_ready() {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: the alert index is being rebuilt; retry",
+        ));
+    }
+    match api.core.index.episode_of(alert_id) {
+        Some(ep) if policy::may_acknowledge(sub, &ep.view) => Ok(ep),
+        _ => Err(error(StatusCode::NOT_FOUND, "no such alert")),
+    }
+}
+
 /// Records a desk's acknowledgement of one alert; returns when it was recorded.
 async fn record_ack(
     api: &Api,
@@ -329,14 +351,7 @@ async fn record_ack(
     note: Option<String>,
     via: AckVia,
 ) -> Result<i64, Response> {
-    // A desk acknowledges only what it may see; anything else is "not found", so the
-    // answer reveals nothing about alerts above its clearance.
-    let Some(alert) = api.core.hub.find(alert_id) else {
-        return Err(error(StatusCode::NOT_FOUND, "no such alert"));
-    };
-    if !matches!(policy::decide_named(sub, &alert), Decision::Deliver(_)) {
-        return Err(error(StatusCode::NOT_FOUND, "no such alert"));
-    }
+    let episode = acknowledgeable(api, sub, alert_id)?;
     let now = now_ms();
     let record = Ack {
         alert_id: alert_id.to_string(),
@@ -359,7 +374,7 @@ async fn record_ack(
         .with_label_values(&[&sub.agency, &via.as_str().to_ascii_lowercase()])
         .inc();
     m.ack_seconds
-        .observe(((now - alert.created_at).max(0)) as f64 / 1000.0);
+        .observe(((now - episode.created_at).max(0)) as f64 / 1000.0);
     tracing::info!(alert_id = %alert_id, agency = %sub.agency, "acknowledged");
     Ok(now)
 }
@@ -384,13 +399,8 @@ async fn cap_ack(State(api): Shared, headers: HeaderMap, body: Bytes) -> Respons
     let note = ack.note.map(|n| n.chars().take(1000).collect::<String>());
     // Check them all first, so a bad reference acknowledges nothing.
     for id in &ack.acknowledged {
-        let visible = api
-            .core
-            .hub
-            .find(id)
-            .is_some_and(|a| matches!(policy::decide_named(&sub, &a), Decision::Deliver(_)));
-        if !visible {
-            return error(StatusCode::NOT_FOUND, "a referenced alert does not exist");
+        if let Err(r) = acknowledgeable(&api, &sub, id) {
+            return r;
         }
     }
     let mut done = Vec::new();
@@ -481,16 +491,19 @@ async fn stream(State(api): Shared, headers: HeaderMap, Query(q): Query<StreamQu
         .into_response()
 }
 
-/// The SSE event for `sub`, if it may see the alert at all.
+/// The SSE event for `sub`, if it may see the alert at all: decided when it is pushed,
+/// on the subscription as it stands and the episode's marking.
 fn event_for(api: &Api, sub_id: &str, e: &HubEvent) -> Option<Event> {
     let sub = api.core.subs.get(sub_id)?;
-    let Decision::Deliver(form) = policy::decide(&sub, &e.alert) else {
+    let view = api.core.index.view(&e.alert);
+    let Decision::Deliver(form) = policy::decide(&sub, &view) else {
         return None;
     };
-    let (shaped, redacted) = policy::shape(&sub, &e.alert, form);
+    let (shaped, redacted) = policy::shape(&sub, &view, form, &api.core.ids);
     let data = serde_json::to_string(&StreamAlert {
         alert: AlertJson::new(&shaped, redacted),
-        acked: api.core.ack_time(&e.alert.alert_id).is_some(),
+        // Whether it was acknowledged is part of the alert: not for a redacted recipient.
+        acked: !redacted && api.core.index.acked_at(&e.alert.alert_id).is_some(),
     })
     .ok()?;
     Some(

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cap;
 pub mod cap_ack;
 pub mod error;
+pub mod index;
 pub mod keys;
 pub mod metrics;
 pub mod policy;

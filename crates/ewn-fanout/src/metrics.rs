@@ -24,6 +24,10 @@ pub struct FanoutMetrics {
     pub subscriptions: IntGauge,
     pub skipped_replays: IntCounter,
     pub undecodable: IntCounterVec,
+    pub index_messages: IntGauge,
+    pub index_episodes: IntGauge,
+    pub index_evicted: IntCounter,
+    pub orphans: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -111,6 +115,22 @@ impl FanoutMetrics {
                 "ewn_fanout_undecodable_records_total",
                 "records of an input topic that did not decode",
                 &["topic"],
+            )?,
+            index_messages: m.gauge(
+                "ewn_fanout_index_messages",
+                "alert messages in the alert index (bound: fanout.index.max_messages)",
+            )?,
+            index_episodes: m.gauge(
+                "ewn_fanout_index_episodes",
+                "episodes (an alert and its updates and cancel) in the alert index",
+            )?,
+            index_evicted: m.counter(
+                "ewn_fanout_index_evicted_episodes_total",
+                "episodes forgotten by the alert index at its bound, oldest first",
+            )?,
+            orphans: m.counter(
+                "ewn_fanout_orphan_messages_total",
+                "updates and cancels whose alert the index does not hold, decided on their own marking",
             )?,
         })
     }

@@ -7,6 +7,37 @@
 //! in full; everyone else gets nothing (counted as withheld).
 
 use ewn_model::{Alert, Level, ScoreReason, Subscription, Tlp};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::keys::{FanoutKey, Purpose};
+
+/// The identifiers a redacted recipient gets in place of alert ids: a keyed hash of the
+/// subscription and the alert id. Stable for one subscription (an UPDATE or CANCEL can be
+/// matched to the alert it follows) and unlinkable across subscriptions; without the
+/// fan-out key nobody can test a guessed rule, key and window against it, which the
+/// alert id (a plain hash of them) would allow.
+pub struct RedactedIds {
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl RedactedIds {
+    pub fn new(key: &FanoutKey) -> RedactedIds {
+        RedactedIds {
+            key: key.subkey(Purpose::RedactedIds),
+        }
+    }
+
+    pub fn id(&self, subscription_id: &str, alert_id: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&*self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(subscription_id.as_bytes());
+        mac.update(b"\0");
+        mac.update(alert_id.as_bytes());
+        format!("r_{}", hex::encode(&mac.finalize().into_bytes()[..16]))
+    }
+}
 
 /// The form a recipient gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,11 +101,12 @@ pub fn redacted_tlp(sub: &Subscription) -> Tlp {
 
 /// The redacted form: that a warning exists, its rule, level, score, categories and time
 /// window, and nothing that identifies a subject, a place, a report or a reporting state.
-pub fn redact(alert: &Alert, tlp: Tlp) -> Alert {
+/// Its ids (`alert_id`, `references`) are the recipient's own (`ids`), never alert ids.
+pub fn redact(alert: &Alert, tlp: Tlp, ids: impl Fn(&str) -> String) -> Alert {
     Alert {
-        alert_id: alert.alert_id.clone(),
+        alert_id: ids(&alert.alert_id),
         msg_type: alert.msg_type,
-        references: alert.references.clone(),
+        references: alert.references.iter().map(|r| ids(r)).collect(),
         rule: alert.rule.clone(),
         level: alert.level,
         score: alert.score,
@@ -105,12 +137,22 @@ pub fn redact(alert: &Alert, tlp: Tlp) -> Alert {
     }
 }
 
-/// What a recipient gets under `form`, marked as it may see it.
-pub fn shape(sub: &Subscription, alert: &Alert, form: Form) -> (Alert, bool) {
+/// What a recipient gets under `form`, marked as it may see it. `alert` is the message
+/// as policy decided on it (carrying its episode's marking).
+pub fn shape(sub: &Subscription, alert: &Alert, form: Form, ids: &RedactedIds) -> (Alert, bool) {
     match form {
         Form::Full => (alert.clone(), false),
-        Form::Redacted => (redact(alert, redacted_tlp(sub)), true),
+        Form::Redacted => (
+            redact(alert, redacted_tlp(sub), |id| ids.id(&sub.id, id)),
+            true,
+        ),
     }
+}
+
+/// May `sub` acknowledge an alert? Only a recipient cleared for it in full: a redacted
+/// or withheld recipient must not be able to end another's escalation.
+pub fn may_acknowledge(sub: &Subscription, episode: &Alert) -> bool {
+    decide_named(sub, episode) == Decision::Deliver(Form::Full)
 }
 
 /// Escalation applies to alerts at or above `min_level`.
@@ -221,7 +263,8 @@ mod tests {
             };
             prop_assert_eq!(got, oracle(&s, &a));
             if let Decision::Deliver(form) = decide(&s, &a) {
-                let (shaped, _) = shape(&s, &a, form);
+                let ids = RedactedIds::new(&FanoutKey::from_bytes([3; 32]));
+                let (shaped, _) = shape(&s, &a, form, &ids);
                 // What is handed over is never marked above the recipient's clearance.
                 prop_assert!(shaped.tlp <= s.clearance);
             }
@@ -231,7 +274,12 @@ mod tests {
     #[test]
     fn the_redacted_form_keeps_no_identifying_field() {
         let alert = samples::alert();
-        let r = redact(&alert, Tlp::Green);
+        let ids = RedactedIds::new(&FanoutKey::from_bytes([3; 32]));
+        let r = redact(&alert, Tlp::Green, |id| ids.id("s", id));
+        assert_ne!(r.alert_id, alert.alert_id);
+        assert_eq!(r.alert_id, ids.id("s", &alert.alert_id));
+        assert_ne!(r.alert_id, ids.id("t", &alert.alert_id));
+        assert!(r.references.iter().all(|x| x.starts_with("r_")));
         assert!(r.key.is_empty() && r.incident_ids.is_empty() && r.evidence.is_empty());
         assert!(r.states.is_empty() && r.areas.is_empty() && r.points.is_empty());
         // The digest commits to the incident ids: a holder of candidate ids could test them.

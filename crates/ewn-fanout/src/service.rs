@@ -37,8 +37,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{Sessions, Tokens};
 use crate::error::{Error, Result};
+use crate::index::AlertIndex;
+use crate::keys::FanoutKey;
 use crate::metrics::FanoutMetrics;
-use crate::policy::{Decision, Form};
+use crate::policy::{Decision, Form, RedactedIds};
 use crate::settings::{FanoutSettings, SubscriptionConfig};
 use crate::stream::Hub;
 use crate::subscriptions::{SubscriptionSet, same_definition};
@@ -121,51 +123,107 @@ impl Ticket {
     }
 }
 
-/// What a body depends on besides the alert: its form, format and marking.
-type BodyShape = (Form, Format, Tlp);
+/// What a body depends on besides the message: its form, format and marking, the
+/// recipient for a redacted form (its ids are the recipient's own), and the episode's
+/// marking (which only grows, so its sizes identify it).
+type BodyShape = (Form, Format, Tlp, Option<String>, [usize; 6]);
 
-/// An alert being delivered, with its rendered bodies shared by all recipients.
+/// A rendered body and the id it shows.
+type Rendered = (Arc<[u8]>, String);
+
+/// A rendered body and what a receipt records of it.
+pub(crate) struct Body {
+    pub bytes: Arc<[u8]>,
+    /// The marking the recipient received.
+    pub tlp: Tlp,
+    pub redacted: bool,
+    /// The id the recipient knows the alert by (its own for a redacted form).
+    pub shown_id: String,
+}
+
+/// An alert message being delivered, with its rendered bodies shared by all recipients
+/// of the same shape.
 pub(crate) struct Work {
+    /// The message as read.
     pub alert: Arc<Alert>,
-    bodies: Mutex<HashMap<BodyShape, Arc<[u8]>>>,
+    /// Its episode (the id of the ALERT it belongs to).
+    pub episode: Arc<str>,
+    bodies: Mutex<HashMap<BodyShape, Rendered>>,
 }
 
 impl Work {
-    fn new(alert: Arc<Alert>) -> Arc<Work> {
+    fn new(alert: Arc<Alert>, episode: Arc<str>) -> Arc<Work> {
         Arc::new(Work {
             alert,
+            episode,
             bodies: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The body `sub` receives under `form`, rendered once per distinct shape.
-    fn body(&self, core: &Core, sub: &Subscription, form: Form) -> (Arc<[u8]>, Tlp, bool) {
+    /// The body `sub` receives under `form`, `view` being the message with its episode's
+    /// marking as it stands now; rendered once per distinct shape.
+    fn body(&self, core: &Core, sub: &Subscription, form: Form, view: &Alert) -> Body {
         let marking = match form {
-            Form::Full => self.alert.tlp,
+            Form::Full => view.tlp,
             Form::Redacted => policy::redacted_tlp(sub),
         };
-        let key = (form, sub.format, marking);
+        let redacted = form == Form::Redacted;
+        let sizes = [
+            view.tlp as usize,
+            view.level as usize,
+            view.named_agencies.len(),
+            view.categories.len(),
+            view.states.len(),
+            view.areas.len(),
+        ];
+        let key = (
+            form,
+            sub.format,
+            marking,
+            redacted.then(|| sub.id.clone()),
+            sizes,
+        );
         let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = bodies.get(&key) {
-            return (b.clone(), marking, form == Form::Redacted);
+        if let Some((b, id)) = bodies.get(&key) {
+            return Body {
+                bytes: b.clone(),
+                tlp: marking,
+                redacted,
+                shown_id: id.clone(),
+            };
         }
-        let (shaped, redacted) = policy::shape(sub, &self.alert, form);
-        let body: Arc<[u8]> = match sub.format {
+        let (shaped, redacted) = policy::shape(sub, view, form, &core.ids);
+        // CAP references carry the referenced alert's `sent`: looked up by the original id
+        // (a redacted form's references are the recipient's own ids).
+        let originals: HashMap<&str, &str> = shaped
+            .references
+            .iter()
+            .map(String::as_str)
+            .zip(view.references.iter().map(String::as_str))
+            .collect();
+        let bytes: Arc<[u8]> = match sub.format {
             Format::Json => render::webhook_json(&shaped, redacted).into(),
-            Format::Cap => cap::render(&shaped, &core.config.fanout.sender, &|id| core.sent_of(id))
-                .into_bytes()
-                .into(),
+            Format::Cap => cap::render(&shaped, &core.config.fanout.sender, &|id| {
+                core.sent_of(originals.get(id).copied().unwrap_or(id))
+            })
+            .into_bytes()
+            .into(),
         };
-        bodies.insert(key, body.clone());
-        (body, marking, redacted)
+        bodies.insert(key, (bytes.clone(), shaped.alert_id.clone()));
+        Body {
+            bytes,
+            tlp: marking,
+            redacted,
+            shown_id: shaped.alert_id,
+        }
     }
 }
 
+/// One webhook delivery: the form is decided at each attempt, not here.
 struct Job {
     work: Arc<Work>,
     sub_id: String,
     step: i32,
-    form: Form,
     ticket: Arc<Ticket>,
 }
 
@@ -194,16 +252,16 @@ impl DeliverySink for Callbacks {
 /// A delivery a receipt records: (alert id, subscription id, escalation step).
 type DeliveryKey = (String, String, i32);
 
-/// The deliveries known to have a receipt, bounded: the oldest are forgotten first, as
-/// the start-up read of `<prefix>deliveries` forgets what lies beyond its lookback.
-pub(crate) struct Seen {
-    set: HashSet<DeliveryKey>,
-    order: std::collections::VecDeque<DeliveryKey>,
+/// A bounded set: the oldest members are forgotten first (as the start-up read of
+/// `<prefix>deliveries` forgets what lies beyond its lookback).
+pub(crate) struct Seen<K: std::hash::Hash + Eq + Clone = DeliveryKey> {
+    set: HashSet<K>,
+    order: std::collections::VecDeque<K>,
     capacity: usize,
 }
 
-impl Seen {
-    fn new(capacity: usize) -> Seen {
+impl<K: std::hash::Hash + Eq + Clone> Seen<K> {
+    fn new(capacity: usize) -> Seen<K> {
         Seen {
             set: HashSet::new(),
             order: std::collections::VecDeque::new(),
@@ -211,7 +269,8 @@ impl Seen {
         }
     }
 
-    fn insert(&mut self, key: DeliveryKey) {
+    /// True when `key` was not a member.
+    fn insert(&mut self, key: K) -> bool {
         if self.set.insert(key.clone()) {
             self.order.push_back(key);
             while self.order.len() > self.capacity {
@@ -219,10 +278,12 @@ impl Seen {
                     self.set.remove(&old);
                 }
             }
+            return true;
         }
+        false
     }
 
-    fn contains(&self, key: &DeliveryKey) -> bool {
+    fn contains(&self, key: &K) -> bool {
         self.set.contains(key)
     }
 }
@@ -240,6 +301,11 @@ pub(crate) struct Core {
     pub topics: Topics,
     pub subs: SubscriptionSet,
     pub hub: Hub,
+    pub index: AlertIndex,
+    /// Set once the index has been rebuilt from `<prefix>alerts`; no alert is dispatched
+    /// before.
+    index_ready: AtomicBool,
+    pub ids: RedactedIds,
     pub metrics: FanoutMetrics,
     pub tokens: Tokens,
     pub sessions: Sessions,
@@ -249,8 +315,9 @@ pub(crate) struct Core {
     endpoints: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
     escalations: Mutex<BTreeMap<(i64, u64), Escalation>>,
     escalation_seq: AtomicUsize,
-    /// Alert id -> when it was first acknowledged.
-    acks: Mutex<HashMap<String, i64>>,
+    /// (episode, subscription) escalation chains started: one chain per episode and
+    /// primary recipient, however many messages the episode has.
+    chains: Mutex<Seen<(Arc<str>, String)>>,
     /// (alert id, subscription id, escalation step) with a receipt on the topic.
     receipts: Mutex<Seen>,
     pub shutdown: Arc<AtomicBool>,
@@ -267,28 +334,21 @@ impl Core {
 
     /// When an earlier alert was created, for CAP references.
     pub fn sent_of(&self, alert_id: &str) -> Option<i64> {
-        self.hub.find(alert_id).map(|a| a.created_at)
+        self.index.created_at(alert_id)
     }
 
-    pub fn acked(&self, alert: &Alert) -> bool {
-        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        acks.contains_key(&alert.alert_id) || alert.references.iter().any(|r| acks.contains_key(r))
+    pub fn index_ready(&self) -> bool {
+        self.index_ready.load(Ordering::Acquire)
     }
 
-    pub fn ack_time(&self, alert_id: &str) -> Option<i64> {
-        self.acks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(alert_id)
-            .copied()
-    }
-
-    fn note_ack(&self, alert_id: &str, at: i64) {
-        self.acks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(alert_id.to_string())
-            .or_insert(at);
+    fn index_metrics(&self) {
+        let s = self.index.stats();
+        let m = &self.metrics;
+        m.index_messages.set(s.messages as i64);
+        m.index_episodes.set(s.episodes as i64);
+        m.index_evicted
+            .inc_by(s.evicted.saturating_sub(m.index_evicted.get()));
+        m.orphans.inc_by(s.orphans.saturating_sub(m.orphans.get()));
     }
 
     /// Queues a record; `done` runs with the broker's answer.
@@ -357,7 +417,7 @@ impl Core {
         let value = ack.to_avro()?;
         self.produce_confirmed(&self.topics.acks(), &ack.alert_id, Some(&value))
             .await?;
-        self.note_ack(&ack.alert_id, ack.acked_at);
+        self.index.ack(&ack.alert_id, ack.acked_at);
         Ok(())
     }
 
@@ -388,7 +448,6 @@ impl Core {
                     work: work.clone(),
                     sub_id: sub.id.clone(),
                     step,
-                    form,
                     ticket: ticket.clone(),
                 };
                 let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
@@ -596,7 +655,6 @@ async fn endpoint_worker(core: Arc<Core>, sub_id: String, mut rx: mpsc::Unbounde
 async fn deliver_webhook(core: &Arc<Core>, job: Job) {
     let settings = &core.config.fanout.webhook;
     let first_attempt_at = now_ms();
-    let id = webhook::webhook_id(&job.work.alert.alert_id, &job.sub_id, job.step);
     let mut attempts: i32 = 0;
     loop {
         let Some(sub) = core.subs.get(&job.sub_id) else {
@@ -606,23 +664,55 @@ async fn deliver_webhook(core: &Arc<Core>, job: Job) {
             job.ticket.release();
             return;
         };
-        let (body, tlp, redacted) = job.work.body(core, &sub, job.form);
+        // Clearance at push time: decided again at every attempt, on the subscription as
+        // it stands and the episode's marking as it stands.
+        let view = core.index.view(&job.work.alert);
+        if sub.disabled_at.is_some() {
+            // Nothing was sent: the receipt says so, marked CLEAR.
+            let outcome = Outcome {
+                outcome: DeliveryOutcome::EndpointGone,
+                tlp: Tlp::Clear,
+                redacted: false,
+                attempts,
+                status: None,
+                error: Some("endpoint disabled".into()),
+                first_attempt_at,
+                webhook_id: None,
+            };
+            core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
+            return;
+        }
+        let decision = if job.step == 0 {
+            policy::decide(&sub, &view)
+        } else {
+            policy::decide_named(&sub, &view)
+        };
+        let form = match decision {
+            Decision::Deliver(form) => form,
+            Decision::Withheld | Decision::NotSubscribed => {
+                if decision == Decision::Withheld {
+                    core.metrics
+                        .withheld
+                        .with_label_values(&[view.tlp.as_str()])
+                        .inc();
+                }
+                tracing::info!(subscription = %job.sub_id, attempts, "no longer cleared or subscribed; not delivered");
+                job.ticket.release();
+                return;
+            }
+        };
+        let body = job.work.body(core, &sub, form, &view);
+        let id = webhook::webhook_id(&body.shown_id, &job.sub_id, job.step);
         let mut outcome = Outcome {
             outcome: DeliveryOutcome::DeadLetter,
-            tlp,
-            redacted,
+            tlp: body.tlp,
+            redacted: body.redacted,
             attempts,
             status: None,
             error: None,
             first_attempt_at,
             webhook_id: Some(id.clone()),
         };
-        if sub.disabled_at.is_some() {
-            outcome.outcome = DeliveryOutcome::EndpointGone;
-            outcome.error = Some("endpoint disabled".into());
-            core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
-            return;
-        }
         let secret = sub.webhook_secret.as_deref().map(WebhookSecret::parse);
         let (Some(url), Some(Ok(secret))) = (sub.webhook_url.as_deref(), secret) else {
             outcome.error = Some("no valid webhook url and secret".into());
@@ -641,7 +731,7 @@ async fn deliver_webhook(core: &Arc<Core>, job: Job) {
             &secret,
             &id,
             content_type,
-            &body,
+            &body.bytes,
             Duration::from_millis(settings.timeout_ms),
         )
         .await;
@@ -687,25 +777,32 @@ async fn deliver_webhook(core: &Arc<Core>, job: Job) {
     }
 }
 
-/// Decides one alert for every subscription and starts its deliveries and escalations.
+/// Decides one alert message for every subscription, on its episode's marking, and
+/// starts its deliveries and escalations.
 fn dispatch(core: &Arc<Core>, subs: &[Arc<Subscription>], alert: Alert, ticket: &Arc<Ticket>) {
-    let work = Work::new(Arc::new(alert));
-    let alert = &work.alert;
+    let known = core.index.observe(&alert);
+    let work = Work::new(Arc::new(alert), known.episode_id);
+    let view = &known.view;
     let min_level = core.config.fanout.escalation.min_level;
     for sub in subs {
-        match policy::decide(sub, alert) {
+        match policy::decide(sub, view) {
             Decision::NotSubscribed => {}
             Decision::Withheld => {
                 core.metrics
                     .withheld
-                    .with_label_values(&[alert.tlp.as_str()])
+                    .with_label_values(&[view.tlp.as_str()])
                     .inc();
             }
             Decision::Deliver(form) => {
                 core.deliver(&work, sub, form, 0, ticket);
                 if !sub.escalation.is_empty()
-                    && policy::escalates(alert, min_level)
-                    && !core.acked(alert)
+                    && policy::escalates(view, min_level)
+                    && !core.index.settled(&work.episode)
+                    && core
+                        .chains
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((work.episode.clone(), sub.id.clone()))
                 {
                     schedule(core, &work, &sub.id, &sub.escalation, 0, ticket);
                 }
@@ -756,8 +853,8 @@ async fn escalation_loop(core: Arc<Core>) {
         };
         for e in due {
             let alert = &e.work.alert;
-            if core.acked(alert) {
-                tracing::info!(alert_id = %alert.alert_id, "acknowledged; escalation stands down");
+            if core.index.settled(&e.work.episode) {
+                tracing::info!(alert_id = %alert.alert_id, "acknowledged or cancelled; escalation stands down");
                 e.ticket.release();
                 continue;
             }
@@ -782,7 +879,7 @@ async fn escalation_loop(core: Arc<Core>) {
                 };
                 // Named targets take the alert whatever their filters, never above their
                 // clearance.
-                match policy::decide_named(&t, alert) {
+                match policy::decide_named(&t, &core.index.view(alert)) {
                     Decision::Deliver(form) => core.deliver(&e.work, &t, form, n, &e.ticket),
                     Decision::Withheld => core
                         .metrics
@@ -865,6 +962,14 @@ fn consume_loop(core: &Arc<Core>) -> Result<()> {
     )?;
     let mut tracker = Tracker::default();
     let mut last_commit = Instant::now();
+    // Every decision reads the alert index: none before it is rebuilt.
+    while !core.index_ready.load(Ordering::Acquire) {
+        if core.stopping() {
+            return Ok(());
+        }
+        core.health.beat("consume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     while !core.stopping() {
         core.health.beat("consume");
         for change in consumer.take_changes() {
@@ -943,13 +1048,7 @@ fn tail_loop(core: &Arc<Core>, ready: &mut Option<std::sync::mpsc::Sender<()>>) 
         },
     )?;
     let timeout = Duration::from_millis(core.config.kafka.request_timeout_ms);
-    let mut behind: HashMap<(String, i32), i64> = reader
-        .high_watermarks(timeout)?
-        .into_iter()
-        .filter(|(_, _, high)| *high > 0)
-        .map(|(topic, p, high)| ((topic, p), high))
-        .collect();
-    let started = Instant::now();
+    let mut catch_up = CatchUp::new(&reader, timeout)?;
     while !core.stopping() {
         core.health.beat("tail");
         let got = reader.poll(Duration::from_millis(50), |r| {
@@ -971,7 +1070,7 @@ fn tail_loop(core: &Arc<Core>, ready: &mut Option<std::sync::mpsc::Sender<()>>) 
                 core.metrics.subscriptions.set(core.subs.len() as i64);
             } else if r.topic == acks_topic {
                 match r.value.map(Ack::from_avro) {
-                    Some(Ok(a)) => core.note_ack(&a.alert_id, a.acked_at),
+                    Some(Ok(a)) => core.index.ack(&a.alert_id, a.acked_at),
                     _ => core.metrics.undecodable.with_label_values(&["acks"]).inc(),
                 }
             } else {
@@ -991,49 +1090,107 @@ fn tail_loop(core: &Arc<Core>, ready: &mut Option<std::sync::mpsc::Sender<()>>) 
             }
             ((r.topic.to_string(), r.partition), r.offset)
         })?;
-        if ready.is_some() {
-            if let Some((tp, offset)) = got
-                && behind.get(&tp).is_some_and(|&high| offset + 1 >= high)
-            {
-                behind.remove(&tp);
-            }
-            if behind.is_empty() {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(());
-                }
-            } else if started.elapsed() > timeout * 6 {
-                return Err(Error::Unconfirmed(format!(
-                    "could not read {} partitions of subscriptions, acks and deliveries to their end",
-                    behind.len()
-                )));
-            }
+        if ready.is_some()
+            && catch_up.seen(got, timeout * 6, "subscriptions, acks and deliveries")?
+            && let Some(tx) = ready.take()
+        {
+            let _ = tx.send(());
         }
     }
     Ok(())
 }
 
-/// Feeds the stream hub from every partition of `<prefix>alerts`.
-fn hub_loop(core: &Arc<Core>) -> Result<()> {
+/// Tells when a reader that started in the past has read every partition up to the end
+/// it had at start.
+struct CatchUp {
+    behind: HashMap<(String, i32), i64>,
+    started: Instant,
+}
+
+impl CatchUp {
+    fn new(reader: &AssignedReader, timeout: Duration) -> Result<CatchUp> {
+        Ok(CatchUp {
+            behind: reader
+                .high_watermarks(timeout)?
+                .into_iter()
+                .filter(|(_, _, high)| *high > 0)
+                .map(|(topic, p, high)| ((topic, p), high))
+                .collect(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Notes the last record a poll read; true once caught up, an error when it takes
+    /// longer than `limit`.
+    fn seen(
+        &mut self,
+        last: Option<((String, i32), i64)>,
+        limit: Duration,
+        what: &str,
+    ) -> Result<bool> {
+        if let Some((tp, offset)) = last
+            && self.behind.get(&tp).is_some_and(|&high| offset + 1 >= high)
+        {
+            self.behind.remove(&tp);
+        }
+        if self.behind.is_empty() {
+            Ok(true)
+        } else if self.started.elapsed() > limit {
+            Err(Error::Unconfirmed(format!(
+                "could not read {} partitions of {what} to their end",
+                self.behind.len()
+            )))
+        } else {
+            Ok(false)
+        }
+    }
+}
+
+/// Mirrors every partition of `<prefix>alerts` into the alert index and the stream hub:
+/// first the recent past (`fanout.index.rebuild_lookback` per partition; no alert is
+/// dispatched before it is read), then as it grows.
+fn mirror_loop(core: &Arc<Core>) -> Result<()> {
     let alerts = core.topics.alerts();
+    let f = &core.config.fanout;
+    let lookback = f.index.rebuild_lookback.max(f.stream.buffer_alerts as i64);
     let reader = AssignedReader::new(
         &core.config.kafka,
         "fanout-stream",
         "alerts",
         |name| name == alerts,
-        StartAt::Last(core.config.fanout.stream.buffer_alerts as i64),
+        StartAt::Last(lookback),
     )?;
+    let timeout = Duration::from_millis(core.config.kafka.request_timeout_ms);
+    let mut catch_up = (!core.index_ready.load(Ordering::Acquire))
+        .then(|| CatchUp::new(&reader, timeout))
+        .transpose()?;
     while !core.stopping() {
         core.health.beat("stream");
-        reader.poll(Duration::from_millis(100), |r| {
+        let last = reader.poll(Duration::from_millis(100), |r| {
             match r.value.map(Alert::from_avro) {
-                Some(Ok(a)) => core.hub.push(r.partition, r.offset, a),
+                Some(Ok(a)) => {
+                    core.index.observe(&a);
+                    core.hub.push(r.partition, r.offset, a);
+                }
                 _ => core
                     .metrics
                     .undecodable
                     .with_label_values(&["alerts"])
                     .inc(),
             }
+            ((r.topic.to_string(), r.partition), r.offset)
         })?;
+        core.index_metrics();
+        if let Some(c) = &mut catch_up
+            && c.seen(last, timeout * 30, "alerts (the alert index)")?
+        {
+            core.index_ready.store(true, Ordering::Release);
+            catch_up = None;
+            tracing::info!(
+                messages = core.index.stats().messages,
+                "alert index rebuilt"
+            );
+        }
     }
     Ok(())
 }
@@ -1072,6 +1229,13 @@ pub async fn start(
         .map_err(|e| Error::Config(vec![format!("metrics: {e}")]))?;
     let kafka_metrics = KafkaMetrics::register(registry)
         .map_err(|e| Error::Config(vec![format!("metrics: {e}")]))?;
+    let key = match (&config.key, &config.fanout.key_file) {
+        (Some(k), _) => k.clone(),
+        (None, Some(path)) => FanoutKey::load(path)?,
+        (None, None) => {
+            return Err(Error::Config(vec!["fanout.key_file: required".into()]));
+        }
+    };
     let callbacks = Arc::new(Callbacks::default());
     let producer = RecordProducer::new(
         &config.kafka,
@@ -1086,6 +1250,9 @@ pub async fn start(
         topics,
         subs: SubscriptionSet::default(),
         hub: Hub::new(config.fanout.stream.buffer_alerts),
+        index: AlertIndex::new(config.fanout.index.max_messages),
+        index_ready: AtomicBool::new(false),
+        ids: RedactedIds::new(&key),
         metrics,
         tokens,
         sessions: Sessions::new(Duration::from_secs(config.fanout.session_ttl_secs)),
@@ -1095,7 +1262,7 @@ pub async fn start(
         endpoints: Mutex::new(HashMap::new()),
         escalations: Mutex::new(BTreeMap::new()),
         escalation_seq: AtomicUsize::new(0),
-        acks: Mutex::new(HashMap::new()),
+        chains: Mutex::new(Seen::new(config.fanout.index.max_messages)),
         receipts: Mutex::new(Seen::new(
             (config.fanout.receipts_lookback.max(1) as usize)
                 .saturating_mul(config.kafka.partitions.max(1) as usize),
@@ -1154,7 +1321,7 @@ pub async fn start(
         let mut tasks = vec![tail];
         for (name, stage) in [
             ("consume", consume_loop as fn(&Arc<Core>) -> Result<()>),
-            ("stream", hub_loop),
+            ("stream", mirror_loop),
         ] {
             let core = core.clone();
             tasks.push(tokio::task::spawn_blocking(move || {

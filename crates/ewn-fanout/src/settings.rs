@@ -38,6 +38,7 @@ pub struct FanoutSettings {
     pub webhook: WebhookSettings,
     pub escalation: EscalationSettings,
     pub stream: StreamSettings,
+    pub index: IndexSettings,
     /// Receipts per partition of `<prefix>deliveries` read at start, so a replay after a
     /// crash skips what was already delivered.
     pub receipts_lookback: i64,
@@ -64,6 +65,7 @@ impl Default for FanoutSettings {
             webhook: WebhookSettings::default(),
             escalation: EscalationSettings::default(),
             stream: StreamSettings::default(),
+            index: IndexSettings::default(),
             receipts_lookback: 100_000,
             session_ttl_secs: 12 * 3600,
         }
@@ -135,6 +137,26 @@ impl Default for StreamSettings {
     }
 }
 
+/// The alert index: every episode's marking, acknowledgement and cancellation, rebuilt
+/// from `<prefix>alerts` at start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexSettings {
+    /// Alert messages held; past it the oldest episodes are forgotten whole (counted).
+    pub max_messages: usize,
+    /// Records per partition of `<prefix>alerts` read at start to rebuild it.
+    pub rebuild_lookback: i64,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        IndexSettings {
+            max_messages: 500_000,
+            rebuild_lookback: 100_000,
+        }
+    }
+}
+
 impl FanoutSettings {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -156,6 +178,12 @@ impl FanoutSettings {
         }
         if self.stream.buffer_alerts == 0 {
             p.push("fanout.stream.buffer_alerts: must be at least 1".into());
+        }
+        if self.index.max_messages == 0 {
+            p.push("fanout.index.max_messages: must be at least 1".into());
+        }
+        if self.index.rebuild_lookback < 0 {
+            p.push("fanout.index.rebuild_lookback: must not be negative".into());
         }
         if self.escalation.tick_ms == 0 {
             p.push("fanout.escalation.tick_ms: must be positive".into());

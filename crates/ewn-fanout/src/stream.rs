@@ -176,16 +176,6 @@ impl Hub {
             }
         }
     }
-
-    /// The newest buffered version of an alert.
-    pub fn find(&self, alert_id: &str) -> Option<Arc<Alert>> {
-        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
-        s.events
-            .iter()
-            .rev()
-            .find(|e| e.alert.alert_id == alert_id)
-            .map(|e| e.alert.clone())
-    }
 }
 
 #[cfg(test)]
