@@ -165,6 +165,7 @@ fn records() -> Vec<(&'static str, Vec<u8>, Value)> {
         one("Alert.avsc", samples::alert()),
         one("Rejection.avsc", samples::rejection()),
         one("DeliveryReceipt.avsc", samples::delivery_receipt()),
+        one("DeliveryRetry.avsc", samples::delivery_retry()),
         one("Ack.avsc", samples::ack()),
         one("Subscription.avsc", samples::subscription()),
         one("ScoredIncident.avsc", samples::scored_incident()),

@@ -39,6 +39,9 @@ fn wait_settled(f: &Fanout, n: u64) {
         || {
             f.metric("ewn_fanout_alerts_total", "") as u64 >= n
                 && f.metric("ewn_fanout_pending_alerts", "") == 0.0
+                // and what was parked on the retry path is terminal too
+                && f.metric("ewn_fanout_retries_settled_total", "")
+                    >= f.metric("ewn_fanout_parked_deliveries_total", "")
         },
     );
 }

@@ -28,6 +28,11 @@ pub struct FanoutMetrics {
     pub index_episodes: IntGauge,
     pub index_evicted: IntCounter,
     pub orphans: IntCounter,
+    pub parked: IntCounterVec,
+    pub retry_refused: IntCounterVec,
+    pub retry_pending: IntGauge,
+    pub retry_done: IntCounter,
+    pub escalations_pending: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -39,6 +44,14 @@ const ACK_BUCKETS: &[f64] = &[
 
 impl FanoutMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
+        let m = Self::series(r)?;
+        for reason in crate::retry::REFUSALS {
+            m.retry_refused.with_label_values(&[reason]);
+        }
+        Ok(m)
+    }
+
+    fn series(r: &Registry) -> prometheus::Result<Self> {
         let m = ewn_ops::metrics::Registrar(r);
         Ok(FanoutMetrics {
             alerts: m.counter_vec(
@@ -131,6 +144,28 @@ impl FanoutMetrics {
             orphans: m.counter(
                 "ewn_fanout_orphan_messages_total",
                 "updates and cancels whose alert the index does not hold, decided on their own marking",
+            )?,
+            parked: m.counter_vec(
+                "ewn_fanout_parked_deliveries_total",
+                "webhook deliveries moved to the retry path after their endpoint failed or hung",
+                &["agency"],
+            )?,
+            retry_refused: m.counter_vec(
+                "ewn_fanout_retry_records_refused_total",
+                "records of <prefix>retries refused (undecodable, unauthenticated, bad_alert)",
+                &["reason"],
+            )?,
+            escalations_pending: m.gauge(
+                "ewn_fanout_escalations_pending",
+                "escalation steps armed and not yet due",
+            )?,
+            retry_done: m.counter(
+                "ewn_fanout_retries_settled_total",
+                "parked deliveries read back from <prefix>retries and terminal (committed)",
+            )?,
+            retry_pending: m.gauge(
+                "ewn_fanout_retry_pending",
+                "parked deliveries read from <prefix>retries and not yet terminal (bound: fanout.max_pending_alerts)",
             )?,
         })
     }

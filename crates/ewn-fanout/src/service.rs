@@ -28,24 +28,23 @@ use ewn_kafka::{
     AssignedReader, Change, CommitOffset, GroupConsumer, KafkaMetrics, KafkaSettings,
     RecordProducer, StartAt, Subscription as TopicSubscription, Topics,
 };
-use ewn_model::{
-    Ack, Alert, AvroRecord, Channel, DeliveryOutcome, DeliveryReceipt, Format, Subscription, Tlp,
-};
+use ewn_model::{Ack, Alert, AvroRecord, DeliveryReceipt, Subscription};
 use ewn_ops::http::Health;
 use prometheus::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{Sessions, Tokens};
+use crate::delivery::{DeliveryKey, Job, Seen, Ticket, Work};
 use crate::error::{Error, Result};
+use crate::escalation::{Scheduler, SystemClock, escalation_loop};
 use crate::index::AlertIndex;
 use crate::keys::FanoutKey;
 use crate::metrics::FanoutMetrics;
-use crate::policy::{Decision, Form, RedactedIds};
+use crate::policy::{Decision, RedactedIds};
 use crate::settings::{FanoutSettings, SubscriptionConfig};
 use crate::stream::Hub;
 use crate::subscriptions::{SubscriptionSet, same_definition};
-use crate::webhook::{self, Attempt, WebhookSecret};
-use crate::{cap, policy, render};
+use crate::{policy, webhook};
 
 /// Everything the fan-out is configured with. (`Debug` shows token names, never tokens.)
 #[derive(Clone)]
@@ -102,132 +101,7 @@ pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Outstanding work of one alert record: deliveries not yet terminal and escalations not
-/// yet settled. Its offset may be committed once it reaches zero.
-#[derive(Default)]
-pub(crate) struct Ticket {
-    remaining: AtomicUsize,
-}
-
-impl Ticket {
-    fn hold(&self) {
-        self.remaining.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn release(&self) {
-        self.remaining.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    fn settled(&self) -> bool {
-        self.remaining.load(Ordering::Acquire) == 0
-    }
-}
-
-/// What a body depends on besides the message: its form, format and marking, the
-/// recipient for a redacted form (its ids are the recipient's own), and the episode's
-/// marking (which only grows, so its sizes identify it).
-type BodyShape = (Form, Format, Tlp, Option<String>, [usize; 6]);
-
-/// A rendered body and the id it shows.
-type Rendered = (Arc<[u8]>, String);
-
-/// A rendered body and what a receipt records of it.
-pub(crate) struct Body {
-    pub bytes: Arc<[u8]>,
-    /// The marking the recipient received.
-    pub tlp: Tlp,
-    pub redacted: bool,
-    /// The id the recipient knows the alert by (its own for a redacted form).
-    pub shown_id: String,
-}
-
-/// An alert message being delivered, with its rendered bodies shared by all recipients
-/// of the same shape.
-pub(crate) struct Work {
-    /// The message as read.
-    pub alert: Arc<Alert>,
-    /// Its episode (the id of the ALERT it belongs to).
-    pub episode: Arc<str>,
-    bodies: Mutex<HashMap<BodyShape, Rendered>>,
-}
-
-impl Work {
-    fn new(alert: Arc<Alert>, episode: Arc<str>) -> Arc<Work> {
-        Arc::new(Work {
-            alert,
-            episode,
-            bodies: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// The body `sub` receives under `form`, `view` being the message with its episode's
-    /// marking as it stands now; rendered once per distinct shape.
-    fn body(&self, core: &Core, sub: &Subscription, form: Form, view: &Alert) -> Body {
-        let marking = match form {
-            Form::Full => view.tlp,
-            Form::Redacted => policy::redacted_tlp(sub),
-        };
-        let redacted = form == Form::Redacted;
-        let sizes = [
-            view.tlp as usize,
-            view.level as usize,
-            view.named_agencies.len(),
-            view.categories.len(),
-            view.states.len(),
-            view.areas.len(),
-        ];
-        let key = (
-            form,
-            sub.format,
-            marking,
-            redacted.then(|| sub.id.clone()),
-            sizes,
-        );
-        let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((b, id)) = bodies.get(&key) {
-            return Body {
-                bytes: b.clone(),
-                tlp: marking,
-                redacted,
-                shown_id: id.clone(),
-            };
-        }
-        let (shaped, redacted) = policy::shape(sub, view, form, &core.ids);
-        // CAP references carry the referenced alert's `sent`: looked up by the original id
-        // (a redacted form's references are the recipient's own ids).
-        let originals: HashMap<&str, &str> = shaped
-            .references
-            .iter()
-            .map(String::as_str)
-            .zip(view.references.iter().map(String::as_str))
-            .collect();
-        let bytes: Arc<[u8]> = match sub.format {
-            Format::Json => render::webhook_json(&shaped, redacted).into(),
-            Format::Cap => cap::render(&shaped, &core.config.fanout.sender, &|id| {
-                core.sent_of(originals.get(id).copied().unwrap_or(id))
-            })
-            .into_bytes()
-            .into(),
-        };
-        bodies.insert(key, (bytes.clone(), shaped.alert_id.clone()));
-        Body {
-            bytes,
-            tlp: marking,
-            redacted,
-            shown_id: shaped.alert_id,
-        }
-    }
-}
-
-/// One webhook delivery: the form is decided at each attempt, not here.
-struct Job {
-    work: Arc<Work>,
-    sub_id: String,
-    step: i32,
-    ticket: Arc<Ticket>,
-}
-
-type Callback = Box<dyn FnOnce(std::result::Result<Landed, String>) + Send>;
+pub(crate) type Callback = Box<dyn FnOnce(std::result::Result<Landed, String>) + Send>;
 
 /// Routes each confirmation of the shared producer to whoever waits for it.
 #[derive(Default)]
@@ -249,53 +123,6 @@ impl DeliverySink for Callbacks {
     }
 }
 
-/// A delivery a receipt records: (alert id, subscription id, escalation step).
-type DeliveryKey = (String, String, i32);
-
-/// A bounded set: the oldest members are forgotten first (as the start-up read of
-/// `<prefix>deliveries` forgets what lies beyond its lookback).
-pub(crate) struct Seen<K: std::hash::Hash + Eq + Clone = DeliveryKey> {
-    set: HashSet<K>,
-    order: std::collections::VecDeque<K>,
-    capacity: usize,
-}
-
-impl<K: std::hash::Hash + Eq + Clone> Seen<K> {
-    fn new(capacity: usize) -> Seen<K> {
-        Seen {
-            set: HashSet::new(),
-            order: std::collections::VecDeque::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// True when `key` was not a member.
-    fn insert(&mut self, key: K) -> bool {
-        if self.set.insert(key.clone()) {
-            self.order.push_back(key);
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
-            }
-            return true;
-        }
-        false
-    }
-
-    fn contains(&self, key: &K) -> bool {
-        self.set.contains(key)
-    }
-}
-
-/// A pending escalation step of one alert, for one primary subscription.
-struct Escalation {
-    work: Arc<Work>,
-    owner: String,
-    step: usize,
-    ticket: Arc<Ticket>,
-}
-
 pub(crate) struct Core {
     pub config: FanoutConfig,
     pub topics: Topics,
@@ -309,22 +136,22 @@ pub(crate) struct Core {
     pub metrics: FanoutMetrics,
     pub tokens: Tokens,
     pub sessions: Sessions,
+    pub key: FanoutKey,
     producer: RecordProducer<Arc<Callbacks>>,
     callbacks: Arc<Callbacks>,
-    client: reqwest::Client,
-    endpoints: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
-    escalations: Mutex<BTreeMap<(i64, u64), Escalation>>,
-    escalation_seq: AtomicUsize,
-    /// (episode, subscription) escalation chains started: one chain per episode and
-    /// primary recipient, however many messages the episode has.
-    chains: Mutex<Seen<(Arc<str>, String)>>,
+    pub client: reqwest::Client,
+    /// The live path's queue of each webhook endpoint.
+    pub endpoints: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    pub escalation: Scheduler,
     /// (alert id, subscription id, escalation step) with a receipt on the topic.
-    receipts: Mutex<Seen>,
+    pub receipts: Mutex<Seen>,
+    /// Deliveries this instance parked on `<prefix>retries`, and when, until their receipt.
+    pub parked: Mutex<HashMap<DeliveryKey, Instant>>,
     pub shutdown: Arc<AtomicBool>,
     pub stop: watch::Receiver<bool>,
-    runtime: tokio::runtime::Handle,
-    health: Arc<Health>,
-    kafka_metrics: KafkaMetrics,
+    pub runtime: tokio::runtime::Handle,
+    pub health: Arc<Health>,
+    pub kafka_metrics: KafkaMetrics,
 }
 
 impl Core {
@@ -352,7 +179,13 @@ impl Core {
     }
 
     /// Queues a record; `done` runs with the broker's answer.
-    fn produce(&self, topic: &str, key: &str, value: Option<&[u8]>, done: Callback) -> Result<()> {
+    pub(crate) fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        value: Option<&[u8]>,
+        done: Callback,
+    ) -> Result<()> {
         let id = self.callbacks.next.fetch_add(1, Ordering::Relaxed);
         self.callbacks
             .waiting
@@ -420,361 +253,6 @@ impl Core {
         self.index.ack(&ack.alert_id, ack.acked_at);
         Ok(())
     }
-
-    fn already_delivered(&self, alert_id: &str, sub_id: &str, step: i32) -> bool {
-        self.receipts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&(alert_id.to_string(), sub_id.to_string(), step))
-    }
-
-    /// Starts the delivery of `work` to `sub`, holding `ticket` until it is terminal.
-    fn deliver(
-        self: &Arc<Self>,
-        work: &Arc<Work>,
-        sub: &Subscription,
-        form: Form,
-        step: i32,
-        ticket: &Arc<Ticket>,
-    ) {
-        if self.already_delivered(&work.alert.alert_id, &sub.id, step) {
-            self.metrics.skipped_replays.inc();
-            return;
-        }
-        ticket.hold();
-        match sub.channel {
-            Channel::Webhook => {
-                let job = Job {
-                    work: work.clone(),
-                    sub_id: sub.id.clone(),
-                    step,
-                    ticket: ticket.clone(),
-                };
-                let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-                let tx = endpoints.entry(sub.id.clone()).or_insert_with(|| {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    self.runtime
-                        .spawn(endpoint_worker(self.clone(), sub.id.clone(), rx));
-                    tx
-                });
-                if let Err(mpsc::error::SendError(job)) = tx.send(job) {
-                    // The worker is gone (shutting down): leave the alert uncommitted.
-                    tracing::debug!(subscription = %job.sub_id, "endpoint worker gone");
-                }
-            }
-            Channel::Stream | Channel::Console => {
-                // The stream keeps the alert for `Last-Event-ID` resume: "delivered" means
-                // made available to the subscription's live stream and console.
-                let marking = match form {
-                    Form::Full => work.alert.tlp,
-                    Form::Redacted => policy::redacted_tlp(sub),
-                };
-                let now = now_ms();
-                self.finish(
-                    &work.alert,
-                    sub,
-                    step,
-                    Outcome {
-                        outcome: DeliveryOutcome::Delivered,
-                        tlp: marking,
-                        redacted: form == Form::Redacted,
-                        attempts: 1,
-                        status: None,
-                        error: None,
-                        first_attempt_at: now,
-                        webhook_id: None,
-                    },
-                    ticket.clone(),
-                );
-            }
-        }
-    }
-
-    /// Writes the receipt of a terminal outcome; the ticket is released once the broker
-    /// confirms it.
-    fn finish(
-        self: &Arc<Self>,
-        alert: &Alert,
-        sub: &Subscription,
-        step: i32,
-        o: Outcome,
-        ticket: Arc<Ticket>,
-    ) {
-        let now = now_ms();
-        let channel = sub.channel;
-        let ch = channel_label(channel);
-        self.metrics
-            .deliveries
-            .with_label_values(&[ch, outcome_label(o.outcome), &sub.agency])
-            .inc();
-        match o.outcome {
-            DeliveryOutcome::Delivered => {
-                self.metrics
-                    .delivery_seconds
-                    .with_label_values(&[ch])
-                    .observe(((now - alert.created_at).max(0)) as f64 / 1000.0);
-                self.metrics
-                    .end_to_end_seconds
-                    .observe(((now - alert.window_end).max(0)) as f64 / 1000.0);
-            }
-            DeliveryOutcome::DeadLetter => {
-                self.metrics
-                    .dead_letters
-                    .with_label_values(&[&sub.agency])
-                    .inc();
-            }
-            DeliveryOutcome::EndpointGone => {}
-        }
-        let receipt = DeliveryReceipt {
-            alert_id: alert.alert_id.clone(),
-            subscription_id: sub.id.clone(),
-            agency: sub.agency.clone(),
-            channel,
-            format: sub.format,
-            outcome: o.outcome,
-            tlp: o.tlp,
-            redacted: o.redacted,
-            escalation_step: step,
-            webhook_id: o.webhook_id,
-            attempts: o.attempts,
-            status_code: o.status.map(i32::from),
-            error: o.error,
-            first_attempt_at: o.first_attempt_at,
-            completed_at: now,
-        };
-        tracing::info!(
-            alert_id = %receipt.alert_id,
-            subscription = %receipt.subscription_id,
-            outcome = receipt.outcome.as_str(),
-            attempts = receipt.attempts,
-            step,
-            "delivery terminal"
-        );
-        let seen = (
-            receipt.alert_id.clone(),
-            receipt.subscription_id.clone(),
-            step,
-        );
-        let value = match receipt.to_avro() {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a receipt; the alert stays uncommitted");
-                return;
-            }
-        };
-        let core = self.clone();
-        let result = self.produce(
-            &self.topics.deliveries(),
-            &receipt.alert_id,
-            Some(&value),
-            Box::new(move |r| match r {
-                Ok(_) => {
-                    core.receipts
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(seen);
-                    ticket.release();
-                }
-                Err(e) => {
-                    // Not released: the alert stays uncommitted and a restart re-delivers
-                    // it (same webhook-id) and writes the receipt again.
-                    tracing::error!(error = %e, "receipt not confirmed by the broker");
-                }
-            }),
-        );
-        if let Err(e) = result {
-            tracing::error!(error = %e, "cannot queue a receipt; the alert stays uncommitted");
-        }
-    }
-
-    /// Stops deliveries to a subscription for good (410 Gone), on every instance.
-    async fn disable(&self, sub: &Subscription, reason: &str) {
-        let mut s = sub.clone();
-        s.disabled_at = Some(now_ms());
-        s.disabled_reason = Some(reason.to_string());
-        s.updated_at = now_ms();
-        tracing::warn!(subscription = %sub.id, reason, "endpoint disabled");
-        if let Err(e) = self.put_subscription(s.clone()).await {
-            tracing::error!(error = %e, subscription = %sub.id, "cannot record the disabled subscription; disabled here only");
-            self.subs.apply(&s.id.clone(), Some(s));
-        }
-    }
-}
-
-struct Outcome {
-    outcome: DeliveryOutcome,
-    tlp: Tlp,
-    redacted: bool,
-    attempts: i32,
-    status: Option<u16>,
-    error: Option<String>,
-    first_attempt_at: i64,
-    webhook_id: Option<String>,
-}
-
-pub fn channel_label(c: Channel) -> &'static str {
-    match c {
-        Channel::Webhook => "webhook",
-        Channel::Stream => "stream",
-        Channel::Console => "console",
-    }
-}
-
-fn outcome_label(o: DeliveryOutcome) -> &'static str {
-    match o {
-        DeliveryOutcome::Delivered => "delivered",
-        DeliveryOutcome::DeadLetter => "dead_letter",
-        DeliveryOutcome::EndpointGone => "endpoint_gone",
-    }
-}
-
-/// Sleeps `d` unless the service stops first; false when it stopped.
-async fn pause(core: &Core, d: Duration) -> bool {
-    let mut stop = core.stop.clone();
-    if *stop.borrow() {
-        return false;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(d) => !core.stopping(),
-        _ = stop.changed() => false,
-    }
-}
-
-/// One webhook endpoint: its alerts one at a time, in the order they were read, each
-/// retried until terminal. Only this endpoint waits on its failures.
-async fn endpoint_worker(core: Arc<Core>, sub_id: String, mut rx: mpsc::UnboundedReceiver<Job>) {
-    let _span = tracing::info_span!("endpoint", service = "fanout", subscription = %sub_id);
-    while let Some(job) = rx.recv().await {
-        if core.stopping() {
-            return;
-        }
-        deliver_webhook(&core, job).await;
-    }
-}
-
-async fn deliver_webhook(core: &Arc<Core>, job: Job) {
-    let settings = &core.config.fanout.webhook;
-    let first_attempt_at = now_ms();
-    let mut attempts: i32 = 0;
-    loop {
-        let Some(sub) = core.subs.get(&job.sub_id) else {
-            // Deleted while queued: nobody is left to deliver to, nor an agency to name in
-            // a receipt.
-            tracing::warn!(subscription = %job.sub_id, "subscription deleted; alert dropped for it");
-            job.ticket.release();
-            return;
-        };
-        // Clearance at push time: decided again at every attempt, on the subscription as
-        // it stands and the episode's marking as it stands.
-        let view = core.index.view(&job.work.alert);
-        if sub.disabled_at.is_some() {
-            // Nothing was sent: the receipt says so, marked CLEAR.
-            let outcome = Outcome {
-                outcome: DeliveryOutcome::EndpointGone,
-                tlp: Tlp::Clear,
-                redacted: false,
-                attempts,
-                status: None,
-                error: Some("endpoint disabled".into()),
-                first_attempt_at,
-                webhook_id: None,
-            };
-            core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
-            return;
-        }
-        let decision = if job.step == 0 {
-            policy::decide(&sub, &view)
-        } else {
-            policy::decide_named(&sub, &view)
-        };
-        let form = match decision {
-            Decision::Deliver(form) => form,
-            Decision::Withheld | Decision::NotSubscribed => {
-                if decision == Decision::Withheld {
-                    core.metrics
-                        .withheld
-                        .with_label_values(&[view.tlp.as_str()])
-                        .inc();
-                }
-                tracing::info!(subscription = %job.sub_id, attempts, "no longer cleared or subscribed; not delivered");
-                job.ticket.release();
-                return;
-            }
-        };
-        let body = job.work.body(core, &sub, form, &view);
-        let id = webhook::webhook_id(&body.shown_id, &job.sub_id, job.step);
-        let mut outcome = Outcome {
-            outcome: DeliveryOutcome::DeadLetter,
-            tlp: body.tlp,
-            redacted: body.redacted,
-            attempts,
-            status: None,
-            error: None,
-            first_attempt_at,
-            webhook_id: Some(id.clone()),
-        };
-        let secret = sub.webhook_secret.as_deref().map(WebhookSecret::parse);
-        let (Some(url), Some(Ok(secret))) = (sub.webhook_url.as_deref(), secret) else {
-            outcome.error = Some("no valid webhook url and secret".into());
-            core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
-            return;
-        };
-        let content_type = match sub.format {
-            Format::Json => render::JSON_CONTENT_TYPE,
-            Format::Cap => cap::CONTENT_TYPE,
-        };
-        attempts += 1;
-        outcome.attempts = attempts;
-        let (result, took) = webhook::attempt(
-            &core.client,
-            url,
-            &secret,
-            &id,
-            content_type,
-            &body.bytes,
-            Duration::from_millis(settings.timeout_ms),
-        )
-        .await;
-        core.metrics.attempt_seconds.observe(took.as_secs_f64());
-        match result {
-            Attempt::Delivered { status } => {
-                outcome.outcome = DeliveryOutcome::Delivered;
-                outcome.status = Some(status);
-                core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
-                return;
-            }
-            Attempt::Gone => {
-                core.disable(&sub, "the endpoint answered 410 Gone").await;
-                outcome.outcome = DeliveryOutcome::EndpointGone;
-                outcome.status = Some(410);
-                core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
-                return;
-            }
-            Attempt::Failed { status, error } => {
-                if attempts as u32 >= settings.max_attempts {
-                    outcome.status = status;
-                    outcome.error = Some(error);
-                    core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
-                    return;
-                }
-                core.metrics
-                    .retries
-                    .with_label_values(&["webhook", &sub.agency])
-                    .inc();
-                let delay = webhook::backoff(
-                    attempts as u32,
-                    Duration::from_millis(settings.initial_backoff_ms),
-                    Duration::from_millis(settings.max_backoff_ms),
-                );
-                tracing::debug!(attempts, error = %error, retry_in_ms = delay.as_millis() as u64, "delivery failed; retrying");
-                if !pause(core, delay).await {
-                    // Stopping: left unterminated, so the alert stays uncommitted and the
-                    // next run re-delivers it with the same webhook-id.
-                    return;
-                }
-            }
-        }
-    }
 }
 
 /// Decides one alert message for every subscription, on its episode's marking, and
@@ -798,106 +276,11 @@ fn dispatch(core: &Arc<Core>, subs: &[Arc<Subscription>], alert: Alert, ticket: 
                 if !sub.escalation.is_empty()
                     && policy::escalates(view, min_level)
                     && !core.index.settled(&work.episode)
-                    && core
-                        .chains
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert((work.episode.clone(), sub.id.clone()))
                 {
-                    schedule(core, &work, &sub.id, &sub.escalation, 0, ticket);
+                    core.escalation
+                        .start_chain(&work, &sub.id, &sub.escalation, ticket);
                 }
             }
-        }
-    }
-}
-
-fn schedule(
-    core: &Core,
-    work: &Arc<Work>,
-    owner: &str,
-    steps: &[ewn_model::EscalationStep],
-    step: usize,
-    ticket: &Arc<Ticket>,
-) {
-    let Some(s) = steps.get(step) else {
-        return;
-    };
-    // Counted from the alert's creation, so a restart re-arms the same deadlines.
-    let due = work.alert.created_at + s.after_secs.saturating_mul(1000);
-    let seq = core.escalation_seq.fetch_add(1, Ordering::Relaxed) as u64;
-    ticket.hold();
-    core.escalations
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            (due, seq),
-            Escalation {
-                work: work.clone(),
-                owner: owner.to_string(),
-                step,
-                ticket: ticket.clone(),
-            },
-        );
-}
-
-/// Takes the escalation steps that are due: an alert still unacknowledged goes to the
-/// step's targets (at their clearance), and the next step is armed.
-async fn escalation_loop(core: Arc<Core>) {
-    let tick = Duration::from_millis(core.config.fanout.escalation.tick_ms);
-    while pause(&core, tick).await {
-        let now = now_ms();
-        let due: Vec<Escalation> = {
-            let mut map = core.escalations.lock().unwrap_or_else(|p| p.into_inner());
-            let later = map.split_off(&(now + 1, 0));
-            std::mem::replace(&mut *map, later).into_values().collect()
-        };
-        for e in due {
-            let alert = &e.work.alert;
-            if core.index.settled(&e.work.episode) {
-                tracing::info!(alert_id = %alert.alert_id, "acknowledged or cancelled; escalation stands down");
-                e.ticket.release();
-                continue;
-            }
-            let Some(owner) = core.subs.get(&e.owner) else {
-                e.ticket.release();
-                continue;
-            };
-            let Some(step) = owner.escalation.get(e.step) else {
-                e.ticket.release();
-                continue;
-            };
-            let n = (e.step + 1) as i32;
-            core.metrics
-                .escalations
-                .with_label_values(&[&n.to_string()])
-                .inc();
-            tracing::warn!(alert_id = %alert.alert_id, step = n, subscription = %owner.id, "unacknowledged; escalating");
-            for target in &step.targets {
-                let Some(t) = core.subs.get(target) else {
-                    tracing::warn!(target = %target, "escalation target is not a subscription");
-                    continue;
-                };
-                // Named targets take the alert whatever their filters, never above their
-                // clearance.
-                match policy::decide_named(&t, &core.index.view(alert)) {
-                    Decision::Deliver(form) => core.deliver(&e.work, &t, form, n, &e.ticket),
-                    Decision::Withheld => core
-                        .metrics
-                        .withheld
-                        .with_label_values(&[alert.tlp.as_str()])
-                        .inc(),
-                    Decision::NotSubscribed => {}
-                }
-            }
-            schedule(
-                &core,
-                &e.work,
-                &owner.id,
-                &owner.escalation,
-                e.step + 1,
-                &e.ticket,
-            );
-            e.ticket.release();
         }
     }
 }
@@ -905,19 +288,34 @@ async fn escalation_loop(core: Arc<Core>) {
 /// Offsets in flight per partition, in order; the committable offset is the first one
 /// still unsettled.
 #[derive(Default)]
-struct Tracker {
+pub(crate) struct Tracker {
     partitions: HashMap<i32, BTreeMap<i64, Arc<Ticket>>>,
     committed: HashMap<i32, i64>,
+    /// Records settled so far.
+    pub settled: u64,
 }
 
 impl Tracker {
-    fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.partitions.values().map(BTreeMap::len).sum()
+    }
+
+    pub(crate) fn insert(&mut self, partition: i32, offset: i64, ticket: Arc<Ticket>) {
+        self.partitions
+            .entry(partition)
+            .or_default()
+            .insert(offset, ticket);
+    }
+
+    /// A revoked partition: its offsets are another instance's to commit now.
+    pub(crate) fn forget(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+        self.committed.remove(&partition);
     }
 
     /// Drops settled offsets from the front of each partition and returns the offsets to
     /// commit (the next offset to read) that moved.
-    fn advance(&mut self, topic: &str) -> Vec<CommitOffset> {
+    pub(crate) fn advance(&mut self, topic: &str) -> Vec<CommitOffset> {
         let mut out = Vec::new();
         for (p, q) in &mut self.partitions {
             let mut next = None;
@@ -928,6 +326,7 @@ impl Tracker {
                 }
                 next = Some(*entry.key() + 1);
                 entry.remove();
+                self.settled += 1;
             }
             if let Some(n) = next
                 && self.committed.get(p) != Some(&n)
@@ -975,8 +374,7 @@ fn consume_loop(core: &Arc<Core>) -> Result<()> {
         for change in consumer.take_changes() {
             if let Change::Revoked(parts) = change {
                 for (_, p) in parts {
-                    tracker.partitions.remove(&p);
-                    tracker.committed.remove(&p);
+                    tracker.forget(p);
                 }
             }
         }
@@ -1009,11 +407,7 @@ fn consume_loop(core: &Arc<Core>) -> Result<()> {
                         tracing::warn!(partition, offset, "undecodable alert record skipped");
                     }
                 }
-                tracker
-                    .partitions
-                    .entry(partition)
-                    .or_default()
-                    .insert(offset, ticket);
+                tracker.insert(partition, offset, ticket);
             }
         }
         core.metrics.pending_alerts.set(tracker.pending() as i64);
@@ -1253,6 +647,7 @@ pub async fn start(
         index: AlertIndex::new(config.fanout.index.max_messages),
         index_ready: AtomicBool::new(false),
         ids: RedactedIds::new(&key),
+        key,
         metrics,
         tokens,
         sessions: Sessions::new(Duration::from_secs(config.fanout.session_ttl_secs)),
@@ -1260,9 +655,8 @@ pub async fn start(
         callbacks,
         client,
         endpoints: Mutex::new(HashMap::new()),
-        escalations: Mutex::new(BTreeMap::new()),
-        escalation_seq: AtomicUsize::new(0),
-        chains: Mutex::new(Seen::new(config.fanout.index.max_messages)),
+        escalation: Scheduler::new(config.fanout.index.max_messages, Arc::new(SystemClock)),
+        parked: Mutex::new(HashMap::new()),
         receipts: Mutex::new(Seen::new(
             (config.fanout.receipts_lookback.max(1) as usize)
                 .saturating_mul(config.kafka.partitions.max(1) as usize),
@@ -1322,6 +716,7 @@ pub async fn start(
         for (name, stage) in [
             ("consume", consume_loop as fn(&Arc<Core>) -> Result<()>),
             ("stream", mirror_loop),
+            ("retries", crate::retry::retry_loop),
         ] {
             let core = core.clone();
             tasks.push(tokio::task::spawn_blocking(move || {
@@ -1405,22 +800,4 @@ async fn seed(core: &Arc<Core>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_receipt_memory_forgets_the_oldest_first() {
-        let key = |n: i32| ("a".to_string(), "s".to_string(), n);
-        let mut seen = Seen::new(3);
-        for n in 0..5 {
-            seen.insert(key(n));
-            seen.insert(key(n));
-        }
-        assert!(!seen.contains(&key(0)) && !seen.contains(&key(1)));
-        assert!((2..5).all(|n| seen.contains(&key(n))));
-        assert_eq!(seen.order.len(), 3);
-    }
 }

@@ -99,6 +99,11 @@ impl Topics {
         format!("{}deliveries", self.prefix)
     }
 
+    /// Webhook deliveries parked after their endpoint failed or hung (the fan-out's own).
+    pub fn retries(&self) -> String {
+        format!("{}retries", self.prefix)
+    }
+
     pub fn acks(&self) -> String {
         format!("{}acks", self.prefix)
     }
@@ -134,6 +139,7 @@ impl Topics {
         v.push(spec(self.alerts(), false));
         v.push(spec(self.deliveries(), false));
         v.push(spec(self.acks(), false));
+        v.push(spec(self.retries(), false));
         v.push(spec(self.subscriptions(), true));
         v
     }
@@ -151,6 +157,6 @@ mod tests {
         assert_eq!(t.state_of("t1.ewn.incidents.kgz"), None);
         assert_eq!(t.state_of("ewn.incidents.kg"), None);
         assert!(t.matches(TopicKind::Alerts, "t1.ewn.alerts"));
-        assert_eq!(t.all(&["kz".into()], 3).len(), 6);
+        assert_eq!(t.all(&["kz".into()], 3).len(), 7);
     }
 }

@@ -281,6 +281,7 @@ schemas! {
     Alert => "Alert.avsc" ["Alert.v1.avsc"],
     Rejection => "Rejection.avsc" ["Rejection.v1.avsc"],
     DeliveryReceipt => "DeliveryReceipt.avsc" [],
+    DeliveryRetry => "DeliveryRetry.avsc" [],
     Ack => "Ack.avsc" [],
     Subscription => "Subscription.avsc" [],
     ScoredIncident => "ScoredIncident.avsc" ["ScoredIncident.v1.avsc"],

@@ -103,6 +103,19 @@ pub fn rejection() -> Rejection {
     }
 }
 
+pub fn delivery_retry() -> DeliveryRetry {
+    DeliveryRetry {
+        subscription_id: "kg-desk".into(),
+        escalation_step: 0,
+        attempts: 1,
+        first_attempt_at: 1_760_000_000_000,
+        parked_at: 1_760_000_010_000,
+        last_error: Some("timed out after 10000 ms".into()),
+        alert: vec![0xC3, 0x01, 1, 2, 3],
+        mac: vec![0; 32],
+    }
+}
+
 pub fn delivery_receipt() -> DeliveryReceipt {
     DeliveryReceipt {
         alert_id: "0123456789abcdef0123456789abcdef".into(),

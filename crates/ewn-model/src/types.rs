@@ -279,6 +279,21 @@ pub struct DeliveryReceipt {
     pub completed_at: i64,
 }
 
+/// A webhook delivery parked on `<prefix>retries` (see `schemas/DeliveryRetry.avsc`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRetry {
+    pub subscription_id: String,
+    pub escalation_step: i32,
+    pub attempts: i32,
+    pub first_attempt_at: i64,
+    pub parked_at: i64,
+    pub last_error: Option<String>,
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub alert: Vec<u8>,
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub mac: Vec<u8>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub alert_id: String,

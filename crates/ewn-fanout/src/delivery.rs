@@ -1,0 +1,718 @@
+//! Delivering one alert message to one recipient: rendering (once per shape), the
+//! decision made again at every attempt, webhook attempts on the live path and on the
+//! retry path, and the receipt that makes a delivery terminal.
+//!
+//! A webhook delivery gets one attempt on the live path. If it fails or hangs it is
+//! parked on `<prefix>retries` and the alert's hold is released, so the alert's offset
+//! commits and no other desk waits on this endpoint; the retry path (a consumer group
+//! on `<prefix>retries`) retries it with backoff, in order per endpoint.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ewn_model::{
+    Alert, AvroRecord, Channel, DeliveryOutcome, DeliveryReceipt, Format, Subscription, Tlp,
+};
+use tokio::sync::mpsc;
+
+use crate::policy::{Decision, Form};
+use crate::retry;
+use crate::service::{Core, now_ms};
+use crate::webhook::{self, Attempt, WebhookSecret};
+use crate::{cap, policy, render};
+
+/// Outstanding work of one alert record: deliveries not yet terminal and escalations not
+/// yet settled. Its offset may be committed once it reaches zero.
+#[derive(Default)]
+pub(crate) struct Ticket {
+    remaining: AtomicUsize,
+}
+
+impl Ticket {
+    pub(crate) fn hold(&self) {
+        self.remaining.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn release(&self) {
+        self.remaining.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn settled(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) == 0
+    }
+}
+
+/// What a body depends on besides the message: its form, format and marking, the
+/// recipient for a redacted form (its ids are the recipient's own), and the episode's
+/// marking (which only grows, so its sizes identify it).
+type BodyShape = (Form, Format, Tlp, Option<String>, [usize; 6]);
+
+/// A rendered body and the id it shows.
+type Rendered = (Arc<[u8]>, String);
+
+/// A rendered body and what a receipt records of it.
+pub(crate) struct Body {
+    pub bytes: Arc<[u8]>,
+    /// The marking the recipient received.
+    pub tlp: Tlp,
+    pub redacted: bool,
+    /// The id the recipient knows the alert by (its own for a redacted form).
+    pub shown_id: String,
+}
+
+/// An alert message being delivered, with its rendered bodies shared by all recipients
+/// of the same shape.
+pub(crate) struct Work {
+    /// The message as read.
+    pub alert: Arc<Alert>,
+    /// Its episode (the id of the ALERT it belongs to).
+    pub episode: Arc<str>,
+    bodies: Mutex<HashMap<BodyShape, Rendered>>,
+}
+
+impl Work {
+    pub(crate) fn new(alert: Arc<Alert>, episode: Arc<str>) -> Arc<Work> {
+        Arc::new(Work {
+            alert,
+            episode,
+            bodies: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The body `sub` receives under `form`, `view` being the message with its episode's
+    /// marking as it stands now; rendered once per distinct shape.
+    fn body(&self, core: &Core, sub: &Subscription, form: Form, view: &Alert) -> Body {
+        let marking = match form {
+            Form::Full => view.tlp,
+            Form::Redacted => policy::redacted_tlp(sub),
+        };
+        let redacted = form == Form::Redacted;
+        let sizes = [
+            view.tlp as usize,
+            view.level as usize,
+            view.named_agencies.len(),
+            view.categories.len(),
+            view.states.len(),
+            view.areas.len(),
+        ];
+        let key = (
+            form,
+            sub.format,
+            marking,
+            redacted.then(|| sub.id.clone()),
+            sizes,
+        );
+        let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((b, id)) = bodies.get(&key) {
+            return Body {
+                bytes: b.clone(),
+                tlp: marking,
+                redacted,
+                shown_id: id.clone(),
+            };
+        }
+        let (shaped, redacted) = policy::shape(sub, view, form, &core.ids);
+        // CAP references carry the referenced alert's `sent`: looked up by the original id
+        // (a redacted form's references are the recipient's own ids).
+        let originals: HashMap<&str, &str> = shaped
+            .references
+            .iter()
+            .map(String::as_str)
+            .zip(view.references.iter().map(String::as_str))
+            .collect();
+        let bytes: Arc<[u8]> = match sub.format {
+            Format::Json => render::webhook_json(&shaped, redacted).into(),
+            Format::Cap => cap::render(&shaped, &core.config.fanout.sender, &|id| {
+                core.sent_of(originals.get(id).copied().unwrap_or(id))
+            })
+            .into_bytes()
+            .into(),
+        };
+        bodies.insert(key, (bytes.clone(), shaped.alert_id.clone()));
+        Body {
+            bytes,
+            tlp: marking,
+            redacted,
+            shown_id: shaped.alert_id,
+        }
+    }
+}
+
+/// One webhook delivery: the form is decided at each attempt, not here.
+pub(crate) struct Job {
+    pub work: Arc<Work>,
+    pub sub_id: String,
+    pub step: i32,
+    pub ticket: Arc<Ticket>,
+}
+
+/// A delivery a receipt records: (alert id, subscription id, escalation step).
+pub(crate) type DeliveryKey = (String, String, i32);
+
+/// A bounded set: the oldest members are forgotten first (as the start-up read of
+/// `<prefix>deliveries` forgets what lies beyond its lookback).
+pub(crate) struct Seen<K: std::hash::Hash + Eq + Clone = DeliveryKey> {
+    set: HashSet<K>,
+    order: std::collections::VecDeque<K>,
+    capacity: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Seen<K> {
+    pub(crate) fn new(capacity: usize) -> Seen<K> {
+        Seen {
+            set: HashSet::new(),
+            order: std::collections::VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// True when `key` was not a member.
+    pub(crate) fn insert(&mut self, key: K) -> bool {
+        if self.set.insert(key.clone()) {
+            self.order.push_back(key);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn contains(&self, key: &K) -> bool {
+        self.set.contains(key)
+    }
+}
+
+pub(crate) struct Outcome {
+    outcome: DeliveryOutcome,
+    tlp: Tlp,
+    redacted: bool,
+    attempts: i32,
+    status: Option<u16>,
+    error: Option<String>,
+    first_attempt_at: i64,
+    webhook_id: Option<String>,
+}
+
+pub fn channel_label(c: Channel) -> &'static str {
+    match c {
+        Channel::Webhook => "webhook",
+        Channel::Stream => "stream",
+        Channel::Console => "console",
+    }
+}
+
+fn outcome_label(o: DeliveryOutcome) -> &'static str {
+    match o {
+        DeliveryOutcome::Delivered => "delivered",
+        DeliveryOutcome::DeadLetter => "dead_letter",
+        DeliveryOutcome::EndpointGone => "endpoint_gone",
+    }
+}
+
+/// Sleeps `d` unless the service stops first; false when it stopped.
+pub(crate) async fn pause(core: &Core, d: Duration) -> bool {
+    let mut stop = core.stop.clone();
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => !core.stopping(),
+        _ = stop.changed() => false,
+    }
+}
+
+/// One webhook endpoint on the live path: its alerts one at a time, in the order they
+/// were read. Each gets one attempt here; a delivery that fails or hangs (past
+/// `fanout.webhook.timeout_ms`) is parked on `<prefix>retries` and retried from there, so
+/// its alert's offset commits and nothing queues behind it. While this instance has
+/// parked deliveries for the endpoint that have no receipt yet, later ones are parked
+/// behind them without an attempt: the endpoint gets them in order once it answers.
+async fn endpoint_worker(core: Arc<Core>, sub_id: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let _span = tracing::info_span!("endpoint", service = "fanout", subscription = %sub_id);
+    while let Some(job) = rx.recv().await {
+        if core.stopping() {
+            return;
+        }
+        let first_attempt_at = now_ms();
+        if core.parked_here(&sub_id) {
+            park(&core, job, 0, first_attempt_at, None).await;
+            continue;
+        }
+        match attempt_once(&core, &job.work, &job.sub_id, job.step, 0, first_attempt_at).await {
+            Attempted::Terminal(end) => end.finish(&core, &job.work, job.step, job.ticket),
+            Attempted::Failed { outcome, .. } => {
+                let error = outcome.error.clone();
+                park(&core, job, outcome.attempts, first_attempt_at, error).await;
+            }
+        }
+    }
+}
+
+/// How one attempt ended.
+enum Attempted {
+    /// Nothing more to do: delivered, gone, refused, or no longer for this recipient.
+    Terminal(End),
+    /// Failed; may be tried again. `outcome` is the dead letter it becomes at the last
+    /// attempt.
+    Failed {
+        outcome: Outcome,
+        sub: Arc<Subscription>,
+    },
+}
+
+/// A terminal end of a delivery.
+enum End {
+    /// With a receipt.
+    Receipt(Arc<Subscription>, Outcome),
+    /// Without one: the subscription was deleted, or the recipient is no longer selected
+    /// or cleared (counted as withheld); nothing was sent.
+    Dropped,
+}
+
+impl End {
+    pub(crate) fn finish(self, core: &Arc<Core>, work: &Work, step: i32, ticket: Arc<Ticket>) {
+        match self {
+            End::Receipt(sub, outcome) => core.finish(&work.alert, &sub, step, outcome, ticket),
+            End::Dropped => ticket.release(),
+        }
+    }
+}
+
+/// One attempt of a webhook delivery, decided afresh: clearance at push time, on the
+/// subscription as it stands and the episode's marking as it stands.
+async fn attempt_once(
+    core: &Arc<Core>,
+    work: &Work,
+    sub_id: &str,
+    step: i32,
+    attempts_before: i32,
+    first_attempt_at: i64,
+) -> Attempted {
+    let settings = &core.config.fanout.webhook;
+    let Some(sub) = core.subs.get(sub_id) else {
+        // Deleted while queued: nobody is left to deliver to, nor an agency to name in a
+        // receipt.
+        tracing::warn!(subscription = %sub_id, "subscription deleted; alert dropped for it");
+        return Attempted::Terminal(End::Dropped);
+    };
+    let view = core.index.view(&work.alert);
+    if sub.disabled_at.is_some() {
+        // Nothing was sent: the receipt says so, marked CLEAR.
+        let outcome = Outcome {
+            outcome: DeliveryOutcome::EndpointGone,
+            tlp: Tlp::Clear,
+            redacted: false,
+            attempts: attempts_before,
+            status: None,
+            error: Some("endpoint disabled".into()),
+            first_attempt_at,
+            webhook_id: None,
+        };
+        return Attempted::Terminal(End::Receipt(sub, outcome));
+    }
+    let decision = if step == 0 {
+        policy::decide(&sub, &view)
+    } else {
+        policy::decide_named(&sub, &view)
+    };
+    let form = match decision {
+        Decision::Deliver(form) => form,
+        Decision::Withheld | Decision::NotSubscribed => {
+            if decision == Decision::Withheld {
+                core.metrics
+                    .withheld
+                    .with_label_values(&[view.tlp.as_str()])
+                    .inc();
+            }
+            tracing::info!(subscription = %sub_id, attempts_before, "no longer cleared or subscribed; not delivered");
+            return Attempted::Terminal(End::Dropped);
+        }
+    };
+    let body = work.body(core, &sub, form, &view);
+    let id = webhook::webhook_id(&body.shown_id, sub_id, step);
+    let mut outcome = Outcome {
+        outcome: DeliveryOutcome::DeadLetter,
+        tlp: body.tlp,
+        redacted: body.redacted,
+        attempts: attempts_before,
+        status: None,
+        error: None,
+        first_attempt_at,
+        webhook_id: Some(id.clone()),
+    };
+    let secret = sub.webhook_secret.as_deref().map(WebhookSecret::parse);
+    let (Some(url), Some(Ok(secret))) = (sub.webhook_url.as_deref(), secret) else {
+        outcome.error = Some("no valid webhook url and secret".into());
+        return Attempted::Terminal(End::Receipt(sub, outcome));
+    };
+    let content_type = match sub.format {
+        Format::Json => render::JSON_CONTENT_TYPE,
+        Format::Cap => cap::CONTENT_TYPE,
+    };
+    outcome.attempts = attempts_before + 1;
+    if attempts_before > 0 {
+        core.metrics
+            .retries
+            .with_label_values(&["webhook", &sub.agency])
+            .inc();
+    }
+    let (result, took) = webhook::attempt(
+        &core.client,
+        url,
+        &secret,
+        &id,
+        content_type,
+        &body.bytes,
+        Duration::from_millis(settings.timeout_ms),
+    )
+    .await;
+    core.metrics.attempt_seconds.observe(took.as_secs_f64());
+    match result {
+        Attempt::Delivered { status } => {
+            outcome.outcome = DeliveryOutcome::Delivered;
+            outcome.status = Some(status);
+            Attempted::Terminal(End::Receipt(sub, outcome))
+        }
+        Attempt::Gone => {
+            core.disable(&sub, "the endpoint answered 410 Gone").await;
+            outcome.outcome = DeliveryOutcome::EndpointGone;
+            outcome.status = Some(410);
+            Attempted::Terminal(End::Receipt(sub, outcome))
+        }
+        Attempt::Failed { status, error } => {
+            outcome.status = status;
+            outcome.error = Some(error);
+            Attempted::Failed { outcome, sub }
+        }
+    }
+}
+
+/// Parks a delivery on `<prefix>retries` (keyed by subscription, so one endpoint's
+/// parked deliveries stay in order on one partition), then releases its hold on the
+/// alert. Until the broker confirms it the hold stays: a crash re-delivers from the alert.
+async fn park(
+    core: &Arc<Core>,
+    job: Job,
+    attempts: i32,
+    first_attempt_at: i64,
+    last_error: Option<String>,
+) {
+    let Some(value) = retry::seal(core, &job, attempts, first_attempt_at, last_error) else {
+        job.ticket.release();
+        return;
+    };
+    let topic = core.topics.retries();
+    let mut wait = Duration::from_millis(200);
+    while let Err(e) = core
+        .produce_confirmed(&topic, &job.sub_id, Some(&value))
+        .await
+    {
+        tracing::warn!(error = %e, subscription = %job.sub_id, "cannot park a delivery yet; retrying");
+        if !pause(core, wait).await {
+            return;
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+    let agency = core
+        .subs
+        .get(&job.sub_id)
+        .map(|s| s.agency.clone())
+        .unwrap_or_default();
+    core.metrics.parked.with_label_values(&[&agency]).inc();
+    core.parked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            (
+                job.work.alert.alert_id.clone(),
+                job.sub_id.clone(),
+                job.step,
+            ),
+            Instant::now(),
+        );
+    job.ticket.release();
+}
+
+/// One endpoint on the retry path: its parked deliveries one at a time, in the order
+/// they were parked, each retried with backoff until terminal (delivered, gone, or a dead
+/// letter after `fanout.webhook.max_attempts`).
+pub(crate) async fn retry_worker(
+    core: Arc<Core>,
+    sub_id: String,
+    mut rx: mpsc::UnboundedReceiver<retry::Parked>,
+) {
+    let _span = tracing::info_span!("retry", service = "fanout", subscription = %sub_id);
+    let settings = &core.config.fanout.webhook;
+    while let Some(p) = rx.recv().await {
+        if core.already_delivered(&p.work.alert.alert_id, &sub_id, p.step) {
+            core.metrics.skipped_replays.inc();
+            p.ticket.release();
+            continue;
+        }
+        let mut attempts = p.attempts;
+        loop {
+            if core.stopping() {
+                return;
+            }
+            let wait = webhook::backoff(
+                attempts.max(1) as u32,
+                Duration::from_millis(settings.initial_backoff_ms),
+                Duration::from_millis(settings.max_backoff_ms),
+            );
+            // The first retry of a delivery parked here waits out its backoff from when
+            // it was parked; later ones their own.
+            let due = if attempts == p.attempts {
+                Duration::from_millis(
+                    (p.parked_at + wait.as_millis() as i64 - now_ms()).max(0) as u64
+                )
+            } else {
+                wait
+            };
+            if !pause(&core, due).await {
+                return;
+            }
+            match attempt_once(
+                &core,
+                &p.work,
+                &sub_id,
+                p.step,
+                attempts,
+                p.first_attempt_at,
+            )
+            .await
+            {
+                Attempted::Terminal(end) => {
+                    end.finish(&core, &p.work, p.step, p.ticket);
+                    break;
+                }
+                Attempted::Failed { outcome, sub } => {
+                    attempts = outcome.attempts;
+                    if attempts as u32 >= settings.max_attempts {
+                        core.finish(&p.work.alert, &sub, p.step, outcome, p.ticket);
+                        break;
+                    }
+                    tracing::debug!(attempts, error = ?outcome.error, "delivery failed; retrying");
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Has this instance parked deliveries for `sub_id` that have no receipt yet? Later
+    /// ones then queue behind them on the retry path. A parked delivery that never gets
+    /// a receipt (its recipient was no longer cleared, say) stops counting after the
+    /// longest the retry path can take with it.
+    pub(crate) fn parked_here(&self, sub_id: &str) -> bool {
+        let w = &self.config.fanout.webhook;
+        let horizon = Duration::from_millis(
+            (w.timeout_ms + w.max_backoff_ms).saturating_mul(u64::from(w.max_attempts)),
+        );
+        let receipts = self.receipts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        parked.retain(|k, at| !receipts.contains(k) && at.elapsed() < horizon);
+        parked.keys().any(|(_, s, _)| s == sub_id)
+    }
+
+    pub(crate) fn already_delivered(&self, alert_id: &str, sub_id: &str, step: i32) -> bool {
+        self.receipts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(alert_id.to_string(), sub_id.to_string(), step))
+    }
+
+    /// Starts the delivery of `work` to `sub`, holding `ticket` until it is terminal.
+    pub(crate) fn deliver(
+        self: &Arc<Self>,
+        work: &Arc<Work>,
+        sub: &Subscription,
+        form: Form,
+        step: i32,
+        ticket: &Arc<Ticket>,
+    ) {
+        if self.already_delivered(&work.alert.alert_id, &sub.id, step) {
+            self.metrics.skipped_replays.inc();
+            return;
+        }
+        ticket.hold();
+        match sub.channel {
+            Channel::Webhook => {
+                let job = Job {
+                    work: work.clone(),
+                    sub_id: sub.id.clone(),
+                    step,
+                    ticket: ticket.clone(),
+                };
+                let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+                let tx = endpoints.entry(sub.id.clone()).or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    self.runtime
+                        .spawn(endpoint_worker(self.clone(), sub.id.clone(), rx));
+                    tx
+                });
+                if let Err(mpsc::error::SendError(job)) = tx.send(job) {
+                    // The worker is gone (shutting down): leave the alert uncommitted.
+                    tracing::debug!(subscription = %job.sub_id, "endpoint worker gone");
+                }
+            }
+            Channel::Stream | Channel::Console => {
+                // The stream keeps the alert for `Last-Event-ID` resume: "delivered" means
+                // made available to the subscription's live stream and console.
+                let marking = match form {
+                    Form::Full => work.alert.tlp,
+                    Form::Redacted => policy::redacted_tlp(sub),
+                };
+                let now = now_ms();
+                self.finish(
+                    &work.alert,
+                    sub,
+                    step,
+                    Outcome {
+                        outcome: DeliveryOutcome::Delivered,
+                        tlp: marking,
+                        redacted: form == Form::Redacted,
+                        attempts: 1,
+                        status: None,
+                        error: None,
+                        first_attempt_at: now,
+                        webhook_id: None,
+                    },
+                    ticket.clone(),
+                );
+            }
+        }
+    }
+
+    /// Writes the receipt of a terminal outcome; the ticket is released once the broker
+    /// confirms it.
+    fn finish(
+        self: &Arc<Self>,
+        alert: &Alert,
+        sub: &Subscription,
+        step: i32,
+        o: Outcome,
+        ticket: Arc<Ticket>,
+    ) {
+        let now = now_ms();
+        let channel = sub.channel;
+        let ch = channel_label(channel);
+        self.metrics
+            .deliveries
+            .with_label_values(&[ch, outcome_label(o.outcome), &sub.agency])
+            .inc();
+        match o.outcome {
+            DeliveryOutcome::Delivered => {
+                self.metrics
+                    .delivery_seconds
+                    .with_label_values(&[ch])
+                    .observe(((now - alert.created_at).max(0)) as f64 / 1000.0);
+                self.metrics
+                    .end_to_end_seconds
+                    .observe(((now - alert.window_end).max(0)) as f64 / 1000.0);
+            }
+            DeliveryOutcome::DeadLetter => {
+                self.metrics
+                    .dead_letters
+                    .with_label_values(&[&sub.agency])
+                    .inc();
+            }
+            DeliveryOutcome::EndpointGone => {}
+        }
+        let receipt = DeliveryReceipt {
+            alert_id: alert.alert_id.clone(),
+            subscription_id: sub.id.clone(),
+            agency: sub.agency.clone(),
+            channel,
+            format: sub.format,
+            outcome: o.outcome,
+            tlp: o.tlp,
+            redacted: o.redacted,
+            escalation_step: step,
+            webhook_id: o.webhook_id,
+            attempts: o.attempts,
+            status_code: o.status.map(i32::from),
+            error: o.error,
+            first_attempt_at: o.first_attempt_at,
+            completed_at: now,
+        };
+        tracing::info!(
+            alert_id = %receipt.alert_id,
+            subscription = %receipt.subscription_id,
+            outcome = receipt.outcome.as_str(),
+            attempts = receipt.attempts,
+            step,
+            "delivery terminal"
+        );
+        let seen = (
+            receipt.alert_id.clone(),
+            receipt.subscription_id.clone(),
+            step,
+        );
+        let value = match receipt.to_avro() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a receipt; the alert stays uncommitted");
+                return;
+            }
+        };
+        let core = self.clone();
+        let result = self.produce(
+            &self.topics.deliveries(),
+            &receipt.alert_id,
+            Some(&value),
+            Box::new(move |r| match r {
+                Ok(_) => {
+                    core.receipts
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(seen);
+                    ticket.release();
+                }
+                Err(e) => {
+                    // Not released: the alert stays uncommitted and a restart re-delivers
+                    // it (same webhook-id) and writes the receipt again.
+                    tracing::error!(error = %e, "receipt not confirmed by the broker");
+                }
+            }),
+        );
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot queue a receipt; the alert stays uncommitted");
+        }
+    }
+
+    /// Stops deliveries to a subscription for good (410 Gone), on every instance.
+    pub(crate) async fn disable(&self, sub: &Subscription, reason: &str) {
+        let mut s = sub.clone();
+        s.disabled_at = Some(now_ms());
+        s.disabled_reason = Some(reason.to_string());
+        s.updated_at = now_ms();
+        tracing::warn!(subscription = %sub.id, reason, "endpoint disabled");
+        if let Err(e) = self.put_subscription(s.clone()).await {
+            tracing::error!(error = %e, subscription = %sub.id, "cannot record the disabled subscription; disabled here only");
+            self.subs.apply(&s.id.clone(), Some(s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receipt_memory_forgets_the_oldest_first() {
+        let key = |n: i32| ("a".to_string(), "s".to_string(), n);
+        let mut seen = Seen::new(3);
+        for n in 0..5 {
+            seen.insert(key(n));
+            seen.insert(key(n));
+        }
+        assert!(!seen.contains(&key(0)) && !seen.contains(&key(1)));
+        assert!((2..5).all(|n| seen.contains(&key(n))));
+        assert_eq!(seen.order.len(), 3);
+    }
+}
