@@ -34,6 +34,9 @@ pub enum Mode {
     Ok,
     Status(u16),
     Slow(Duration),
+    /// Accepts the request and never answers, until the mode changes (recorded with
+    /// status 0: nothing was answered).
+    Hang,
 }
 
 /// One request an endpoint received.
@@ -98,7 +101,9 @@ async fn receive(
         Mode::Ok => (200, None),
         Mode::Status(s) => (s, None),
         Mode::Slow(d) => (200, Some(d)),
+        Mode::Hang => (0, None),
     };
+    let hang = matches!(mode, Mode::Hang);
     let h = |k: &str| {
         headers
             .get(k)
@@ -106,6 +111,7 @@ async fn receive(
             .unwrap_or("")
             .to_string()
     };
+    let name_of = name.clone();
     state.hits.lock().unwrap().push(Hit {
         name,
         webhook_id: h("webhook-id"),
@@ -119,6 +125,12 @@ async fn receive(
     // Recorded on arrival, so a request cut off by a crash of the sender still counts.
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
+    }
+    if hang {
+        while matches!(state.modes.lock().unwrap().get(&name_of), Some(Mode::Hang)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        return StatusCode::OK;
     }
     StatusCode::from_u16(status).unwrap()
 }

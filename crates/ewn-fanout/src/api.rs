@@ -208,9 +208,9 @@ async fn login(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response 
         Err(r) => return r,
     };
     match api.core.tokens.check(&login.token) {
-        Some(p @ Principal::Desk { .. }) => {
-            let id = api.core.sessions.create(p);
-            let cookie = api.core.sessions.cookie(&id);
+        Some(Principal::Desk { .. }) => {
+            let value = api.core.sessions.create(&login.token);
+            let cookie = api.core.sessions.cookie(&value);
             (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
         }
         Some(Principal::Admin { .. }) => error(

@@ -4,10 +4,9 @@
 //! Two roles: `admin` manages subscriptions; `desk` is bound to one subscription, reads
 //! its live stream and acknowledges the alerts it may see.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use serde::Deserialize;
@@ -138,6 +137,17 @@ impl Tokens {
             .extend(entries.into_iter().map(|(t, p)| (token_hash(&t), p)));
     }
 
+    /// The principal of a token known by its hash (a session names its token so).
+    pub fn by_hash(&self, h: &[u8; 32]) -> Option<Principal> {
+        let mut found = None;
+        for (hash, p) in &self.entries {
+            if bool::from(hash.ct_eq(h)) {
+                found = Some(p.clone());
+            }
+        }
+        found
+    }
+
     /// The principal of a presented token. Compares against every entry in constant time.
     pub fn check(&self, token: &str) -> Option<Principal> {
         let h = token_hash(token);
@@ -153,49 +163,122 @@ impl Tokens {
 
 pub const COOKIE: &str = "ewn_session";
 
-/// Console sessions, in memory: a restart logs desks out, which is acceptable for a
-/// console and keeps session secrets off disk.
+/// Console sessions: stateless signed cookies, so a request may land on any instance
+/// (`deploy/k8s` runs two) and a restart logs nobody out.
+///
+/// The cookie is `v1.<expiry secs>.<token hash hex>.<nonce hex>.<tag hex>`, the tag an
+/// HMAC-SHA256 under the fan-out key's sessions subkey. It names the token it was minted
+/// from by its SHA-256 (what the tokens file holds anyway), and the caller is looked up
+/// from it on every request: a token removed from the tokens file ends its sessions. A
+/// logout ends the session in the browser and on the instance that served it (a bounded
+/// list of revoked tags, `MAX_REVOKED`); on other instances it lasts until it expires
+/// (`fanout.session_ttl_secs`), the price of holding no session state, written down in
+/// the README.
 pub struct Sessions {
     ttl: Duration,
-    map: Mutex<HashMap<String, (Principal, Instant)>>,
+    key: zeroize::Zeroizing<[u8; 32]>,
+    revoked: Mutex<(
+        std::collections::HashSet<String>,
+        std::collections::VecDeque<String>,
+    )>,
 }
 
+/// Logged-out sessions remembered per instance.
+pub const MAX_REVOKED: usize = 10_000;
+
 impl Sessions {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(key: &crate::keys::FanoutKey, ttl: Duration) -> Self {
         Sessions {
             ttl,
-            map: Mutex::new(HashMap::new()),
+            key: key.subkey(crate::keys::Purpose::Sessions),
+            revoked: Mutex::new(Default::default()),
         }
     }
 
-    pub fn create(&self, p: Principal) -> String {
-        let mut raw = [0u8; 32];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
-        let id = hex::encode(raw);
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        map.retain(|_, (_, at)| now.duration_since(*at) < self.ttl);
-        map.insert(id.clone(), (p, now));
-        id
+    fn tag(&self, body: &str) -> String {
+        let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&*self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        hmac::Mac::update(&mut mac, body.as_bytes());
+        hex::encode(hmac::Mac::finalize(mac).into_bytes())
     }
 
-    pub fn get(&self, id: &str) -> Option<Principal> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(id)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(p, _)| p.clone())
+    fn now_secs() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 
-    pub fn remove(&self, id: &str) {
-        self.map
+    /// A session for the holder of `token` (already checked).
+    pub fn create(&self, token: &str) -> String {
+        let mut nonce = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let body = format!(
+            "v1.{}.{}.{}",
+            Self::now_secs() + self.ttl.as_secs(),
+            hex::encode(token_hash(token)),
+            hex::encode(nonce)
+        );
+        let tag = self.tag(&body);
+        format!("{body}.{tag}")
+    }
+
+    /// The caller a cookie value stands for, if it is genuine, unexpired, not logged out
+    /// here, and its token is still accepted.
+    pub fn get(&self, tokens: &Tokens, value: &str) -> Option<Principal> {
+        if value.len() > 256 {
+            return None;
+        }
+        let (body, tag) = value.rsplit_once('.')?;
+        let expected = self.tag(body);
+        if !bool::from(expected.as_bytes().ct_eq(tag.as_bytes())) {
+            return None;
+        }
+        let mut parts = body.split('.');
+        let (Some("v1"), Some(expiry), Some(hash), Some(_nonce), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        if expiry.parse::<u64>().ok()? <= Self::now_secs() {
+            return None;
+        }
+        if self
+            .revoked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+            .0
+            .contains(tag)
+        {
+            return None;
+        }
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(hash, &mut h).ok()?;
+        tokens.by_hash(&h)
     }
 
-    pub fn cookie(&self, id: &str) -> String {
+    /// Ends a session on this instance (the browser drops the cookie too).
+    pub fn remove(&self, value: &str) {
+        let Some((_, tag)) = value.rsplit_once('.') else {
+            return;
+        };
+        let mut r = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        if r.0.insert(tag.to_string()) {
+            r.1.push_back(tag.to_string());
+            while r.1.len() > MAX_REVOKED {
+                if let Some(old) = r.1.pop_front() {
+                    r.0.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn cookie(&self, value: &str) -> String {
         format!(
-            "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+            "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
             self.ttl.as_secs()
         )
     }
@@ -234,8 +317,8 @@ pub fn authenticate(
     if let Some(t) = bearer(headers) {
         return tokens.check(t).map(|p| (p, Via::Bearer));
     }
-    let id = session_cookie(headers)?;
-    sessions.get(id).map(|p| (p, Via::Cookie))
+    let value = session_cookie(headers)?;
+    sessions.get(tokens, value).map(|p| (p, Via::Cookie))
 }
 
 #[cfg(test)]
@@ -261,6 +344,42 @@ mod tests {
         assert_eq!(t.check("s3cret"), None);
         let bad = Tokens::parse("[[tokens]]\nname='x y'\nrole='desk'\nsha256='zz'\n").unwrap_err();
         assert_eq!(bad.len(), 3, "{bad:?}");
+    }
+
+    #[test]
+    fn sessions_are_signed_expire_end_with_their_token_and_at_logout() {
+        let key = crate::keys::FanoutKey::from_bytes([9; 32]);
+        let tokens = Tokens::from_entries(vec![(
+            "desk-token".into(),
+            Principal::Desk {
+                name: "kg".into(),
+                subscription: "kg-desk".into(),
+            },
+        )]);
+        let a = Sessions::new(&key, Duration::from_secs(60));
+        // Another instance with the same key accepts it: no shared state needed.
+        let b = Sessions::new(&key, Duration::from_secs(60));
+        let v = a.create("desk-token");
+        assert!(matches!(b.get(&tokens, &v), Some(Principal::Desk { .. })));
+        // Any change to it is refused.
+        for i in 0..v.len() {
+            let mut t = v.clone().into_bytes();
+            t[i] = if t[i] == b'0' { b'1' } else { b'0' };
+            if let Ok(t) = String::from_utf8(t) {
+                assert!(a.get(&tokens, &t).is_none(), "byte {i}");
+            }
+        }
+        // Another key's cookie, an expired one, a removed token, a logout.
+        let other = Sessions::new(
+            &crate::keys::FanoutKey::from_bytes([8; 32]),
+            Duration::from_secs(60),
+        );
+        assert!(a.get(&tokens, &other.create("desk-token")).is_none());
+        let expired = Sessions::new(&key, Duration::from_secs(0));
+        assert!(a.get(&tokens, &expired.create("desk-token")).is_none());
+        assert!(a.get(&Tokens::default(), &v).is_none());
+        a.remove(&v);
+        assert!(a.get(&tokens, &v).is_none());
     }
 
     #[test]

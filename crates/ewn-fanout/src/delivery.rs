@@ -226,6 +226,48 @@ pub(crate) async fn pause(core: &Core, d: Duration) -> bool {
     }
 }
 
+/// A receipt to write (again).
+pub(crate) struct PendingReceipt {
+    key: String,
+    value: Arc<[u8]>,
+    seen: DeliveryKey,
+    ticket: Arc<Ticket>,
+    /// When it first failed.
+    failing_since: Option<Instant>,
+}
+
+/// How long receipts may keep failing before `/healthz` says so.
+const RECEIPT_HEALTH_GRACE: Duration = Duration::from_secs(10);
+
+/// Writes again the receipts the broker did not confirm, every half second; beats the
+/// `receipts` health part unless one has been failing longer than `RECEIPT_HEALTH_GRACE`.
+pub(crate) async fn receipt_loop(core: Arc<Core>) {
+    loop {
+        let failed: Vec<PendingReceipt> = core
+            .failed_receipts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        let oldest = failed.iter().filter_map(|r| r.failing_since).min();
+        core.metrics.receipts_failing.set(failed.len() as i64);
+        if oldest.is_none_or(|t| t.elapsed() < RECEIPT_HEALTH_GRACE) {
+            core.health.beat("receipts");
+        } else {
+            tracing::error!(
+                receipts = failed.len(),
+                "receipts cannot be written; deliveries stay uncommitted"
+            );
+        }
+        for r in failed {
+            core.write_receipt(r);
+        }
+        if !pause(&core, Duration::from_millis(500)).await {
+            return;
+        }
+    }
+}
+
 /// One webhook endpoint on the live path: its alerts one at a time, in the order they
 /// were read. Each gets one attempt here; a delivery that fails or hangs (past
 /// `fanout.webhook.timeout_ms`) is parked on `<prefix>retries` and retried from there, so
@@ -660,12 +702,36 @@ impl Core {
                 return;
             }
         };
+        self.write_receipt(PendingReceipt {
+            key: receipt.alert_id,
+            value: value.into(),
+            seen,
+            ticket,
+            failing_since: None,
+        });
+    }
+
+    /// Produces a receipt; its delivery's hold is released once the broker confirms it.
+    /// One the broker refuses (or cannot take) goes to the receipt retry queue, retried
+    /// until written: the alert stays uncommitted meanwhile, and `/healthz` fails while a
+    /// receipt has been failing for longer than `RECEIPT_HEALTH_GRACE`.
+    pub(crate) fn write_receipt(self: &Arc<Self>, r: PendingReceipt) {
         let core = self.clone();
+        let retry = PendingReceipt {
+            key: r.key.clone(),
+            value: r.value.clone(),
+            seen: r.seen.clone(),
+            ticket: r.ticket.clone(),
+            failing_since: Some(r.failing_since.unwrap_or_else(Instant::now)),
+        };
+        let (seen, ticket) = (r.seen, r.ticket);
+        let again = Arc::new(Mutex::new(Some(retry)));
+        let on_error = again.clone();
         let result = self.produce(
             &self.topics.deliveries(),
-            &receipt.alert_id,
-            Some(&value),
-            Box::new(move |r| match r {
+            &r.key,
+            Some(&r.value),
+            Box::new(move |outcome| match outcome {
                 Ok(_) => {
                     core.receipts
                         .lock()
@@ -674,14 +740,24 @@ impl Core {
                     ticket.release();
                 }
                 Err(e) => {
-                    // Not released: the alert stays uncommitted and a restart re-delivers
-                    // it (same webhook-id) and writes the receipt again.
-                    tracing::error!(error = %e, "receipt not confirmed by the broker");
+                    tracing::error!(error = %e, "receipt not confirmed by the broker; will retry");
+                    if let Some(r) = again.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        core.failed_receipts
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_back(r);
+                    }
                 }
             }),
         );
         if let Err(e) = result {
-            tracing::error!(error = %e, "cannot queue a receipt; the alert stays uncommitted");
+            tracing::error!(error = %e, "cannot queue a receipt; will retry");
+            if let Some(r) = on_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                self.failed_receipts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(r);
+            }
         }
     }
 

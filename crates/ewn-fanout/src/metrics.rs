@@ -32,6 +32,7 @@ pub struct FanoutMetrics {
     pub retry_refused: IntCounterVec,
     pub retry_pending: IntGauge,
     pub retry_done: IntCounter,
+    pub receipts_failing: IntGauge,
     pub escalations_pending: IntGauge,
 }
 
@@ -158,6 +159,10 @@ impl FanoutMetrics {
             escalations_pending: m.gauge(
                 "ewn_fanout_escalations_pending",
                 "escalation steps armed and not yet due",
+            )?,
+            receipts_failing: m.gauge(
+                "ewn_fanout_receipts_failing",
+                "delivery receipts the broker did not confirm, being written again",
             )?,
             retry_done: m.counter(
                 "ewn_fanout_retries_settled_total",

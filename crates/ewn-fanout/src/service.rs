@@ -34,7 +34,7 @@ use prometheus::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{Sessions, Tokens};
-use crate::delivery::{DeliveryKey, Job, Seen, Ticket, Work};
+use crate::delivery::{DeliveryKey, Job, PendingReceipt, Seen, Ticket, Work, receipt_loop};
 use crate::error::{Error, Result};
 use crate::escalation::{Scheduler, SystemClock, escalation_loop};
 use crate::index::AlertIndex;
@@ -147,6 +147,8 @@ pub(crate) struct Core {
     pub receipts: Mutex<Seen>,
     /// Deliveries this instance parked on `<prefix>retries`, and when, until their receipt.
     pub parked: Mutex<HashMap<DeliveryKey, Instant>>,
+    /// Receipts the broker did not confirm, to write again.
+    pub failed_receipts: Mutex<std::collections::VecDeque<PendingReceipt>>,
     pub shutdown: Arc<AtomicBool>,
     pub stop: watch::Receiver<bool>,
     pub runtime: tokio::runtime::Handle,
@@ -647,16 +649,17 @@ pub async fn start(
         index: AlertIndex::new(config.fanout.index.max_messages),
         index_ready: AtomicBool::new(false),
         ids: RedactedIds::new(&key),
-        key,
         metrics,
         tokens,
-        sessions: Sessions::new(Duration::from_secs(config.fanout.session_ttl_secs)),
+        sessions: Sessions::new(&key, Duration::from_secs(config.fanout.session_ttl_secs)),
+        key,
         producer,
         callbacks,
         client,
         endpoints: Mutex::new(HashMap::new()),
         escalation: Scheduler::new(config.fanout.index.max_messages, Arc::new(SystemClock)),
         parked: Mutex::new(HashMap::new()),
+        failed_receipts: Mutex::new(std::collections::VecDeque::new()),
         receipts: Mutex::new(Seen::new(
             (config.fanout.receipts_lookback.max(1) as usize)
                 .saturating_mul(config.kafka.partitions.max(1) as usize),
@@ -697,10 +700,11 @@ pub async fn start(
     }
     seed(&core).await?;
 
-    let (api, server) = ewn_ops::http::serve(
+    let (api, server) = ewn_ops::http::serve_with(
         core.config.fanout.listen,
         crate::api::router(core.clone()),
         stopped(core.stop.clone()),
+        core.config.fanout.http.clone(),
     )
     .await
     .map_err(|e| {
@@ -731,6 +735,7 @@ pub async fn start(
             }));
         }
         let escalation = tokio::spawn(escalation_loop(core.clone()));
+        let receipts = tokio::spawn(receipt_loop(core.clone()));
         // Turns the shared flag into a wake-up for every sleeping task and stream.
         let watcher = {
             let core = core.clone();
@@ -754,6 +759,7 @@ pub async fn start(
         }
         let _ = watcher.await;
         let _ = escalation.await;
+        let _ = receipts.await;
         let _ = server.await;
         // Dropping the queues ends the endpoint tasks, which hold the core (and with it the
         // producer's connection) alive.

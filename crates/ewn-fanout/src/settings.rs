@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ewn_model::{Category, Channel, EscalationStep, Format, Level, Subscription, Tlp};
-use ewn_ops::http::AdminSettings;
+use ewn_ops::http::{AdminSettings, HttpLimits};
 use serde::{Deserialize, Serialize};
 
 use crate::webhook::WebhookSecret;
@@ -18,6 +18,8 @@ pub struct FanoutSettings {
     pub listen: SocketAddr,
     /// `/metrics` and `/healthz`.
     pub admin: AdminSettings,
+    /// Limits of the desk-facing API's HTTP server.
+    pub http: HttpLimits,
     /// Consumer group; empty: `<topic_prefix>fanout`. Instances sharing it share the work.
     pub group_id: String,
     /// Name of this instance in logs; empty: `fanout-<pid>`.
@@ -54,6 +56,7 @@ impl Default for FanoutSettings {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9102)),
                 metrics_token_file: None,
             },
+            http: HttpLimits::default(),
             group_id: String::new(),
             instance_id: String::new(),
             sender: "ewn@rcc.ewn.invalid".into(),
@@ -179,6 +182,7 @@ impl FanoutSettings {
         if self.stream.buffer_alerts == 0 {
             p.push("fanout.stream.buffer_alerts: must be at least 1".into());
         }
+        p.extend(self.http.problems("fanout.http"));
         if self.index.max_messages == 0 {
             p.push("fanout.index.max_messages: must be at least 1".into());
         }

@@ -86,19 +86,109 @@ pub fn router(registry: Registry, health: Arc<Health>, token: Option<String>) ->
         })
 }
 
-/// Binds `addr` and serves `router` until `shutdown` resolves. Returns the bound address
-/// (useful with port 0) and the server task.
+/// What one HTTP server bears: a client that sends its request head too slowly is cut
+/// off (slow-loris), and connections beyond the bound wait in the kernel's backlog rather
+/// than costing a task each.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// Time to receive a request's head (line and headers), per request.
+    pub header_read_timeout_ms: u64,
+    /// Time to receive a request's body, per request (a stalled upload ends with 408).
+    pub body_read_timeout_ms: u64,
+    /// Open connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            max_connections: 1_024,
+        }
+    }
+}
+
+impl HttpLimits {
+    pub fn problems(&self, at: &str) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.header_read_timeout_ms == 0 {
+            p.push(format!("{at}.header_read_timeout_ms: must be positive"));
+        }
+        if self.body_read_timeout_ms == 0 {
+            p.push(format!("{at}.body_read_timeout_ms: must be positive"));
+        }
+        if self.max_connections == 0 {
+            p.push(format!("{at}.max_connections: must be at least 1"));
+        }
+        p
+    }
+}
+
+/// Binds `addr` and serves `router` with the default [`HttpLimits`] until `shutdown`
+/// resolves. Returns the bound address (useful with port 0) and the server task.
 pub async fn serve(
     addr: SocketAddr,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    serve_with(addr, router, shutdown, HttpLimits::default()).await
+}
+
+/// [`serve`] with explicit limits. On shutdown it stops accepting and gives open
+/// connections (live streams end with the service) five seconds to finish.
+pub async fn serve_with(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    limits: HttpLimits,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        Duration::from_millis(limits.body_read_timeout_ms.max(1)),
+    ));
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+        let header_timeout = Duration::from_millis(limits.header_read_timeout_ms.max(1));
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = &mut shutdown => break,
+            };
+            let stream = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router.clone());
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                // A client going away mid-request is its business, not an error here.
+                let _ = conn.await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+        Ok(())
     });
     Ok((bound, task))
 }
@@ -145,5 +235,45 @@ async fn healthz(State(state): State<AppState>) -> Response {
             format!("stalled: {}\n", stale.join(", ")),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+        let limits = HttpLimits {
+            header_read_timeout_ms: 200,
+            ..HttpLimits::default()
+        };
+        let router = Router::new().route("/", get(|| async { "ok" }));
+        let (addr, _task) = serve_with(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            router,
+            std::future::pending(),
+            limits,
+        )
+        .await
+        .unwrap();
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        // The server closes the connection (possibly after a 408) instead of waiting;
+        // the deadline here is generous, the server's is 200 ms.
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection still open after 20 s");
+        // A well-behaved client is served meanwhile.
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        ok.read_to_string(&mut body).await.unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     }
 }
