@@ -80,6 +80,16 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "ewn_fanout_stream_clients": ("gauge", {"agency"}),
     "ewn_fanout_withheld_total": ("counter", {"tlp"}),
     "ewn_fanout_end_to_end_seconds": ("histogram", set()),
+    "ewn_fanout_index_messages": ("gauge", set()),
+    "ewn_fanout_index_episodes": ("gauge", set()),
+    "ewn_fanout_index_evicted_episodes_total": ("counter", set()),
+    "ewn_fanout_orphan_messages_total": ("counter", set()),
+    "ewn_fanout_parked_deliveries_total": ("counter", {"agency"}),
+    "ewn_fanout_retry_records_refused_total": ("counter", {"reason"}),
+    "ewn_fanout_retry_pending": ("gauge", set()),
+    "ewn_fanout_retries_settled_total": ("counter", set()),
+    "ewn_fanout_receipts_failing": ("gauge", set()),
+    "ewn_fanout_escalations_pending": ("gauge", set()),
     # Kafka client (librdkafka statistics); client = the role name
     "ewn_kafka_consumer_lag_messages": ("gauge", {"client", "topic", "partition"}),
     "ewn_kafka_queue_messages": ("gauge", {"client"}),
@@ -110,6 +120,7 @@ CLOSED: dict[tuple[str, str], set[str]] = {
     ("ewn_fanout_delivery_retries_total", "channel"): CHANNELS,
     ("ewn_fanout_delivery_seconds", "channel"): CHANNELS,
     ("ewn_fanout_withheld_total", "tlp"): {"CLEAR", "GREEN", "AMBER", "AMBER_STRICT", "RED"},
+    ("ewn_fanout_retry_records_refused_total", "reason"): {"undecodable", "unauthenticated", "bad_alert"},
 }
 HIST_SUFFIXES = ("_bucket", "_sum", "_count")
 
