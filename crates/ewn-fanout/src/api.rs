@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -130,6 +131,52 @@ fn caller(api: &Api, headers: &HeaderMap, changes: bool) -> Result<(Principal, V
     Ok((p, via))
 }
 
+/// A request that changes something: anything but GET and HEAD.
+fn changes(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD)
+}
+
+/// Any authenticated caller (extractor).
+struct Caller(Principal);
+
+impl FromRequestParts<Arc<Api>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Response> {
+        caller(api, &parts.headers, changes(&parts.method)).map(|(p, _)| Caller(p))
+    }
+}
+
+/// An admin caller (extractor): its name.
+struct AdminCaller(String);
+
+impl FromRequestParts<Arc<Api>> for AdminCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Response> {
+        admin(api, &parts.headers, changes(&parts.method)).map(AdminCaller)
+    }
+}
+
+/// A desk caller and its subscription as it stands now (extractor).
+struct DeskCaller {
+    name: String,
+    sub: Arc<Subscription>,
+    via: Via,
+}
+
+impl FromRequestParts<Arc<Api>> for DeskCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Response> {
+        desk(api, &parts.headers, changes(&parts.method)).map(|(name, sub, via)| DeskCaller {
+            name,
+            sub,
+            via,
+        })
+    }
+}
+
 fn admin(api: &Api, headers: &HeaderMap, changes: bool) -> Result<String, Response> {
     match caller(api, headers, changes)? {
         (Principal::Admin { name }, _) => Ok(name),
@@ -238,13 +285,12 @@ async fn logout(State(api): Shared, headers: HeaderMap) -> Response {
         .into_response()
 }
 
-async fn me(State(api): Shared, headers: HeaderMap) -> Response {
-    match caller(&api, &headers, false) {
-        Err(r) => r,
-        Ok((Principal::Admin { name }, _)) => {
+async fn me(State(api): Shared, Caller(principal): Caller) -> Response {
+    match principal {
+        Principal::Admin { name } => {
             axum::Json(json!({ "name": name, "role": "admin" })).into_response()
         }
-        Ok((Principal::Desk { name, subscription }, _)) => {
+        Principal::Desk { name, subscription } => {
             let sub = api.core.subs.get(&subscription);
             axum::Json(json!({
                 "name": name,
@@ -271,14 +317,10 @@ fn bounded_text(s: &str, max: usize) -> bool {
 
 async fn ack(
     State(api): Shared,
+    DeskCaller { name, sub, via }: DeskCaller,
     Path(alert_id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (name, sub, via) = match desk(&api, &headers, true) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
     let body: AckBody = if body.is_empty() {
         AckBody::default()
     } else {
@@ -381,11 +423,11 @@ async fn record_ack(
 
 /// `POST /api/v1/cap`: a CAP 1.2 `Ack` from a desk's warning system (bearer token only:
 /// machine to machine). Every referenced alert is acknowledged, or none is.
-async fn cap_ack(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let (name, sub, via) = match desk(&api, &headers, false) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+async fn cap_ack(
+    State(api): Shared,
+    DeskCaller { name, sub, via }: DeskCaller,
+    body: Bytes,
+) -> Response {
     if via != Via::Bearer {
         return error(
             StatusCode::FORBIDDEN,
@@ -452,11 +494,12 @@ impl Drop for Slot {
     }
 }
 
-async fn stream(State(api): Shared, headers: HeaderMap, Query(q): Query<StreamQuery>) -> Response {
-    let (_, sub, _) = match desk(&api, &headers, false) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+async fn stream(
+    State(api): Shared,
+    DeskCaller { sub, .. }: DeskCaller,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Response {
     let cursor = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -568,10 +611,7 @@ async fn feed(
     }
 }
 
-async fn list_subscriptions(State(api): Shared, headers: HeaderMap) -> Response {
-    if let Err(r) = admin(&api, &headers, false) {
-        return r;
-    }
+async fn list_subscriptions(State(api): Shared, _admin: AdminCaller) -> Response {
     let subs = api.core.subs.snapshot();
     let views: Vec<SubscriptionView<'_>> =
         subs.iter().map(|s| SubscriptionView::from(&**s)).collect();
@@ -580,22 +620,20 @@ async fn list_subscriptions(State(api): Shared, headers: HeaderMap) -> Response 
 
 async fn get_subscription(
     State(api): Shared,
+    _admin: AdminCaller,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admin(&api, &headers, false) {
-        return r;
-    }
     match api.core.subs.get(&id) {
         Some(s) => axum::Json(SubscriptionView::from(&*s)).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such subscription"),
     }
 }
 
-async fn create_subscription(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = admin(&api, &headers, true) {
-        return r;
-    }
+async fn create_subscription(
+    State(api): Shared,
+    AdminCaller(admin): AdminCaller,
+    body: Bytes,
+) -> Response {
     let config: SubscriptionConfig = match parse_json(&body) {
         Ok(c) => c,
         Err(r) => return r,
@@ -606,18 +644,15 @@ async fn create_subscription(State(api): Shared, headers: HeaderMap, body: Bytes
             "a subscription with this id exists; use PUT to replace it",
         );
     }
-    store(&api, config, StatusCode::CREATED).await
+    store(&api, &admin, config, StatusCode::CREATED).await
 }
 
 async fn put_subscription(
     State(api): Shared,
+    AdminCaller(admin): AdminCaller,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admin(&api, &headers, true) {
-        return r;
-    }
     let mut config: SubscriptionConfig = match parse_json(&body) {
         Ok(c) => c,
         Err(r) => return r,
@@ -639,10 +674,10 @@ async fn put_subscription(
     } else {
         StatusCode::CREATED
     };
-    store(&api, config, status).await
+    store(&api, &admin, config, status).await
 }
 
-async fn store(api: &Api, config: SubscriptionConfig, status: StatusCode) -> Response {
+async fn store(api: &Api, admin: &str, config: SubscriptionConfig, status: StatusCode) -> Response {
     if config
         .webhook
         .as_ref()
@@ -672,21 +707,19 @@ async fn store(api: &Api, config: SubscriptionConfig, status: StatusCode) -> Res
             "the subscription could not be stored; retry",
         );
     }
-    tracing::info!(subscription = %record.id, "subscription stored");
+    tracing::info!(subscription = %record.id, admin, "subscription stored");
     (status, axum::Json(SubscriptionView::from(&record))).into_response()
 }
 
 async fn delete_subscription(
     State(api): Shared,
+    AdminCaller(admin): AdminCaller,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admin(&api, &headers, true) {
-        return r;
-    }
     if !is_name(&id) || api.core.subs.get(&id).is_none() {
         return error(StatusCode::NOT_FOUND, "no such subscription");
     }
+    tracing::info!(subscription = %id, admin, "subscription deleted");
     if let Err(e) = api.core.delete_subscription(&id).await {
         tracing::error!(error = %e, "subscription not deleted");
         return error(
