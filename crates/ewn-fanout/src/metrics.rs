@@ -24,6 +24,7 @@ pub struct FanoutMetrics {
     pub subscriptions: IntGauge,
     pub skipped_replays: IntCounter,
     pub undecodable: IntCounterVec,
+    pub subscription_records_refused: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -36,7 +37,17 @@ const ACK_BUCKETS: &[f64] = &[
 impl FanoutMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
         let m = ewn_ops::metrics::Registrar(r);
+        let subscription_records_refused = m.counter_vec(
+            "ewn_fanout_subscription_records_refused_total",
+            "records of the subscriptions topic not applied: unsealed, forged, malformed, \
+             wrong_id, secret (does not open) or tombstone (for a subscription in force)",
+            &["reason"],
+        )?;
+        for r in crate::sealed::Refused::ALL {
+            subscription_records_refused.with_label_values(&[r.label()]);
+        }
         Ok(FanoutMetrics {
+            subscription_records_refused,
             alerts: m.counter_vec(
                 "ewn_fanout_alerts_total",
                 "alert records read, by message type",
