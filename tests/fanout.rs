@@ -842,6 +842,12 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
     let hooks = Hooks::start();
     hooks.set("slow", Mode::Slow(Duration::from_millis(250)));
     let config = net.dir.path().join("fanout.toml");
+    let key_file = net.dir.path().join("fanout.key");
+    ewn_trust::secret::write_secret(
+        &key_file,
+        &ewn_fanout::keys::FanoutKey::generate().to_file_text(),
+    )
+    .unwrap();
     let subscription = |id: &str| {
         format!(
             "[[subscriptions]]\nid = \"{id}\"\nagency = \"KZ-KNB\"\nclearance = \"AMBER\"\nwebhook = {{ url = \"{}\", secret = \"{}\" }}\n",
@@ -852,9 +858,11 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
     ewn_testkit::write_file(
         &config,
         &format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\n\n[fanout]\nlisten = \"127.0.0.1:0\"\n\n[fanout.admin]\nlisten = \"127.0.0.1:0\"\n\n[fanout.webhook]\ninitial_backoff_ms = 100\nmax_backoff_ms = 1000\n\n{}\n{}",
+            "[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\n\n[fanout]\nlisten = \"127.0.0.1:0\"\n\n[fanout.admin]\nlisten = \"127.0.0.1:0\"\n\nkey_file = \"{}\"\n\n[fanout.webhook]\ninitial_backoff_ms = 100\nmax_backoff_ms = 1000\n{}\n{}\n{}",
             net.settings.brokers,
             net.prefix,
+            key_file.display(),
+            LOOPBACK_WEBHOOKS_TOML,
             subscription("slow"),
             subscription("fast"),
         ),
