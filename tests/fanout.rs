@@ -1106,9 +1106,8 @@ fn forged_subscription_records_are_refused_and_no_secret_is_on_the_topic() {
     };
     let plain = ewn_model::AvroRecord::to_avro(&forged("plain")).unwrap();
     net.send(&topic, b"plain", &plain);
-    let other_key = ewn_fanout::sealed::SealKey::new(&ewn_fanout::keys::FanoutKey::from_bytes(
-        [9; 32],
-    ));
+    let other_key =
+        ewn_fanout::sealed::SealKey::new(&ewn_fanout::keys::FanoutKey::from_bytes([9; 32]));
     let wrong_key = ewn_fanout::sealed::seal(&forged("wrong-key"), &other_key).unwrap();
     net.send(&topic, b"wrong-key", &wrong_key);
     // A genuine record, raised to RED by flipping a byte: refused as forged.
@@ -1128,10 +1127,15 @@ fn forged_subscription_records_are_refused_and_no_secret_is_on_the_topic() {
             &format!("reason=\"{reason}\""),
         )
     };
-    wait_until("the forged records counted", Duration::from_secs(30), || {
-        refused("unsealed") == 1.0 && refused("forged") == 2.0 && refused("tombstone") == 1.0
-    });
-    assert_eq!(refused("malformed") + refused("secret") + refused("wrong_id"), 0.0);
+    wait_until(
+        "the forged records counted",
+        Duration::from_secs(30),
+        || refused("unsealed") == 1.0 && refused("forged") == 2.0 && refused("tombstone") == 1.0,
+    );
+    assert_eq!(
+        refused("malformed") + refused("secret") + refused("wrong_id"),
+        0.0
+    );
     let ids: Vec<String> = client
         .get(fanout.url("/api/v1/subscriptions"))
         .bearer_auth(ADMIN_TOKEN)
@@ -1169,7 +1173,10 @@ fn forged_subscription_records_are_refused_and_no_secret_is_on_the_topic() {
         let secret = secret_of(id);
         let key_b64 = secret.strip_prefix("whsec_").unwrap();
         // (The forged plain record carries its own secret in clear: it is not ours.)
-        for (key, value) in raw_records(&net, &topic).into_iter().filter(|(k, _)| k != b"plain") {
+        for (key, value) in raw_records(&net, &topic)
+            .into_iter()
+            .filter(|(k, _)| k != b"plain")
+        {
             let value = value.unwrap_or_default();
             for needle in [secret.as_bytes(), key_b64.as_bytes(), b"whsec_"] {
                 assert!(

@@ -185,7 +185,10 @@ impl DestinationPolicy {
     pub fn check_url(&self, url: &str) -> Result<(), String> {
         let u = reqwest::Url::parse(url).map_err(|_| "not a URL".to_string())?;
         // As the URL parser normalises it: IPv4 in dotted decimal, IPv6 in brackets.
-        let written = u.host_str().ok_or("the URL has no host")?.to_ascii_lowercase();
+        let written = u
+            .host_str()
+            .ok_or("the URL has no host")?
+            .to_ascii_lowercase();
         match u.scheme() {
             "https" => {}
             "http" if self.http_hosts.contains(&written) => {}
@@ -251,9 +254,8 @@ impl reqwest::dns::Resolve for PolicyResolver {
         let policy = self.policy.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refused = None;
             let allowed: Vec<SocketAddr> = found
                 .into_iter()
@@ -350,7 +352,10 @@ mod tests {
         let p = policy(&[], &["127.0.0.1/32", "10.20.0.0/16", "fd00::/8"]);
         assert!(p.check_ip(ip("127.0.0.1")).is_ok());
         assert!(p.check_ip(ip("::ffff:127.0.0.1")).is_ok());
-        assert_eq!(p.check_ip(ip("::ffff:127.0.0.2")), Err(AddressClass::Loopback));
+        assert_eq!(
+            p.check_ip(ip("::ffff:127.0.0.2")),
+            Err(AddressClass::Loopback)
+        );
         assert_eq!(p.check_ip(ip("127.0.0.2")), Err(AddressClass::Loopback));
         assert!(p.check_ip(ip("10.20.3.4")).is_ok());
         assert_eq!(p.check_ip(ip("10.21.0.1")), Err(AddressClass::Private));
@@ -375,11 +380,27 @@ mod tests {
     fn the_scheme_rule() {
         let p = DestinationPolicy::default();
         assert!(p.check_url("https://desk.example/hook").is_ok());
-        assert!(p.check_url("http://desk.example/hook").unwrap_err().contains("https"));
+        assert!(
+            p.check_url("http://desk.example/hook")
+                .unwrap_err()
+                .contains("https")
+        );
         assert!(p.check_url("ftp://desk.example/").is_err());
-        assert!(p.check_url("https://127.0.0.1/").unwrap_err().contains("loopback"));
-        assert!(p.check_url("https://[::1]:8443/").unwrap_err().contains("loopback"));
-        assert!(p.check_url("https://localhost/").unwrap_err().contains("loopback"));
+        assert!(
+            p.check_url("https://127.0.0.1/")
+                .unwrap_err()
+                .contains("loopback")
+        );
+        assert!(
+            p.check_url("https://[::1]:8443/")
+                .unwrap_err()
+                .contains("loopback")
+        );
+        assert!(
+            p.check_url("https://localhost/")
+                .unwrap_err()
+                .contains("loopback")
+        );
         assert!(
             p.check_url("https://169.254.169.254/latest/meta-data/")
                 .unwrap_err()

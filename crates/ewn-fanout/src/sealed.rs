@@ -215,7 +215,7 @@ impl SealKey {
 /// What an authentic record says.
 #[derive(Debug, PartialEq)]
 pub enum Opened {
-    Subscription(Subscription),
+    Subscription(Box<Subscription>),
     Deleted { at: i64 },
 }
 
@@ -278,7 +278,7 @@ pub fn open(record_key: &[u8], value: &[u8], key: &SealKey) -> Result<Opened, Re
             if let Some(sealed) = sub.webhook_secret.take() {
                 sub.webhook_secret = Some(key.open_secret(id, &sealed).ok_or(Refused::Secret)?);
             }
-            Ok(Opened::Subscription(sub))
+            Ok(Opened::Subscription(Box::new(sub)))
         }
         KIND_DELETION => {
             let at = <[u8; 8]>::try_from(body).map_err(|_| Refused::Malformed)?;
@@ -307,7 +307,7 @@ pub fn apply(
     };
     let id = std::str::from_utf8(record_key).map_err(|_| Refused::WrongId);
     match open(record_key, value, key)? {
-        Opened::Subscription(sub) => set.apply(&sub.id.clone(), Some(sub)),
+        Opened::Subscription(sub) => set.apply(&sub.id.clone(), Some(*sub)),
         Opened::Deleted { at } => set.delete(id?, at),
     }
     Ok(())
@@ -357,7 +357,10 @@ mod tests {
         let value = seal(&sub("s1"), &k).unwrap();
         assert!(!contains(&value, SECRET.as_bytes()));
         assert!(!contains(&value, &SECRET.as_bytes()[6..]));
-        assert_eq!(open(b"s1", &value, &k), Ok(Opened::Subscription(sub("s1"))));
+        assert_eq!(
+            open(b"s1", &value, &k),
+            Ok(Opened::Subscription(Box::new(sub("s1"))))
+        );
         // The body is the plain single-object Avro of the record as sealed.
         let body = body(&value).unwrap();
         let wire = Subscription::from_avro(body).unwrap();
@@ -370,7 +373,7 @@ mod tests {
         };
         assert_eq!(
             open(b"s2", &seal(&none, &k).unwrap(), &k),
-            Ok(Opened::Subscription(none))
+            Ok(Opened::Subscription(Box::new(none)))
         );
     }
 
@@ -382,7 +385,10 @@ mod tests {
                 for flip in [0x01, 0x80] {
                     let mut v = value.clone();
                     v[i] ^= flip;
-                    assert!(open(b"s1", &v, &k).is_err(), "byte {i} ^ {flip:#x} accepted");
+                    assert!(
+                        open(b"s1", &v, &k).is_err(),
+                        "byte {i} ^ {flip:#x} accepted"
+                    );
                 }
             }
             assert!(open(b"s1", &value[..value.len() - 1], &k).is_err());

@@ -965,7 +965,12 @@ fn tail_loop(core: &Arc<Core>, ready: &mut Option<std::sync::mpsc::Sender<()>>) 
                 if let Err(why) = crate::sealed::apply(&core.subs, r.key, r.value, &core.seal) {
                     let m = &core.metrics.subscription_records_refused;
                     m.with_label_values(&[why.label()]).inc();
-                    tracing::warn!(reason = why.label(), partition = r.partition, offset = r.offset, "subscription record refused");
+                    tracing::warn!(
+                        reason = why.label(),
+                        partition = r.partition,
+                        offset = r.offset,
+                        "subscription record refused"
+                    );
                 }
                 core.metrics.subscriptions.set(core.subs.len() as i64);
             } else if r.topic == acks_topic {

@@ -503,7 +503,10 @@ webhook = { url = "http://127.0.0.1:9999/hook", secret = "whsec_MfKQ9r8GKYqrTwjU
         let p = s
             .problems("subscriptions[0]", &WebhookSettings::default())
             .join("\n");
-        assert!(p.contains("subscriptions[0].webhook.url: http is allowed only"), "{p}");
+        assert!(
+            p.contains("subscriptions[0].webhook.url: http is allowed only"),
+            "{p}"
+        );
         let s = SubscriptionConfig {
             webhook: Some(WebhookConfig {
                 url: "https://127.0.0.1:9999/hook".into(),
@@ -514,7 +517,10 @@ webhook = { url = "http://127.0.0.1:9999/hook", secret = "whsec_MfKQ9r8GKYqrTwjU
         let p = s
             .problems("subscriptions[0]", &WebhookSettings::default())
             .join("\n");
-        assert!(p.contains("subscriptions[0].webhook.url: `127.0.0.1` is a loopback"), "{p}");
+        assert!(
+            p.contains("subscriptions[0].webhook.url: `127.0.0.1` is a loopback"),
+            "{p}"
+        );
         let r = s.to_record(1).unwrap();
         assert_eq!(r.channel, Channel::Webhook);
         assert_eq!(r.format, Format::Json);
