@@ -858,7 +858,7 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
     ewn_testkit::write_file(
         &config,
         &format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\n\n[fanout]\nlisten = \"127.0.0.1:0\"\n\n[fanout.admin]\nlisten = \"127.0.0.1:0\"\n\nkey_file = \"{}\"\n\n[fanout.webhook]\ninitial_backoff_ms = 100\nmax_backoff_ms = 1000\n{}\n{}\n{}",
+            "[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\n\n[fanout]\nlisten = \"127.0.0.1:0\"\nkey_file = \"{}\"\n\n[fanout.admin]\nlisten = \"127.0.0.1:0\"\n\n[fanout.webhook]\ninitial_backoff_ms = 100\nmax_backoff_ms = 1000\n{}\n{}\n{}",
             net.settings.brokers,
             net.prefix,
             key_file.display(),

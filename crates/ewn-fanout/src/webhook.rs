@@ -231,6 +231,36 @@ mod tests {
         assert_eq!(format!("{s:?}"), "WebhookSecret(..)");
     }
 
+    #[tokio::test]
+    async fn a_refused_destination_is_not_contacted() {
+        let c = client(&WebhookSettings::default()).unwrap();
+        let secret = WebhookSecret::parse(&WebhookSecret::generate()).unwrap();
+        for url in [
+            "https://127.0.0.1:1/hook",
+            "https://[::ffff:169.254.169.254]/",
+            "http://desk.example/hook",
+        ] {
+            let (outcome, _) = attempt(
+                &c,
+                url,
+                &secret,
+                "msg_1",
+                "text/plain",
+                b"x",
+                Duration::from_secs(1),
+            )
+            .await;
+            assert_eq!(
+                outcome,
+                Attempt::Failed {
+                    status: None,
+                    error: "destination refused by the policy".into()
+                },
+                "{url}"
+            );
+        }
+    }
+
     #[test]
     fn backoff_grows_and_stays_capped() {
         let (i, m) = (Duration::from_millis(100), Duration::from_secs(5));
