@@ -1168,6 +1168,35 @@ fn forged_subscription_records_are_refused_and_no_secret_is_on_the_topic() {
     assert_eq!(r.status(), 204);
     fanout.stop();
 
+    // `ewn tail` shows the sealed records (unverified), their secrets still sealed.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ewn"))
+        .args([
+            "tail",
+            "--topic",
+            "subscriptions",
+            "--offset",
+            "beginning",
+            "--exit-at-end",
+        ])
+        .args(["--timeout-secs", "60", "--brokers", &net.settings.brokers])
+        .args(["--topic-prefix", &net.prefix])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<serde_json::Value>()
+        .map(|v| v.unwrap())
+        .collect();
+    let real = shown
+        .iter()
+        .find(|l| l["value"]["id"] == "real" && l["sealed"] == true)
+        .unwrap_or_else(|| panic!("{shown:?}"));
+    assert_eq!(real["schema"], "Subscription");
+
     // What the fan-out wrote holds no secret, in any encoding a reader might try.
     for id in ["real", "api-made"] {
         let secret = secret_of(id);
