@@ -164,7 +164,13 @@ fn plain_posts(urls: &[String], body: &[u8], per_endpoint: usize) -> (f64, f64, 
         .enable_all()
         .build()
         .unwrap();
-    let client = webhook::client("ewn-bench").unwrap();
+    let client = webhook::client(&common::hooks::loopback_webhooks(
+        ewn_fanout::settings::WebhookSettings {
+            user_agent: "ewn-bench".into(),
+            ..Default::default()
+        },
+    ))
+    .unwrap();
     let secret = WebhookSecret::parse(&WebhookSecret::generate()).unwrap();
     let body: Arc<[u8]> = body.into();
     let started = Instant::now();
@@ -242,6 +248,7 @@ fn start_fanout(
         fanout: FanoutSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
             batch_max,
+            webhook: common::hooks::loopback_webhooks(Default::default()),
             ..FanoutSettings::default()
         },
         subscriptions: subs,

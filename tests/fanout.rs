@@ -925,10 +925,11 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
     ewn_testkit::write_file(
         &config,
         &format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\n\n[fanout]\nlisten = \"127.0.0.1:0\"\nkey_file = \"{}\"\n\n[fanout.admin]\nlisten = \"127.0.0.1:0\"\n\n[fanout.webhook]\ninitial_backoff_ms = 100\nmax_backoff_ms = 1000\n\n{}\n{}",
+            "[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\n\n[fanout]\nlisten = \"127.0.0.1:0\"\nkey_file = \"{}\"\n\n[fanout.admin]\nlisten = \"127.0.0.1:0\"\n\n[fanout.webhook]\ninitial_backoff_ms = 100\nmax_backoff_ms = 1000\n{}\n{}\n{}",
             net.settings.brokers,
             net.prefix,
             key_file.display(),
+            LOOPBACK_WEBHOOKS_TOML,
             subscription("slow"),
             subscription("fast"),
         ),
@@ -1097,4 +1098,189 @@ fn a_cap_ack_from_a_desk_system_is_recorded() {
         (seen.alert_id.as_str(), ewn_model::AckVia::Cap, Some("seen"))
     );
     fanout.stop();
+}
+
+/// Every record of a topic, raw, from its beginning.
+fn raw_records(net: &Net, topic: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let total: i64 = ewn_kafka::admin::record_counts(&net.settings, |t| t == topic)
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    let reader = ewn_kafka::AssignedReader::new(
+        &net.settings,
+        "test-raw",
+        topic,
+        |t| t == topic,
+        ewn_kafka::StartAt::Beginning,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < total && Instant::now() < deadline {
+        reader
+            .poll(Duration::from_millis(100), |r| {
+                out.push((
+                    r.key.unwrap_or_default().to_vec(),
+                    r.value.map(<[u8]>::to_vec),
+                ))
+            })
+            .unwrap();
+    }
+    assert_eq!(out.len() as i64, total, "read every record of {topic}");
+    out
+}
+
+#[test]
+fn forged_subscription_records_are_refused_and_no_secret_is_on_the_topic() {
+    let mut net = Net::new("fanout-sealed");
+    let hooks = Hooks::start();
+    let real = webhook_sub(&hooks, "real", "KZ-KNB", Tlp::Amber);
+    let fanout = start_fanout(fanout_config(&net.settings, vec![real]));
+    let client = reqwest::blocking::Client::new();
+    // One made through the API, too.
+    let body = serde_json::json!({
+        "id": "api-made", "agency": "KG-GKNB", "clearance": "AMBER",
+        "webhook": { "url": hooks.url("api-made"), "secret": secret_of("api-made") },
+    });
+    let r = client
+        .post(fanout.url("/api/v1/subscriptions"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json_body(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // The destination policy applies to the API: this fan-out allows http to 127.0.0.1
+    // only, and no other loopback address.
+    let mut elsewhere = body.clone();
+    elsewhere["id"] = "elsewhere".into();
+    elsewhere["webhook"]["url"] = "https://169.254.169.254/latest/meta-data/".into();
+    let r = client
+        .post(fanout.url("/api/v1/subscriptions"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json_body(&elsewhere)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("link-local"));
+
+    // Records written straight to the topic by someone without the fan-out key.
+    let topic = net.topics().subscriptions();
+    let forged = |id: &str| {
+        webhook_sub(&hooks, id, "XX-EVIL", Tlp::Red)
+            .to_record(now_ms())
+            .unwrap()
+    };
+    let plain = ewn_model::AvroRecord::to_avro(&forged("plain")).unwrap();
+    net.send(&topic, b"plain", &plain);
+    let other_key =
+        ewn_fanout::sealed::SealKey::new(&ewn_fanout::keys::FanoutKey::from_bytes([9; 32]));
+    let wrong_key = ewn_fanout::sealed::seal(&forged("wrong-key"), &other_key).unwrap();
+    net.send(&topic, b"wrong-key", &wrong_key);
+    // A genuine record, raised to RED by flipping a byte: refused as forged.
+    let (_, genuine) = raw_records(&net, &topic)
+        .into_iter()
+        .find(|(k, _)| k == b"real")
+        .unwrap();
+    let mut tampered = genuine.unwrap();
+    tampered[12] ^= 1;
+    net.send(&topic, b"real", &tampered);
+    net.tombstone(&topic, b"api-made");
+    net.flush();
+
+    let refused = |reason: &str| {
+        fanout.metric(
+            "ewn_fanout_subscription_records_refused_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    wait_until(
+        "the forged records counted",
+        Duration::from_secs(30),
+        || refused("unsealed") == 1.0 && refused("forged") == 2.0 && refused("tombstone") == 1.0,
+    );
+    assert_eq!(
+        refused("malformed") + refused("secret") + refused("wrong_id"),
+        0.0
+    );
+    let ids: Vec<String> = client
+        .get(fanout.url("/api/v1/subscriptions"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json_value()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["api-made", "real"]);
+
+    // Deliveries go to the genuine subscribers only, signed with their secrets.
+    let x = alert(1, Tlp::Amber, Level::High);
+    net.publish_alerts(std::slice::from_ref(&x));
+    wait_until("delivered to both", Duration::from_secs(30), || {
+        hooks.delivered("real").len() == 1 && hooks.delivered("api-made").len() == 1
+    });
+    verify_standard_webhook(&secret_of("real"), &hooks.delivered("real")[0]).unwrap();
+    verify_standard_webhook(&secret_of("api-made"), &hooks.delivered("api-made")[0]).unwrap();
+    assert!(hooks.hits("plain").is_empty() && hooks.hits("wrong-key").is_empty());
+
+    // A deletion through the API is a sealed record (and a tombstone).
+    let r = client
+        .delete(fanout.url("/api/v1/subscriptions/api-made"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    fanout.stop();
+
+    // `ewn tail` shows the sealed records (unverified), their secrets still sealed.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ewn"))
+        .args([
+            "tail",
+            "--topic",
+            "subscriptions",
+            "--offset",
+            "beginning",
+            "--exit-at-end",
+        ])
+        .args(["--timeout-secs", "60", "--brokers", &net.settings.brokers])
+        .args(["--topic-prefix", &net.prefix])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<serde_json::Value>()
+        .map(|v| v.unwrap())
+        .collect();
+    let real = shown
+        .iter()
+        .find(|l| l["value"]["id"] == "real" && l["sealed"] == true)
+        .unwrap_or_else(|| panic!("{shown:?}"));
+    assert_eq!(real["schema"], "Subscription");
+
+    // What the fan-out wrote holds no secret, in any encoding a reader might try.
+    for id in ["real", "api-made"] {
+        let secret = secret_of(id);
+        let key_b64 = secret.strip_prefix("whsec_").unwrap();
+        // (The forged plain record carries its own secret in clear: it is not ours.)
+        for (key, value) in raw_records(&net, &topic)
+            .into_iter()
+            .filter(|(k, _)| k != b"plain")
+        {
+            let value = value.unwrap_or_default();
+            for needle in [secret.as_bytes(), key_b64.as_bytes(), b"whsec_"] {
+                assert!(
+                    !value.windows(needle.len()).any(|w| w == needle),
+                    "a secret on the topic, in the record of {}",
+                    String::from_utf8_lossy(&key)
+                );
+            }
+        }
+    }
 }

@@ -610,6 +610,21 @@ fn keygen_writes_private_keys_0600_and_fills_the_trust_store() {
     assert!(ids.keys().all(|k| store.get(k).is_some()));
 }
 
+#[test]
+fn keygen_writes_a_fanout_key_0600_and_never_overwrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fanout.key");
+    let out = ewn(&["keygen", "--fanout-key", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let first = std::fs::read_to_string(&path).unwrap();
+    assert!(ewn_fanout::keys::FanoutKey::load(&path).is_ok());
+    let again = ewn(&["keygen", "--fanout-key", path.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), first);
+}
+
 /// Runs `ewn tail --topic TOPIC ARGS` against the test's topics; status and parsed lines.
 fn tail_lines(net: &Net, topic: &str, extra: &[&str]) -> (Output, Vec<Value>) {
     let mut args = vec!["tail", "--topic", topic, "--timeout-secs", "60"];

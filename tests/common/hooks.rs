@@ -245,7 +245,23 @@ pub fn secret_of(id: &str) -> String {
     format!("whsec_{}", STANDARD.encode(key))
 }
 
-/// Fan-out settings for tests: any free port, quick retries.
+/// The receivers of these tests listen on 127.0.0.1 with plain http: the destination
+/// policy refuses both by default, so the tests allow them explicitly.
+pub fn loopback_webhooks(
+    w: ewn_fanout::settings::WebhookSettings,
+) -> ewn_fanout::settings::WebhookSettings {
+    ewn_fanout::settings::WebhookSettings {
+        allow_http_hosts: vec!["127.0.0.1".into()],
+        allow_private_cidrs: vec!["127.0.0.1/32".into()],
+        ..w
+    }
+}
+
+/// The same, as lines of a `[fanout.webhook]` section.
+pub const LOOPBACK_WEBHOOKS_TOML: &str =
+    "allow_http_hosts = [\"127.0.0.1\"]\nallow_private_cidrs = [\"127.0.0.1/32\"]\n";
+
+/// Fan-out settings for tests: any free port, quick retries, receivers on loopback.
 pub fn fanout_config(settings: &KafkaSettings, subs: Vec<SubscriptionConfig>) -> FanoutConfig {
     let defaults = FanoutSettings::default();
     let fanout = FanoutSettings {
@@ -256,7 +272,7 @@ pub fn fanout_config(settings: &KafkaSettings, subs: Vec<SubscriptionConfig>) ->
             initial_backoff_ms: 100,
             max_backoff_ms: 2_000,
             timeout_ms: 5_000,
-            ..defaults.webhook.clone()
+            ..loopback_webhooks(defaults.webhook.clone())
         },
         escalation: ewn_fanout::settings::EscalationSettings {
             tick_ms: 100,

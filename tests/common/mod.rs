@@ -165,6 +165,14 @@ impl Net {
         self.sent += 1;
     }
 
+    /// Produces a tombstone (a key without a value; flush separately).
+    pub fn tombstone(&mut self, topic: &str, key: &[u8]) {
+        self.producer
+            .send(topic, Some(key), None, self.sent)
+            .unwrap();
+        self.sent += 1;
+    }
+
     pub fn flush(&self) {
         self.producer.flush(Duration::from_secs(30)).unwrap();
         let report = self.tally.report();

@@ -688,7 +688,7 @@ async fn store(api: &Api, admin: &str, config: SubscriptionConfig, status: Statu
             "webhook.secret_file: only the configuration file may name files; send the secret",
         );
     }
-    let problems = config.problems("body");
+    let problems = config.problems("body", &api.core.config.fanout.webhook);
     if !problems.is_empty() {
         return (
             StatusCode::BAD_REQUEST,

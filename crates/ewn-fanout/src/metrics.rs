@@ -34,6 +34,7 @@ pub struct FanoutMetrics {
     pub retry_done: IntCounter,
     pub receipts_failing: IntGauge,
     pub escalations_pending: IntGauge,
+    pub subscription_records_refused: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -54,7 +55,17 @@ impl FanoutMetrics {
 
     fn series(r: &Registry) -> prometheus::Result<Self> {
         let m = ewn_ops::metrics::Registrar(r);
+        let subscription_records_refused = m.counter_vec(
+            "ewn_fanout_subscription_records_refused_total",
+            "records of the subscriptions topic not applied: unsealed, forged, malformed, \
+             wrong_id, secret (does not open) or tombstone (for a subscription in force)",
+            &["reason"],
+        )?;
+        for r in crate::sealed::Refused::ALL {
+            subscription_records_refused.with_label_values(&[r.label()]);
+        }
         Ok(FanoutMetrics {
+            subscription_records_refused,
             alerts: m.counter_vec(
                 "ewn_fanout_alerts_total",
                 "alert records read, by message type",

@@ -88,7 +88,7 @@ impl FanoutConfig {
         }
         let mut ids = HashSet::new();
         for (i, s) in self.subscriptions.iter().enumerate() {
-            p.extend(s.problems(&format!("subscriptions[{i}]")));
+            p.extend(s.problems(&format!("subscriptions[{i}]"), &self.fanout.webhook));
             if !ids.insert(s.id.as_str()) {
                 p.push(format!("subscriptions[{i}].id: `{}` given twice", s.id));
             }
@@ -139,7 +139,9 @@ pub(crate) struct Core {
     pub key: FanoutKey,
     producer: RecordProducer<Arc<Callbacks>>,
     callbacks: Arc<Callbacks>,
-    pub client: reqwest::Client,
+    pub client: webhook::Client,
+    /// Seals and opens the records of `<prefix>subscriptions` (`sealed.rs`).
+    seal: crate::sealed::SealKey,
     /// The live path's queue of each webhook endpoint.
     pub endpoints: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
     pub escalation: Scheduler,
@@ -232,7 +234,7 @@ impl Core {
     /// Writes a subscription record to the topic and applies it here at once (the topic
     /// read-back applies it again, harmlessly).
     pub async fn put_subscription(&self, sub: Subscription) -> Result<()> {
-        let value = sub.to_avro()?;
+        let value = crate::sealed::seal(&sub, &self.seal)?;
         self.produce_confirmed(&self.topics.subscriptions(), &sub.id, Some(&value))
             .await?;
         self.subs.apply(&sub.id.clone(), Some(sub));
@@ -240,10 +242,16 @@ impl Core {
         Ok(())
     }
 
+    /// Deletes by an authenticated deletion record, then a tombstone for compaction (a
+    /// tombstone alone is not trusted: `sealed.rs`).
     pub async fn delete_subscription(&self, id: &str) -> Result<()> {
+        let at = now_ms();
+        let value = crate::sealed::seal_deletion(id, at, &self.seal);
+        self.produce_confirmed(&self.topics.subscriptions(), id, Some(&value))
+            .await?;
+        self.subs.delete(id, at);
         self.produce_confirmed(&self.topics.subscriptions(), id, None)
             .await?;
-        self.subs.apply(id, None);
         self.metrics.subscriptions.set(self.subs.len() as i64);
         Ok(())
     }
@@ -448,20 +456,16 @@ fn tail_loop(core: &Arc<Core>, ready: &mut Option<std::sync::mpsc::Sender<()>>) 
     while !core.stopping() {
         core.health.beat("tail");
         let got = reader.poll(Duration::from_millis(50), |r| {
-            let key = r
-                .key
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .unwrap_or("");
             if r.topic == subs_topic {
-                match r.value.map(Subscription::from_avro) {
-                    None => core.subs.apply(key, None),
-                    Some(Ok(s)) if s.id == key => core.subs.apply(key, Some(s)),
-                    Some(_) => {
-                        core.metrics
-                            .undecodable
-                            .with_label_values(&["subscriptions"])
-                            .inc();
-                    }
+                if let Err(why) = crate::sealed::apply(&core.subs, r.key, r.value, &core.seal) {
+                    let m = &core.metrics.subscription_records_refused;
+                    m.with_label_values(&[why.label()]).inc();
+                    tracing::warn!(
+                        reason = why.label(),
+                        partition = r.partition,
+                        offset = r.offset,
+                        "subscription record refused"
+                    );
                 }
                 core.metrics.subscriptions.set(core.subs.len() as i64);
             } else if r.topic == acks_topic {
@@ -639,7 +643,8 @@ pub async fn start(
         callbacks.clone(),
         Some(kafka_metrics.clone()),
     )?;
-    let client = webhook::client(&config.fanout.webhook.user_agent)
+    let seal = crate::sealed::SealKey::new(&key);
+    let client = webhook::client(&config.fanout.webhook)
         .map_err(|e| Error::Config(vec![format!("fanout.webhook: http client: {e}")]))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let core = Arc::new(Core {
@@ -656,6 +661,7 @@ pub async fn start(
         producer,
         callbacks,
         client,
+        seal,
         endpoints: Mutex::new(HashMap::new()),
         escalation: Scheduler::new(config.fanout.index.max_messages, Arc::new(SystemClock)),
         parked: Mutex::new(HashMap::new()),

@@ -8,6 +8,7 @@ use ewn_model::{Category, Channel, EscalationStep, Format, Level, Subscription, 
 use ewn_ops::http::{AdminSettings, HttpLimits};
 use serde::{Deserialize, Serialize};
 
+use crate::destination::DestinationPolicy;
 use crate::webhook::WebhookSecret;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -87,6 +88,13 @@ pub struct WebhookSettings {
     pub max_backoff_ms: u64,
     /// The `User-Agent` of every attempt.
     pub user_agent: String,
+    /// Hosts (as written in URLs: names, IPv4 literals, `[IPv6]` literals) whose webhooks
+    /// may use plain `http`; every other webhook must be `https`. Default: none.
+    pub allow_http_hosts: Vec<String>,
+    /// CIDR blocks (or single addresses) of loopback, link-local, private, shared or
+    /// reserved addresses that webhooks may still connect to, e.g. `["10.20.0.0/16"]` for a
+    /// desk network. Default: none (only public addresses). See `destination.rs`.
+    pub allow_private_cidrs: Vec<String>,
 }
 
 impl Default for WebhookSettings {
@@ -97,6 +105,8 @@ impl Default for WebhookSettings {
             initial_backoff_ms: 500,
             max_backoff_ms: 60_000,
             user_agent: concat!("ewn-fanout/", env!("CARGO_PKG_VERSION")).into(),
+            allow_http_hosts: Vec::new(),
+            allow_private_cidrs: Vec::new(),
         }
     }
 }
@@ -173,6 +183,7 @@ impl FanoutSettings {
         if w.initial_backoff_ms == 0 || w.max_backoff_ms < w.initial_backoff_ms {
             p.push("fanout.webhook: need 0 < initial_backoff_ms <= max_backoff_ms".into());
         }
+        p.extend(DestinationPolicy::problems(w));
         if self.batch_max == 0 {
             p.push("fanout.batch_max: must be at least 1".into());
         }
@@ -314,8 +325,9 @@ impl SubscriptionConfig {
         }
     }
 
-    /// Every problem, each naming `at` (e.g. `subscriptions[2]`) and the field.
-    pub fn problems(&self, at: &str) -> Vec<String> {
+    /// Every problem, each naming `at` (e.g. `subscriptions[2]`) and the field. The
+    /// webhook URL is checked against the destination policy of `webhook`.
+    pub fn problems(&self, at: &str, webhook: &WebhookSettings) -> Vec<String> {
         let mut p = Vec::new();
         if !is_name(&self.id) {
             p.push(format!(
@@ -348,9 +360,8 @@ impl SubscriptionConfig {
                 channel.as_str().to_ascii_lowercase()
             )),
             (Some(w), Channel::Webhook) => {
-                match reqwest::Url::parse(&w.url) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                    _ => p.push(format!("{at}.webhook.url: an http(s) URL expected")),
+                if let Err(e) = DestinationPolicy::new(webhook).check_url(&w.url) {
+                    p.push(format!("{at}.webhook.url: {e}"));
                 }
                 match (&w.secret, &w.secret_file) {
                     (Some(s), None) => {
@@ -514,7 +525,34 @@ format = "json"
 webhook = { url = "http://127.0.0.1:9999/hook", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }
 "#,
         );
-        assert!(s.problems("subscriptions[0]").is_empty());
+        let loopback = WebhookSettings {
+            allow_http_hosts: vec!["127.0.0.1".into()],
+            allow_private_cidrs: vec!["127.0.0.1/32".into()],
+            ..WebhookSettings::default()
+        };
+        assert!(s.problems("subscriptions[0]", &loopback).is_empty());
+        // The default policy refuses it twice: http, and a loopback address.
+        let p = s
+            .problems("subscriptions[0]", &WebhookSettings::default())
+            .join("\n");
+        assert!(
+            p.contains("subscriptions[0].webhook.url: http is allowed only"),
+            "{p}"
+        );
+        let s = SubscriptionConfig {
+            webhook: Some(WebhookConfig {
+                url: "https://127.0.0.1:9999/hook".into(),
+                ..s.webhook.clone().unwrap()
+            }),
+            ..s
+        };
+        let p = s
+            .problems("subscriptions[0]", &WebhookSettings::default())
+            .join("\n");
+        assert!(
+            p.contains("subscriptions[0].webhook.url: `127.0.0.1` is a loopback"),
+            "{p}"
+        );
         let r = s.to_record(1).unwrap();
         assert_eq!(r.channel, Channel::Webhook);
         assert_eq!(r.format, Format::Json);
@@ -533,7 +571,9 @@ webhook = { url = "ftp://x/", secret = "nope" }
 escalation = [{ after_secs = 0, targets = [] }]
 "#,
         );
-        let p = s.problems("subscriptions[1]").join("\n");
+        let p = s
+            .problems("subscriptions[1]", &WebhookSettings::default())
+            .join("\n");
         for needle in [
             "subscriptions[1].id",
             "subscriptions[1].states",

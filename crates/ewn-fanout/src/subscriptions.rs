@@ -2,7 +2,7 @@
 //! Every instance reads the whole topic, so an update made through any instance's admin
 //! API (or a 410 that disabled an endpoint) reaches all of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use ewn_model::Subscription;
@@ -10,6 +10,9 @@ use ewn_model::Subscription;
 #[derive(Default)]
 pub struct SubscriptionSet {
     map: RwLock<BTreeMap<String, Arc<Subscription>>>,
+    /// Id -> when it was deleted (by an authenticated deletion record), so an older record
+    /// read after the deletion does not bring the subscription back.
+    deleted: RwLock<HashMap<String, i64>>,
 }
 
 impl SubscriptionSet {
@@ -43,9 +46,26 @@ impl SubscriptionSet {
                 if map.get(id).is_some_and(|old| old.updated_at > s.updated_at) {
                     return;
                 }
+                let deleted = self.deleted.read().unwrap_or_else(|p| p.into_inner());
+                if deleted.get(id).is_some_and(|&at| at >= s.updated_at) {
+                    return;
+                }
                 map.insert(id.to_string(), Arc::new(s));
             }
         }
+    }
+
+    /// Applies a deletion made at `at`: removes the subscription unless it was written
+    /// later, and remembers the deletion.
+    pub fn delete(&self, id: &str, at: i64) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if map.get(id).is_some_and(|held| held.updated_at > at) {
+            return;
+        }
+        map.remove(id);
+        let mut deleted = self.deleted.write().unwrap_or_else(|p| p.into_inner());
+        let when = deleted.entry(id.to_string()).or_insert(at);
+        *when = (*when).max(at);
     }
 
     pub fn len(&self) -> usize {

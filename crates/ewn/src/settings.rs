@@ -22,7 +22,11 @@ pub struct Settings {
 }
 
 /// Keys whose `EWN__…` environment value is a comma-separated list.
-pub const LIST_KEYS: &[&str] = &["kafka.states"];
+pub const LIST_KEYS: &[&str] = &[
+    "kafka.states",
+    "fanout.webhook.allow_http_hosts",
+    "fanout.webhook.allow_private_cidrs",
+];
 
 impl Settings {
     /// Every problem the sections can find in themselves, each naming its key.
@@ -36,7 +40,7 @@ impl Settings {
         }
         p.extend(self.fanout.problems());
         for (i, s) in self.subscriptions.iter().enumerate() {
-            p.extend(s.problems(&format!("subscriptions[{i}]")));
+            p.extend(s.problems(&format!("subscriptions[{i}]"), &self.fanout.webhook));
         }
         p
     }

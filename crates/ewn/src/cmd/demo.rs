@@ -325,6 +325,13 @@ async fn run_network(
             kafka: kafka.clone(),
             fanout: FanoutSettings {
                 listen: "127.0.0.1:0".parse()?,
+                // The demo's desks are webhook receivers on this host, over plain http:
+                // allowed here explicitly (the policy refuses both by default).
+                webhook: ewn_fanout::settings::WebhookSettings {
+                    allow_http_hosts: vec!["127.0.0.1".into()],
+                    allow_private_cidrs: vec!["127.0.0.1/32".into()],
+                    ..Default::default()
+                },
                 ..FanoutSettings::default()
             },
             subscriptions: subs.clone(),

@@ -1,5 +1,5 @@
-//! `ewn keygen`: a member state's signing key plus its trust-store entry, or the network
-//! blinding key. Secret files are created with mode 0600 and never overwritten.
+//! `ewn keygen`: a member state's signing key plus its trust-store entry, the network
+//! blinding key, or the fan-out key. Secret files are created with mode 0600 and never overwritten.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ use crate::cli::Global;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Member state the key signs for (ISO 3166-1 alpha-2).
-    #[arg(long, requires_all = ["key_id", "secret_out", "trust_store"], conflicts_with = "blinding_out")]
+    #[arg(long, requires_all = ["key_id", "secret_out", "trust_store"], conflicts_with_all = ["blinding_out", "fanout_key"])]
     pub state: Option<String>,
     /// Identifier of the new key, e.g. kz-2026-01.
     #[arg(long)]
@@ -32,11 +32,22 @@ pub struct Args {
     #[arg(long, default_value_t = 365)]
     pub valid_days: i64,
     /// Create the network blinding key instead (32 random bytes, base64, mode 0600).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "fanout_key")]
     pub blinding_out: Option<PathBuf>,
+    /// Create a fan-out key instead (`fanout.key_file`: 64 hex digits, mode 0600), to be
+    /// shared by every fan-out instance of the network.
+    #[arg(long, value_name = "FILE")]
+    pub fanout_key: Option<PathBuf>,
 }
 
 pub fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.fanout_key {
+        let key = ewn_fanout::keys::FanoutKey::generate();
+        ewn_trust::secret::write_secret(path, &key.to_file_text())
+            .with_context(|| format!("--fanout-key {}", path.display()))?;
+        println!("wrote fan-out key to {} (mode 0600)", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(path) = &args.blinding_out {
         BlindingKey::generate().save(path)?;
         println!(
@@ -49,7 +60,7 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         (args.state, args.key_id, args.secret_out, args.trust_store)
     else {
         bail!(
-            "give either --blinding-out FILE, or --state, --key-id, --secret-out and --trust-store"
+            "give either --blinding-out FILE, --fanout-key FILE, or --state, --key-id, --secret-out and --trust-store"
         );
     };
     let state = state.to_ascii_uppercase();

@@ -306,6 +306,13 @@ fn record_line(record: &RawRecord<'_>) -> Value {
         fields.push(("value", Value::Null));
         return object(fields);
     }
+    // A sealed subscription record (ewn_fanout::sealed) is its Avro body and a trailer;
+    // shown unverified (tail has no fan-out key), with its secret still sealed.
+    let sealed = ewn_fanout::sealed::body(value);
+    if sealed.is_some() {
+        fields.push(("sealed", json!(true)));
+    }
+    let value = sealed.unwrap_or(value);
     let decoded = split_header(value)
         .map_err(|e| e.to_string())
         .and_then(|fp| {
