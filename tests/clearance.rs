@@ -1411,7 +1411,11 @@ fn property_round(
         let named_target = b.step > 0
             && subs.iter().any(|o| {
                 targets_of[&o.id].contains(&b.sub)
-                    && oracle(&o.clone(), &ep.rule, ep.marks.last().unwrap(), false).is_some()
+                    && versions[&o.id].iter().any(|v| {
+                        ep.marks
+                            .iter()
+                            .any(|m| oracle(&v.sub, &ep.rule, m, false).is_some())
+                    })
             });
         let allowed: Vec<Option<Form>> = vs
             .iter()
@@ -1559,6 +1563,16 @@ fn property_round(
     }
     fanout.stop();
     if !failures.is_empty() {
+        for (id, vs) in &versions {
+            for v in vs {
+                let s = &v.sub;
+                eprintln!(
+                    "{id} [{}..{}]: {:?}/{:?} clearance {} agency {} redacted {} level {:?} cat {:?} st {:?} ar {:?} ru {:?} esc {:?}",
+                    v.from, v.to, s.channel, s.format, s.clearance, s.agency, s.redacted, s.min_level,
+                    s.categories, s.states, s.areas, s.rules, s.escalation
+                );
+            }
+        }
         let n = failures.len();
         failures.truncate(15);
         panic!(
