@@ -948,6 +948,9 @@ struct Version {
     to: i64,
 }
 
+/// Escalation steps of the property test: short, so every wave settles in seconds.
+const ESCALATE_AFTER_SECS: i64 = 2;
+
 fn cases_wanted() -> usize {
     std::env::var("EWN_CLEARANCE_CASES")
         .ok()
@@ -989,6 +992,8 @@ struct Stats {
     full: usize,
     redacted: usize,
     escalation_bodies: usize,
+    early_acks: usize,
+    acked_then_escalated: usize,
     changes: usize,
     acks_201: usize,
     acks_404: usize,
@@ -1059,7 +1064,7 @@ fn property_round(
                 .collect();
             if !targets.is_empty() {
                 subs[i].escalation = vec![StepConfig {
-                    after_secs: 1,
+                    after_secs: ESCALATE_AFTER_SECS,
                     targets,
                 }];
             }
@@ -1147,7 +1152,8 @@ fn property_round(
         });
     }
     let waves = episodes.iter().map(|e| e.msgs.len()).max().unwrap();
-    let change_wave = rng.below(waves.min(2));
+    // Not the first wave, when there is another: acknowledgements race escalation there.
+    let change_wave = usize::from(waves > 1);
 
     let mut config = fanout_config(&net.settings, subs.clone());
     config.fanout.webhook.max_attempts = 1_000;
@@ -1183,7 +1189,17 @@ fn property_round(
     let mut published = 0u64;
     let ids = redacted_ids();
     let mut acks_checked = Vec::new();
+    // When each episode was first acknowledged.
+    let mut acked_at: BTreeMap<usize, i64> = BTreeMap::new();
     for w in 0..waves {
+        // Created as they are published, so escalation deadlines are counted from then.
+        let created = now_ms();
+        for e in episodes.iter_mut() {
+            if let Some(a) = e.msgs.get_mut(w) {
+                a.created_at = created;
+                a.window_end = created - 1000;
+            }
+        }
         let wave: Vec<Alert> = episodes
             .iter()
             .filter_map(|e| e.msgs.get(w).cloned())
@@ -1203,6 +1219,48 @@ fn property_round(
         let t0 = now_ms();
         net.publish_alerts(&wave);
         published += wave.len() as u64;
+        // Some recipients acknowledge as soon as they can, racing the escalation.
+        if !changing {
+            let mut early: Vec<(usize, String, String)> = Vec::new();
+            for (ei, e) in episodes.iter().enumerate() {
+                if e.msgs.len() <= w || !rng.chance(20) {
+                    continue;
+                }
+                let cands: Vec<String> = subs
+                    .iter()
+                    .map(|s| versions[&s.id].last().unwrap().sub.clone())
+                    .filter(|cur| {
+                        cleared(cur, &e.marks[w])
+                            && e.marks[..=w]
+                                .iter()
+                                .any(|m| oracle(cur, &e.rule, m, false).is_some())
+                    })
+                    .map(|cur| cur.id)
+                    .collect();
+                if cands.is_empty() {
+                    continue;
+                }
+                let by = rng.pick(&cands);
+                let id = rng.pick(&e.msgs[..=w]).alert_id.clone();
+                early.push((ei, by, id));
+            }
+            let deadline = Instant::now() + Duration::from_millis(1_500);
+            while !early.is_empty() && Instant::now() < deadline {
+                early.retain(|(ei, by, id)| {
+                    if ack(&fanout, &token(by), id) == 201 {
+                        let t = now_ms();
+                        acked_at.entry(*ei).or_insert(t);
+                        stats.early_acks += 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+                if !early.is_empty() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
         if changing {
             wait_until("the wave read", Duration::from_secs(60), || {
                 fanout.metric("ewn_fanout_alerts_total", "") as u64 >= published
@@ -1293,6 +1351,7 @@ fn property_round(
                 e.msgs[0].alert_id, s.id, cur.clearance, cur.agency, e.marks[w]
             );
             if got == 201 {
+                acked_at.entry(episodes.iter().position(|x| std::ptr::eq(x, e)).unwrap()).or_insert_with(now_ms);
                 stats.acks_201 += 1;
             } else {
                 stats.acks_404 += 1;
@@ -1620,6 +1679,30 @@ fn property_round(
             } else if !forms.contains(&None) && got.is_empty() {
                 failures.push(what(format!("want one of {forms:?}, got nothing")));
             }
+        }
+    }
+    // An episode acknowledged before its earliest escalation deadline never escalates.
+    for b in &bodies {
+        if b.step == 0 {
+            continue;
+        }
+        let real = keyed
+            .get(&(b.sub.clone(), b.shown_id.clone()))
+            .cloned()
+            .unwrap_or_else(|| b.shown_id.clone());
+        let Some(&(e, _)) = where_.get(&real) else {
+            continue;
+        };
+        let due = episodes[e].msgs[0].created_at + ESCALATE_AFTER_SECS * 1000;
+        if let Some(&t) = acked_at.get(&e)
+            && t < due - 200
+        {
+            failures.push(format!(
+                "{} got escalation step {} of {real} at {}, but its episode {} was acknowledged at {t}, before its first deadline {due}",
+                b.sub, b.step, b.at_ms, episodes[e].msgs[0].alert_id
+            ));
+        } else if acked_at.contains_key(&e) {
+            stats.acked_then_escalated += 1;
         }
     }
     // Escalation deliveries: only to named targets, in the form a named target gets.
