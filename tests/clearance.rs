@@ -192,19 +192,7 @@ impl StreamClient {
     fn connect(url: &str, token: &str) -> StreamClient {
         let events = Arc::new(Mutex::new(Vec::<Sse>::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let open = |last: Option<String>| {
-            let mut req = reqwest::blocking::Client::builder()
-                .timeout(None)
-                .build()
-                .unwrap()
-                .get(url)
-                .bearer_auth(token);
-            if let Some(id) = last {
-                req = req.header("last-event-id", id);
-            }
-            req.send()
-        };
-        let first = open(None).unwrap();
+        let first = open_stream(url, token, None).unwrap();
         assert_eq!(first.status(), 200, "stream refused");
         let (url, token) = (url.to_string(), token.to_string());
         let (ev, st) = (events.clone(), stop.clone());
@@ -214,21 +202,10 @@ impl StreamClient {
             while !st.load(Ordering::Relaxed) {
                 let r = match resp.take() {
                     Some(r) => r,
-                    None => {
-                        let mut req = reqwest::blocking::Client::builder()
-                            .timeout(None)
-                            .build()
-                            .unwrap()
-                            .get(&url)
-                            .bearer_auth(&token);
-                        if let Some(id) = &last {
-                            req = req.header("last-event-id", id);
-                        }
-                        match req.send() {
-                            Ok(r) if r.status() == 200 => r,
-                            _ => return,
-                        }
-                    }
+                    None => match open_stream(&url, &token, last.as_deref()) {
+                        Ok(r) if r.status() == 200 => r,
+                        _ => return,
+                    },
                 };
                 let mut reader = BufReader::new(r);
                 let mut cur = Sse {
@@ -267,7 +244,6 @@ impl StreamClient {
                 }
             }
         });
-        let _ = open;
         StreamClient { events, stop }
     }
 
@@ -291,6 +267,22 @@ impl Drop for StreamClient {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+fn open_stream(
+    url: &str,
+    token: &str,
+    last_event_id: Option<&str>,
+) -> reqwest::Result<reqwest::blocking::Response> {
+    let mut req = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()?
+        .get(url)
+        .bearer_auth(token);
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    req.send()
 }
 
 fn stream_sub(id: &str, agency: &str, clearance: Tlp) -> SubscriptionConfig {
@@ -490,7 +482,13 @@ fn a_cancel_of_an_amber_episode_reaches_nobody_below_amber() {
             assert_eq!(d["redacted"], true, "{who}: {d}");
             assert_eq!(d["alert_id"], ids.id(who, &a.alert_id).as_str(), "{who}");
             assert_eq!(d["key"], "", "{who}");
-            for f in ["states", "areas", "incident_ids", "evidence", "named_agencies"] {
+            for f in [
+                "states",
+                "areas",
+                "incident_ids",
+                "evidence",
+                "named_agencies",
+            ] {
                 assert_eq!(d[f], serde_json::json!([]), "{who}: {f} in {d}");
             }
             assert_eq!(d["incident_digest"], "");
@@ -507,7 +505,10 @@ fn a_cancel_of_an_amber_episode_reaches_nobody_below_amber() {
             for s in &secrets {
                 assert!(!text.contains(s.as_str()), "{who}: `{s}` in {text}");
             }
-            assert!(!text.contains("\"KZ\"") && !text.contains("\"KG\""), "{text}");
+            assert!(
+                !text.contains("\"KZ\"") && !text.contains("\"KG\""),
+                "{text}"
+            );
         }
     };
     check(
@@ -574,9 +575,11 @@ fn a_redacted_desk_cannot_acknowledge_a_red_alert_and_escalation_fires() {
     let mut red = episode_alert(1, Tlp::Red, Level::High, "key-red-1");
     red.named_agencies = vec!["KZ-KNB".into()];
     net.publish_alerts(std::slice::from_ref(&red));
-    wait_until("the desk got the redacted form", Duration::from_secs(30), || {
-        !hooks.delivered("green-desk").is_empty()
-    });
+    wait_until(
+        "the desk got the redacted form",
+        Duration::from_secs(30),
+        || !hooks.delivered("green-desk").is_empty(),
+    );
     let mine = redacted_ids().id("green-desk", &red.alert_id);
     assert_eq!(hooks.delivered("green-desk")[0].alert_id(), mine);
     let t = token("green-desk");
@@ -627,9 +630,11 @@ fn an_ack_of_an_update_or_a_cancel_stops_the_episodes_escalation() {
         "the acknowledgement came too late to test anything"
     );
     // The open episode was created after the other two: once it escalated, theirs were due.
-    wait_until("the open episode escalated", Duration::from_secs(60), || {
-        escalated(&hooks, "duty", &open.alert_id)
-    });
+    wait_until(
+        "the open episode escalated",
+        Duration::from_secs(60),
+        || escalated(&hooks, "duty", &open.alert_id),
+    );
     wait_settled(&fanout, 5);
     let got: Vec<String> = hooks
         .delivered("duty")
@@ -639,7 +644,7 @@ fn an_ack_of_an_update_or_a_cancel_stops_the_episodes_escalation() {
         .collect();
     assert_eq!(
         got,
-        [open.alert_id.clone()],
+        std::slice::from_ref(&open.alert_id),
         "only the unacknowledged, uncancelled episode escalates"
     );
     let acks = net.acks();
@@ -788,7 +793,10 @@ fn a_desk_that_never_received_an_alert_cannot_acknowledge_it() {
     wait_until("the desk got it", Duration::from_secs(30), || {
         !hooks.delivered("desk").is_empty()
     });
-    assert!(hooks.hits("other").is_empty(), "other's filters take nothing");
+    assert!(
+        hooks.hits("other").is_empty(),
+        "other's filters take nothing"
+    );
     let status = ack(&fanout, &token("other"), &a.alert_id);
     wait_settled(&fanout, 1);
     let fired = escalated(&hooks, "duty", &a.alert_id);
@@ -796,7 +804,11 @@ fn a_desk_that_never_received_an_alert_cannot_acknowledge_it() {
         status == 404 && fired,
         "a desk that never received {} answered {status} to its ack, and the primary desk's escalation {}",
         a.alert_id,
-        if fired { "still fired" } else { "was stopped by it" }
+        if fired {
+            "still fired"
+        } else {
+            "was stopped by it"
+        }
     );
     fanout.stop();
 }
@@ -1055,15 +1067,15 @@ fn property_round(
         .map(|s| s.id.clone())
         .collect();
     // Escalation: some webhook subscriptions name one or two webhook targets.
-    for i in 0..subs.len() {
-        if is_hook(&subs[i]) && rng.chance(25) && hook_ids.len() > 1 {
+    for sub in subs.iter_mut() {
+        if is_hook(sub) && rng.chance(25) && hook_ids.len() > 1 {
             let targets: Vec<String> = rng
                 .subset(&hook_ids, 2)
                 .into_iter()
-                .filter(|t| *t != subs[i].id)
+                .filter(|t| *t != sub.id)
                 .collect();
             if !targets.is_empty() {
-                subs[i].escalation = vec![StepConfig {
+                sub.escalation = vec![StepConfig {
                     after_secs: ESCALATE_AFTER_SECS,
                     targets,
                 }];
@@ -1267,9 +1279,9 @@ fn property_round(
             });
             // Let some attempts queue up and fail at the changers (bounded wait).
             let _ = wait_for(Duration::from_secs(3), || {
-                changers.iter().all(|c| {
-                    hooks.hits(c).iter().filter(|h| h.at_ms >= t0).count() >= 2
-                })
+                changers
+                    .iter()
+                    .all(|c| hooks.hits(c).iter().filter(|h| h.at_ms >= t0).count() >= 2)
             });
             for c in &changers {
                 let cur = versions[c].last().unwrap().sub.clone();
@@ -1351,7 +1363,9 @@ fn property_round(
                 e.msgs[0].alert_id, s.id, cur.clearance, cur.agency, e.marks[w]
             );
             if got == 201 {
-                acked_at.entry(episodes.iter().position(|x| std::ptr::eq(x, e)).unwrap()).or_insert_with(now_ms);
+                acked_at
+                    .entry(episodes.iter().position(|x| std::ptr::eq(x, e)).unwrap())
+                    .or_insert_with(now_ms);
                 stats.acks_201 += 1;
             } else {
                 stats.acks_404 += 1;
@@ -1446,7 +1460,10 @@ fn property_round(
                         ewn_fanout::webhook::webhook_id(&shown_id, &s.id, *st) == h.webhook_id
                     })
                     .unwrap_or_else(|| {
-                        panic!("seed {seed}: {}: webhook-id {} of no step", s.id, h.webhook_id)
+                        panic!(
+                            "seed {seed}: {}: webhook-id {} of no step",
+                            s.id, h.webhook_id
+                        )
                     });
                 bodies.push(Got {
                     sub: s.id.clone(),
@@ -1491,12 +1508,20 @@ fn property_round(
     let mut received: BTreeMap<(String, String, i32), BTreeSet<Form>> = BTreeMap::new();
     for b in &bodies {
         stats.bodies += 1;
-        let fail = |why: String| format!("{} via {} ({}): {why}\n  body: {}", b.sub, b.channel, b.at_ms, b.text);
+        let fail = |why: String| {
+            format!(
+                "{} via {} ({}): {why}\n  body: {}",
+                b.sub, b.channel, b.at_ms, b.text
+            )
+        };
         let real = if b.shown_id.starts_with("r_") {
             match keyed.get(&(b.sub.clone(), b.shown_id.clone())) {
                 Some(r) => r.clone(),
                 None => {
-                    failures.push(fail(format!("keyed id {} is not this recipient's id of any alert", b.shown_id)));
+                    failures.push(fail(format!(
+                        "keyed id {} is not this recipient's id of any alert",
+                        b.shown_id
+                    )));
                     continue;
                 }
             }
@@ -1510,7 +1535,11 @@ fn property_round(
         let ep = &episodes[e];
         let msg = &ep.msgs[i];
         let m = &ep.marks[i];
-        let form = if b.redacted { Form::Redacted } else { Form::Full };
+        let form = if b.redacted {
+            Form::Redacted
+        } else {
+            Form::Full
+        };
         if b.accepted {
             received
                 .entry((b.sub.clone(), real.clone(), b.step))
@@ -1589,13 +1618,19 @@ fn property_round(
             }
             Form::Redacted => {
                 if !vs.iter().any(|v| v.sub.redacted) {
-                    failures.push(fail("a redacted form to a recipient that did not ask".into()));
+                    failures.push(fail(
+                        "a redacted form to a recipient that did not ask".into(),
+                    ));
                 }
-                if !vs.iter().any(|v| tr(b.tlp) <= tr(v.sub.clearance)) || tr(b.tlp) > tr(Tlp::Amber) {
+                if !vs.iter().any(|v| tr(b.tlp) <= tr(v.sub.clearance))
+                    || tr(b.tlp) > tr(Tlp::Amber)
+                {
                     failures.push(fail(format!("redacted form marked {}", b.tlp)));
                 }
                 if b.shown_id != ids.id(&b.sub, &real) {
-                    failures.push(fail("a redacted form not under the recipient's own id".into()));
+                    failures.push(fail(
+                        "a redacted form not under the recipient's own id".into(),
+                    ));
                 }
                 let mut secrets: Vec<String> = real_ids.clone();
                 secrets.push(ep.key.clone());
@@ -1619,7 +1654,14 @@ fn property_round(
                     }
                 }
                 if let Some(d) = &b.json {
-                    for f in ["states", "areas", "incident_ids", "evidence", "named_agencies", "points"] {
+                    for f in [
+                        "states",
+                        "areas",
+                        "incident_ids",
+                        "evidence",
+                        "named_agencies",
+                        "points",
+                    ] {
                         if d[f] != serde_json::json!([]) {
                             failures.push(fail(format!("redacted {f} = {}", d[f])));
                         }
@@ -1633,12 +1675,15 @@ fn property_round(
                         .iter()
                         .map(|r| r.as_str().unwrap().to_string())
                         .collect();
-                    let want: Vec<String> = msg.references.iter().map(|r| ids.id(&b.sub, r)).collect();
+                    let want: Vec<String> =
+                        msg.references.iter().map(|r| ids.id(&b.sub, r)).collect();
                     if refs != want {
                         failures.push(fail(format!("redacted references {refs:?}, want {want:?}")));
                     }
                     if b.channel == "stream" && d["acked"] != false {
-                        failures.push(fail("a redacted event tells whether it was acknowledged".into()));
+                        failures.push(fail(
+                            "a redacted event tells whether it was acknowledged".into(),
+                        ));
                     }
                 }
             }
@@ -1659,8 +1704,17 @@ fn property_round(
         let what = |detail: String| {
             format!(
                 "{sub_id} ({:?} clearance {} agency {} redacted {} filters lvl {:?} cat {:?} st {:?} ar {:?} ru {:?}) and {alert_id} (msg {i} of episode {}, marking so far {:?}): {detail}",
-                s.channel, s.clearance, s.agency, s.redacted, s.min_level, s.categories, s.states, s.areas, s.rules,
-                ep.msgs[0].alert_id, ep.marks[i]
+                s.channel,
+                s.clearance,
+                s.agency,
+                s.redacted,
+                s.min_level,
+                s.categories,
+                s.states,
+                s.areas,
+                s.rules,
+                ep.msgs[0].alert_id,
+                ep.marks[i]
             )
         };
         if is_hook(s) {
@@ -1713,7 +1767,9 @@ fn property_round(
         let (e, i) = where_[alert_id];
         let ep = &episodes[e];
         if !targets_of.values().any(|t| t.contains(sub_id)) {
-            failures.push(format!("{sub_id} got an escalation of {alert_id} but is nobody's target"));
+            failures.push(format!(
+                "{sub_id} got an escalation of {alert_id} but is nobody's target"
+            ));
         }
         if ep.msgs[i].msg_type == MsgType::Cancel {
             failures.push(format!("{sub_id} got a CANCEL {alert_id} as an escalation"));
@@ -1727,8 +1783,19 @@ fn property_round(
                 let s = &v.sub;
                 eprintln!(
                     "{id} [{}..{}]: {:?}/{:?} clearance {} agency {} redacted {} level {:?} cat {:?} st {:?} ar {:?} ru {:?} esc {:?}",
-                    v.from, v.to, s.channel, s.format, s.clearance, s.agency, s.redacted, s.min_level,
-                    s.categories, s.states, s.areas, s.rules, s.escalation
+                    v.from,
+                    v.to,
+                    s.channel,
+                    s.format,
+                    s.clearance,
+                    s.agency,
+                    s.redacted,
+                    s.min_level,
+                    s.categories,
+                    s.states,
+                    s.areas,
+                    s.rules,
+                    s.escalation
                 );
             }
         }
