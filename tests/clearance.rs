@@ -842,6 +842,122 @@ fn receipts_carry_the_episodes_marking_on_every_channel() {
     fanout.stop();
 }
 
+/// (i) The index is rebuilt from the topic: after a restart, a CANCEL of an episode the
+/// new instance never consumed still carries that episode's marking, and the episode can
+/// be acknowledged (by a recipient cleared for it, and only by one).
+#[test]
+fn after_a_restart_follow_ups_keep_their_episodes_marking_and_acks_work() {
+    let mut net = Net::new("clr-restart");
+    let hooks = Hooks::start();
+    let amber = webhook_sub(&hooks, "amber-desk", "KZ-KNB", Tlp::Amber);
+    let mut green = webhook_sub(&hooks, "green-desk", "KG-GKNB", Tlp::Green);
+    green.states = vec!["KZ".into()];
+    let subs = vec![amber, green];
+    let first = start_fanout(fanout_config(&net.settings, subs.clone()));
+    let mut a = episode_alert(1, Tlp::Amber, Level::High, "key-restart-1");
+    a.states = vec!["KZ".into()];
+    a.named_agencies = vec![];
+    net.publish_alerts(std::slice::from_ref(&a));
+    wait_settled(&first, 1);
+    first.stop();
+
+    let second = start_fanout(fanout_config(&net.settings, subs));
+    let cancel = bare_cancel(2, &a);
+    let mut sentinel = episode_alert(3, Tlp::Clear, Level::High, "key-restart-1");
+    sentinel.states = vec!["KZ".into()];
+    net.publish_alerts(&[cancel.clone(), sentinel.clone()]);
+    wait_settled(&second, 2);
+    let green_got: Vec<String> = hooks.hits("green-desk").iter().map(Hit::alert_id).collect();
+    assert_eq!(green_got, [sentinel.alert_id.clone()], "green-desk");
+    let amber_got: Vec<(String, String)> = hooks
+        .delivered("amber-desk")
+        .iter()
+        .map(|h| {
+            let d = h.json()["data"].clone();
+            (
+                d["alert_id"].as_str().unwrap().to_string(),
+                d["tlp"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        amber_got,
+        [
+            (a.alert_id.clone(), "AMBER".to_string()),
+            (cancel.alert_id.clone(), "AMBER".to_string()),
+            (sentinel.alert_id.clone(), "CLEAR".to_string()),
+        ]
+    );
+    assert_eq!(ack(&second, &token("green-desk"), &a.alert_id), 404);
+    assert_eq!(ack(&second, &token("green-desk"), &cancel.alert_id), 404);
+    assert_eq!(ack(&second, &token("amber-desk"), &cancel.alert_id), 201);
+    second.stop();
+}
+
+/// (j) Two instances in one group share the partitions; each knows every episode (its
+/// index mirrors the whole topic) and learns every acknowledgement (from the acks topic):
+/// an acknowledgement made at either instance stops an escalation the other one owns.
+#[test]
+fn an_ack_at_one_instance_stops_the_escalation_another_owns() {
+    let mut net = Net::new("clr-two");
+    let hooks = Hooks::start();
+    let after = 8;
+    let desk = escalating(
+        webhook_sub(&hooks, "desk", "KG-GKNB", Tlp::Amber),
+        after,
+        &["duty"],
+    );
+    let subs = vec![desk, duty(&hooks, "KZ-KNB", Tlp::Amber)];
+    let a = start_fanout(fanout_config(&net.settings, subs.clone()));
+    let b = start_fanout(fanout_config(&net.settings, subs));
+    // Both up and reading: each knows a first (LOW, never escalated) alert.
+    let warm = episode_alert(100, Tlp::Amber, Level::Low, "key-two-warm");
+    net.publish_alerts(std::slice::from_ref(&warm));
+    for f in [&a, &b] {
+        wait_until(
+            "an instance knows the first alert",
+            Duration::from_secs(60),
+            || ack(f, &token("desk"), &warm.alert_id) == 201,
+        );
+    }
+    let alerts: Vec<Alert> = (0..12)
+        .map(|n| episode_alert(n, Tlp::Amber, Level::High, &format!("key-two-{n}")))
+        .collect();
+    net.publish_alerts(&alerts);
+    let created = alerts[0].created_at;
+    for (n, x) in alerts.iter().enumerate() {
+        let at = if n % 2 == 0 { &a } else { &b };
+        wait_until(
+            &format!("{} acknowledged", x.alert_id),
+            Duration::from_secs(30),
+            || ack(at, &token("desk"), &x.alert_id) == 201,
+        );
+    }
+    assert!(
+        now_ms() < created + after * 1000 - 1000,
+        "the acknowledgements came too late to test anything"
+    );
+    // A later, unacknowledged alert escalates: every deadline of the others has passed.
+    let open = episode_alert(99, Tlp::Amber, Level::High, "key-two-open");
+    net.publish_alerts(std::slice::from_ref(&open));
+    wait_until("the open alert escalated", Duration::from_secs(60), || {
+        escalated(&hooks, "duty", &open.alert_id)
+    });
+    let wrongly: Vec<String> = alerts
+        .iter()
+        .filter(|x| escalated(&hooks, "duty", &x.alert_id))
+        .map(|x| x.alert_id.clone())
+        .collect();
+    assert!(
+        wrongly.is_empty(),
+        "acknowledged, yet escalated: {wrongly:?}"
+    );
+    let got: BTreeSet<String> = hooks.delivered("desk").iter().map(Hit::alert_id).collect();
+    assert_eq!(got.len(), 14, "each alert once at the desk");
+    a.stop();
+    b.stop();
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. The property test
 // ---------------------------------------------------------------------------------------
