@@ -533,6 +533,116 @@ fn a_cancel_of_an_amber_episode_reaches_nobody_below_amber() {
     fanout.stop();
 }
 
+/// The same scenario through the real processor: signed AMBER reports of one subject, KZ
+/// then KG, raise `cross_border_movement`; an earlier KZ report of the same subject,
+/// within the lateness, moves the window: ALERT, CANCEL, ALERT.
+#[test]
+fn the_processors_cancel_of_a_moved_window_reaches_nobody_below_amber() {
+    use common::{HOUR, incident, rekeyed_count, start};
+    let mut net = Net::new("clr-proc-cancel");
+    let hooks = Hooks::start();
+    let rule = "cross_border_movement";
+    let filtered = |mut s: SubscriptionConfig| {
+        s.states = vec!["KZ".into(), "KG".into()];
+        s.rules = vec![rule.into()];
+        s
+    };
+    let amber = filtered(webhook_sub(&hooks, "amber-desk", "KZ-KNB", Tlp::Amber));
+    let green = filtered(webhook_sub(&hooks, "green-desk", "KG-GKNB", Tlp::Green));
+    let mut green_red = filtered(webhook_sub(&hooks, "green-red", "KG-GKNB", Tlp::Green));
+    green_red.redacted = true;
+    let green_stream = filtered(stream_sub("green-stream", "KG-GKNB", Tlp::Green));
+    let fanout = start_fanout(fanout_config(
+        &net.settings,
+        vec![amber, green, green_red, green_stream],
+    ));
+    let stream = StreamClient::connect(&fanout.url("/api/v1/stream"), &token("green-stream"));
+    let processor = start(net.config(100 * 3600));
+    let base = now_ms() - 40 * HOUR;
+    let amber_report = |n: u64, state: &str, t: i64| {
+        let mut i = incident(n, state, t, Category::SuspiciousCrossing, &["mover"]);
+        i.tlp = Tlp::Amber;
+        i
+    };
+    let incidents = [
+        amber_report(1, "KZ", base + 10 * HOUR),
+        amber_report(2, "KG", base + 20 * HOUR),
+        amber_report(3, "KZ", base),
+    ];
+    for k in 0..incidents.len() {
+        // One at a time, each correlated before the next: the earlier report comes last.
+        net.publish(&incidents[k..=k]);
+        processor.wait_correlated(rekeyed_count(&incidents[..=k]));
+    }
+    let alerts: Vec<Alert> = net
+        .alerts()
+        .into_iter()
+        .filter(|a| a.rule == rule)
+        .collect();
+    let kinds: Vec<MsgType> = alerts.iter().map(|a| a.msg_type).collect();
+    assert_eq!(
+        kinds,
+        [MsgType::Alert, MsgType::Cancel, MsgType::Alert],
+        "the processor's messages: {alerts:#?}"
+    );
+    assert!(alerts[1].states.is_empty(), "a CANCEL has no members");
+    let total = net.alerts().len() as u64;
+    wait_settled(&fanout, total);
+    processor.stop();
+
+    let got: Vec<String> = hooks
+        .delivered("amber-desk")
+        .iter()
+        .map(|h| h.json()["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["alert.created", "alert.cancelled", "alert.created"]);
+    assert!(
+        hooks.hits("green-desk").is_empty(),
+        "green-desk got {:#?}",
+        hooks
+            .hits("green-desk")
+            .iter()
+            .map(Hit::body_text)
+            .collect::<Vec<_>>()
+    );
+    let ids = redacted_ids();
+    let red: Vec<serde_json::Value> = hooks
+        .delivered("green-red")
+        .iter()
+        .map(|h| h.json()["data"].clone())
+        .collect();
+    assert_eq!(red.len(), 3, "{red:#?}");
+    for (d, a) in red.iter().zip(&alerts) {
+        assert_eq!(d["redacted"], true);
+        assert_eq!(d["alert_id"], ids.id("green-red", &a.alert_id).as_str());
+        assert_eq!(d["key"], "");
+        assert_eq!(d["states"], serde_json::json!([]));
+        let text = d.to_string();
+        assert!(
+            !text.contains(&a.key) && !text.contains(&a.alert_id),
+            "{text}"
+        );
+    }
+    // Nothing on the stream either: a CLEAR alert of another key would show if it worked.
+    let mut probe = episode_alert(9, Tlp::Clear, Level::High, "key-probe");
+    probe.rule = rule.into();
+    probe.states = vec!["KZ".into()];
+    net.publish_alerts(std::slice::from_ref(&probe));
+    wait_until("the probe streamed", Duration::from_secs(30), || {
+        stream
+            .alerts()
+            .iter()
+            .any(|(_, v)| v["alert_id"] == probe.alert_id.as_str())
+    });
+    let streamed: Vec<String> = stream
+        .alerts()
+        .iter()
+        .map(|(_, v)| v["alert_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(streamed, [probe.alert_id.clone()]);
+    fanout.stop();
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Acknowledgement rules
 // ---------------------------------------------------------------------------------------
