@@ -1308,13 +1308,22 @@ fn property_round(
             }
         }
     }
-    // Three webhook subscriptions change clearance while deliveries to them are queued.
+    // Three webhook subscriptions change clearance while deliveries to them are queued,
+    // and a stream subscription while its events are pushed.
     let mut changers: Vec<String> = Vec::new();
     while changers.len() < 3.min(hook_ids.len()) {
         let c = rng.pick(&hook_ids);
         if !changers.contains(&c) {
             changers.push(c);
         }
+    }
+    let stream_ids: Vec<String> = subs
+        .iter()
+        .filter(|s| !is_hook(s))
+        .map(|s| s.id.clone())
+        .collect();
+    if !stream_ids.is_empty() {
+        changers.push(rng.pick(&stream_ids));
     }
     let targets_of: BTreeMap<String, Vec<String>> = subs
         .iter()
@@ -1507,6 +1516,7 @@ fn property_round(
             let _ = wait_for(Duration::from_secs(3), || {
                 changers
                     .iter()
+                    .filter(|c| hook_ids.contains(c))
                     .all(|c| hooks.hits(c).iter().filter(|h| h.at_ms >= t0).count() >= 2)
             });
             for c in &changers {
@@ -1521,6 +1531,9 @@ fn property_round(
                 }
                 if rng.chance(30) {
                     next.redacted = !next.redacted;
+                }
+                if rng.chance(25) {
+                    next.agency = rng.pick(&AGENCIES).to_string();
                 }
                 new_versions.push(next);
             }
