@@ -1740,11 +1740,25 @@ fn property_round(
             }
         }
     }
+    // The stream buffer holds every event of a round: a gap would be a loss.
+    let gaps: Vec<String> = streams
+        .iter()
+        .flat_map(|(id, c)| {
+            c.all()
+                .into_iter()
+                .filter(|e| e.event == "gap")
+                .map(move |e| format!("{id}: {}", e.data))
+        })
+        .collect();
     drop(streams);
 
     // Safety, on every body received on every channel.
     let mut failures: Vec<String> = Vec::new();
     let mut received: BTreeMap<(String, String, i32), BTreeSet<Form>> = BTreeMap::new();
+    let mut accepted: BTreeMap<(String, String, i32), usize> = BTreeMap::new();
+    for g in gaps {
+        failures.push(format!("a gap in a live stream: {g}"));
+    }
     for b in &bodies {
         stats.bodies += 1;
         let fail = |why: String| {
@@ -1784,6 +1798,11 @@ fn property_round(
                 .entry((b.sub.clone(), real.clone(), b.step))
                 .or_default()
                 .insert(form);
+            if b.channel != "stream" {
+                *accepted
+                    .entry((b.sub.clone(), real.clone(), b.step))
+                    .or_default() += 1;
+            }
         }
         if b.redacted {
             stats.redacted += 1;
@@ -1972,6 +1991,12 @@ fn property_round(
             } else if !forms.contains(&None) && got.is_empty() {
                 failures.push(what(format!("want one of {forms:?}, got nothing")));
             }
+        }
+    }
+    // A webhook delivery is accepted once: no repeat after a 2xx.
+    for ((sub, id, step), n) in &accepted {
+        if *n > 1 {
+            failures.push(format!("{sub} accepted {id} (step {step}) {n} times"));
         }
     }
     // An episode acknowledged before its earliest escalation deadline never escalates.
