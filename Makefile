@@ -31,6 +31,11 @@ test: test-deps ## Install what is needed, then run every test against a real br
 	$(CARGO) build --workspace --locked --all-targets
 	$(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=4
 
+CLEARANCE_CASES ?= 100000
+.PHONY: test-clearance-large
+test-clearance-large: broker ## The clearance property test at 100,000 (subscription, message) cases (CLEARANCE_CASES=n), rounds of 6,000; EWN_CLEARANCE_SEED=<seed> replays
+	EWN_CLEARANCE_CASES=$(CLEARANCE_CASES) $(CARGO) test --locked -p ewn --test clearance -- random_episodes --nocapture
+
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
