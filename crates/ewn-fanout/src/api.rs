@@ -379,7 +379,15 @@ fn acknowledgeable(
         ));
     }
     match api.core.index.episode_of(alert_id) {
-        Some(ep) if policy::may_acknowledge(sub, &ep.view) => Ok(ep),
+        Some(ep)
+            if policy::may_acknowledge(
+                sub,
+                &ep.view,
+                api.core.escalated_to(&ep.episode_id, &sub.id),
+            ) =>
+        {
+            Ok(ep)
+        }
         _ => Err(error(StatusCode::NOT_FOUND, "no such alert")),
     }
 }
@@ -537,9 +545,22 @@ async fn stream(
 /// The SSE event for `sub`, if it may see the alert at all: decided when it is pushed,
 /// on the subscription as it stands and the episode's marking.
 fn event_for(api: &Api, sub_id: &str, e: &HubEvent) -> Option<Event> {
+    if e.target.as_deref().is_some_and(|t| t != sub_id) {
+        return None;
+    }
     let sub = api.core.subs.get(sub_id)?;
     let view = api.core.index.view(&e.alert);
-    let Decision::Deliver(form) = policy::decide(&sub, &view) else {
+    // An escalation step that named this subscription shows it the episode whatever its
+    // filters; its clearance still applies.
+    let decision = if api
+        .core
+        .escalated_to(crate::index::episode_id(&e.alert), sub_id)
+    {
+        policy::decide_named(&sub, &view)
+    } else {
+        policy::decide(&sub, &view)
+    };
+    let Decision::Deliver(form) = decision else {
         return None;
     };
     let (shaped, redacted) = policy::shape(&sub, &view, form, &api.core.ids);

@@ -281,17 +281,31 @@ async fn endpoint_worker(core: Arc<Core>, sub_id: String, mut rx: mpsc::Unbounde
             return;
         }
         let first_attempt_at = now_ms();
+        let key = (
+            job.work.alert.alert_id.clone(),
+            job.sub_id.clone(),
+            job.step,
+        );
         if core.parked_here(&sub_id) {
             park(&core, job, 0, first_attempt_at, None).await;
-            continue;
-        }
-        match attempt_once(&core, &job.work, &job.sub_id, job.step, 0, first_attempt_at).await {
-            Attempted::Terminal(end) => end.finish(&core, &job.work, job.step, job.ticket),
-            Attempted::Failed { outcome, .. } => {
-                let error = outcome.error.clone();
-                park(&core, job, outcome.attempts, first_attempt_at, error).await;
+        } else {
+            match attempt_once(&core, &job.work, &job.sub_id, job.step, 0, first_attempt_at).await {
+                // With a receipt, the in-flight mark goes when the broker confirms it.
+                Attempted::Terminal(End::Receipt(sub, outcome)) => {
+                    core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
+                    continue;
+                }
+                Attempted::Terminal(End::Dropped) => job.ticket.release(),
+                Attempted::Failed { outcome, .. } => {
+                    let error = outcome.error.clone();
+                    park(&core, job, outcome.attempts, first_attempt_at, error).await;
+                }
             }
         }
+        core.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
     }
 }
 
@@ -581,6 +595,17 @@ impl Core {
             self.metrics.skipped_replays.inc();
             return;
         }
+        // The same delivery already under way (an escalation target named by two desks,
+        // say): one is enough, under one webhook-id.
+        let key = (work.alert.alert_id.clone(), sub.id.clone(), step);
+        if !self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key)
+        {
+            return;
+        }
         ticket.hold();
         match sub.channel {
             Channel::Webhook => {
@@ -606,7 +631,7 @@ impl Core {
                 // The stream keeps the alert for `Last-Event-ID` resume: "delivered" means
                 // made available to the subscription's live stream and console.
                 let marking = match form {
-                    Form::Full => work.alert.tlp,
+                    Form::Full => self.index.view(&work.alert).tlp,
                     Form::Redacted => policy::redacted_tlp(sub),
                 };
                 let now = now_ms();
@@ -733,6 +758,10 @@ impl Core {
             Some(&r.value),
             Box::new(move |outcome| match outcome {
                 Ok(_) => {
+                    core.inflight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&seen);
                     core.receipts
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

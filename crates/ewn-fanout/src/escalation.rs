@@ -168,7 +168,17 @@ fn take(core: &Arc<Core>, e: Escalation) {
         // Named targets take the alert whatever their filters, never above their
         // clearance.
         match policy::decide_named(&t, &view) {
-            Decision::Deliver(form) => core.deliver(&e.work, &t, form, n, &e.ticket),
+            Decision::Deliver(form) => {
+                core.escalated
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((e.work.episode.clone(), t.id.clone()));
+                core.deliver(&e.work, &t, form, n, &e.ticket);
+                if t.channel != ewn_model::Channel::Webhook {
+                    // Its live stream and console show it now, though its filters would not.
+                    core.hub.notify(e.work.alert.clone(), &t.id);
+                }
+            }
             Decision::Withheld => core
                 .metrics
                 .withheld

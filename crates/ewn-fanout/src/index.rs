@@ -5,10 +5,16 @@
 //!
 //! It answers three questions:
 //! - **How sensitive is this message?** An UPDATE or a CANCEL is as sensitive as the
-//!   episode it belongs to: its marking is the union over the episode's life (the highest
-//!   TLP and level, every named agency, category, state and area seen). The union only
-//!   grows and does not depend on the order messages arrive in, so feeding the same
+//!   episode it belongs to. A message is decided on the union of the markings of its
+//!   episode's messages up to and including it, in partition order (the highest TLP and
+//!   level, every named agency, category, state and area). So a CANCEL goes only to
+//!   those entitled to the alert it withdraws, and a later UPDATE that names another
+//!   agency or raises the TLP does not open the earlier messages, whose content is what
+//!   it is, to anyone new (what it adds applies from that UPDATE on). Feeding the same
 //!   message twice (from the group consumer and from the mirror reader) is harmless.
+//! - **Who may end the episode?** Acknowledging ends the whole episode's escalation, so
+//!   it takes clearance for the whole episode as known: the union over all its messages
+//!   ([`AlertIndex::episode_of`]).
 //! - **Which episode does an acknowledgement end?** Any message id of an episode names
 //!   the episode.
 //! - **Is its escalation over?** Once acknowledged or cancelled.
@@ -17,7 +23,7 @@
 //! whole (counted). A follow-up whose episode is not (or no longer) known is decided on
 //! its own marking and counted as an orphan; an acknowledgement of a forgotten alert
 //! answers 404. Size the bound to hold the longest correlation window at the expected
-//! alert rate (README: "Alert index").
+//! alert rate (README, "The fan-out").
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -88,7 +94,10 @@ pub fn episode_id(alert: &Alert) -> &str {
 }
 
 struct Episode {
+    /// The union over every message known so far.
     marking: Marking,
+    /// The union up to the last message (shared with it while nothing changes).
+    last: Arc<Marking>,
     /// When the episode's ALERT was created (that of its first known message until the
     /// ALERT is seen).
     created_at: i64,
@@ -98,6 +107,13 @@ struct Episode {
     acked_at: Option<i64>,
     /// Its ALERT was seen (an orphan follow-up started it otherwise).
     has_alert: bool,
+}
+
+/// `alert` carrying `prefix` (its episode's union up to it).
+fn prefix_of(alert: &Alert, prefix: &Marking) -> Alert {
+    let mut a = alert.clone();
+    prefix.apply_in_place(&mut a);
+    a
 }
 
 /// An alert carrying nothing but its identity, to put a marking on.
@@ -154,7 +170,8 @@ pub struct EpisodeState {
 #[derive(Default)]
 struct Inner {
     episodes: HashMap<Arc<str>, Episode>,
-    by_message: HashMap<Arc<str>, Arc<str>>,
+    /// Each message's episode and the union of its episode's markings up to it.
+    by_message: HashMap<Arc<str>, (Arc<str>, Arc<Marking>)>,
     /// Episodes in the order they were first seen, for eviction.
     order: VecDeque<Arc<str>>,
     /// Acknowledgements read before the message they name (the acks topic and the
@@ -191,17 +208,19 @@ impl AlertIndex {
     pub fn observe(&self, alert: &Alert) -> Known {
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let inner = &mut *g;
-        let ep_id: Arc<str> = match inner.by_message.get(alert.alert_id.as_str()) {
-            Some(e) => e.clone(),
+        let known = inner.by_message.get(alert.alert_id.as_str()).cloned();
+        let fresh = known.is_none();
+        let ep_id: Arc<str> = match &known {
+            Some((e, _)) => e.clone(),
             None => Arc::from(episode_id(alert)),
         };
         let msg_id: Arc<str> = Arc::from(alert.alert_id.as_str());
         let marking = Marking::of(alert);
-        let fresh = !inner.by_message.contains_key(&msg_id);
         let ep = inner.episodes.entry(ep_id.clone()).or_insert_with(|| {
             inner.order.push_back(ep_id.clone());
             Episode {
                 marking: marking.clone(),
+                last: Arc::new(marking.clone()),
                 created_at: alert.created_at,
                 rule: alert.rule.clone(),
                 messages: Vec::new(),
@@ -210,7 +229,18 @@ impl AlertIndex {
                 has_alert: false,
             }
         });
-        ep.marking.absorb(&marking);
+        let prefix = match known {
+            Some((_, prefix)) => prefix,
+            None => {
+                ep.marking.absorb(&marking);
+                let mut upto = (*ep.last).clone();
+                upto.absorb(&marking);
+                if upto != *ep.last {
+                    ep.last = Arc::new(upto);
+                }
+                ep.last.clone()
+            }
+        };
         if alert.msg_type == MsgType::Alert {
             ep.has_alert = true;
             ep.created_at = alert.created_at;
@@ -219,11 +249,12 @@ impl AlertIndex {
             ep.cancelled = true;
         }
         let orphan = !ep.has_alert;
-        let mut view = alert.clone();
-        ep.marking.apply_in_place(&mut view);
+        let view = prefix_of(alert, &prefix);
         if fresh {
             ep.messages.push(msg_id.clone());
-            inner.by_message.insert(msg_id.clone(), ep_id.clone());
+            inner
+                .by_message
+                .insert(msg_id.clone(), (ep_id.clone(), prefix));
             if let Some(at) = inner.early_acks.remove(&msg_id) {
                 let ep = inner.episodes.get_mut(&ep_id);
                 if let Some(ep) = ep {
@@ -264,17 +295,16 @@ impl AlertIndex {
         }
     }
 
-    /// `alert` with its episode's marking as it stands now (for a decision made again at
-    /// each attempt), or as it is when the episode is unknown.
+    /// `alert` as policy decides on it now (for a decision made again at each attempt):
+    /// see the module doc; as it is when its episode is not known.
     pub fn view(&self, alert: &Alert) -> Alert {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let ep = g
+        match g
             .by_message
             .get(alert.alert_id.as_str())
-            .and_then(|e| g.episodes.get(e))
-            .or_else(|| g.episodes.get(episode_id(alert)));
-        match ep {
-            Some(ep) => ep.marking.apply(alert),
+            .and_then(|(e, prefix)| Some((g.episodes.get(e)?, prefix)))
+        {
+            Some((_, prefix)) => prefix_of(alert, prefix),
             None => alert.clone(),
         }
     }
@@ -285,9 +315,8 @@ impl AlertIndex {
         let (ep_id, ep) = g
             .by_message
             .get(message_id)
-            .and_then(|e| Some((e.clone(), g.episodes.get(e)?)))?;
-        let mut view = bare(&ep_id, &ep.rule, ep.created_at);
-        ep.marking.apply_in_place(&mut view);
+            .and_then(|(e, _)| Some((e.clone(), g.episodes.get(e)?)))?;
+        let view = prefix_of(&bare(message_id, &ep.rule, ep.created_at), &ep.marking);
         Some(EpisodeState {
             episode_id: ep_id,
             view,
@@ -305,7 +334,7 @@ impl AlertIndex {
         if let Some(ep) = inner
             .by_message
             .get(message_id)
-            .and_then(|e| inner.episodes.get_mut(e))
+            .and_then(|(e, _)| inner.episodes.get_mut(e))
         {
             ep.acked_at = Some(ep.acked_at.map_or(at, |a| a.min(at)));
             return;
@@ -326,7 +355,7 @@ impl AlertIndex {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
         g.by_message
             .get(message_id)
-            .and_then(|e| g.episodes.get(e))
+            .and_then(|(e, _)| g.episodes.get(e))
             .and_then(|ep| ep.acked_at)
             .or_else(|| g.early_acks.get(message_id).copied())
     }
@@ -386,26 +415,35 @@ mod tests {
     }
 
     #[test]
-    fn the_union_does_not_depend_on_arrival_order_or_repeats() {
-        let m = [
-            msg("a", MsgType::Alert, &[], Tlp::Green, &["KZ"]),
-            msg("u", MsgType::Update, &["a"], Tlp::Red, &["TJ"]),
-            msg("c", MsgType::Cancel, &["a"], Tlp::Clear, &[]),
-        ];
-        let one = AlertIndex::new(100);
-        let two = AlertIndex::new(100);
-        for x in &m {
-            one.observe(x);
+    fn a_message_carries_its_prefix_under_the_episodes_highest_tlp() {
+        let idx = AlertIndex::new(100);
+        let mut a = msg("a", MsgType::Alert, &[], Tlp::AmberStrict, &["KZ"]);
+        a.named_agencies = vec!["KZ-KNB".into()];
+        let mut u = msg("u", MsgType::Update, &["a"], Tlp::Red, &["TJ"]);
+        u.named_agencies = vec!["TJ-GKNB".into()];
+        let c = msg("c", MsgType::Cancel, &["a"], Tlp::Clear, &[]);
+        for x in [&a, &u, &c] {
+            idx.observe(x);
         }
-        for x in m.iter().rev().chain(m.iter()) {
-            two.observe(x);
+        // Repeats change nothing.
+        for x in [&c, &a, &u] {
+            idx.observe(x);
         }
-        let a = one.episode_of("c").unwrap().view;
-        let b = two.episode_of("u").unwrap().view;
-        assert_eq!((a.tlp, &a.states), (b.tlp, &b.states));
-        assert_eq!(a.tlp, Tlp::Red);
-        assert_eq!(one.stats().messages, 3);
-        assert_eq!(two.stats().messages, 3);
+        assert_eq!(idx.stats().messages, 3);
+        // The ALERT, decided again later: only its own marking.
+        let va = idx.view(&a);
+        assert_eq!(va.tlp, Tlp::AmberStrict);
+        assert_eq!(va.named_agencies, ["KZ-KNB"]);
+        assert_eq!(va.states, ["KZ"]);
+        // The CANCEL: everything up to it.
+        let vc = idx.view(&c);
+        assert_eq!(vc.tlp, Tlp::Red);
+        assert_eq!(vc.named_agencies, ["KZ-KNB", "TJ-GKNB"]);
+        assert_eq!(vc.states, ["KZ", "TJ"]);
+        // Ending the episode takes clearance for all of it.
+        let ep = idx.episode_of("a").unwrap().view;
+        assert_eq!(ep.tlp, Tlp::Red);
+        assert_eq!(ep.named_agencies, ["KZ-KNB", "TJ-GKNB"]);
     }
 
     #[test]

@@ -149,10 +149,16 @@ pub fn shape(sub: &Subscription, alert: &Alert, form: Form, ids: &RedactedIds) -
     }
 }
 
-/// May `sub` acknowledge an alert? Only a recipient cleared for it in full: a redacted
-/// or withheld recipient must not be able to end another's escalation.
-pub fn may_acknowledge(sub: &Subscription, episode: &Alert) -> bool {
-    decide_named(sub, episode) == Decision::Deliver(Form::Full)
+/// May `sub` acknowledge an alert? Only a recipient of it in full: selected by its
+/// filters (or named by an escalation step that reached it, `escalated_to`) and cleared
+/// for it. A redacted, withheld or unselected desk must not end another's escalation.
+pub fn may_acknowledge(sub: &Subscription, view: &Alert, escalated_to: bool) -> bool {
+    let d = if escalated_to {
+        decide_named(sub, view)
+    } else {
+        decide(sub, view)
+    };
+    d == Decision::Deliver(Form::Full)
 }
 
 /// Escalation applies to alerts at or above `min_level`.

@@ -147,6 +147,11 @@ pub(crate) struct Core {
     pub escalation: Scheduler,
     /// (alert id, subscription id, escalation step) with a receipt on the topic.
     pub receipts: Mutex<Seen>,
+    /// Deliveries started on the live path and not yet terminal (or parked).
+    pub inflight: Mutex<HashSet<DeliveryKey>>,
+    /// (episode, subscription) of every escalation step taken: those targets received
+    /// the episode by name, so they may acknowledge it and their stream shows it.
+    pub escalated: Mutex<Seen<(Arc<str>, String)>>,
     /// Deliveries this instance parked on `<prefix>retries`, and when, until their receipt.
     pub parked: Mutex<HashMap<DeliveryKey, Instant>>,
     /// Receipts the broker did not confirm, to write again.
@@ -166,6 +171,14 @@ impl Core {
     /// When an earlier alert was created, for CAP references.
     pub fn sent_of(&self, alert_id: &str) -> Option<i64> {
         self.index.created_at(alert_id)
+    }
+
+    /// Did an escalation step name `sub_id` for this episode?
+    pub fn escalated_to(&self, episode_id: &str, sub_id: &str) -> bool {
+        self.escalated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(Arc::from(episode_id), sub_id.to_string()))
     }
 
     pub fn index_ready(&self) -> bool {
@@ -665,6 +678,8 @@ pub async fn start(
         endpoints: Mutex::new(HashMap::new()),
         escalation: Scheduler::new(config.fanout.index.max_messages, Arc::new(SystemClock)),
         parked: Mutex::new(HashMap::new()),
+        inflight: Mutex::new(HashSet::new()),
+        escalated: Mutex::new(Seen::new(config.fanout.index.max_messages)),
         failed_receipts: Mutex::new(std::collections::VecDeque::new()),
         receipts: Mutex::new(Seen::new(
             (config.fanout.receipts_lookback.max(1) as usize)

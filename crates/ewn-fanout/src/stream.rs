@@ -25,6 +25,8 @@ pub struct HubEvent {
     /// The cursor after this event.
     pub cursor: String,
     pub alert: Arc<Alert>,
+    /// For one subscription only (an escalation reaching its stream), not buffered.
+    pub target: Option<String>,
 }
 
 struct State {
@@ -111,6 +113,7 @@ impl Hub {
             offset,
             cursor: format_cursor(&s.cursor),
             alert: Arc::new(alert),
+            target: None,
         });
         s.next_seq += 1;
         s.events.push_back(event.clone());
@@ -121,6 +124,24 @@ impl Hub {
         }
         drop(s);
         // No receiver is fine: nobody is connected.
+        let _ = self.tx.send(event);
+    }
+
+    /// Shows `alert` once more, on the live stream of `target` only (an escalation step
+    /// named it). Not buffered: a client that resumes later finds the alert in the
+    /// buffer, where the escalation now lets it see it.
+    pub fn notify(&self, alert: Arc<Alert>, target: &str) {
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let event = Arc::new(HubEvent {
+            seq: s.next_seq,
+            partition: -1,
+            offset: -1,
+            cursor: format_cursor(&s.cursor),
+            alert,
+            target: Some(target.to_string()),
+        });
+        s.next_seq += 1;
+        drop(s);
         let _ = self.tx.send(event);
     }
 
