@@ -135,7 +135,7 @@ impl Tally {
 /// should be quick and must not block.
 pub type Callback = Box<dyn FnOnce(Outcome) + Send>;
 
-enum Pending {
+pub(crate) enum Pending {
     Sink(usize),
     Reply(oneshot::Sender<Outcome>),
     /// In a mutex only to make it `Sync` as librdkafka's opaque must be; never contended.
@@ -239,7 +239,7 @@ pub struct ConfirmingProducer<S: DeliverySink = ()> {
 }
 
 /// The former name, kept while the fan-out moves over to the new sends.
-pub type RecordProducer<S = Tally> = ConfirmingProducer<S>;
+pub type RecordProducer<S> = ConfirmingProducer<S>;
 
 impl<S: DeliverySink> ConfirmingProducer<S> {
     /// A producer for `role` (the `client` label of its metrics); `sink` receives the
