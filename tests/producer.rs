@@ -42,7 +42,10 @@ fn every_form_of_answer_arrives() {
     runtime.block_on(async {
         let topic = topic(&settings).await;
         let p = Arc::new(ConfirmingProducer::new(&settings, "test", (), Some(metrics)).unwrap());
-        assert_eq!(metric(&registry, "ewn_kafka_producer_in_flight_records"), 0.0);
+        assert_eq!(
+            metric(&registry, "ewn_kafka_producer_in_flight_records"),
+            0.0
+        );
         let mut confirmations = Vec::new();
         for n in 0..20u32 {
             let value = n.to_be_bytes();
@@ -78,7 +81,10 @@ fn every_form_of_answer_arrives() {
         offsets.sort();
         offsets.dedup();
         assert_eq!(offsets.len(), 23, "each record has an offset of its own");
-        assert_eq!(metric(&registry, "ewn_kafka_producer_in_flight_records"), 0.0);
+        assert_eq!(
+            metric(&registry, "ewn_kafka_producer_in_flight_records"),
+            0.0
+        );
     });
 }
 
@@ -155,6 +161,9 @@ fn send_async_waits_for_room_without_holding_the_thread() {
             ticked as f64 >= sending.as_millis() as f64 / 20.0,
             "{ticked} ticks in {sending:?}: the sends held the thread"
         );
-        assert_eq!(metric(&registry, "ewn_kafka_producer_in_flight_records"), 0.0);
+        assert_eq!(
+            metric(&registry, "ewn_kafka_producer_in_flight_records"),
+            0.0
+        );
     });
 }

@@ -15,7 +15,9 @@ pub enum Error {
     NoTopic(String),
     /// The producer already has its bound of records in flight (`kafka.max_in_flight_records`,
     /// or librdkafka's byte bound), and no room came within the wait.
-    #[error("topic {topic}: producer queue full, {limit} records in flight (waited {waited_ms} ms)")]
+    #[error(
+        "topic {topic}: producer queue full, {limit} records in flight (waited {waited_ms} ms)"
+    )]
     QueueFull {
         topic: String,
         limit: usize,

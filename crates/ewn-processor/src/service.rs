@@ -22,8 +22,7 @@ use ewn_kafka::admin::ensure_topics;
 use ewn_kafka::producer::{Tally, Then};
 use ewn_kafka::{
     Change, CommitOffset, ConfirmingProducer, GroupConsumer, KafkaMetrics, KafkaSettings,
-    Subscription,
-    TopicSpec, Topics,
+    Subscription, TopicSpec, Topics,
 };
 use ewn_model::validate::Limits;
 use ewn_model::{Alert, AvroRecord, RejectReason, Rejection, ScoredIncident};
