@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ewn_kafka::producer::Tally;
-use ewn_kafka::{DeliveryReport, KafkaMetrics, KafkaSettings, RecordProducer, Topics};
+use ewn_kafka::producer::{Tally, Then};
+use ewn_kafka::{ConfirmingProducer, DeliveryReport, KafkaMetrics, KafkaSettings, Topics};
 use ewn_model::validate::Limits;
 use ewn_model::{AvroRecord, Incident, SignedIncident};
 use ewn_trust::{BlindingKey, IncidentSigner};
@@ -65,13 +65,16 @@ pub fn publish(
 ) -> Result<PublishOutcome> {
     let started = Instant::now();
     let tally = Arc::new(Tally::default());
-    let producer = RecordProducer::new(&options.kafka, "publish", tally.clone(), metrics)?;
+    let producer = ConfirmingProducer::new(&options.kafka, "publish", tally.clone(), metrics)?;
     let topics = Topics::new(&options.kafka.topic_prefix);
     let mut state = options.state.clone();
     let mut reader = LineReader::new(input);
     let mut rejected = Vec::new();
     let mut kept_lines: Vec<(usize, String)> = Vec::new();
     let mut queued = 0usize;
+    // Lines that found no room in the producer within message_timeout_ms (the broker gone
+    // for that long): reported as not confirmed, so they land in the unsent file.
+    let mut refused: Vec<(usize, String)> = Vec::new();
     let mut lines = 0usize;
     let mut value = Vec::with_capacity(1024);
     let mut reject = |e: InputError, rejected: &mut Vec<InputError>| {
@@ -131,12 +134,17 @@ pub fn publish(
             continue;
         }
         let key = seal(signer, &incident, &mut value)?;
-        producer.send(
+        // A plain thread (the CLI's), so the send may park it while the producer is full.
+        match producer.send_with_blocking(
             &topics.incidents(&incident.reporter.state),
             Some(key),
             Some(&value),
-            n,
-        )?;
+            Then::sink(n),
+        ) {
+            Ok(()) => {}
+            Err(e @ ewn_kafka::Error::QueueFull { .. }) => refused.push((n, e.to_string())),
+            Err(e) => return Err(e.into()),
+        }
         queued += 1;
         if options.unsent_out.is_some() {
             kept_lines.push((n, text.to_string()));
@@ -156,7 +164,11 @@ pub fn publish(
     // Dropping the producer purges whatever is still in flight, and each purged record is
     // reported as failed: afterwards every queued record is either confirmed or failed.
     drop(producer);
-    let report = tally.report();
+    let mut report = tally.report();
+    if !refused.is_empty() {
+        report.failed.extend(refused);
+        report.failed.sort();
+    }
     let outcome = PublishOutcome {
         lines,
         queued,

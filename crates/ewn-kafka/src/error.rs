@@ -13,6 +13,16 @@ pub enum Error {
     Topic { topic: String, message: String },
     #[error("no topic matches {0}")]
     NoTopic(String),
+    /// The producer already has its bound of records in flight (`kafka.max_in_flight_records`,
+    /// or librdkafka's byte bound), and no room came within the wait.
+    #[error(
+        "topic {topic}: producer queue full, {limit} records in flight (waited {waited_ms} ms)"
+    )]
+    QueueFull {
+        topic: String,
+        limit: usize,
+        waited_ms: u64,
+    },
 }
 
 impl Error {
@@ -40,7 +50,7 @@ impl Error {
                         | RDKafkaErrorCode::CoordinatorNotAvailable
                 )
             ),
-            Error::NoTopic(_) => true,
+            Error::NoTopic(_) | Error::QueueFull { .. } => true,
             Error::Setting { .. } | Error::Topic { .. } => false,
         }
     }

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use rdkafka::Statistics;
 
 /// Per client, the (topic, partition) lag series currently set.
@@ -20,6 +20,8 @@ pub struct KafkaMetrics {
     broker_errors: IntGaugeVec,
     stats_total: IntCounterVec,
     assigned: IntGaugeVec,
+    producer_in_flight: IntGaugeVec,
+    producer_full: IntCounterVec,
     /// Lag series set per client, so a partition this client no longer owns stops being
     /// reported (a frozen value would mislead after a rebalance).
     lag_series: Arc<Mutex<LagSeries>>,
@@ -40,6 +42,14 @@ impl KafkaMetrics {
             &["client"],
         )?;
         registry.register(Box::new(stats_total.clone()))?;
+        let producer_full = IntCounterVec::new(
+            Opts::new(
+                "ewn_kafka_producer_queue_full_total",
+                "sends that found the producer's in-flight bound reached (each then waited or was refused)",
+            ),
+            &["client"],
+        )?;
+        registry.register(Box::new(producer_full.clone()))?;
         Ok(KafkaMetrics {
             queue_messages: gauge(
                 "ewn_kafka_queue_messages",
@@ -71,6 +81,12 @@ impl KafkaMetrics {
                 "partitions a consumer-group member holds after its last rebalance",
                 &["client"],
             )?,
+            producer_in_flight: gauge(
+                "ewn_kafka_producer_in_flight_records",
+                "records a producer has queued or awaiting the broker's answer (bound: kafka.max_in_flight_records)",
+                &["client"],
+            )?,
+            producer_full,
             stats_total,
             lag_series: Arc::default(),
         })
@@ -81,6 +97,15 @@ impl KafkaMetrics {
         self.assigned
             .with_label_values(&[client])
             .set(partitions as i64);
+    }
+
+    /// The in-flight gauge and queue-full counter of a producer, both present from the start
+    /// (at 0). Updated per record without a label lookup; several producers of one role add up.
+    pub(crate) fn producer(&self, client: &str) -> (IntGauge, IntCounter) {
+        (
+            self.producer_in_flight.with_label_values(&[client]),
+            self.producer_full.with_label_values(&[client]),
+        )
     }
 
     /// Applies one librdkafka statistics report; `client` is the role (`publish`, `process`, ...).

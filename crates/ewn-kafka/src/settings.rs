@@ -23,6 +23,10 @@ pub struct KafkaSettings {
     pub states: Vec<String>,
     /// How long the producer keeps retrying a record before reporting it failed.
     pub message_timeout_ms: u64,
+    /// Records a producer may have queued or awaiting the broker's answer; a send beyond it
+    /// waits for room (at most `message_timeout_ms`) or is refused as queue-full. Also
+    /// librdkafka's `queue.buffering.max.messages`.
+    pub max_in_flight_records: usize,
     /// How long admin and metadata requests may take.
     pub request_timeout_ms: u64,
     pub linger_ms: u64,
@@ -47,6 +51,7 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             states: ["kz", "kg", "tj", "uz", "tm"].map(String::from).to_vec(),
             message_timeout_ms: 30_000,
+            max_in_flight_records: 200_000,
             request_timeout_ms: 10_000,
             linger_ms: 5,
             fetch_wait_max_ms: 10,
@@ -56,9 +61,13 @@ impl Default for KafkaSettings {
     }
 }
 
+/// librdkafka's own ceiling of `queue.buffering.max.messages`.
+const MAX_IN_FLIGHT: usize = 2_147_483_647;
+
 /// Properties a user may not override through `properties`.
 const PINNED: &[&str] = &[
     "acks",
+    "queue.buffering.max.messages",
     "enable.idempotence",
     "enable.auto.commit",
     "bootstrap.servers",
@@ -98,6 +107,11 @@ impl KafkaSettings {
         if self.message_timeout_ms == 0 {
             p.push("kafka.message_timeout_ms: must be positive".into());
         }
+        if !(1..=MAX_IN_FLIGHT).contains(&self.max_in_flight_records) {
+            p.push(format!(
+                "kafka.max_in_flight_records: must be between 1 and {MAX_IN_FLIGHT}"
+            ));
+        }
         for key in self.properties.keys() {
             if PINNED.contains(&key.as_str()) {
                 p.push(format!(
@@ -132,7 +146,10 @@ impl KafkaSettings {
             .set("max.in.flight.requests.per.connection", "5")
             .set("message.timeout.ms", self.message_timeout_ms.to_string())
             .set("linger.ms", self.linger_ms.to_string())
-            .set("queue.buffering.max.messages", "200000");
+            .set(
+                "queue.buffering.max.messages",
+                self.max_in_flight_records.to_string(),
+            );
         c
     }
 
@@ -163,5 +180,32 @@ impl KafkaSettings {
                 message,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_in_flight_bound_is_librdkafkas_queue_bound_and_is_checked() {
+        let s = KafkaSettings {
+            max_in_flight_records: 1234,
+            ..KafkaSettings::default()
+        };
+        assert_eq!(
+            s.producer_config("p").get("queue.buffering.max.messages"),
+            Some("1234")
+        );
+        let zero = KafkaSettings {
+            max_in_flight_records: 0,
+            ..KafkaSettings::default()
+        };
+        assert!(
+            zero.problems()
+                .iter()
+                .any(|p| p.starts_with("kafka.max_in_flight_records:"))
+        );
+        assert!(KafkaSettings::default().problems().is_empty());
     }
 }

@@ -19,10 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ewn_kafka::admin::ensure_topics;
-use ewn_kafka::producer::Tally;
+use ewn_kafka::producer::{Tally, Then};
 use ewn_kafka::{
-    Change, CommitOffset, GroupConsumer, KafkaMetrics, KafkaSettings, RecordProducer, Subscription,
-    TopicSpec, Topics,
+    Change, CommitOffset, ConfirmingProducer, GroupConsumer, KafkaMetrics, KafkaSettings,
+    Subscription, TopicSpec, Topics,
 };
 use ewn_model::validate::Limits;
 use ewn_model::{Alert, AvroRecord, RejectReason, Rejection, ScoredIncident};
@@ -353,9 +353,12 @@ async fn reload_loop(ctx: &Ctx, seen: (Option<SystemTime>, Option<SystemTime>)) 
     }
 }
 
-/// Produces everything of one batch and waits for the broker to confirm it all.
+/// Produces everything of one batch and waits for the broker to confirm it all. The stages
+/// are std threads, so a send may park the thread while the producer is full (bounded by
+/// `kafka.message_timeout_ms`); outcomes go to a counting sink (no future or callback per
+/// record).
 struct Outbox {
-    producer: RecordProducer<Arc<Tally>>,
+    producer: ConfirmingProducer<Arc<Tally>>,
     tally: Arc<Tally>,
     buf: Vec<u8>,
     /// Records queued since the last confirmation.
@@ -368,7 +371,7 @@ struct Outbox {
 impl Outbox {
     fn new(ctx: &Ctx, role: &str) -> Result<Self> {
         let tally = Arc::new(Tally::default());
-        let producer = RecordProducer::new(
+        let producer = ConfirmingProducer::new(
             &ctx.config.kafka,
             role,
             tally.clone(),
@@ -390,8 +393,12 @@ impl Outbox {
     fn send<T: AvroRecord>(&mut self, topic: &str, key: &[u8], record: &T) -> Result<()> {
         self.buf.clear();
         T::codec().encode_into(record, &mut self.buf)?;
-        self.producer
-            .send(topic, Some(key), Some(&self.buf), self.queued)?;
+        self.producer.send_with_blocking(
+            topic,
+            Some(key),
+            Some(&self.buf),
+            Then::sink(self.queued),
+        )?;
         self.queued += 1;
         Ok(())
     }

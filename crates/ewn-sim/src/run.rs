@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ewn_kafka::admin::ensure_topics;
-use ewn_kafka::producer::Tally;
-use ewn_kafka::{KafkaSettings, RecordProducer, Topics};
+use ewn_kafka::producer::{Tally, Then};
+use ewn_kafka::{ConfirmingProducer, KafkaSettings, Topics};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -143,7 +143,9 @@ pub async fn run(config: SimConfig, keys: SimKeys, shutdown: Arc<AtomicBool>) ->
 
 /// Signs, produces and counts.
 struct Sender {
-    producer: RecordProducer<Arc<Tally>>,
+    /// Used from the simulator's own thread, so a send may park it while the producer is
+    /// full (at most `kafka.message_timeout_ms`).
+    producer: ConfirmingProducer<Arc<Tally>>,
     topics: Topics,
     keys: SimKeys,
     value: Vec<u8>,
@@ -159,11 +161,11 @@ impl Sender {
             .ok_or_else(|| Error::Config(vec![format!("keys: no signing key for {state}")]))?;
         let key = ewn_gateway::seal(signer, &g.incident, &mut self.value)?;
         let id = self.summary.sent as usize;
-        self.producer.send(
+        self.producer.send_with_blocking(
             &self.topics.incidents(state),
             Some(key),
             Some(&self.value),
-            id,
+            Then::sink(id),
         )?;
         let s = &mut self.summary;
         s.sent += 1;
@@ -193,7 +195,7 @@ fn drive(config: &SimConfig, keys: SimKeys, shutdown: &AtomicBool) -> Result<Sum
     let started = Instant::now();
     let start_ms = now_ms();
     let tally = Arc::new(Tally::default());
-    let producer = RecordProducer::new(&config.kafka, "simulate", tally.clone(), None)?;
+    let producer = ConfirmingProducer::new(&config.kafka, "simulate", tally.clone(), None)?;
     let mut generator = Generator::new(
         &GeneratorConfig {
             seed: config.seed,
