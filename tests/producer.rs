@@ -16,7 +16,7 @@ fn metric(registry: &Registry, name: &str) -> f64 {
     registry
         .gather()
         .iter()
-        .filter(|f| f.get_name() == name)
+        .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter())
         .map(|m| m.get_gauge().get_value() + m.get_counter().get_value())
         .sum()

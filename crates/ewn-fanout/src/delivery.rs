@@ -756,7 +756,7 @@ impl Core {
             &self.topics.deliveries(),
             &r.key,
             Some(&r.value),
-            Box::new(move |outcome| match outcome {
+            move |outcome| match outcome {
                 Ok(_) => {
                     core.inflight
                         .lock()
@@ -777,7 +777,7 @@ impl Core {
                             .push_back(r);
                     }
                 }
-            }),
+            },
         );
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot queue a receipt; will retry");

@@ -18,20 +18,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ewn_kafka::admin::ensure_topics;
-use ewn_kafka::producer::{DeliverySink, Landed};
+use ewn_kafka::producer::{ConfirmingProducer, Then};
 use ewn_kafka::{
-    AssignedReader, Change, CommitOffset, GroupConsumer, KafkaMetrics, KafkaSettings,
-    RecordProducer, StartAt, Subscription as TopicSubscription, Topics,
+    AssignedReader, Change, CommitOffset, GroupConsumer, KafkaMetrics, KafkaSettings, StartAt,
+    Subscription as TopicSubscription, Topics,
 };
 use ewn_model::{Ack, Alert, AvroRecord, DeliveryReceipt, Subscription};
 use ewn_ops::http::Health;
 use prometheus::Registry;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::auth::{Sessions, Tokens};
 use crate::delivery::{DeliveryKey, Job, PendingReceipt, Seen, Ticket, Work, receipt_loop};
@@ -101,28 +101,6 @@ pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-pub(crate) type Callback = Box<dyn FnOnce(std::result::Result<Landed, String>) + Send>;
-
-/// Routes each confirmation of the shared producer to whoever waits for it.
-#[derive(Default)]
-struct Callbacks {
-    next: AtomicUsize,
-    waiting: Mutex<HashMap<usize, Callback>>,
-}
-
-impl DeliverySink for Callbacks {
-    fn on_delivery(&self, id: usize, outcome: std::result::Result<Landed, String>) {
-        let cb = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        if let Some(cb) = cb {
-            cb(outcome);
-        }
-    }
-}
-
 pub(crate) struct Core {
     pub config: FanoutConfig,
     pub topics: Topics,
@@ -137,8 +115,9 @@ pub(crate) struct Core {
     pub tokens: Tokens,
     pub sessions: Sessions,
     pub key: FanoutKey,
-    producer: RecordProducer<Arc<Callbacks>>,
-    callbacks: Arc<Callbacks>,
+    /// The one producer of receipts, acks, subscription records and parked deliveries;
+    /// bounded by `kafka.max_in_flight_records`, it never blocks a runtime thread.
+    producer: ConfirmingProducer,
     pub client: webhook::Client,
     /// Seals and opens the records of `<prefix>subscriptions` (`sealed.rs`).
     seal: crate::sealed::SealKey,
@@ -195,53 +174,34 @@ impl Core {
         m.orphans.inc_by(s.orphans.saturating_sub(m.orphans.get()));
     }
 
-    /// Queues a record; `done` runs with the broker's answer.
+    /// Queues a record without waiting; `done` runs with the broker's answer (on
+    /// librdkafka's thread). A full producer is an error here (the caller retries later),
+    /// never a wait.
     pub(crate) fn produce(
         &self,
         topic: &str,
         key: &str,
         value: Option<&[u8]>,
-        done: Callback,
+        done: impl FnOnce(ewn_kafka::producer::Outcome) + Send + 'static,
     ) -> Result<()> {
-        let id = self.callbacks.next.fetch_add(1, Ordering::Relaxed);
-        self.callbacks
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, done);
-        if let Err(e) = self.producer.send(topic, Some(key.as_bytes()), value, id) {
-            self.callbacks
-                .waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            return Err(e.into());
-        }
+        self.producer
+            .try_send_with(topic, Some(key.as_bytes()), value, Then::call(done))?;
         Ok(())
     }
 
-    /// Produces a record and waits for the broker to confirm it.
+    /// Produces a record and waits for the broker to confirm it; waits for room in the
+    /// producer without blocking the thread.
     pub async fn produce_confirmed(
         &self,
         topic: &str,
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.produce(
-            topic,
-            key,
-            value,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        )?;
-        let timeout = Duration::from_millis(self.config.kafka.message_timeout_ms + 5_000);
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(Error::Unconfirmed(e)),
-            _ => Err(Error::Unconfirmed("no answer from the broker".into())),
-        }
+        let confirmation = self
+            .producer
+            .send_async(topic, Some(key.as_bytes()), value)
+            .await?;
+        confirmation.await.map(|_| ()).map_err(Error::Unconfirmed)
     }
 
     /// Writes a subscription record to the topic and applies it here at once (the topic
@@ -649,13 +609,8 @@ pub async fn start(
             return Err(Error::Config(vec!["fanout.key_file: required".into()]));
         }
     };
-    let callbacks = Arc::new(Callbacks::default());
-    let producer = RecordProducer::new(
-        &config.kafka,
-        "fanout",
-        callbacks.clone(),
-        Some(kafka_metrics.clone()),
-    )?;
+    let producer =
+        ConfirmingProducer::new(&config.kafka, "fanout", (), Some(kafka_metrics.clone()))?;
     let seal = crate::sealed::SealKey::new(&key);
     let client = webhook::client(&config.fanout.webhook)
         .map_err(|e| Error::Config(vec![format!("fanout.webhook: http client: {e}")]))?;
@@ -672,7 +627,6 @@ pub async fn start(
         sessions: Sessions::new(&key, Duration::from_secs(config.fanout.session_ttl_secs)),
         key,
         producer,
-        callbacks,
         client,
         seal,
         endpoints: Mutex::new(HashMap::new()),
