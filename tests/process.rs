@@ -620,7 +620,7 @@ fn a_member_state_topic_created_later_is_picked_up() {
         &ewn_trust::KeyEntry {
             key_id: "af-test".into(),
             state: "AF".into(),
-            public_key: key.verifying_key(),
+            public_key: ewn_trust::PublicKey::from(&key),
             not_before: now - HOUR,
             not_after: now + HOUR,
             revoked_at: None,

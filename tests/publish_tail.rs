@@ -207,7 +207,7 @@ fn hostile_records_each_get_their_reason() {
         let entry = KeyEntry {
             key_id: key_id.into(),
             state: "KZ".into(),
-            public_key: key.verifying_key(),
+            public_key: ewn_trust::PublicKey::from(&key),
             not_before: now - 30 * day,
             not_after,
             revoked_at,

@@ -11,7 +11,7 @@ pub fn one_key() -> (IncidentSigner, Verifier) {
     store.insert(KeyEntry {
         key_id: "kz-1".into(),
         state: "KZ".into(),
-        public_key: signer.verifying_key(),
+        public_key: signer.public_key(),
         not_before: 0,
         not_after: i64::MAX,
         revoked_at: None,

@@ -82,7 +82,7 @@ impl Net {
                 &KeyEntry {
                     key_id: key_id.clone(),
                     state: state.into(),
-                    public_key: key.verifying_key(),
+                    public_key: ewn_trust::PublicKey::from(&key),
                     not_before: now - 30 * 24 * HOUR,
                     not_after: now + 30 * 24 * HOUR,
                     revoked_at: None,

@@ -167,10 +167,9 @@ impl<'v> IngestBatch<'v> {
         let checked: Vec<Result<(), Rejected>> = if batch_verify {
             check_signatures(&pending)
         } else {
-            let mut buf = Vec::new();
             pending
                 .iter()
-                .map(|p| ewn_trust::verify::check_signature(p, &mut buf))
+                .map(ewn_trust::verify::check_signature)
                 .collect()
         };
         let mut verified = Vec::with_capacity(pending.len());
@@ -263,7 +262,7 @@ mod tests {
         store.insert(KeyEntry {
             key_id: "kz-1".into(),
             state: "KZ".into(),
-            public_key: signer.verifying_key(),
+            public_key: signer.public_key(),
             not_before: 0,
             not_after: i64::MAX,
             revoked_at: None,

@@ -70,7 +70,7 @@ impl SimKeys {
         for state in &STATES {
             let path = signing_key_path(dir, state.code);
             let key = load_signing_key(&path)?;
-            let public = key.verifying_key();
+            let public = ewn_trust::PublicKey::from(&key);
             let entry = store
                 .entries()
                 .filter(|e| e.state == state.code && e.public_key == public)
@@ -108,7 +108,7 @@ impl SimKeys {
         for state in &STATES {
             let path = signing_key_path(dir, state.code);
             let key = generate();
-            let public = key.verifying_key();
+            let public = ewn_trust::PublicKey::from(&key);
             let key_id = format!(
                 "{}-sim-{:02x}{:02x}{:02x}{:02x}",
                 state.code.to_ascii_lowercase(),

@@ -8,6 +8,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use ewn_model::{AvroRecord, Incident, SignedIncident};
 use rand_core::OsRng;
 
+use crate::ed25519::PublicKey;
 use crate::error::{Error, Result};
 use crate::secret;
 
@@ -77,6 +78,11 @@ impl IncidentSigner {
 
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
+    }
+
+    /// The public half, as the trust store holds it.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey::from(&self.key)
     }
 
     /// Encodes the incident and signs `DOMAIN || payload`.

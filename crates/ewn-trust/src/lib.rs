@@ -3,6 +3,8 @@
 //! - [`keys`]: Ed25519 signing keys (PKCS#8 PEM files, mode 0600) and domain-separated
 //!   signing of incidents (`"ewn/incident/v1" || payload`).
 //! - [`store`]: the TOML trust store of public keys with validity windows and revocation.
+//! - [`ed25519`]: the one Ed25519 verification rule (strict encodings, prime-order keys,
+//!   cofactored equation) that batch and single verification share.
 //! - [`verify`]: verification of `SignedIncident` records with closed-set reason codes.
 //! - [`blind`]: normalisation and HMAC blinding of subject identifiers.
 //! - [`secret`]: reading and writing secret files with restrictive modes.
@@ -10,6 +12,7 @@
 //! No Kafka, no network. Time is passed in, never read here.
 
 pub mod blind;
+pub mod ed25519;
 pub mod error;
 pub mod keys;
 pub mod secret;
@@ -17,6 +20,7 @@ pub mod store;
 pub mod verify;
 
 pub use blind::BlindingKey;
+pub use ed25519::PublicKey;
 pub use error::{Error, Result};
 pub use keys::{DOMAIN, IncidentSigner};
 pub use store::{KeyEntry, TrustStore};

@@ -18,10 +18,10 @@ use std::path::Path;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, SecondsFormat, Utc};
-use ed25519_dalek::VerifyingKey;
 use ewn_model::validate::{is_state_code, printable};
 use serde::Deserialize;
 
+use crate::ed25519::PublicKey;
 use crate::error::{Error, Result};
 
 /// A trusted public key.
@@ -30,7 +30,8 @@ pub struct KeyEntry {
     pub key_id: String,
     /// Upper-case ISO 3166-1 alpha-2 code of the member state the key signs for.
     pub state: String,
-    pub public_key: VerifyingKey,
+    /// Canonically encoded and of prime order: [`PublicKey`] cannot hold anything else.
+    pub public_key: PublicKey,
     pub not_before: i64,
     pub not_after: i64,
     pub revoked_at: Option<i64>,
@@ -202,14 +203,10 @@ fn entry(e: EntryForm) -> std::result::Result<KeyEntry, Vec<String>> {
             problems.push("public_key is not base64 of 32 bytes".to_string());
             None
         }
-        Some(bytes) => match VerifyingKey::from_bytes(&bytes) {
-            Ok(k) if k.is_weak() => {
-                problems.push("public_key is a weak (small-order) point".to_string());
-                None
-            }
+        Some(bytes) => match PublicKey::from_bytes(&bytes) {
             Ok(k) => Some(k),
-            Err(_) => {
-                problems.push("public_key is not a valid Ed25519 point".to_string());
+            Err(why) => {
+                problems.push(format!("public_key is refused: {why}"));
                 None
             }
         },
@@ -286,7 +283,7 @@ mod tests {
         KeyEntry {
             key_id: key_id.into(),
             state: "KZ".into(),
-            public_key: generate().verifying_key(),
+            public_key: PublicKey::from(&generate()),
             not_before: 1_767_225_600_000,
             not_after: 1_798_761_600_000,
             revoked_at: None,
@@ -347,15 +344,59 @@ mod tests {
         );
     }
 
-    #[test]
-    fn weak_keys_are_refused() {
-        // The identity point encodes as 0x01 followed by zeros: small order.
-        let mut weak = [0u8; 32];
-        weak[0] = 1;
-        let text = format!(
+    fn store_with_key(bytes: [u8; 32]) -> String {
+        format!(
             "[[keys]]\nkey_id = \"w\"\nstate = \"KZ\"\npublic_key = \"{}\"\nnot_before = \"2026-01-01T00:00:00Z\"\nnot_after = \"2027-01-01T00:00:00Z\"\n",
-            B64.encode(weak)
-        );
-        assert!(TrustStore::parse(&text).unwrap_err().contains("weak"));
+            B64.encode(bytes)
+        )
+    }
+
+    #[test]
+    fn small_order_keys_are_refused() {
+        for t in curve25519_dalek::constants::EIGHT_TORSION {
+            let err = TrustStore::parse(&store_with_key(t.compress().to_bytes())).unwrap_err();
+            assert!(
+                err.contains("keys[0] (key_id `w`): public_key is refused: a small-order point"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn mixed_order_keys_are_refused() {
+        let good = crate::keys::generate().verifying_key().to_edwards();
+        for t in &curve25519_dalek::constants::EIGHT_TORSION[1..] {
+            let err =
+                TrustStore::parse(&store_with_key((good + t).compress().to_bytes())).unwrap_err();
+            assert!(
+                err.contains("keys[0] (key_id `w`): public_key is refused: a mixed-order point"),
+                "{err}"
+            );
+        }
+        assert!(TrustStore::parse(&store_with_key(good.compress().to_bytes())).is_ok());
+    }
+
+    #[test]
+    fn non_canonical_keys_are_refused() {
+        // y = p + 1 encodes the identity a second time; the identity with a sign bit too.
+        let mut y_p_plus_1 = [0xff; 32];
+        y_p_plus_1[0] = 0xee;
+        y_p_plus_1[31] = 0x7f;
+        let mut signed_identity = [0u8; 32];
+        signed_identity[0] = 1;
+        signed_identity[31] = 0x80;
+        for bytes in [y_p_plus_1, signed_identity] {
+            let err = TrustStore::parse(&store_with_key(bytes)).unwrap_err();
+            assert!(
+                err.contains("public_key is refused: not the canonical encoding of its point"),
+                "{err}"
+            );
+        }
+        // Appending to a file refuses it too, naming the key.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        fs::write(&path, store_with_key(y_p_plus_1)).unwrap();
+        let err = TrustStore::append_to_file(&path, &sample("kz-1")).unwrap_err();
+        assert!(err.to_string().contains("key_id `w`"), "{err}");
     }
 }

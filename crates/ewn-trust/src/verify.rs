@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use ed25519_dalek::Signature;
 use ewn_model::validate::{Limits, printable, validate_incident};
 use ewn_model::{AvroRecord, Incident, RejectReason, SignedIncident};
 
-use crate::keys::{DOMAIN, signed_message};
+use crate::ed25519::{self, Signed};
+use crate::keys::DOMAIN;
 use crate::store::{KeyEntry, TrustStore};
 
 /// What a verifier enforces beyond the signature.
@@ -152,8 +152,7 @@ impl Verifier {
         now_ms: i64,
     ) -> Result<Verified, Rejected> {
         let pending = self.check_envelope(value, topic_state, now_ms)?;
-        let mut buf = Vec::new();
-        check_signature(&pending, &mut buf)?;
+        check_signature(&pending)?;
         self.check_payload(pending, now_ms)
     }
 
@@ -288,53 +287,28 @@ impl Verifier {
     }
 }
 
-/// Checks the signatures of a batch: one batch equation for all (ed25519-dalek's
-/// `verify_batch`), and only when that fails, `verify_strict` one by one to find the
-/// culprits. The batch equation is cofactorless like `verify_strict`, but would accept a
-/// key holder's small-order or non-canonically encoded `R`, which `verify_strict` refuses;
-/// such signatures are screened out first (byte comparisons), so the batch path accepts
-/// exactly what `verify_strict` accepts. Returns one result per pending record.
+/// Checks the signatures of a batch under the one rule of [`crate::ed25519`]: one batch
+/// equation for all, and one by one only when it fails. Accepts exactly what
+/// [`check_signature`] accepts. Returns one result per pending record.
 pub fn check_signatures(pending: &[Pending<'_>]) -> Vec<Result<(), Rejected>> {
-    let mut results: Vec<Option<Result<(), Rejected>>> = vec![None; pending.len()];
-    let mut batch = Vec::with_capacity(pending.len());
-    for (i, p) in pending.iter().enumerate() {
-        if suspicious_r(&p.envelope.signature) {
-            results[i] = Some(Err(bad_signature(p.key)));
-        } else {
-            batch.push(i);
-        }
-    }
-    if batch.len() > 1 {
-        let mut all = Vec::with_capacity(
-            batch
-                .iter()
-                .map(|&i| DOMAIN.len() + pending[i].envelope.payload.len())
-                .sum(),
-        );
-        let mut bounds = Vec::with_capacity(batch.len());
-        for &i in &batch {
-            let start = all.len();
-            all.extend_from_slice(DOMAIN);
-            all.extend_from_slice(&pending[i].envelope.payload);
-            bounds.push(start..all.len());
-        }
-        let messages: Vec<&[u8]> = bounds.iter().map(|r| &all[r.clone()]).collect();
-        let signatures: Vec<Signature> = batch
-            .iter()
-            .map(|&i| Signature::from_bytes(&pending[i].envelope.signature))
-            .collect();
-        let keys: Vec<_> = batch.iter().map(|&i| pending[i].key.public_key).collect();
-        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-            for &i in &batch {
-                results[i] = Some(Ok(()));
-            }
-        }
-    }
-    let mut buf = Vec::new();
-    results
+    let items: Vec<Signed<'_>> = pending
+        .iter()
+        .map(|p| Signed {
+            key: &p.key.public_key,
+            message: &p.envelope.payload,
+            signature: &p.envelope.signature,
+        })
+        .collect();
+    ed25519::verify_batch(DOMAIN, &items)
         .into_iter()
-        .enumerate()
-        .map(|(i, r)| r.unwrap_or_else(|| check_signature(&pending[i], &mut buf)))
+        .zip(pending)
+        .map(|(ok, p)| {
+            if ok {
+                Ok(())
+            } else {
+                Err(bad_signature(p.key))
+            }
+        })
         .collect()
 }
 
@@ -346,42 +320,26 @@ fn bad_signature(key: &KeyEntry) -> Rejected {
     .key(&key.key_id)
 }
 
-/// Is the signature's `R` non-canonically encoded or one of the eight small-order points?
-fn suspicious_r(signature: &[u8; 64]) -> bool {
-    use std::sync::LazyLock;
-    static SMALL_ORDER: LazyLock<Vec<[u8; 32]>> = LazyLock::new(|| {
-        curve25519_dalek::constants::EIGHT_TORSION
-            .iter()
-            .map(|p| p.compress().to_bytes())
-            .collect()
-    });
-    let r: &[u8] = &signature[..32];
-    // y >= p = 2^255 - 19 (ignoring the sign bit) is a non-canonical encoding.
-    let non_canonical =
-        r[0] >= 0xed && r[1..31].iter().all(|&b| b == 0xff) && (r[31] & 0x7f) == 0x7f;
-    non_canonical || SMALL_ORDER.iter().any(|s| s[..] == *r)
-}
-
-/// `verify_strict` over `DOMAIN || payload`; `buf` is reused across calls.
-pub fn check_signature(pending: &Pending<'_>, buf: &mut Vec<u8>) -> Result<(), Rejected> {
-    let signature = Signature::from_bytes(&pending.envelope.signature);
-    let message = signed_message(buf, &pending.envelope.payload);
-    pending
-        .key
-        .public_key
-        .verify_strict(message, &signature)
-        .map_err(|_| {
-            Rejected::new(
-                RejectReason::BadSignature,
-                format!("key {}: signature does not verify", pending.key.key_id),
-            )
-            .key(&pending.key.key_id)
-        })
+/// Checks one signature over `DOMAIN || payload` under the one rule of [`crate::ed25519`],
+/// the same as [`check_signatures`] does in a batch.
+pub fn check_signature(pending: &Pending<'_>) -> Result<(), Rejected> {
+    let envelope = &pending.envelope;
+    if ed25519::verify(
+        &pending.key.public_key,
+        DOMAIN,
+        &envelope.payload,
+        &envelope.signature,
+    ) {
+        Ok(())
+    } else {
+        Err(bad_signature(pending.key))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PublicKey;
     use crate::keys::{IncidentSigner, generate};
     use ewn_model::samples;
 
@@ -395,7 +353,7 @@ mod tests {
             store.insert(KeyEntry {
                 key_id: s.key_id().into(),
                 state: state.into(),
-                public_key: s.verifying_key(),
+                public_key: s.public_key(),
                 not_before: 1_767_225_600_000,
                 not_after: 1_798_761_600_000,
                 revoked_at: None,
@@ -545,11 +503,7 @@ mod tests {
             .iter()
             .map(Result::is_ok)
             .collect();
-        let mut buf = Vec::new();
-        let single: Vec<bool> = pending
-            .iter()
-            .map(|p| check_signature(p, &mut buf).is_ok())
-            .collect();
+        let single: Vec<bool> = pending.iter().map(|p| check_signature(p).is_ok()).collect();
         assert_eq!(batch, single);
         assert_eq!(batch.iter().filter(|ok| !**ok).count(), 3);
         let good: Vec<Pending<'_>> = values
@@ -559,6 +513,111 @@ mod tests {
             .map(|(_, b)| v.check_envelope(b, None, NOW).unwrap())
             .collect();
         assert!(check_signatures(&good).iter().all(Result::is_ok));
+    }
+
+    /// Signs `DOMAIN || payload` as a key holder who puts `torsion` into the nonce point.
+    fn sign_with_torsion(
+        key: &ed25519_dalek::SigningKey,
+        payload: &[u8],
+        torsion: curve25519_dalek::EdwardsPoint,
+    ) -> [u8; 64] {
+        use curve25519_dalek::{EdwardsPoint, Scalar};
+        use sha2::{Digest, Sha512};
+        let wide = |d: &[u8]| {
+            let mut w = [0u8; 64];
+            w.copy_from_slice(d);
+            Scalar::from_bytes_mod_order_wide(&w)
+        };
+        let r = wide(&Sha512::digest(payload));
+        let r_bytes = (EdwardsPoint::mul_base(&r) + torsion).compress().to_bytes();
+        let k = wide(
+            &Sha512::new()
+                .chain_update(r_bytes)
+                .chain_update(key.verifying_key().as_bytes())
+                .chain_update(DOMAIN)
+                .chain_update(payload)
+                .finalize(),
+        );
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&r_bytes);
+        signature[32..].copy_from_slice((r + k * key.to_scalar()).as_bytes());
+        signature
+    }
+
+    #[test]
+    fn torsion_in_r_gets_one_verdict_from_tail_single_and_every_batch_position() {
+        let (_, mut kz, mut kg) = setup();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let mut store = TrustStore::default();
+        for (s, state) in [(&kz, "KZ"), (&kg, "KG")] {
+            store.insert(KeyEntry {
+                key_id: s.key_id().into(),
+                state: state.into(),
+                public_key: s.public_key(),
+                not_before: 1_767_225_600_000,
+                not_after: 1_798_761_600_000,
+                revoked_at: None,
+            });
+        }
+        store.insert(KeyEntry {
+            key_id: "kz-holder".into(),
+            state: "KZ".into(),
+            public_key: PublicKey::from(&key),
+            not_before: 1_767_225_600_000,
+            not_after: 1_798_761_600_000,
+            revoked_at: None,
+        });
+        let v = Verifier::new(Arc::new(store), VerifyPolicy::default());
+        let payload = samples::incident().to_avro().unwrap();
+        let order_2 = curve25519_dalek::constants::EIGHT_TORSION[4];
+        // The key holder's own torsion: valid under the cofactored equation.
+        let holders = SignedIncident {
+            key_id: "kz-holder".into(),
+            signature: sign_with_torsion(&key, &payload, order_2),
+            payload: payload.clone(),
+        };
+        // A third party adding torsion to a valid signature's R: the hash changes.
+        let mut tampered = kz.sign(&samples::incident()).unwrap();
+        let r = curve25519_dalek::edwards::CompressedEdwardsY(
+            tampered.signature[..32].try_into().unwrap(),
+        )
+        .decompress()
+        .unwrap();
+        tampered.signature[..32].copy_from_slice(&(r + order_2).compress().to_bytes());
+        let others: Vec<Vec<u8>> = (0..63)
+            .map(|i| {
+                let mut incident = samples::incident();
+                incident.summary = format!("report {i}");
+                let signer = if i % 2 == 0 { &mut kz } else { &mut kg };
+                signer.sign(&incident).unwrap().to_avro().unwrap()
+            })
+            .collect();
+        for (envelope, accept) in [(holders, true), (tampered, false)] {
+            let bytes = envelope.to_avro().unwrap();
+            // what `ewn tail` runs
+            assert_eq!(v.verify(&bytes, Some("kz"), NOW).is_ok(), accept);
+            let alone = v.check_envelope(&bytes, None, NOW).unwrap();
+            assert_eq!(check_signature(&alone).is_ok(), accept);
+            for position in 0..64 {
+                let mut values: Vec<&[u8]> = others.iter().map(Vec::as_slice).collect();
+                values.insert(position, &bytes);
+                let pending: Vec<Pending<'_>> = values
+                    .iter()
+                    .map(|b| v.check_envelope(b, None, NOW).unwrap())
+                    .collect();
+                let verdicts: Vec<bool> = check_signatures(&pending)
+                    .iter()
+                    .map(Result::is_ok)
+                    .collect();
+                for (i, ok) in verdicts.iter().enumerate() {
+                    assert_eq!(
+                        *ok,
+                        i != position || accept,
+                        "position {position}, item {i}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub fn run(_global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let entry = KeyEntry {
         key_id: key_id.clone(),
         state: state.clone(),
-        public_key: key.verifying_key(),
+        public_key: ewn_trust::PublicKey::from(&key),
         not_before: not_before.timestamp_millis(),
         not_after: not_after.timestamp_millis(),
         revoked_at: None,
