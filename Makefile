@@ -31,10 +31,15 @@ test: test-deps ## Install what is needed, then run every test against a real br
 	$(CARGO) build --workspace --locked --all-targets
 	$(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=4
 
+HANG_SECS ?= 600
 CLEARANCE_CASES ?= 100000
 .PHONY: test-clearance-large
 test-clearance-large: broker ## The clearance property test at 100,000 (subscription, message) cases (CLEARANCE_CASES=n), rounds of 6,000; EWN_CLEARANCE_SEED=<seed> replays
 	EWN_CLEARANCE_CASES=$(CLEARANCE_CASES) $(CARGO) test --locked -p ewn --test clearance -- random_episodes --nocapture
+
+.PHONY: test-hang
+test-hang: broker ## One webhook endpoint accepts and never answers for 10 min (HANG_SECS=n) at 2 alerts/s: the other desks' latency, commits, and catch-up
+	EWN_HANG_SECS=$(HANG_SECS) $(CARGO) test --locked -p ewn --test fanout -- an_endpoint_that_never_answers --nocapture
 
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings as errors

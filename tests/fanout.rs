@@ -816,11 +816,21 @@ fn outage(prefix: &str, mode: Mode, outage: Duration) {
     let back_at = now_ms();
     hooks.set("down", Mode::Ok);
     let all: Vec<&Alert> = before.iter().chain(&during).collect();
-    wait_until(
-        "the returned endpoint caught up",
-        Duration::from_secs(180),
-        || hooks.delivered("down").len() >= all.len(),
-    );
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while hooks.delivered("down").len() < all.len() {
+        assert!(
+            Instant::now() < deadline,
+            "the returned endpoint did not catch up in 180 s: {} of {} delivered, {} hits; parked {}, retries settled {}, retry pending {}, pending alerts {}",
+            hooks.delivered("down").len(),
+            all.len(),
+            hooks.hits("down").len(),
+            fanout.metric("ewn_fanout_parked_deliveries_total", ""),
+            fanout.metric("ewn_fanout_retries_settled_total", ""),
+            fanout.metric("ewn_fanout_retry_pending", ""),
+            fanout.metric("ewn_fanout_pending_alerts", ""),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     wait_settled(&fanout, all.len() as u64);
 
     // Everything, once each, in the order the alerts were published.
