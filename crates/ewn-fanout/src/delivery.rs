@@ -232,8 +232,8 @@ pub(crate) struct PendingReceipt {
     value: Arc<[u8]>,
     seen: DeliveryKey,
     ticket: Arc<Ticket>,
-    /// When it first failed.
-    failing_since: Option<Instant>,
+    /// Its entry in `Core::failing_receipts` once it has failed.
+    failing: Option<u64>,
 }
 
 /// How long receipts may keep failing before `/healthz` says so.
@@ -249,13 +249,21 @@ pub(crate) async fn receipt_loop(core: Arc<Core>) {
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
             .collect();
-        let oldest = failed.iter().filter_map(|r| r.failing_since).min();
-        core.metrics.receipts_failing.set(failed.len() as i64);
+        // Failing until the broker confirms them, queued or in flight again: a retry in
+        // flight is not a success.
+        let (failing, oldest) = {
+            let f = core
+                .failing_receipts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            (f.len(), f.values().min().copied())
+        };
+        core.metrics.receipts_failing.set(failing as i64);
         if oldest.is_none_or(|t| t.elapsed() < RECEIPT_HEALTH_GRACE) {
             core.health.beat("receipts");
         } else {
             tracing::error!(
-                receipts = failed.len(),
+                receipts = failing,
                 "receipts cannot be written; deliveries stay uncommitted"
             );
         }
@@ -732,7 +740,7 @@ impl Core {
             value: value.into(),
             seen,
             ticket,
-            failing_since: None,
+            failing: None,
         });
     }
 
@@ -747,9 +755,9 @@ impl Core {
             value: r.value.clone(),
             seen: r.seen.clone(),
             ticket: r.ticket.clone(),
-            failing_since: Some(r.failing_since.unwrap_or_else(Instant::now)),
+            failing: r.failing,
         };
-        let (seen, ticket) = (r.seen, r.ticket);
+        let (seen, ticket, failing) = (r.seen, r.ticket, r.failing);
         let again = Arc::new(Mutex::new(Some(retry)));
         let on_error = again.clone();
         let result = self.produce(
@@ -758,6 +766,12 @@ impl Core {
             Some(&r.value),
             move |outcome| match outcome {
                 Ok(_) => {
+                    if let Some(id) = failing {
+                        core.failing_receipts
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&id);
+                    }
                     core.inflight
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -771,10 +785,7 @@ impl Core {
                 Err(e) => {
                     tracing::error!(error = %e, "receipt not confirmed by the broker; will retry");
                     if let Some(r) = again.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                        core.failed_receipts
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push_back(r);
+                        core.retry_receipt(r);
                     }
                 }
             },
@@ -782,12 +793,26 @@ impl Core {
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot queue a receipt; will retry");
             if let Some(r) = on_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                self.failed_receipts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_back(r);
+                self.retry_receipt(r);
             }
         }
+    }
+
+    /// Queues a receipt to write again; from its first failure it counts as failing
+    /// until the broker confirms it.
+    fn retry_receipt(&self, mut r: PendingReceipt) {
+        if r.failing.is_none() {
+            let id = self.receipt_failures.fetch_add(1, Ordering::Relaxed) as u64;
+            self.failing_receipts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, Instant::now());
+            r.failing = Some(id);
+        }
+        self.failed_receipts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(r);
     }
 
     /// Stops deliveries to a subscription for good (410 Gone), on every instance.

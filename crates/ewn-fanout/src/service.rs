@@ -135,6 +135,9 @@ pub(crate) struct Core {
     pub parked: Mutex<HashMap<DeliveryKey, Instant>>,
     /// Receipts the broker did not confirm, to write again.
     pub failed_receipts: Mutex<std::collections::VecDeque<PendingReceipt>>,
+    /// Every receipt failing (queued or in flight again) and since when, by a number.
+    pub failing_receipts: Mutex<HashMap<u64, Instant>>,
+    pub receipt_failures: std::sync::atomic::AtomicUsize,
     pub shutdown: Arc<AtomicBool>,
     pub stop: watch::Receiver<bool>,
     pub runtime: tokio::runtime::Handle,
@@ -635,6 +638,8 @@ pub async fn start(
         inflight: Mutex::new(HashSet::new()),
         escalated: Mutex::new(Seen::new(config.fanout.index.max_messages)),
         failed_receipts: Mutex::new(std::collections::VecDeque::new()),
+        failing_receipts: Mutex::new(HashMap::new()),
+        receipt_failures: std::sync::atomic::AtomicUsize::new(0),
         receipts: Mutex::new(Seen::new(
             (config.fanout.receipts_lookback.max(1) as usize)
                 .saturating_mul(config.kafka.partitions.max(1) as usize),
