@@ -48,11 +48,37 @@ fn wait_health(fanout: &Fanout, want: u16, timeout: Duration) -> (Duration, Stri
     panic!("/healthz did not answer {want} within {timeout:?}; last: {last}");
 }
 
+/// Prints the end of Tansu's log when the test fails.
+struct LogOnPanic<'a>(&'a RestartableBroker);
+
+impl Drop for LogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The first errors after the restart, then the end.
+            let log = std::fs::read_to_string(self.0.dir.join("tansu.log")).unwrap_or_default();
+            let after: Vec<&str> = log
+                .split("--- restarted ---")
+                .nth(1)
+                .unwrap_or("")
+                .lines()
+                .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("panic"))
+                .take(15)
+                .collect();
+            eprintln!(
+                "--- tansu log: first errors after the restart ---\n{}\n--- tansu log (end) ---\n{}",
+                after.join("\n"),
+                self.0.log()
+            );
+        }
+    }
+}
+
 #[test]
 fn a_broker_killed_mid_delivery_loses_no_delivery_and_no_receipt() {
     let began = Instant::now();
     let broker = RestartableBroker::start(Engine::Sqlite)
         .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
+    let _log = LogOnPanic(&broker);
     let settings = KafkaSettings {
         brokers: broker.addr.clone(),
         topic_prefix: unique_prefix("broker-restart"),
