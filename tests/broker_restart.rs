@@ -270,3 +270,28 @@ fn a_broker_killed_mid_delivery_loses_no_delivery_and_no_receipt() {
         red_after.as_secs_f64()
     );
 }
+
+/// The broker alone: records produced before a `kill -9`, then after the restart on the
+/// same sqlite data, from a fresh producer. Separates Tansu's recovery from the fan-out's.
+#[test]
+fn a_broker_killed_and_restarted_takes_records_again() {
+    let broker = RestartableBroker::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
+    let _log = LogOnPanic(&broker);
+    let settings = KafkaSettings {
+        brokers: broker.addr.clone(),
+        topic_prefix: unique_prefix("broker-restart-alone"),
+        partitions: 3,
+        statistics_interval_ms: 0,
+        message_timeout_ms: 5_000,
+        ..KafkaSettings::default()
+    };
+    let mut net = Net::on(settings.clone());
+    pace(&mut net, 0, 30, Duration::from_millis(20));
+    broker.kill9().unwrap();
+    broker.restart().unwrap();
+    let mut after = Net::on(settings);
+    pace(&mut after, 100, 30, Duration::from_millis(20));
+    assert_eq!(after.alerts().len(), 60);
+    broker.stop().unwrap();
+}
