@@ -295,3 +295,27 @@ fn a_broker_killed_and_restarted_takes_records_again() {
     assert_eq!(after.alerts().len(), 60);
     broker.stop().unwrap();
 }
+
+/// As above, but the producer that lived through the crash goes on producing after the
+/// restart, as a long-running service's producer (the fan-out's receipts) does.
+#[test]
+fn a_producer_that_lived_through_the_crash_produces_after_the_restart() {
+    let broker = RestartableBroker::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
+    let _log = LogOnPanic(&broker);
+    let settings = KafkaSettings {
+        brokers: broker.addr.clone(),
+        topic_prefix: unique_prefix("broker-restart-producer"),
+        partitions: 3,
+        statistics_interval_ms: 0,
+        message_timeout_ms: 5_000,
+        ..KafkaSettings::default()
+    };
+    let mut net = Net::on(settings);
+    pace(&mut net, 0, 30, Duration::from_millis(20));
+    broker.kill9().unwrap();
+    broker.restart().unwrap();
+    pace(&mut net, 100, 30, Duration::from_millis(20));
+    assert_eq!(net.alerts().len(), 60);
+    broker.stop().unwrap();
+}
