@@ -157,9 +157,11 @@ fn a_broker_killed_mid_delivery_loses_no_delivery_and_no_receipt() {
         "broker restarted after {:.1} s down",
         restarted.duration_since(killed).as_secs_f64()
     );
-    // And more alerts after the restart, from a producer of its own: the idempotent
-    // producer that lived through the crash got "Unknown broker error" for one of its
-    // first records after the restart (Tansu's producer state; see the report).
+    // And more alerts after the restart, from a producer of its own (the test's, not
+    // the fan-out's). Known failure (2026-12-01): Tansu 0.6.0's sqlite storage panics
+    // ("more or less than one row", tansu-storage lite.rs:503) on a Produce soon after
+    // the restart in this scenario, and every storage request fails after that; the two
+    // tests below, without the fan-out, do not trigger it.
     let mut after = Net::on(settings.clone());
     alerts.extend(pace(&mut after, 1_000, 50, Duration::from_millis(50)));
 
