@@ -160,8 +160,8 @@ fn a_broker_killed_mid_delivery_loses_no_delivery_and_no_receipt() {
     // And more alerts after the restart, from a producer of its own (the test's, not
     // the fan-out's). Known failure (2026-12-01): Tansu 0.6.0's sqlite storage panics
     // ("more or less than one row", tansu-storage lite.rs:503) on a Produce soon after
-    // the restart in this scenario, and every storage request fails after that; the two
-    // tests below, without the fan-out, do not trigger it.
+    // the restart, and every storage request fails after that. Reproduced without the
+    // fan-out by `a_producer_whose_records_timed_out_while_down_produces_after_the_restart`.
     let mut after = Net::on(settings.clone());
     alerts.extend(pace(&mut after, 1_000, 50, Duration::from_millis(50)));
 
@@ -319,5 +319,83 @@ fn a_producer_that_lived_through_the_crash_produces_after_the_restart() {
     broker.restart().unwrap();
     pace(&mut net, 100, 30, Duration::from_millis(20));
     assert_eq!(net.alerts().len(), 60);
+    broker.stop().unwrap();
+}
+
+/// A producer whose records timed out while the broker was down (as the fan-out's
+/// receipts do) produces again after the restart. Known failure (2026-12-01, Tansu 0.6.0
+/// sqlite): the first Produce of such a producer after the restart panics Tansu's storage
+/// task (tansu-storage lite.rs:503, "more or less than one row") and nothing is confirmed
+/// again; a producer without timed-out records is fine (the test above).
+#[test]
+fn a_producer_whose_records_timed_out_while_down_produces_after_the_restart() {
+    use std::sync::Arc;
+
+    use ewn_kafka::RecordProducer;
+    use ewn_kafka::producer::Tally;
+
+    let broker = RestartableBroker::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
+    let _log = LogOnPanic(&broker);
+    let settings = KafkaSettings {
+        brokers: broker.addr.clone(),
+        topic_prefix: unique_prefix("broker-restart-timedout"),
+        partitions: 3,
+        statistics_interval_ms: 0,
+        message_timeout_ms: 5_000,
+        ..KafkaSettings::default()
+    };
+    let net = Net::on(settings.clone());
+    let topic = net.topics().alerts();
+    let tally = Arc::new(Tally::default());
+    let producer = RecordProducer::new(&settings, "survivor", tally.clone(), None).unwrap();
+    let send = |from: usize, to: usize| {
+        for k in from..to {
+            producer
+                .send(&topic, Some(b"key"), Some(b"value"), k)
+                .unwrap();
+        }
+    };
+    send(0, 10);
+    producer.flush(Duration::from_secs(30)).unwrap();
+    broker.kill9().unwrap();
+    send(10, 15);
+    // They time out (5 s).
+    wait_until(
+        "the records sent while down fail",
+        Duration::from_secs(30),
+        || tally.report().failed.len() == 5,
+    );
+    broker.restart().unwrap();
+    // Written again every half second until one is confirmed (as the fan-out does).
+    let restarted = Instant::now();
+    let mut k = 15;
+    while tally.report().confirmed == 10 {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(90),
+            "nothing confirmed 90 s after the restart: {:?}",
+            tally.report().failed.last()
+        );
+        send(k, k + 1);
+        k += 1;
+        let next = Instant::now() + Duration::from_millis(500);
+        wait_until("pace", Duration::from_secs(5), || Instant::now() >= next);
+    }
+    eprintln!(
+        "first record confirmed {:.1} s after the restart; {} failed",
+        restarted.elapsed().as_secs_f64(),
+        tally.report().failed.len()
+    );
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let before = tally.report().confirmed;
+    send(1_000, 1_010);
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let report = tally.report();
+    assert_eq!(
+        report.confirmed,
+        before + 10,
+        "failed: {:?}",
+        report.failed.last()
+    );
     broker.stop().unwrap();
 }
