@@ -304,24 +304,44 @@ pub fn fanout_config(settings: &KafkaSettings, subs: Vec<SubscriptionConfig>) ->
     }
 }
 
-/// A fan-out running in this process, with the address of its API.
+/// A fan-out running in this process, with the address of its API and of its admin
+/// server (`/metrics`, `/healthz`), served as `ewn fanout` serves it.
 pub struct Fanout {
     pub api: SocketAddr,
+    pub admin: SocketAddr,
     service: InProcess<ewn_fanout::Error>,
 }
 
 pub fn start_fanout(config: FanoutConfig) -> Fanout {
     let (tx, rx) = std::sync::mpsc::channel();
     let service = in_process(move |r, s| async move {
-        let running = ewn_fanout::start(config, &r, Arc::new(Health::default()), s).await?;
-        tx.send(running.api).unwrap();
+        let health = Arc::new(Health::default());
+        let flag = s.clone();
+        let stopped = async move {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let (admin, _server) = ewn_ops::http::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            ewn_ops::http::router(r.clone(), health.clone(), None),
+            stopped,
+        )
+        .await
+        .unwrap();
+        let running = ewn_fanout::start(config, &r, health, s).await?;
+        tx.send((running.api, admin)).unwrap();
         running.task.await.unwrap()
     });
-    let api = match rx.recv_timeout(Duration::from_secs(90)) {
+    let (api, admin) = match rx.recv_timeout(Duration::from_secs(90)) {
         Ok(a) => a,
         Err(_) => panic!("fan-out did not start: {:?}", service.outcome()),
     };
-    Fanout { api, service }
+    Fanout {
+        api,
+        admin,
+        service,
+    }
 }
 
 impl Fanout {
@@ -331,6 +351,17 @@ impl Fanout {
 
     pub fn metric(&self, name: &str, labels: &str) -> f64 {
         self.service.metric(name, labels)
+    }
+
+    /// The status `/healthz` of its admin server answers, and the body.
+    pub fn healthz(&self) -> Result<(u16, String), String> {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("http://{}/healthz", self.admin))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().unwrap_or_default()))
     }
 
     pub fn stop(self) {
