@@ -112,16 +112,20 @@ async fn receive(
             .to_string()
     };
     let name_of = name.clone();
-    state.hits.lock().unwrap().push(Hit {
-        name,
-        webhook_id: h("webhook-id"),
-        timestamp: h("webhook-timestamp"),
-        signature: h("webhook-signature"),
-        content_type: h("content-type"),
-        body: body.to_vec(),
-        status,
-        at_ms: now_ms(),
-    });
+    let index = {
+        let mut hits = state.hits.lock().unwrap();
+        hits.push(Hit {
+            name,
+            webhook_id: h("webhook-id"),
+            timestamp: h("webhook-timestamp"),
+            signature: h("webhook-signature"),
+            content_type: h("content-type"),
+            body: body.to_vec(),
+            status,
+            at_ms: now_ms(),
+        });
+        hits.len() - 1
+    };
     // Recorded on arrival, so a request cut off by a crash of the sender still counts.
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
@@ -129,6 +133,10 @@ async fn receive(
     if hang {
         while matches!(state.modes.lock().unwrap().get(&name_of), Some(Mode::Hang)) {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Answered after all: a sender still waiting gets its 200, so the hit counts.
+        if let Some(h) = state.hits.lock().unwrap().get_mut(index) {
+            h.status = 200;
         }
         return StatusCode::OK;
     }
