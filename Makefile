@@ -38,7 +38,7 @@ test-clearance-large: broker ## The clearance property test at 100,000 (subscrip
 	EWN_CLEARANCE_CASES=$(CLEARANCE_CASES) $(CARGO) test --locked -p ewn --test clearance -- random_episodes --nocapture
 
 .PHONY: test-broker-restart
-test-broker-restart: broker ## Tansu killed -9 mid-delivery and restarted, incl. the two tests Tansu 0.6.0 fails (ignored in `make test`)
+test-broker-restart: broker ## Tansu killed -9 mid-delivery and restarted, incl. the reproduction of Tansu 0.6.0's storage panic (ignored in `make test`: it fails on Tansu)
 	$(CARGO) test --locked -p ewn --test broker_restart -- --include-ignored --nocapture
 
 .PHONY: test-hang

@@ -267,6 +267,7 @@ pub(crate) async fn receipt_loop(core: Arc<Core>) {
                 "receipts cannot be written; deliveries stay uncommitted"
             );
         }
+        core.renew_producer();
         for r in failed {
             core.write_receipt(r);
         }
@@ -784,6 +785,7 @@ impl Core {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "receipt not confirmed by the broker; will retry");
+                    core.note_produce_error(&e);
                     if let Some(r) = again.lock().unwrap_or_else(|p| p.into_inner()).take() {
                         core.retry_receipt(r);
                     }

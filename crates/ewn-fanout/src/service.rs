@@ -117,7 +117,10 @@ pub(crate) struct Core {
     pub key: FanoutKey,
     /// The one producer of receipts, acks, subscription records and parked deliveries;
     /// bounded by `kafka.max_in_flight_records`, it never blocks a runtime thread.
-    producer: ConfirmingProducer,
+    producer: std::sync::RwLock<Arc<ConfirmingProducer>>,
+    /// A record timed out: the producer is replaced before it produces again (see
+    /// [`Core::renew_producer`]).
+    producer_stale: AtomicBool,
     pub client: webhook::Client,
     /// Seals and opens the records of `<prefix>subscriptions` (`sealed.rs`).
     seal: crate::sealed::SealKey,
@@ -187,9 +190,54 @@ impl Core {
         value: Option<&[u8]>,
         done: impl FnOnce(ewn_kafka::producer::Outcome) + Send + 'static,
     ) -> Result<()> {
-        self.producer
+        self.producer()
             .try_send_with(topic, Some(key.as_bytes()), value, Then::call(done))?;
         Ok(())
+    }
+
+    fn producer(&self) -> Arc<ConfirmingProducer> {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Notes a record the broker never answered within `kafka.message_timeout_ms`.
+    pub(crate) fn note_produce_error(&self, error: &str) {
+        if error.contains("timed out") {
+            self.producer_stale.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Replaces the producer once one of its records timed out, before the broker comes
+    /// back. Tansu 0.6.0 (the broker we test on) panics in its storage, and answers
+    /// nothing after, when an idempotent producer whose records timed out while it was
+    /// down produces again after its restart (`tests/broker_restart.rs` reproduces it); a
+    /// new producer, with a new producer id, is served. The old one is dropped off the
+    /// runtime; what it still held comes back as failed and is written again.
+    pub(crate) fn renew_producer(&self) {
+        if !self.producer_stale.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        match ConfirmingProducer::new(
+            &self.config.kafka,
+            "fanout",
+            (),
+            Some(self.kafka_metrics.clone()),
+        ) {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self.producer.write().unwrap_or_else(|p| p.into_inner()),
+                    Arc::new(fresh),
+                );
+                tracing::warn!("a record timed out: producing through a new producer");
+                std::thread::spawn(move || drop(old));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a new producer; keeping the old one");
+                self.producer_stale.store(true, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Produces a record and waits for the broker to confirm it; waits for room in the
@@ -200,11 +248,17 @@ impl Core {
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<()> {
-        let confirmation = self
-            .producer
-            .send_async(topic, Some(key.as_bytes()), value)
-            .await?;
-        confirmation.await.map(|_| ()).map_err(Error::Unconfirmed)
+        // The producer is not held while the broker answers (it may be renewed meanwhile).
+        let confirmation = {
+            let producer = self.producer();
+            producer
+                .send_async(topic, Some(key.as_bytes()), value)
+                .await?
+        };
+        confirmation.await.map(|_| ()).map_err(|e| {
+            self.note_produce_error(&e);
+            Error::Unconfirmed(e)
+        })
     }
 
     /// Writes a subscription record to the topic and applies it here at once (the topic
@@ -612,8 +666,12 @@ pub async fn start(
             return Err(Error::Config(vec!["fanout.key_file: required".into()]));
         }
     };
-    let producer =
-        ConfirmingProducer::new(&config.kafka, "fanout", (), Some(kafka_metrics.clone()))?;
+    let producer = std::sync::RwLock::new(Arc::new(ConfirmingProducer::new(
+        &config.kafka,
+        "fanout",
+        (),
+        Some(kafka_metrics.clone()),
+    )?));
     let seal = crate::sealed::SealKey::new(&key);
     let client = webhook::client(&config.fanout.webhook)
         .map_err(|e| Error::Config(vec![format!("fanout.webhook: http client: {e}")]))?;
@@ -630,6 +688,7 @@ pub async fn start(
         sessions: Sessions::new(&key, Duration::from_secs(config.fanout.session_ttl_secs)),
         key,
         producer,
+        producer_stale: AtomicBool::new(false),
         client,
         seal,
         endpoints: Mutex::new(HashMap::new()),
@@ -748,7 +807,7 @@ pub async fn start(
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         // Receipts already queued get their confirmation before the producer goes.
-        let _ = core.producer.flush(Duration::from_secs(5));
+        let _ = core.producer().flush(Duration::from_secs(5));
         result
     });
     Ok(Running { api, task })
