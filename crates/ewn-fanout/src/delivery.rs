@@ -69,14 +69,20 @@ pub(crate) struct Work {
     pub alert: Arc<Alert>,
     /// Its episode (the id of the ALERT it belongs to).
     pub episode: Arc<str>,
+    /// The message as policy decides on it: carrying its episode's marking up to it,
+    /// which is fixed once the index has seen it (`index.rs`), so it is computed once
+    /// for every recipient and attempt. (What is decided again at each attempt is the
+    /// subscription.)
+    pub view: Alert,
     bodies: Mutex<HashMap<BodyShape, Rendered>>,
 }
 
 impl Work {
-    pub(crate) fn new(alert: Arc<Alert>, episode: Arc<str>) -> Arc<Work> {
+    pub(crate) fn new(alert: Arc<Alert>, known: crate::index::Known) -> Arc<Work> {
         Arc::new(Work {
             alert,
-            episode,
+            episode: known.episode_id,
+            view: known.view,
             bodies: Mutex::new(HashMap::new()),
         })
     }
@@ -365,7 +371,7 @@ async fn attempt_once(
         tracing::warn!(subscription = %sub_id, "subscription deleted; alert dropped for it");
         return Attempted::Terminal(End::Dropped);
     };
-    let view = core.index.view(&work.alert);
+    let view = &work.view;
     if sub.disabled_at.is_some() {
         // Nothing was sent: the receipt says so, marked CLEAR.
         let outcome = Outcome {
@@ -381,9 +387,9 @@ async fn attempt_once(
         return Attempted::Terminal(End::Receipt(sub, outcome));
     }
     let decision = if step == 0 {
-        policy::decide(&sub, &view)
+        policy::decide(&sub, view)
     } else {
-        policy::decide_named(&sub, &view)
+        policy::decide_named(&sub, view)
     };
     let form = match decision {
         Decision::Deliver(form) => form,
@@ -398,7 +404,7 @@ async fn attempt_once(
             return Attempted::Terminal(End::Dropped);
         }
     };
-    let body = work.body(core, &sub, form, &view);
+    let body = work.body(core, &sub, form, view);
     let id = webhook::webhook_id(&body.shown_id, sub_id, step);
     let mut outcome = Outcome {
         outcome: DeliveryOutcome::DeadLetter,
@@ -640,7 +646,7 @@ impl Core {
                 // The stream keeps the alert for `Last-Event-ID` resume: "delivered" means
                 // made available to the subscription's live stream and console.
                 let marking = match form {
-                    Form::Full => self.index.view(&work.alert).tlp,
+                    Form::Full => work.view.tlp,
                     Form::Redacted => policy::redacted_tlp(sub),
                 };
                 let now = now_ms();

@@ -159,7 +159,7 @@ fn take(core: &Arc<Core>, e: Escalation) {
         .with_label_values(&[&n.to_string()])
         .inc();
     tracing::warn!(alert_id = %alert.alert_id, step = n, subscription = %owner.id, "unacknowledged; escalating");
-    let view = core.index.view(alert);
+    let view = &e.work.view;
     for target in &step.targets {
         let Some(t) = core.subs.get(target) else {
             tracing::warn!(target = %target, "escalation target is not a subscription");
@@ -167,7 +167,7 @@ fn take(core: &Arc<Core>, e: Escalation) {
         };
         // Named targets take the alert whatever their filters, never above their
         // clearance.
-        match policy::decide_named(&t, &view) {
+        match policy::decide_named(&t, view) {
             Decision::Deliver(form) => {
                 core.escalated
                     .lock()
@@ -209,7 +209,9 @@ mod tests {
         let mut a = ewn_model::samples::alert();
         a.alert_id = id.into();
         a.created_at = created_at;
-        Work::new(Arc::new(a), Arc::from(id))
+        let idx = crate::index::AlertIndex::new(10);
+        let known = idx.observe(&a);
+        Work::new(Arc::new(a), known)
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub(crate) fn retry_loop(core: &Arc<Core>) -> Result<()> {
                         let known = core.index.observe(&alert);
                         ticket.hold();
                         let parked = Parked {
-                            work: Work::new(Arc::new(alert), known.episode_id),
+                            work: Work::new(Arc::new(alert), known),
                             step: record.escalation_step,
                             attempts: record.attempts,
                             first_attempt_at: record.first_attempt_at,

@@ -299,8 +299,8 @@ impl Core {
 /// starts its deliveries and escalations.
 fn dispatch(core: &Arc<Core>, subs: &[Arc<Subscription>], alert: Alert, ticket: &Arc<Ticket>) {
     let known = core.index.observe(&alert);
-    let work = Work::new(Arc::new(alert), known.episode_id);
-    let view = &known.view;
+    let work = Work::new(Arc::new(alert), known);
+    let view = &work.view;
     let min_level = core.config.fanout.escalation.min_level;
     for sub in subs {
         match policy::decide(sub, view) {
