@@ -67,6 +67,8 @@ pub(crate) struct Body {
 pub(crate) struct Work {
     /// The message as read.
     pub alert: Arc<Alert>,
+    /// Its id, shared by the keys of its deliveries.
+    pub alert_id: Arc<str>,
     /// Its episode (the id of the ALERT it belongs to).
     pub episode: Arc<str>,
     /// The message as policy decides on it: carrying its episode's marking up to it,
@@ -80,6 +82,7 @@ pub(crate) struct Work {
 impl Work {
     pub(crate) fn new(alert: Arc<Alert>, known: crate::index::Known) -> Arc<Work> {
         Arc::new(Work {
+            alert_id: alert.alert_id.as_str().into(),
             alert,
             episode: known.episode_id,
             view: known.view,
@@ -149,13 +152,30 @@ impl Work {
 /// One webhook delivery: the form is decided at each attempt, not here.
 pub(crate) struct Job {
     pub work: Arc<Work>,
-    pub sub_id: String,
-    pub step: i32,
+    /// The alert, the subscription and the escalation step.
+    pub key: DeliveryKey,
     pub ticket: Arc<Ticket>,
 }
 
-/// A delivery a receipt records: (alert id, subscription id, escalation step).
-pub(crate) type DeliveryKey = (String, String, i32);
+/// A delivery a receipt records: (alert id, subscription id, escalation step). Its ids
+/// are shared: a delivery's key is made once and cloned by reference count into the
+/// in-flight set, its job and its receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DeliveryKey {
+    pub alert: Arc<str>,
+    pub sub: Arc<str>,
+    pub step: i32,
+}
+
+impl DeliveryKey {
+    pub(crate) fn new(alert: &str, sub: &str, step: i32) -> DeliveryKey {
+        DeliveryKey {
+            alert: alert.into(),
+            sub: sub.into(),
+            step,
+        }
+    }
+}
 
 /// A bounded set: the oldest members are forgotten first (as the start-up read of
 /// `<prefix>deliveries` forgets what lies beyond its lookback).
@@ -234,9 +254,9 @@ pub(crate) async fn pause(core: &Core, d: Duration) -> bool {
 
 /// A receipt to write (again).
 pub(crate) struct PendingReceipt {
-    key: String,
+    /// Its delivery; the alert id is the record's key.
+    key: DeliveryKey,
     value: Arc<[u8]>,
-    seen: DeliveryKey,
     ticket: Arc<Ticket>,
     /// Its entry in `Core::failing_receipts` once it has failed.
     failing: Option<u64>,
@@ -289,25 +309,21 @@ pub(crate) async fn receipt_loop(core: Arc<Core>) {
 /// its alert's offset commits and nothing queues behind it. While this instance has
 /// parked deliveries for the endpoint that have no receipt yet, later ones are parked
 /// behind them without an attempt: the endpoint gets them in order once it answers.
-async fn endpoint_worker(core: Arc<Core>, sub_id: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn endpoint_worker(core: Arc<Core>, sub_id: Arc<str>, mut rx: mpsc::UnboundedReceiver<Job>) {
     let _span = tracing::info_span!("endpoint", service = "fanout", subscription = %sub_id);
     while let Some(job) = rx.recv().await {
         if core.stopping() {
             return;
         }
         let first_attempt_at = now_ms();
-        let key = (
-            job.work.alert.alert_id.clone(),
-            job.sub_id.clone(),
-            job.step,
-        );
+        let key = job.key.clone();
         if core.parked_here(&sub_id) {
             park(&core, job, 0, first_attempt_at, None).await;
         } else {
-            match attempt_once(&core, &job.work, &job.sub_id, job.step, 0, first_attempt_at).await {
+            match attempt_once(&core, &job.work, &key.sub, key.step, 0, first_attempt_at).await {
                 // With a receipt, the in-flight mark goes when the broker confirms it.
                 Attempted::Terminal(End::Receipt(sub, outcome)) => {
-                    core.finish(&job.work.alert, &sub, job.step, outcome, job.ticket);
+                    core.finish(key, &job.work.alert, &sub, outcome, job.ticket);
                     continue;
                 }
                 Attempted::Terminal(End::Dropped) => job.ticket.release(),
@@ -346,9 +362,15 @@ enum End {
 }
 
 impl End {
-    pub(crate) fn finish(self, core: &Arc<Core>, work: &Work, step: i32, ticket: Arc<Ticket>) {
+    pub(crate) fn finish(
+        self,
+        core: &Arc<Core>,
+        key: DeliveryKey,
+        alert: &Alert,
+        ticket: Arc<Ticket>,
+    ) {
         match self {
-            End::Receipt(sub, outcome) => core.finish(&work.alert, &sub, step, outcome, ticket),
+            End::Receipt(sub, outcome) => core.finish(key, alert, &sub, outcome, ticket),
             End::Dropped => ticket.release(),
         }
     }
@@ -477,13 +499,12 @@ async fn park(
         job.ticket.release();
         return;
     };
-    let topic = core.topics.retries();
     let mut wait = Duration::from_millis(200);
     while let Err(e) = core
-        .produce_confirmed(&topic, &job.sub_id, Some(&value))
+        .produce_confirmed(&core.topic_names.retries, &job.key.sub, Some(&value))
         .await
     {
-        tracing::warn!(error = %e, subscription = %job.sub_id, "cannot park a delivery yet; retrying");
+        tracing::warn!(error = %e, subscription = %job.key.sub, "cannot park a delivery yet; retrying");
         if !pause(core, wait).await {
             return;
         }
@@ -491,21 +512,14 @@ async fn park(
     }
     let agency = core
         .subs
-        .get(&job.sub_id)
+        .get(&job.key.sub)
         .map(|s| s.agency.clone())
         .unwrap_or_default();
     core.metrics.parked.with_label_values(&[&agency]).inc();
     core.parked
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            (
-                job.work.alert.alert_id.clone(),
-                job.sub_id.clone(),
-                job.step,
-            ),
-            Instant::now(),
-        );
+        .insert(job.key, Instant::now());
     job.ticket.release();
 }
 
@@ -514,13 +528,18 @@ async fn park(
 /// letter after `fanout.webhook.max_attempts`).
 pub(crate) async fn retry_worker(
     core: Arc<Core>,
-    sub_id: String,
+    sub_id: Arc<str>,
     mut rx: mpsc::UnboundedReceiver<retry::Parked>,
 ) {
     let _span = tracing::info_span!("retry", service = "fanout", subscription = %sub_id);
     let settings = &core.config.fanout.webhook;
     while let Some(p) = rx.recv().await {
-        if core.already_delivered(&p.work.alert.alert_id, &sub_id, p.step) {
+        let key = DeliveryKey {
+            alert: p.work.alert_id.clone(),
+            sub: sub_id.clone(),
+            step: p.step,
+        };
+        if core.already_delivered(&key) {
             core.metrics.skipped_replays.inc();
             p.ticket.release();
             continue;
@@ -558,13 +577,13 @@ pub(crate) async fn retry_worker(
             .await
             {
                 Attempted::Terminal(end) => {
-                    end.finish(&core, &p.work, p.step, p.ticket);
+                    end.finish(&core, key, &p.work.alert, p.ticket);
                     break;
                 }
                 Attempted::Failed { outcome, sub } => {
                     attempts = outcome.attempts;
                     if attempts as u32 >= settings.max_attempts {
-                        core.finish(&p.work.alert, &sub, p.step, outcome, p.ticket);
+                        core.finish(key, &p.work.alert, &sub, outcome, p.ticket);
                         break;
                     }
                     tracing::debug!(attempts, error = ?outcome.error, "delivery failed; retrying");
@@ -587,14 +606,14 @@ impl Core {
         let receipts = self.receipts.lock().unwrap_or_else(|p| p.into_inner());
         let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
         parked.retain(|k, at| !receipts.contains(k) && at.elapsed() < horizon);
-        parked.keys().any(|(_, s, _)| s == sub_id)
+        parked.keys().any(|k| &*k.sub == sub_id)
     }
 
-    pub(crate) fn already_delivered(&self, alert_id: &str, sub_id: &str, step: i32) -> bool {
+    pub(crate) fn already_delivered(&self, key: &DeliveryKey) -> bool {
         self.receipts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&(alert_id.to_string(), sub_id.to_string(), step))
+            .contains(key)
     }
 
     /// Starts the delivery of `work` to `sub`, holding `ticket` until it is terminal.
@@ -606,40 +625,46 @@ impl Core {
         step: i32,
         ticket: &Arc<Ticket>,
     ) {
-        if self.already_delivered(&work.alert.alert_id, &sub.id, step) {
+        let key = DeliveryKey {
+            alert: work.alert_id.clone(),
+            sub: sub.id.as_str().into(),
+            step,
+        };
+        if self.already_delivered(&key) {
             self.metrics.skipped_replays.inc();
             return;
         }
         // The same delivery already under way (an escalation target named by two desks,
         // say): one is enough, under one webhook-id.
-        let key = (work.alert.alert_id.clone(), sub.id.clone(), step);
         if !self
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key)
+            .insert(key.clone())
         {
             return;
         }
         ticket.hold();
         match sub.channel {
             Channel::Webhook => {
+                let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+                let tx = match endpoints.get(&key.sub) {
+                    Some(tx) => tx,
+                    None => {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        self.runtime
+                            .spawn(endpoint_worker(self.clone(), key.sub.clone(), rx));
+                        endpoints.entry(key.sub.clone()).or_insert(tx)
+                    }
+                };
                 let job = Job {
                     work: work.clone(),
-                    sub_id: sub.id.clone(),
-                    step,
+                    key,
                     ticket: ticket.clone(),
                 };
-                let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-                let tx = endpoints.entry(sub.id.clone()).or_insert_with(|| {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    self.runtime
-                        .spawn(endpoint_worker(self.clone(), sub.id.clone(), rx));
-                    tx
-                });
                 if let Err(mpsc::error::SendError(job)) = tx.send(job) {
                     // The worker is gone (shutting down): leave the alert uncommitted.
-                    tracing::debug!(subscription = %job.sub_id, "endpoint worker gone");
+                    tracing::debug!(subscription = %job.key.sub, "endpoint worker gone");
                 }
             }
             Channel::Stream | Channel::Console => {
@@ -651,9 +676,9 @@ impl Core {
                 };
                 let now = now_ms();
                 self.finish(
+                    key,
                     &work.alert,
                     sub,
-                    step,
                     Outcome {
                         outcome: DeliveryOutcome::Delivered,
                         tlp: marking,
@@ -674,9 +699,9 @@ impl Core {
     /// confirms it.
     fn finish(
         self: &Arc<Self>,
+        key: DeliveryKey,
         alert: &Alert,
         sub: &Subscription,
-        step: i32,
         o: Outcome,
         ticket: Arc<Ticket>,
     ) {
@@ -714,7 +739,7 @@ impl Core {
             outcome: o.outcome,
             tlp: o.tlp,
             redacted: o.redacted,
-            escalation_step: step,
+            escalation_step: key.step,
             webhook_id: o.webhook_id,
             attempts: o.attempts,
             status_code: o.status.map(i32::from),
@@ -727,13 +752,8 @@ impl Core {
             subscription = %receipt.subscription_id,
             outcome = receipt.outcome.as_str(),
             attempts = receipt.attempts,
-            step,
+            step = key.step,
             "delivery terminal"
-        );
-        let seen = (
-            receipt.alert_id.clone(),
-            receipt.subscription_id.clone(),
-            step,
         );
         let value = match receipt.to_avro() {
             Ok(v) => v,
@@ -743,9 +763,8 @@ impl Core {
             }
         };
         self.write_receipt(PendingReceipt {
-            key: receipt.alert_id,
             value: value.into(),
-            seen,
+            key,
             ticket,
             failing: None,
         });
@@ -757,23 +776,15 @@ impl Core {
     /// receipt has been failing for longer than `RECEIPT_HEALTH_GRACE`.
     pub(crate) fn write_receipt(self: &Arc<Self>, r: PendingReceipt) {
         let core = self.clone();
-        let retry = PendingReceipt {
-            key: r.key.clone(),
-            value: r.value.clone(),
-            seen: r.seen.clone(),
-            ticket: r.ticket.clone(),
-            failing: r.failing,
-        };
-        let (seen, ticket, failing) = (r.seen, r.ticket, r.failing);
-        let again = Arc::new(Mutex::new(Some(retry)));
-        let on_error = again.clone();
-        let result = self.produce(
-            &self.topics.deliveries(),
-            &r.key,
-            Some(&r.value),
-            move |outcome| match outcome {
+        // The callback owns the receipt: it hears the broker's answer, or the refusal at
+        // once, and either way the receipt is either marked written or queued again.
+        let producer = self.producer();
+        let topic = &self.topic_names.deliveries;
+        let (key, value) = (r.key.alert.clone(), r.value.clone());
+        producer.try_send_or_call(topic, Some(key.as_bytes()), Some(&value), move |outcome| {
+            match outcome {
                 Ok(_) => {
-                    if let Some(id) = failing {
+                    if let Some(id) = r.failing {
                         core.failing_receipts
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -782,28 +793,20 @@ impl Core {
                     core.inflight
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .remove(&seen);
+                        .remove(&r.key);
                     core.receipts
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(seen);
-                    ticket.release();
+                        .insert(r.key);
+                    r.ticket.release();
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "receipt not confirmed by the broker; will retry");
+                    tracing::error!(error = %e, "receipt not written; will retry");
                     core.note_produce_error(&e);
-                    if let Some(r) = again.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                        core.retry_receipt(r);
-                    }
+                    core.retry_receipt(r);
                 }
-            },
-        );
-        if let Err(e) = result {
-            tracing::error!(error = %e, "cannot queue a receipt; will retry");
-            if let Some(r) = on_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                self.retry_receipt(r);
             }
-        }
+        });
     }
 
     /// Queues a receipt to write again; from its first failure it counts as failing

@@ -69,8 +69,8 @@ pub(crate) fn seal(
         }
     };
     let mut record = DeliveryRetry {
-        subscription_id: job.sub_id.clone(),
-        escalation_step: job.step,
+        subscription_id: job.key.sub.to_string(),
+        escalation_step: job.key.step,
         attempts,
         first_attempt_at,
         parked_at: now_ms(),
@@ -118,7 +118,7 @@ pub(crate) fn retry_loop(core: &Arc<Core>) -> Result<()> {
         Some(core.kafka_metrics.clone()),
     )?;
     let mut tracker = Tracker::default();
-    let mut workers: HashMap<String, mpsc::UnboundedSender<Parked>> = HashMap::new();
+    let mut workers: HashMap<Arc<str>, mpsc::UnboundedSender<Parked>> = HashMap::new();
     let mut last_commit = Instant::now();
     while !core.stopping() {
         core.health.beat("retries");
@@ -152,7 +152,7 @@ pub(crate) fn retry_loop(core: &Arc<Core>) -> Result<()> {
                             parked_at: record.parked_at,
                             ticket: ticket.clone(),
                         };
-                        let sub_id = record.subscription_id;
+                        let sub_id: Arc<str> = record.subscription_id.into();
                         let tx = workers.entry(sub_id.clone()).or_insert_with(|| {
                             let (tx, rx) = mpsc::unbounded_channel();
                             core.runtime

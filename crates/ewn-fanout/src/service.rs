@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ewn_kafka::admin::ensure_topics;
-use ewn_kafka::producer::{ConfirmingProducer, Then};
+use ewn_kafka::producer::ConfirmingProducer;
 use ewn_kafka::{
     AssignedReader, Change, CommitOffset, GroupConsumer, KafkaMetrics, KafkaSettings, StartAt,
     Subscription as TopicSubscription, Topics,
@@ -101,9 +101,17 @@ pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Topic names written per delivery.
+pub(crate) struct TopicNames {
+    pub deliveries: String,
+    pub retries: String,
+}
+
 pub(crate) struct Core {
     pub config: FanoutConfig,
     pub topics: Topics,
+    /// The names of the topics written per delivery, made once.
+    pub topic_names: TopicNames,
     pub subs: SubscriptionSet,
     pub hub: Hub,
     pub index: AlertIndex,
@@ -125,7 +133,7 @@ pub(crate) struct Core {
     /// Seals and opens the records of `<prefix>subscriptions` (`sealed.rs`).
     seal: crate::sealed::SealKey,
     /// The live path's queue of each webhook endpoint.
-    pub endpoints: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    pub endpoints: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Job>>>,
     pub escalation: Scheduler,
     /// (alert id, subscription id, escalation step) with a receipt on the topic.
     pub receipts: Mutex<Seen>,
@@ -180,22 +188,7 @@ impl Core {
         m.orphans.inc_by(s.orphans.saturating_sub(m.orphans.get()));
     }
 
-    /// Queues a record without waiting; `done` runs with the broker's answer (on
-    /// librdkafka's thread). A full producer is an error here (the caller retries later),
-    /// never a wait.
-    pub(crate) fn produce(
-        &self,
-        topic: &str,
-        key: &str,
-        value: Option<&[u8]>,
-        done: impl FnOnce(ewn_kafka::producer::Outcome) + Send + 'static,
-    ) -> Result<()> {
-        self.producer()
-            .try_send_with(topic, Some(key.as_bytes()), value, Then::call(done))?;
-        Ok(())
-    }
-
-    fn producer(&self) -> Arc<ConfirmingProducer> {
+    pub(crate) fn producer(&self) -> Arc<ConfirmingProducer> {
         self.producer
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -509,7 +502,11 @@ fn tail_loop(core: &Arc<Core>, ready: &mut Option<std::sync::mpsc::Sender<()>>) 
                         core.receipts
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .insert((d.alert_id, d.subscription_id, d.escalation_step));
+                            .insert(DeliveryKey::new(
+                                &d.alert_id,
+                                &d.subscription_id,
+                                d.escalation_step,
+                            ));
                     }
                     _ => core
                         .metrics
@@ -677,6 +674,10 @@ pub async fn start(
         .map_err(|e| Error::Config(vec![format!("fanout.webhook: http client: {e}")]))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let core = Arc::new(Core {
+        topic_names: TopicNames {
+            deliveries: topics.deliveries(),
+            retries: topics.retries(),
+        },
         topics,
         subs: SubscriptionSet::default(),
         hub: Hub::new(config.fanout.stream.buffer_alerts),

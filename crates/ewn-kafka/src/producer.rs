@@ -226,7 +226,8 @@ impl<S: DeliverySink> ProducerContext for Context<S> {
 enum Refused {
     /// librdkafka's own queue is full (its byte bound): the record comes back to retry.
     Full(Box<Pending>),
-    Failed(Error),
+    /// Refused for another reason; who was to hear the answer comes back too.
+    Failed(Box<Pending>, Error),
 }
 
 /// An idempotent `acks=all` producer with a bound on records in flight; see the module
@@ -335,7 +336,32 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
         match self.enqueue(topic, key, value, Box::new(then.0)) {
             Ok(()) => Ok(()),
             Err(Refused::Full(_)) => Err(self.refuse(topic, Duration::ZERO)),
-            Err(Refused::Failed(e)) => Err(e),
+            Err(Refused::Failed(_, e)) => Err(e),
+        }
+    }
+
+    /// [`try_send`](Self::try_send) with a callback that hears every outcome: the broker's
+    /// answer, or, when the record is refused at once (no room, or librdkafka refused
+    /// it), that refusal as an error, on the caller's thread before this returns. One
+    /// path for every failure, and nothing to clone in case the record is refused.
+    pub fn try_send_or_call(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        f: impl FnOnce(Outcome) + Send + 'static,
+    ) {
+        if !self.gate().try_acquire() {
+            f(Err(self.refuse(topic, Duration::ZERO).to_string()));
+            return;
+        }
+        let refused = match self.enqueue(topic, key, value, Box::new(Then::call(f).0)) {
+            Ok(()) => return,
+            Err(Refused::Full(back)) => (back, self.refuse(topic, Duration::ZERO)),
+            Err(Refused::Failed(back, e)) => (back, e),
+        };
+        if let (Pending::Call(f), e) = (*refused.0, refused.1) {
+            (f.into_inner().unwrap_or_else(|p| p.into_inner()))(Err(e.to_string()));
         }
     }
 
@@ -359,7 +385,7 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
             }
             match self.enqueue(topic, key, value, pending) {
                 Ok(()) => return Ok(()),
-                Err(Refused::Failed(e)) => return Err(e),
+                Err(Refused::Failed(_, e)) => return Err(e),
                 Err(Refused::Full(back)) => {
                     if started.elapsed() >= self.wait {
                         return Err(self.queue_full(topic, started.elapsed()));
@@ -392,7 +418,7 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
             }
             match self.enqueue(topic, key, value, pending) {
                 Ok(()) => return Ok(()),
-                Err(Refused::Failed(e)) => return Err(e),
+                Err(Refused::Failed(_, e)) => return Err(e),
                 Err(Refused::Full(back)) => {
                     if started.elapsed() >= self.wait {
                         return Err(self.queue_full(topic, started.elapsed()));
@@ -441,10 +467,13 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
                     KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
                         Err(Refused::Full(back.delivery_opaque))
                     }
-                    e => Err(Refused::Failed(Error::Kafka {
-                        context: format!("send to {topic}"),
-                        source: e,
-                    })),
+                    e => Err(Refused::Failed(
+                        back.delivery_opaque,
+                        Error::Kafka {
+                            context: format!("send to {topic}"),
+                            source: e,
+                        },
+                    )),
                 }
             }
         }
@@ -526,6 +555,44 @@ mod tests {
         drop(p);
         assert!(first.await.is_err());
         assert_eq!(gauge.get(), 0);
+    }
+
+    #[test]
+    fn a_callback_hears_a_refusal_at_once_and_a_purge_later() {
+        let p = ConfirmingProducer::new(&unreachable(2), "test", (), None).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let heard = |n: u32| {
+            let tx = tx.clone();
+            move |o: Outcome| {
+                let _ = tx.send((n, o));
+            }
+        };
+        p.try_send_or_call("ewn.t", None, Some(b"x"), heard(1));
+        assert!(
+            rx.try_recv().is_err(),
+            "the first record waits for the broker"
+        );
+        // librdkafka refusing the record (larger than `message.max.bytes`) is heard at
+        // once, and gives its permit back.
+        p.try_send_or_call("ewn.t", None, Some(&vec![0; 2 << 20]), heard(2));
+        let (n, o) = rx.try_recv().unwrap();
+        assert!(n == 2 && o.is_err(), "{o:?}");
+        assert_eq!(p.gate().count(), 1);
+        p.try_send_or_call("ewn.t", None, Some(b"y"), heard(3));
+        // No room: the callback runs before the call returns, with the reason.
+        p.try_send_or_call("ewn.t", Some(b"k"), Some(b"z"), heard(4));
+        let (n, o) = rx.try_recv().unwrap();
+        assert_eq!(n, 4);
+        assert!(o.unwrap_err().starts_with("topic ewn.t: "));
+        drop(p);
+        let mut purged = [
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        ];
+        purged.sort_by_key(|(n, _)| *n);
+        assert!(purged[0].0 == 1 && purged[1].0 == 3);
+        assert!(purged.iter().all(|(_, o)| o.is_err()));
+        assert!(rx.try_recv().is_err(), "each record is heard once");
     }
 
     #[test]
