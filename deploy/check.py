@@ -90,6 +90,8 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "ewn_fanout_retries_settled_total": ("counter", set()),
     "ewn_fanout_receipts_failing": ("gauge", set()),
     "ewn_fanout_escalations_pending": ("gauge", set()),
+    "ewn_fanout_memory_entries": ("gauge", {"set"}),
+    "ewn_fanout_memory_bound": ("gauge", {"set"}),
     # Kafka client (librdkafka statistics); client = the role name
     "ewn_kafka_consumer_lag_messages": ("gauge", {"client", "topic", "partition"}),
     "ewn_kafka_queue_messages": ("gauge", {"client"}),

@@ -709,6 +709,16 @@ async fn store(api: &Api, admin: &str, config: SubscriptionConfig, status: Statu
             "webhook.secret_file: only the configuration file may name files; send the secret",
         );
     }
+    if api.core.subs.is_full_for(&config.id) {
+        return error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "the fan-out holds fanout.max_subscriptions ({}) subscriptions; delete one \
+                 or raise the bound",
+                api.core.subs.capacity()
+            ),
+        );
+    }
     let problems = config.problems("body", &api.core.config.fanout.webhook);
     if !problems.is_empty() {
         return (

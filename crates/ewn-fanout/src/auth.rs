@@ -171,11 +171,13 @@ pub const COOKIE: &str = "ewn_session";
 /// from by its SHA-256 (what the tokens file holds anyway), and the caller is looked up
 /// from it on every request: a token removed from the tokens file ends its sessions. A
 /// logout ends the session in the browser and on the instance that served it (a bounded
-/// list of revoked tags, `MAX_REVOKED`); on other instances it lasts until it expires
+/// list of revoked tags, `fanout.max_revoked_sessions`; past it the oldest revocation is
+/// forgotten, and that session lasts until it expires); on other instances it lasts until it expires
 /// (`fanout.session_ttl_secs`), the price of holding no session state, written down in
 /// the README.
 pub struct Sessions {
     ttl: Duration,
+    max_revoked: usize,
     key: zeroize::Zeroizing<[u8; 32]>,
     revoked: Mutex<(
         std::collections::HashSet<String>,
@@ -183,13 +185,11 @@ pub struct Sessions {
     )>,
 }
 
-/// Logged-out sessions remembered per instance.
-pub const MAX_REVOKED: usize = 10_000;
-
 impl Sessions {
-    pub fn new(key: &crate::keys::FanoutKey, ttl: Duration) -> Self {
+    pub fn new(key: &crate::keys::FanoutKey, ttl: Duration, max_revoked: usize) -> Self {
         Sessions {
             ttl,
+            max_revoked: max_revoked.max(1),
             key: key.subkey(crate::keys::Purpose::Sessions),
             revoked: Mutex::new(Default::default()),
         }
@@ -268,12 +268,21 @@ impl Sessions {
         let mut r = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
         if r.0.insert(tag.to_string()) {
             r.1.push_back(tag.to_string());
-            while r.1.len() > MAX_REVOKED {
+            while r.1.len() > self.max_revoked {
                 if let Some(old) = r.1.pop_front() {
                     r.0.remove(&old);
                 }
             }
         }
+    }
+
+    /// Logged-out sessions remembered here.
+    pub fn revoked(&self) -> usize {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .len()
     }
 
     pub fn cookie(&self, value: &str) -> String {
@@ -356,9 +365,9 @@ mod tests {
                 subscription: "kg-desk".into(),
             },
         )]);
-        let a = Sessions::new(&key, Duration::from_secs(60));
+        let a = Sessions::new(&key, Duration::from_secs(60), 10);
         // Another instance with the same key accepts it: no shared state needed.
-        let b = Sessions::new(&key, Duration::from_secs(60));
+        let b = Sessions::new(&key, Duration::from_secs(60), 10);
         let v = a.create("desk-token");
         assert!(matches!(b.get(&tokens, &v), Some(Principal::Desk { .. })));
         // Any change to it is refused.
@@ -373,9 +382,10 @@ mod tests {
         let other = Sessions::new(
             &crate::keys::FanoutKey::from_bytes([8; 32]),
             Duration::from_secs(60),
+            10,
         );
         assert!(a.get(&tokens, &other.create("desk-token")).is_none());
-        let expired = Sessions::new(&key, Duration::from_secs(0));
+        let expired = Sessions::new(&key, Duration::from_secs(0), 10);
         assert!(a.get(&tokens, &expired.create("desk-token")).is_none());
         assert!(a.get(&Tokens::default(), &v).is_none());
         a.remove(&v);

@@ -211,6 +211,14 @@ impl<K: std::hash::Hash + Eq + Clone> Seen<K> {
     pub(crate) fn contains(&self, key: &K) -> bool {
         self.set.contains(key)
     }
+
+    pub(crate) fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
 }
 
 pub(crate) struct Outcome {
@@ -293,6 +301,7 @@ pub(crate) async fn receipt_loop(core: Arc<Core>) {
                 "receipts cannot be written; deliveries stay uncommitted"
             );
         }
+        core.observe_memory();
         core.renew_producer();
         for r in failed {
             core.write_receipt(r);
@@ -594,6 +603,55 @@ pub(crate) async fn retry_worker(
 }
 
 impl Core {
+    /// Sets the entries of each in-memory set (`metrics::MEMORY_SETS`) and, once, their
+    /// bounds.
+    pub(crate) fn observe_memory(&self) {
+        fn len<T>(m: &Mutex<T>, f: impl FnOnce(&T) -> usize) -> usize {
+            f(&m.lock().unwrap_or_else(|p| p.into_inner()))
+        }
+        fn len2(m: &Mutex<Seen>) -> (usize, usize) {
+            let s = m.lock().unwrap_or_else(|p| p.into_inner());
+            (s.len(), s.capacity())
+        }
+        let f = &self.config.fanout;
+        let per_pending = f.max_pending_alerts.saturating_mul(f.max_subscriptions);
+        let (receipts, receipts_bound) = len2(&self.receipts);
+        let sets = [
+            ("receipts_seen", receipts, receipts_bound),
+            (
+                "escalated",
+                len(&self.escalated, Seen::len),
+                f.index.max_messages,
+            ),
+            (
+                "escalation_chains",
+                self.escalation.chains(),
+                f.index.max_messages,
+            ),
+            ("inflight", len(&self.inflight, HashSet::len), per_pending),
+            ("parked", len(&self.parked, HashMap::len), per_pending),
+            (
+                "endpoint_workers",
+                len(&self.endpoints, HashMap::len),
+                f.max_subscriptions,
+            ),
+            (
+                "revoked_sessions",
+                self.sessions.revoked(),
+                f.max_revoked_sessions,
+            ),
+        ];
+        for (set, entries, bound) in sets {
+            let m = &self.metrics;
+            m.memory_entries
+                .with_label_values(&[set])
+                .set(entries as i64);
+            m.memory_bound
+                .with_label_values(&[set])
+                .set(bound.min(i64::MAX as usize) as i64);
+        }
+    }
+
     /// Has this instance parked deliveries for `sub_id` that have no receipt yet? Later
     /// ones then queue behind them on the retry path. A parked delivery that never gets
     /// a receipt (its recipient was no longer cleared, say) stops counting after the
@@ -835,7 +893,8 @@ impl Core {
         tracing::warn!(subscription = %sub.id, reason, "endpoint disabled");
         if let Err(e) = self.put_subscription(s.clone()).await {
             tracing::error!(error = %e, subscription = %sub.id, "cannot record the disabled subscription; disabled here only");
-            self.subs.apply(&s.id.clone(), Some(s));
+            // A held subscription: never refused as one too many.
+            let _ = self.subs.apply(&s.id.clone(), Some(s));
         }
     }
 }

@@ -121,6 +121,12 @@ impl Scheduler {
     pub fn len(&self) -> usize {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+
+    /// Chains started and remembered (one per episode and owner; the oldest forgotten
+    /// past the bound).
+    pub fn chains(&self) -> usize {
+        self.chains.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 /// Takes the escalation steps that are due: an episode still unacknowledged and not

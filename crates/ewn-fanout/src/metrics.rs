@@ -35,7 +35,23 @@ pub struct FanoutMetrics {
     pub receipts_failing: IntGauge,
     pub escalations_pending: IntGauge,
     pub subscription_records_refused: IntCounterVec,
+    /// Entries of each in-memory set (`MEMORY_SETS`) and the bound each is held to.
+    pub memory_entries: IntGaugeVec,
+    pub memory_bound: IntGaugeVec,
 }
+
+/// The fan-out's in-memory sets, the label values of `ewn_fanout_memory_entries` and
+/// `ewn_fanout_memory_bound`. Each is bounded (see `settings.rs` for the bound and what
+/// happens at it).
+pub const MEMORY_SETS: [&str; 7] = [
+    "receipts_seen",
+    "escalated",
+    "escalation_chains",
+    "inflight",
+    "parked",
+    "endpoint_workers",
+    "revoked_sessions",
+];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
@@ -49,6 +65,10 @@ impl FanoutMetrics {
         let m = Self::series(r)?;
         for reason in crate::retry::REFUSALS {
             m.retry_refused.with_label_values(&[reason]);
+        }
+        for set in MEMORY_SETS {
+            m.memory_entries.with_label_values(&[set]);
+            m.memory_bound.with_label_values(&[set]);
         }
         Ok(m)
     }
@@ -166,6 +186,16 @@ impl FanoutMetrics {
                 "ewn_fanout_retry_records_refused_total",
                 "records of <prefix>retries refused (undecodable, unauthenticated, bad_alert)",
                 &["reason"],
+            )?,
+            memory_entries: m.gauge_vec(
+                "ewn_fanout_memory_entries",
+                "entries held in each in-memory set of the fan-out",
+                &["set"],
+            )?,
+            memory_bound: m.gauge_vec(
+                "ewn_fanout_memory_bound",
+                "the bound each in-memory set of the fan-out is held to (configuration)",
+                &["set"],
             )?,
             escalations_pending: m.gauge(
                 "ewn_fanout_escalations_pending",

@@ -96,16 +96,19 @@ pub enum Refused {
     Secret,
     /// A tombstone for a subscription in force: unauthenticated, so not applied.
     Tombstone,
+    /// Authentic, but a new subscription past `fanout.max_subscriptions`.
+    OverCapacity,
 }
 
 impl Refused {
-    pub const ALL: [Refused; 6] = [
+    pub const ALL: [Refused; 7] = [
         Refused::Unsealed,
         Refused::Malformed,
         Refused::Forged,
         Refused::WrongId,
         Refused::Secret,
         Refused::Tombstone,
+        Refused::OverCapacity,
     ];
 
     pub fn label(self) -> &'static str {
@@ -116,6 +119,7 @@ impl Refused {
             Refused::WrongId => "wrong_id",
             Refused::Secret => "secret",
             Refused::Tombstone => "tombstone",
+            Refused::OverCapacity => "over_capacity",
         }
     }
 }
@@ -307,7 +311,9 @@ pub fn apply(
     };
     let id = std::str::from_utf8(record_key).map_err(|_| Refused::WrongId);
     match open(record_key, value, key)? {
-        Opened::Subscription(sub) => set.apply(&sub.id.clone(), Some(*sub)),
+        Opened::Subscription(sub) => set
+            .apply(&sub.id.clone(), Some(*sub))
+            .map_err(|_| Refused::OverCapacity)?,
         Opened::Deleted { at } => set.delete(id?, at),
     }
     Ok(())
@@ -349,6 +355,45 @@ mod tests {
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
         hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn a_new_subscription_past_the_bound_is_refused_and_held_ones_still_change() {
+        let k = key(1);
+        let set = SubscriptionSet::new(2);
+        let put = |s: &Subscription| {
+            let value = seal(s, &k).unwrap();
+            apply(&set, Some(s.id.as_bytes()), Some(&value), &k)
+        };
+        assert_eq!(put(&sub("a")), Ok(()));
+        assert_eq!(put(&sub("b")), Ok(()));
+        assert!(set.is_full_for("c") && !set.is_full_for("a"));
+        assert_eq!(put(&sub("c")), Err(Refused::OverCapacity));
+        assert_eq!(Refused::OverCapacity.label(), "over_capacity");
+        assert!(set.get("c").is_none() && set.len() == 2);
+        let mut changed = sub("a");
+        changed.agency = "other desk".into();
+        changed.updated_at += 1;
+        assert_eq!(put(&changed), Ok(()));
+        assert_eq!(set.get("a").unwrap().agency, "other desk");
+        // A deletion makes room.
+        let gone = seal_deletion("b", changed.updated_at + 1, &k);
+        assert_eq!(apply(&set, Some(b"b"), Some(&gone), &k), Ok(()));
+        assert_eq!(put(&sub("c")), Ok(()));
+    }
+
+    #[test]
+    fn remembered_deletions_are_bounded_like_the_set() {
+        let set = SubscriptionSet::new(2);
+        for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
+            set.delete(id, 10 + n as i64);
+        }
+        // The oldest deletion ("a", at 10) is forgotten: a record for it applies again.
+        assert_eq!(set.apply("a", Some(sub("a"))), Ok(()));
+        let mut older = sub("c");
+        older.updated_at = 12;
+        assert_eq!(set.apply("c", Some(older)), Ok(()));
+        assert!(set.get("a").is_some() && set.get("c").is_none());
     }
 
     #[test]

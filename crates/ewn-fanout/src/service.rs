@@ -260,7 +260,10 @@ impl Core {
         let value = crate::sealed::seal(&sub, &self.seal)?;
         self.produce_confirmed(&self.topics.subscriptions(), &sub.id, Some(&value))
             .await?;
-        self.subs.apply(&sub.id.clone(), Some(sub));
+        if self.subs.apply(&sub.id.clone(), Some(sub)).is_err() {
+            // Filled by other instances meanwhile: on the topic, refused by every reader.
+            tracing::error!("subscription written but over fanout.max_subscriptions; not applied");
+        }
         self.metrics.subscriptions.set(self.subs.len() as i64);
         Ok(())
     }
@@ -679,14 +682,18 @@ pub async fn start(
             retries: topics.retries(),
         },
         topics,
-        subs: SubscriptionSet::default(),
+        subs: SubscriptionSet::new(config.fanout.max_subscriptions),
         hub: Hub::new(config.fanout.stream.buffer_alerts),
         index: AlertIndex::new(config.fanout.index.max_messages),
         index_ready: AtomicBool::new(false),
         ids: RedactedIds::new(&key),
         metrics,
         tokens,
-        sessions: Sessions::new(&key, Duration::from_secs(config.fanout.session_ttl_secs)),
+        sessions: Sessions::new(
+            &key,
+            Duration::from_secs(config.fanout.session_ttl_secs),
+            config.fanout.max_revoked_sessions,
+        ),
         key,
         producer,
         producer_stale: AtomicBool::new(false),

@@ -47,6 +47,15 @@ pub struct FanoutSettings {
     pub receipts_lookback: i64,
     /// How long a console session lasts.
     pub session_ttl_secs: u64,
+    /// Logged-out console sessions each instance remembers; past it the oldest is
+    /// forgotten (that session then lasts until `session_ttl_secs` ends it).
+    pub max_revoked_sessions: usize,
+    /// Subscriptions held. Past it a new subscription is refused: the admin API answers
+    /// 507 and a record for a new id on `<prefix>subscriptions` is not applied (counted as
+    /// `over_capacity`); changes to held ones still apply. It also bounds the endpoint
+    /// workers (one per webhook subscription), and with `max_pending_alerts` the
+    /// deliveries in flight and parked (at most one per pending alert and subscription).
+    pub max_subscriptions: usize,
 }
 
 impl Default for FanoutSettings {
@@ -72,6 +81,8 @@ impl Default for FanoutSettings {
             index: IndexSettings::default(),
             receipts_lookback: 100_000,
             session_ttl_secs: 12 * 3600,
+            max_revoked_sessions: 10_000,
+            max_subscriptions: 10_000,
         }
     }
 }
@@ -186,6 +197,12 @@ impl FanoutSettings {
         p.extend(DestinationPolicy::problems(w));
         if self.batch_max == 0 {
             p.push("fanout.batch_max: must be at least 1".into());
+        }
+        if self.max_subscriptions == 0 {
+            p.push("fanout.max_subscriptions: must be at least 1".into());
+        }
+        if self.max_revoked_sessions == 0 {
+            p.push("fanout.max_revoked_sessions: must be at least 1".into());
         }
         if self.max_pending_alerts == 0 {
             p.push("fanout.max_pending_alerts: must be at least 1".into());

@@ -7,15 +7,46 @@ use std::sync::{Arc, RwLock};
 
 use ewn_model::Subscription;
 
-#[derive(Default)]
 pub struct SubscriptionSet {
     map: RwLock<BTreeMap<String, Arc<Subscription>>>,
     /// Id -> when it was deleted (by an authenticated deletion record), so an older record
-    /// read after the deletion does not bring the subscription back.
+    /// read after the deletion does not bring the subscription back. Bounded like the
+    /// set: past it the oldest deletion is forgotten (by then compaction has removed the
+    /// records it guards against).
     deleted: RwLock<HashMap<String, i64>>,
+    /// At most this many subscriptions (`fanout.max_subscriptions`).
+    capacity: usize,
+}
+
+/// A new subscription past `fanout.max_subscriptions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+impl Default for SubscriptionSet {
+    fn default() -> Self {
+        SubscriptionSet::new(usize::MAX)
+    }
 }
 
 impl SubscriptionSet {
+    pub fn new(capacity: usize) -> Self {
+        SubscriptionSet {
+            map: RwLock::new(BTreeMap::new()),
+            deleted: RwLock::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Would a subscription with this id be refused as one too many?
+    pub fn is_full_for(&self, id: &str) -> bool {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        !map.contains_key(id) && map.len() >= self.capacity
+    }
+
     /// A snapshot for one batch: cheap (`Arc`s), and consistent within the batch.
     pub fn snapshot(&self) -> Vec<Arc<Subscription>> {
         self.map
@@ -36,7 +67,7 @@ impl SubscriptionSet {
 
     /// Applies a record of the topic: a value upserts (unless older than what is held, so
     /// a replayed record cannot undo a newer one), none deletes.
-    pub fn apply(&self, id: &str, value: Option<Subscription>) {
+    pub fn apply(&self, id: &str, value: Option<Subscription>) -> Result<(), Full> {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         match value {
             None => {
@@ -44,15 +75,19 @@ impl SubscriptionSet {
             }
             Some(s) => {
                 if map.get(id).is_some_and(|old| old.updated_at > s.updated_at) {
-                    return;
+                    return Ok(());
                 }
                 let deleted = self.deleted.read().unwrap_or_else(|p| p.into_inner());
                 if deleted.get(id).is_some_and(|&at| at >= s.updated_at) {
-                    return;
+                    return Ok(());
+                }
+                if !map.contains_key(id) && map.len() >= self.capacity {
+                    return Err(Full);
                 }
                 map.insert(id.to_string(), Arc::new(s));
             }
         }
+        Ok(())
     }
 
     /// Applies a deletion made at `at`: removes the subscription unless it was written
@@ -66,6 +101,15 @@ impl SubscriptionSet {
         let mut deleted = self.deleted.write().unwrap_or_else(|p| p.into_inner());
         let when = deleted.entry(id.to_string()).or_insert(at);
         *when = (*when).max(at);
+        if deleted.len() > self.capacity {
+            let oldest = deleted
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                deleted.remove(&oldest);
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
