@@ -7,6 +7,9 @@
 //! (`RedactedIds` is used only to map a recipient's keyed ids back to alert ids, and
 //! `webhook::webhook_id` only to tell an escalation delivery from a first one).
 //!
+//! Channels: webhooks (JSON and CAP, first deliveries and escalations), live streams, and
+//! every desk's console (a session-cookie login following the stream).
+//!
 //! `EWN_CLEARANCE_CASES` sets how many (subscription, message) pairs the property test
 //! checks (default 5,000, rounds of at most 6,000; `make test-clearance-large` runs
 //! 100,000); `EWN_CLEARANCE_SEED` replays a run (the seed is printed, with each round's).
@@ -202,13 +205,45 @@ struct StreamClient {
     stop: Arc<AtomicBool>,
 }
 
+/// How a stream client authenticates: a desk token (a desk system), or the session cookie
+/// of a console login (what the console page uses).
+#[derive(Clone)]
+enum Auth {
+    Bearer(String),
+    Cookie(String),
+}
+
 impl StreamClient {
     fn connect(url: &str, token: &str) -> StreamClient {
+        StreamClient::connect_as(url, Auth::Bearer(token.to_string()))
+    }
+
+    /// A console: logs in at the fan-out's `/api/v1/session` with the desk token, then
+    /// follows the stream with the session cookie only.
+    fn console(base: &str, token: &str) -> StreamClient {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{base}/api/v1/session"))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "token": token }).to_string())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 204, "console login refused");
+        let cookie = resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        StreamClient::connect_as(&format!("{base}/api/v1/stream"), Auth::Cookie(cookie))
+    }
+
+    fn connect_as(url: &str, auth: Auth) -> StreamClient {
         let events = Arc::new(Mutex::new(Vec::<Sse>::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let first = open_stream(url, token, None).unwrap();
+        let first = open_stream(url, &auth, None).unwrap();
         assert_eq!(first.status(), 200, "stream refused");
-        let (url, token) = (url.to_string(), token.to_string());
+        let (url, token) = (url.to_string(), auth);
         let (ev, st) = (events.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut resp = Some(first);
@@ -285,14 +320,17 @@ impl Drop for StreamClient {
 
 fn open_stream(
     url: &str,
-    token: &str,
+    auth: &Auth,
     last_event_id: Option<&str>,
 ) -> reqwest::Result<reqwest::blocking::Response> {
-    let mut req = reqwest::blocking::Client::builder()
+    let req = reqwest::blocking::Client::builder()
         .timeout(None)
         .build()?
-        .get(url)
-        .bearer_auth(token);
+        .get(url);
+    let mut req = match auth {
+        Auth::Bearer(token) => req.bearer_auth(token),
+        Auth::Cookie(cookie) => req.header("cookie", cookie),
+    };
     if let Some(id) = last_event_id {
         req = req.header("last-event-id", id);
     }
@@ -1337,6 +1375,10 @@ fn random_episodes_reach_only_cleared_recipients_in_the_right_form() {
         "{cases} cases in {round} rounds, {:.1} s; {stats:?}",
         started.elapsed().as_secs_f64()
     );
+    assert!(
+        stats.full > 0 && stats.redacted > 0 && stats.console_bodies > 0,
+        "the rounds exercised too little: {stats:?}"
+    );
 }
 
 #[derive(Debug, Default)]
@@ -1345,6 +1387,8 @@ struct Stats {
     full: usize,
     redacted: usize,
     escalation_bodies: usize,
+    /// Alert events the desks' consoles showed (checked like every other body).
+    console_bodies: usize,
     early_acks: usize,
     repeated_escalations: usize,
     /// Full bodies of a message to an agency only a later message of its episode named.
@@ -1536,6 +1580,17 @@ fn property_round(
             (
                 s.id.clone(),
                 StreamClient::connect(&fanout.url("/api/v1/stream"), &token(&s.id)),
+            )
+        })
+        .collect();
+    // The console of every desk (webhook desks log in too): it must show nothing a desk
+    // may not see either, and a stream desk's console what its stream shows.
+    let consoles: BTreeMap<String, StreamClient> = subs
+        .iter()
+        .map(|s| {
+            (
+                s.id.clone(),
+                StreamClient::console(&fanout.url(""), &token(&s.id)),
             )
         })
         .collect();
@@ -1799,6 +1854,25 @@ fn property_round(
         });
     }
 
+    // A stream desk's console shows what its stream shows.
+    for id in sure_stream.keys() {
+        let shown = |c: &StreamClient| -> BTreeSet<String> {
+            c.alerts()
+                .iter()
+                .map(|(_, v)| v["alert_id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let same = wait_for(Duration::from_secs(20), || {
+            shown(&streams[id]) == shown(&consoles[id])
+        });
+        assert!(
+            same,
+            "seed {seed}: {id}: the console shows {:?}, the stream {:?}",
+            shown(&consoles[id]),
+            shown(&streams[id])
+        );
+    }
+
     // Everything every recipient got.
     let mut bodies: Vec<Got> = Vec::new();
     for s in &subs {
@@ -1870,9 +1944,29 @@ fn property_round(
             }
         }
     }
+    // Whatever any console showed, checked like the rest (not counted as a delivery).
+    for (id, console) in &consoles {
+        for (at, v) in console.alerts() {
+            stats.console_bodies += 1;
+            bodies.push(Got {
+                sub: id.clone(),
+                channel: "console",
+                shown_id: v["alert_id"].as_str().unwrap().to_string(),
+                redacted: v["redacted"].as_bool().unwrap(),
+                tlp: v["tlp"].as_str().unwrap().parse().unwrap(),
+                msg_type: v["msg_type"].as_str().unwrap().to_string(),
+                text: v.to_string(),
+                json: Some(v),
+                at_ms: at,
+                step: 0,
+                accepted: false,
+            });
+        }
+    }
     // The stream buffer holds every event of a round: a gap would be a loss.
     let gaps: Vec<String> = streams
         .iter()
+        .chain(consoles.iter())
         .flat_map(|(id, c)| {
             c.all()
                 .into_iter()
@@ -1881,6 +1975,7 @@ fn property_round(
         })
         .collect();
     drop(streams);
+    drop(consoles);
 
     // Safety, on every body received on every channel.
     let mut failures: Vec<String> = Vec::new();
