@@ -1288,8 +1288,28 @@ struct Got {
     at_ms: i64,
     /// Escalation step (webhooks only; 0 for the stream).
     step: i32,
-    /// Accepted by the endpoint (always true for the stream).
+    /// Accepted by the endpoint (always true for the stream; false for the console, which
+    /// shows the stream again and is not counted as a delivery).
     accepted: bool,
+}
+
+impl Got {
+    /// An `alert` event of a live stream (`stream`) or of a console (`console`).
+    fn event(sub: &str, channel: &'static str, at_ms: i64, v: serde_json::Value) -> Got {
+        Got {
+            sub: sub.to_string(),
+            channel,
+            shown_id: v["alert_id"].as_str().unwrap().to_string(),
+            redacted: v["redacted"].as_bool().unwrap(),
+            tlp: v["tlp"].as_str().unwrap().parse().unwrap(),
+            msg_type: v["msg_type"].as_str().unwrap().to_string(),
+            text: v.to_string(),
+            json: Some(v),
+            at_ms,
+            step: 0,
+            accepted: channel == "stream",
+        }
+    }
 }
 
 fn xml_element<'a>(doc: &'a str, name: &str) -> Option<&'a str> {
@@ -1928,19 +1948,7 @@ fn property_round(
             }
         } else {
             for (at, v) in streams[&s.id].alerts() {
-                bodies.push(Got {
-                    sub: s.id.clone(),
-                    channel: "stream",
-                    shown_id: v["alert_id"].as_str().unwrap().to_string(),
-                    redacted: v["redacted"].as_bool().unwrap(),
-                    tlp: v["tlp"].as_str().unwrap().parse().unwrap(),
-                    msg_type: v["msg_type"].as_str().unwrap().to_string(),
-                    text: v.to_string(),
-                    json: Some(v),
-                    at_ms: at,
-                    step: 0,
-                    accepted: true,
-                });
+                bodies.push(Got::event(&s.id, "stream", at, v));
             }
         }
     }
@@ -1948,19 +1956,7 @@ fn property_round(
     for (id, console) in &consoles {
         for (at, v) in console.alerts() {
             stats.console_bodies += 1;
-            bodies.push(Got {
-                sub: id.clone(),
-                channel: "console",
-                shown_id: v["alert_id"].as_str().unwrap().to_string(),
-                redacted: v["redacted"].as_bool().unwrap(),
-                tlp: v["tlp"].as_str().unwrap().parse().unwrap(),
-                msg_type: v["msg_type"].as_str().unwrap().to_string(),
-                text: v.to_string(),
-                json: Some(v),
-                at_ms: at,
-                step: 0,
-                accepted: false,
-            });
+            bodies.push(Got::event(id, "console", at, v));
         }
     }
     // The stream buffer holds every event of a round: a gap would be a loss.
@@ -2054,8 +2050,11 @@ fn property_round(
         if b.msg_type != kind {
             failures.push(fail(format!("msg_type {} for a {kind}", b.msg_type)));
         }
-        // Entitled at all: selected by the episode's marking, or named by an escalation.
-        let named_target = b.step > 0
+        // Entitled at all: selected by the episode's marking, or named by an escalation
+        // (a webhook delivery at a step, or the stream and console of a desk an escalation
+        // of the episode named, which show it the episode's messages; its clearance still
+        // applies).
+        let named_target = (b.step > 0 || b.channel == "console")
             && subs.iter().any(|o| {
                 targets_of[&o.id].contains(&b.sub)
                     && versions[&o.id].iter().any(|v| {

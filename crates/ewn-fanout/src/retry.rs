@@ -15,9 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use ewn_kafka::{Change, GroupConsumer, Subscription as TopicSubscription};
 use ewn_model::{Alert, AvroRecord, DeliveryRetry};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -27,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::delivery::{Job, Ticket, Work, retry_worker};
 use crate::error::Result;
 use crate::keys::Purpose;
-use crate::service::{Core, Tracker, now_ms};
+use crate::service::{Core, Ticketed, TicketedRead, group, now_ms, ticketed_loop};
 
 /// Why a retry record was refused (the label values of the refusal counter).
 pub const REFUSALS: [&str; 3] = ["undecodable", "unauthenticated", "bad_alert"];
@@ -103,94 +101,63 @@ fn open(core: &Core, value: &[u8]) -> std::result::Result<(DeliveryRetry, Alert)
 /// Reads `<prefix>retries` and hands each parked delivery to its endpoint's retry
 /// worker; commits what is terminal.
 pub(crate) fn retry_loop(core: &Arc<Core>) -> Result<()> {
-    let f = &core.config.fanout;
-    let group = if f.group_id.is_empty() {
-        format!("{}fanout-retries", core.config.kafka.topic_prefix)
-    } else {
-        format!("{}-retries", f.group_id)
+    let read = TicketedRead {
+        part: "retries",
+        role: "fanout-retries",
+        group: group(core, "-retries"),
+        topic: core.topics.retries(),
+        pending: &core.metrics.retry_pending,
     };
-    let topic = core.topics.retries();
-    let consumer = GroupConsumer::new(
-        &core.config.kafka,
-        "fanout-retries",
-        &group,
-        &TopicSubscription::Topics(vec![topic.clone()]),
-        Some(core.kafka_metrics.clone()),
-    )?;
-    let mut tracker = Tracker::default();
     let mut workers: HashMap<Arc<str>, mpsc::UnboundedSender<Parked>> = HashMap::new();
-    let mut last_commit = Instant::now();
-    while !core.stopping() {
-        core.health.beat("retries");
-        for change in consumer.take_changes() {
-            if let Change::Revoked(parts) = change {
-                for (_, p) in parts {
-                    tracker.forget(p);
+    let handle = |batch: Vec<Ticketed<Option<std::result::Result<_, &'static str>>>>| {
+        for t in batch {
+            let (partition, offset) = (t.partition, t.offset);
+            match t.value {
+                Some(Ok((record, alert))) => {
+                    let record: DeliveryRetry = record;
+                    // The index knows the episode (the mirror reads every alert); a record
+                    // older than its memory is decided on its own marking.
+                    let known = core.index.observe(&alert);
+                    t.ticket.hold();
+                    let parked = Parked {
+                        work: Work::new(Arc::new(alert), known),
+                        step: record.escalation_step,
+                        attempts: record.attempts,
+                        first_attempt_at: record.first_attempt_at,
+                        parked_at: record.parked_at,
+                        ticket: t.ticket.clone(),
+                    };
+                    let sub_id: Arc<str> = record.subscription_id.into();
+                    let tx = workers.entry(sub_id.clone()).or_insert_with(|| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        core.runtime
+                            .spawn(retry_worker(core.clone(), sub_id.clone(), rx));
+                        tx
+                    });
+                    if tx.send(parked).is_err() {
+                        // The worker is gone (shutting down): left uncommitted.
+                        tracing::debug!(subscription = %sub_id, "retry worker gone");
+                    }
+                }
+                Some(Err(reason)) => {
+                    core.metrics
+                        .retry_refused
+                        .with_label_values(&[reason])
+                        .inc();
+                    tracing::warn!(partition, offset, reason, "retry record refused");
+                }
+                None => {
+                    core.metrics
+                        .retry_refused
+                        .with_label_values(&["undecodable"])
+                        .inc();
                 }
             }
         }
-        if tracker.pending() >= f.max_pending_alerts {
-            std::thread::sleep(Duration::from_millis(20));
-        } else {
-            let mut read = Vec::new();
-            consumer.poll_batch(f.batch_max, Duration::from_millis(f.batch_wait_ms), |r| {
-                read.push((r.partition, r.offset, r.value.map(|v| open(core, v))));
-            })?;
-            for (partition, offset, opened) in read {
-                let ticket = Arc::new(Ticket::default());
-                match opened {
-                    Some(Ok((record, alert))) => {
-                        // The index knows the episode (the mirror reads every alert); a
-                        // record older than its memory is decided on its own marking.
-                        let known = core.index.observe(&alert);
-                        ticket.hold();
-                        let parked = Parked {
-                            work: Work::new(Arc::new(alert), known),
-                            step: record.escalation_step,
-                            attempts: record.attempts,
-                            first_attempt_at: record.first_attempt_at,
-                            parked_at: record.parked_at,
-                            ticket: ticket.clone(),
-                        };
-                        let sub_id: Arc<str> = record.subscription_id.into();
-                        let tx = workers.entry(sub_id.clone()).or_insert_with(|| {
-                            let (tx, rx) = mpsc::unbounded_channel();
-                            core.runtime
-                                .spawn(retry_worker(core.clone(), sub_id.clone(), rx));
-                            tx
-                        });
-                        if tx.send(parked).is_err() {
-                            // The worker is gone (shutting down): left uncommitted.
-                            tracing::debug!(subscription = %sub_id, "retry worker gone");
-                        }
-                    }
-                    Some(Err(reason)) => {
-                        core.metrics
-                            .retry_refused
-                            .with_label_values(&[reason])
-                            .inc();
-                        tracing::warn!(partition, offset, reason, "retry record refused");
-                    }
-                    None => {
-                        core.metrics
-                            .retry_refused
-                            .with_label_values(&["undecodable"])
-                            .inc();
-                    }
-                }
-                tracker.insert(partition, offset, ticket);
-            }
-        }
-        if last_commit.elapsed() >= Duration::from_millis(200) {
-            consumer.commit(&tracker.advance(&topic))?;
-            last_commit = Instant::now();
-            let m = &core.metrics;
-            m.retry_done
-                .inc_by(tracker.settled.saturating_sub(m.retry_done.get()));
-        }
-        core.metrics.retry_pending.set(tracker.pending() as i64);
-    }
-    drop(workers);
-    consumer.commit(&tracker.advance(&topic))?;
-    Ok(())
+    };
+    let settled = |n: u64| {
+        let done = &core.metrics.retry_done;
+        done.inc_by(n.saturating_sub(done.get()));
+    };
+    ticketed_loop(core, read, |v| v.map(|v| open(core, v)), handle, settled)
 }

@@ -380,33 +380,53 @@ impl Tracker {
     }
 }
 
-fn consume_loop(core: &Arc<Core>) -> Result<()> {
+/// One record of a ticketed read: where it is, what it decoded to, and the ticket that
+/// holds its offset until its work is terminal.
+pub(crate) struct Ticketed<T> {
+    pub partition: i32,
+    pub offset: i64,
+    pub value: T,
+    pub ticket: Arc<Ticket>,
+}
+
+/// What a ticketed read of one topic is: who reads, as which group, and how its records
+/// decode; the alerts and the parked deliveries are read this way.
+pub(crate) struct TicketedRead<'a> {
+    /// The health part beaten while reading.
+    pub part: &'static str,
+    /// The Kafka client's role name (metrics).
+    pub role: &'a str,
+    pub group: String,
+    pub topic: String,
+    /// Updated with the records read and not yet settled.
+    pub pending: &'a prometheus::IntGauge,
+}
+
+/// Reads `read.topic` as its group, hands each batch to `handle` (each record with a
+/// ticket, which `handle`'s work holds until terminal) and commits, every 200 ms and at the
+/// end, each partition's offsets up to its oldest record not yet settled. Reading pauses
+/// while `fanout.max_pending_alerts` records are unsettled; a revoked partition's records
+/// are forgotten (their new owner reads them again). `settled` is told how many records
+/// have settled in all, at each commit.
+pub(crate) fn ticketed_loop<T>(
+    core: &Arc<Core>,
+    read: TicketedRead<'_>,
+    decode: impl Fn(Option<&[u8]>) -> T,
+    mut handle: impl FnMut(Vec<Ticketed<T>>),
+    mut settled: impl FnMut(u64),
+) -> Result<()> {
     let f = &core.config.fanout;
-    let group = if f.group_id.is_empty() {
-        format!("{}fanout", core.config.kafka.topic_prefix)
-    } else {
-        f.group_id.clone()
-    };
-    let alerts = core.topics.alerts();
     let consumer = GroupConsumer::new(
         &core.config.kafka,
-        "fanout",
-        &group,
-        &TopicSubscription::Topics(vec![alerts.clone()]),
+        read.role,
+        &read.group,
+        &TopicSubscription::Topics(vec![read.topic.clone()]),
         Some(core.kafka_metrics.clone()),
     )?;
     let mut tracker = Tracker::default();
     let mut last_commit = Instant::now();
-    // Every decision reads the alert index: none before it is rebuilt.
-    while !core.index_ready.load(Ordering::Acquire) {
-        if core.stopping() {
-            return Ok(());
-        }
-        core.health.beat("consume");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     while !core.stopping() {
-        core.health.beat("consume");
+        core.health.beat(read.part);
         for change in consumer.take_changes() {
             if let Change::Revoked(parts) = change {
                 for (_, p) in parts {
@@ -417,45 +437,94 @@ fn consume_loop(core: &Arc<Core>) -> Result<()> {
         if tracker.pending() >= f.max_pending_alerts {
             std::thread::sleep(Duration::from_millis(20));
         } else {
-            let subs = core.subs.snapshot();
-            let mut read = Vec::new();
+            let mut batch = Vec::new();
             consumer.poll_batch(f.batch_max, Duration::from_millis(f.batch_wait_ms), |r| {
-                let alert = r.value.map(Alert::from_avro);
-                read.push((r.partition, r.offset, alert));
+                batch.push(Ticketed {
+                    partition: r.partition,
+                    offset: r.offset,
+                    value: decode(r.value),
+                    ticket: Arc::new(Ticket::default()),
+                });
             })?;
-            for (partition, offset, alert) in read {
-                let ticket = Arc::new(Ticket::default());
-                match alert {
+            let held: Vec<(i32, i64, Arc<Ticket>)> = batch
+                .iter()
+                .map(|t| (t.partition, t.offset, t.ticket.clone()))
+                .collect();
+            if !batch.is_empty() {
+                handle(batch);
+            }
+            for (partition, offset, ticket) in held {
+                tracker.insert(partition, offset, ticket);
+            }
+        }
+        read.pending.set(tracker.pending() as i64);
+        if last_commit.elapsed() >= Duration::from_millis(200) {
+            consumer.commit(&tracker.advance(&read.topic))?;
+            last_commit = Instant::now();
+            settled(tracker.settled);
+        }
+    }
+    consumer.commit(&tracker.advance(&read.topic))?;
+    Ok(())
+}
+
+/// The group of the fan-out's alert readers (and, suffixed, of its retry readers).
+pub(crate) fn group(core: &Core, suffix: &str) -> String {
+    let f = &core.config.fanout;
+    if f.group_id.is_empty() {
+        format!("{}fanout{suffix}", core.config.kafka.topic_prefix)
+    } else {
+        format!("{}{suffix}", f.group_id)
+    }
+}
+
+fn consume_loop(core: &Arc<Core>) -> Result<()> {
+    // Every decision reads the alert index: none before it is rebuilt.
+    while !core.index_ready.load(Ordering::Acquire) {
+        if core.stopping() {
+            return Ok(());
+        }
+        core.health.beat("consume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let read = TicketedRead {
+        part: "consume",
+        role: "fanout",
+        group: group(core, ""),
+        topic: core.topics.alerts(),
+        pending: &core.metrics.pending_alerts,
+    };
+    let decode = |value: Option<&[u8]>| value.map(Alert::from_avro);
+    ticketed_loop(
+        core,
+        read,
+        decode,
+        |batch| {
+            let subs = core.subs.snapshot();
+            for t in batch {
+                match t.value {
                     Some(Ok(alert)) => {
                         core.metrics
                             .alerts
                             .with_label_values(&[alert.msg_type.as_str()])
                             .inc();
-                        ticket.hold();
-                        dispatch(core, &subs, alert, &ticket);
-                        ticket.release();
+                        t.ticket.hold();
+                        dispatch(core, &subs, alert, &t.ticket);
+                        t.ticket.release();
                     }
                     _ => {
                         core.metrics
                             .undecodable
                             .with_label_values(&["alerts"])
                             .inc();
+                        let (partition, offset) = (t.partition, t.offset);
                         tracing::warn!(partition, offset, "undecodable alert record skipped");
                     }
                 }
-                tracker.insert(partition, offset, ticket);
             }
-        }
-        core.metrics.pending_alerts.set(tracker.pending() as i64);
-        if last_commit.elapsed() >= Duration::from_millis(200) {
-            let offsets = tracker.advance(&alerts);
-            consumer.commit(&offsets)?;
-            last_commit = Instant::now();
-        }
-    }
-    let offsets = tracker.advance(&alerts);
-    consumer.commit(&offsets)?;
-    Ok(())
+        },
+        |_| {},
+    )
 }
 
 /// Reads `<prefix>subscriptions` (whole), `<prefix>acks` and `<prefix>deliveries` (their
