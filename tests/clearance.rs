@@ -27,12 +27,16 @@
 
 mod common;
 
+/// How long a fan-out may take to settle what a test published.
+const SETTLE: Duration = Duration::from_secs(180);
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::cases::*;
 use common::hooks::*;
 use common::{Net, now_ms, wait_until};
 use ewn_fanout::SubscriptionConfig;
@@ -41,23 +45,12 @@ use ewn_fanout::policy::RedactedIds;
 use ewn_fanout::settings::{ChannelName, FormatName, StepConfig};
 use ewn_model::{Alert, Category, Level, MsgType, Tlp};
 
-const TLPS: [Tlp; 5] = [
-    Tlp::Clear,
-    Tlp::Green,
-    Tlp::Amber,
-    Tlp::AmberStrict,
-    Tlp::Red,
-];
-const LEVELS: [Level; 4] = [Level::Low, Level::Medium, Level::High, Level::Critical];
 const CATS: [Category; 3] = [
     Category::WatchlistHit,
     Category::FtfReturnee,
     Category::SuspiciousCrossing,
 ];
-const AGENCIES: [&str; 4] = ["KZ-KNB", "KG-GKNB", "TJ-GKNB", "UZ-SGB"];
-const STATES: [&str; 5] = ["KZ", "KG", "TJ", "UZ", "TM"];
 const AREAS: [&str; 5] = ["KZ-ALM", "KG-C", "TJ-SU", "UZ-AN", "TM-AH"];
-const RULES: [&str; 3] = ["cross_border_movement", "area_burst", "watchlist_hit"];
 
 fn tr(t: Tlp) -> usize {
     TLPS.iter().position(|x| *x == t).unwrap()
@@ -65,53 +58,6 @@ fn tr(t: Tlp) -> usize {
 
 fn lr(l: Level) -> usize {
     LEVELS.iter().position(|x| *x == l).unwrap()
-}
-
-/// A small deterministic generator (xorshift64*), seeded per run and printed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<T: Clone>(&mut self, from: &[T]) -> T {
-        from[self.below(from.len())].clone()
-    }
-    fn subset<T: Clone + PartialEq>(&mut self, from: &[T], max: usize) -> Vec<T> {
-        let n = self.below(max + 1);
-        let mut v = Vec::new();
-        for _ in 0..n {
-            let x = self.pick(from);
-            if !v.contains(&x) {
-                v.push(x);
-            }
-        }
-        v
-    }
-}
-
-/// Waits until the fan-out has read `n` alerts and every delivery they caused is terminal.
-fn wait_settled(f: &Fanout, n: u64) {
-    wait_until(
-        &format!("{n} alerts read and settled"),
-        Duration::from_secs(180),
-        || {
-            f.metric("ewn_fanout_alerts_total", "") as u64 >= n
-                && f.metric("ewn_fanout_pending_alerts", "") == 0.0
-                // and what was parked on the retry path is terminal too
-                && f.metric("ewn_fanout_retries_settled_total", "")
-                    >= f.metric("ewn_fanout_parked_deliveries_total", "")
-        },
-    );
 }
 
 fn ack(fanout: &Fanout, token: &str, alert_id: &str) -> u16 {
@@ -457,7 +403,7 @@ fn a_cancel_of_an_amber_episode_reaches_nobody_below_amber() {
         sentinel.clone(),
     ];
     net.publish_alerts(&all);
-    wait_settled(&fanout, all.len() as u64);
+    wait_settled(&fanout, all.len() as u64, SETTLE);
     for (name, s) in [("green-stream", &plain), ("green-red-stream", &redacted)] {
         wait_until(
             &format!("{name} got the sentinel"),
@@ -639,7 +585,7 @@ fn the_processors_cancel_of_a_moved_window_reaches_nobody_below_amber() {
     );
     assert!(alerts[1].states.is_empty(), "a CANCEL has no members");
     let total = net.alerts().len() as u64;
-    wait_settled(&fanout, total);
+    wait_settled(&fanout, total, SETTLE);
     processor.stop();
 
     let got: Vec<String> = hooks
@@ -751,7 +697,7 @@ fn a_redacted_desk_cannot_acknowledge_a_red_alert_and_escalation_fires() {
     wait_until("the RED alert escalated", Duration::from_secs(30), || {
         escalated(&hooks, "duty", &red.alert_id)
     });
-    wait_settled(&fanout, 1);
+    wait_settled(&fanout, 1, SETTLE);
     assert!(net.acks().is_empty(), "{:?}", net.acks());
     fanout.stop();
 }
@@ -797,7 +743,7 @@ fn an_ack_of_an_update_or_a_cancel_stops_the_episodes_escalation() {
         Duration::from_secs(60),
         || escalated(&hooks, "duty", &open.alert_id),
     );
-    wait_settled(&fanout, 5);
+    wait_settled(&fanout, 5, SETTLE);
     let got: Vec<String> = hooks
         .delivered("duty")
         .iter()
@@ -829,7 +775,7 @@ fn an_ack_succeeds_after_more_than_the_stream_buffer_of_newer_alerts() {
     let mut all = vec![first.clone()];
     all.extend((1..=20).map(|n| episode_alert(n, Tlp::Green, Level::Low, &format!("key-buf-{n}"))));
     net.publish_alerts(&all);
-    wait_settled(&fanout, all.len() as u64);
+    wait_settled(&fanout, all.len() as u64, SETTLE);
     assert_eq!(ack(&fanout, &token("desk"), &first.alert_id), 201);
     assert_eq!(
         cap_ack(&fanout, &token("desk"), &[&all[1].alert_id]),
@@ -878,7 +824,7 @@ fn a_cap_ack_of_an_alert_not_seen_in_full_is_refused_and_acknowledges_nothing() 
     wait_until("both escalated", Duration::from_secs(60), || {
         escalated(&hooks, "duty", &seen.alert_id) && escalated(&hooks, "duty", &raised.alert_id)
     });
-    wait_settled(&fanout, 3);
+    wait_settled(&fanout, 3, SETTLE);
     assert!(net.acks().is_empty(), "{:?}", net.acks());
     // The desk's own id of an alert it sees in full names nothing either.
     assert_eq!(
@@ -906,7 +852,7 @@ fn an_escalation_to_a_stream_target_reaches_its_stream() {
     let stream = StreamClient::connect(&fanout.url("/api/v1/stream"), &token("duty"));
     let a = episode_alert(1, Tlp::Amber, Level::High, "key-esc-1");
     net.publish_alerts(std::slice::from_ref(&a));
-    wait_settled(&fanout, 1);
+    wait_settled(&fanout, 1, SETTLE);
     let receipts = net.receipts();
     assert!(
         receipts
@@ -960,7 +906,7 @@ fn a_desk_that_never_received_an_alert_cannot_acknowledge_it() {
         "other's filters take nothing"
     );
     let status = ack(&fanout, &token("other"), &a.alert_id);
-    wait_settled(&fanout, 1);
+    wait_settled(&fanout, 1, SETTLE);
     let fired = escalated(&hooks, "duty", &a.alert_id);
     assert!(
         status == 404 && fired,
@@ -987,7 +933,7 @@ fn receipts_carry_the_episodes_marking_on_every_channel() {
     let a = episode_alert(1, Tlp::Amber, Level::High, "key-rcpt-1");
     let c = bare_cancel(2, &a);
     net.publish_alerts(&[a.clone(), c.clone()]);
-    wait_settled(&fanout, 2);
+    wait_settled(&fanout, 2, SETTLE);
     let receipts = net.receipts();
     let marks: BTreeMap<(String, String), Tlp> = receipts
         .iter()
@@ -1020,7 +966,7 @@ fn after_a_restart_follow_ups_keep_their_episodes_marking_and_acks_work() {
     a.states = vec!["KZ".into()];
     a.named_agencies = vec![];
     net.publish_alerts(std::slice::from_ref(&a));
-    wait_settled(&first, 1);
+    wait_settled(&first, 1, SETTLE);
     first.stop();
 
     let second = start_fanout(fanout_config(&net.settings, subs));
@@ -1028,7 +974,7 @@ fn after_a_restart_follow_ups_keep_their_episodes_marking_and_acks_work() {
     let mut sentinel = episode_alert(3, Tlp::Clear, Level::High, "key-restart-1");
     sentinel.states = vec!["KZ".into()];
     net.publish_alerts(&[cancel.clone(), sentinel.clone()]);
-    wait_settled(&second, 2);
+    wait_settled(&second, 2, SETTLE);
     let green_got: Vec<String> = hooks.hits("green-desk").iter().map(Hit::alert_id).collect();
     assert_eq!(green_got, [sentinel.alert_id.clone()], "green-desk");
     let amber_got: Vec<(String, String)> = hooks
@@ -1078,7 +1024,7 @@ fn an_escalation_target_named_by_two_desks_gets_it_once() {
     ));
     let a = episode_alert(1, Tlp::Amber, Level::High, "key-esc-twice");
     net.publish_alerts(std::slice::from_ref(&a));
-    wait_settled(&fanout, 1);
+    wait_settled(&fanout, 1, SETTLE);
     let got: Vec<(String, String)> = hooks
         .delivered("duty")
         .iter()
@@ -1122,7 +1068,7 @@ fn a_later_update_naming_an_agency_does_not_open_the_earlier_alert_to_it() {
         fanout.metric("ewn_fanout_alerts_total", "") as u64 >= 2
     });
     hooks.set("kg-desk", Mode::Ok);
-    wait_settled(&fanout, 2);
+    wait_settled(&fanout, 2, SETTLE);
     let ids = redacted_ids();
     let got: Vec<(String, bool)> = hooks
         .delivered("kg-desk")
@@ -1753,7 +1699,7 @@ fn property_round(
         }
         let last = w + 1 == waves;
         if !burst || last {
-            wait_settled(&fanout, published);
+            wait_settled(&fanout, published, SETTLE);
         }
         // Liveness pairs of this wave.
         for a in &wave {

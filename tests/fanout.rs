@@ -3,6 +3,9 @@
 
 mod common;
 
+/// How long a fan-out may take to settle what a test published.
+const SETTLE: Duration = Duration::from_secs(120);
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
@@ -10,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::cases::*;
 use common::hooks::*;
 use common::{Net, now_ms, wait_until};
 use ewn_fanout::SubscriptionConfig;
@@ -18,62 +22,7 @@ use ewn_fanout::policy::RedactedIds;
 use ewn_fanout::settings::ChannelName;
 use ewn_model::{Alert, Category, DeliveryOutcome, Level, Tlp};
 
-const TLPS: [Tlp; 5] = [
-    Tlp::Clear,
-    Tlp::Green,
-    Tlp::Amber,
-    Tlp::AmberStrict,
-    Tlp::Red,
-];
-const LEVELS: [Level; 4] = [Level::Low, Level::Medium, Level::High, Level::Critical];
-const AGENCIES: [&str; 4] = ["KZ-KNB", "KG-GKNB", "TJ-GKNB", "UZ-SGB"];
-const STATES: [&str; 5] = ["KZ", "KG", "TJ", "UZ", "TM"];
 const AREAS: [&str; 4] = ["KZ-ALM", "KG-C", "TJ-SU", "UZ-AN"];
-const RULES: [&str; 3] = ["cross_border_movement", "area_burst", "watchlist_hit"];
-
-/// Waits until the fan-out has read `n` alerts and every delivery they caused is terminal.
-fn wait_settled(f: &Fanout, n: u64) {
-    wait_until(
-        &format!("{n} alerts read and settled"),
-        Duration::from_secs(120),
-        || {
-            f.metric("ewn_fanout_alerts_total", "") as u64 >= n
-                && f.metric("ewn_fanout_pending_alerts", "") == 0.0
-                // and what was parked on the retry path is terminal too
-                && f.metric("ewn_fanout_retries_settled_total", "")
-                    >= f.metric("ewn_fanout_parked_deliveries_total", "")
-        },
-    );
-}
-
-/// A small deterministic generator (xorshift64*), seeded per run and printed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<T: Clone>(&mut self, from: &[T]) -> T {
-        from[self.below(from.len())].clone()
-    }
-    fn subset<T: Clone + PartialEq>(&mut self, from: &[T], max: usize) -> Vec<T> {
-        let n = self.below(max + 1);
-        let mut v = Vec::new();
-        for _ in 0..n {
-            let x = self.pick(from);
-            if !v.contains(&x) {
-                v.push(x);
-            }
-        }
-        v
-    }
-}
 
 fn rank<T: PartialEq>(order: &[T], x: &T) -> usize {
     order.iter().position(|o| o == x).unwrap()
@@ -174,7 +123,7 @@ fn random_alerts_reach_exactly_the_cleared_and_selected_subscribers_signed() {
 
     let fanout = start_fanout(fanout_config(&net.settings, subs.clone()));
     net.publish_alerts(&alerts);
-    wait_settled(&fanout, alerts.len() as u64);
+    wait_settled(&fanout, alerts.len() as u64, SETTLE);
 
     // What the endpoints got: every delivery verifies, is within clearance, and the set
     // of (subscriber, alert) pairs is exactly the eligible one. A redacted recipient knows
@@ -291,7 +240,7 @@ fn gone_disables_the_endpoint_and_a_failing_one_ends_in_dead_letters() {
     let fanout = start_fanout(config);
     let alerts: Vec<Alert> = (0..3).map(|n| alert(n, Tlp::Green, Level::High)).collect();
     net.publish_alerts(&alerts);
-    wait_settled(&fanout, 3);
+    wait_settled(&fanout, 3, SETTLE);
 
     assert_eq!(hooks.hits("gone").len(), 1, "410 stops every later attempt");
     assert_eq!(hooks.hits("broken").len(), 9, "3 attempts per alert");
@@ -332,7 +281,7 @@ fn gone_disables_the_endpoint_and_a_failing_one_ends_in_dead_letters() {
 
     // A later alert is not even attempted at the gone endpoint.
     net.publish_alerts(&[alert(3, Tlp::Green, Level::High)]);
-    wait_settled(&fanout, 4);
+    wait_settled(&fanout, 4, SETTLE);
     assert_eq!(hooks.hits("gone").len(), 1);
     assert_eq!(hooks.delivered("fine").len(), 4);
     fanout.stop();
@@ -494,7 +443,7 @@ fn a_stream_client_resumes_with_last_event_id_and_gets_exactly_what_it_missed() 
     // Missed while away: two visible, one not.
     let b2 = batch(10);
     net.publish_alerts(&b2);
-    wait_settled(&fanout, 6);
+    wait_settled(&fanout, 6, SETTLE);
     let last_id = &seen[1].0;
     let again = StreamClient::connect(&url, &desk_token, Some(last_id));
     let missed: BTreeSet<String> = (0..2)
@@ -611,7 +560,7 @@ fn escalation_fires_without_an_acknowledgement_and_not_with_one() {
     // An alert above the desk's clearance cannot be acknowledged, nor seen to exist.
     let red = alert(5, Tlp::Red, Level::High);
     net.publish_alerts(std::slice::from_ref(&red));
-    wait_settled(&fanout, 5);
+    wait_settled(&fanout, 5, SETTLE);
     assert_eq!(ack(&fanout, &token, &red.alert_id), 404);
     assert_eq!(ack(&fanout, ADMIN_TOKEN, &a.alert_id), 403);
     assert_eq!(ack(&fanout, "forged", &a.alert_id), 401);
@@ -831,7 +780,7 @@ fn outage(prefix: &str, mode: Mode, outage: Duration) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    wait_settled(&fanout, all.len() as u64);
+    wait_settled(&fanout, all.len() as u64, SETTLE);
 
     // Everything, once each, in the order the alerts were published.
     let got: Vec<String> = hooks.delivered("down").iter().map(Hit::alert_id).collect();
@@ -1016,7 +965,7 @@ fn a_cap_subscriber_receives_valid_cap_with_references_for_updates() {
     cancel.msg_type = ewn_model::MsgType::Cancel;
     cancel.references = vec![first.alert_id.clone()];
     net.publish_alerts(&[first.clone(), update, cancel]);
-    wait_settled(&fanout, 3);
+    wait_settled(&fanout, 3, SETTLE);
     let hits = hooks.delivered("cap-desk");
     assert_eq!(hits.len(), 3);
     let mut files = Vec::new();
@@ -1065,7 +1014,7 @@ fn a_cap_ack_from_a_desk_system_is_recorded() {
     let seen = alert(1, Tlp::Amber, Level::High);
     let hidden = alert(2, Tlp::Red, Level::High);
     net.publish_alerts(&[seen.clone(), hidden.clone()]);
-    wait_settled(&fanout, 2);
+    wait_settled(&fanout, 2, SETTLE);
     let doc = |ids: &[&str], msg_type: &str| {
         let refs: Vec<String> = ids
             .iter()

@@ -2,6 +2,7 @@
 //! producer of signed incidents, an in-process processor, and readers of the outputs.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cases;
 pub mod hooks;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
