@@ -230,8 +230,9 @@ fn hostile_records_each_get_their_reason() {
     let mut incident = ewn_model::samples::incident();
     incident.reported_at = now;
     incident.occurred_at = now - 60_000;
-    let signed = |s: &mut IncidentSigner, i: &Incident| s.sign(i).unwrap().to_avro().unwrap();
-    let mut flipped = kz.sign(&incident).unwrap();
+    let signed =
+        |s: &mut IncidentSigner, i: &Incident| s.sign(i, i.reported_at).unwrap().to_avro().unwrap();
+    let mut flipped = kz.sign(&incident, incident.reported_at).unwrap();
     flipped.payload[30] ^= 0x04;
     let topics = Topics::new(&net.prefix);
     let (kz_topic, kg_topic) = (topics.incidents("kz"), topics.incidents("kg"));
@@ -298,8 +299,12 @@ fn records_with_the_legacy_fingerprint_are_read_and_marked() {
         bytes
     };
     let old_payload = legacy(incident.to_avro().unwrap(), Incident::codec());
-    let old_incident = kz.sign_payload(old_payload).to_avro().unwrap();
-    let new_incident = kz.sign(&incident).unwrap().to_avro().unwrap();
+    let old_incident = kz.sign_legacy_payload(old_payload).to_avro().unwrap();
+    let new_incident = kz
+        .sign(&incident, incident.reported_at)
+        .unwrap()
+        .to_avro()
+        .unwrap();
     let alert = ewn_model::samples::alert();
     let old_alert = legacy(alert.to_avro().unwrap(), ewn_model::Alert::codec());
 
@@ -852,7 +857,7 @@ fn tail_incidents_by_state_verified_or_not() {
     let mut from_kg = incident.clone();
     from_kg.reporter.state = "KG".into();
     from_kg.incident_id = "0b7a4a4e-8a6c-4d0e-9e36-6a0d1c2b3f4a".into();
-    let mut forged = kg.sign(&from_kg).unwrap();
+    let mut forged = kg.sign(&from_kg, from_kg.reported_at).unwrap();
     forged.payload[30] ^= 0x04;
     let topics = Topics::new(&net.prefix);
     let producer = RecordProducer::new(
@@ -862,8 +867,16 @@ fn tail_incidents_by_state_verified_or_not() {
         None,
     )
     .unwrap();
-    let kz_bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
-    let kg_bytes = kg.sign(&from_kg).unwrap().to_avro().unwrap();
+    let kz_bytes = kz
+        .sign(&incident, incident.reported_at)
+        .unwrap()
+        .to_avro()
+        .unwrap();
+    let kg_bytes = kg
+        .sign(&from_kg, from_kg.reported_at)
+        .unwrap()
+        .to_avro()
+        .unwrap();
     let forged_bytes = forged.to_avro().unwrap();
     producer
         .send(&topics.incidents("kz"), Some(b"a"), Some(&kz_bytes), 0)

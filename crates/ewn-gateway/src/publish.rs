@@ -50,8 +50,9 @@ impl PublishOutcome {
     }
 }
 
-/// Publishes every valid line of `input`. `now_ms` gives the signing time; `progress` is
-/// called with the bytes read so far, now and then.
+/// Publishes every valid line of `input`. `now_ms` is the clock: it gives each record's
+/// signing time (and `reported_at` where a line has none); `progress` is called with the
+/// bytes read so far, now and then.
 #[allow(clippy::too_many_arguments)]
 pub fn publish(
     input: impl BufRead,
@@ -133,7 +134,9 @@ pub fn publish(
             );
             continue;
         }
-        let key = seal(signer, &incident, &mut value)?;
+        // Signed now, however long ago the report was recorded: validity is judged at the
+        // signing time, so a report recorded offline is signed by the key in force today.
+        let key = seal(signer, &incident, now_ms(), &mut value)?;
         // A plain thread (the CLI's), so the send may park it while the producer is full.
         match producer.send_with_blocking(
             &topics.incidents(&incident.reporter.state),
@@ -182,15 +185,18 @@ pub fn publish(
     Ok(outcome)
 }
 
-/// Signs `incident` and encodes the envelope into `value` (cleared first); returns the
-/// record key: the first subject's blinded ref, else the incident id. Every producer of
-/// incident records (`publish`, the simulator) goes through here.
+/// Signs `incident` at `signed_at` (epoch ms, the caller's clock at signing: the envelope
+/// carries it under the signature, and verifiers judge the key's validity at it) and encodes
+/// the envelope into `value` (cleared first); returns the record key: the first subject's
+/// blinded ref, else the incident id. Every producer of incident records (`publish`, the
+/// simulator) goes through here.
 pub fn seal<'i>(
     signer: &mut IncidentSigner,
     incident: &'i Incident,
+    signed_at: i64,
     value: &mut Vec<u8>,
 ) -> Result<&'i [u8]> {
-    let signed = signer.sign(incident)?;
+    let signed = signer.sign(incident, signed_at)?;
     value.clear();
     SignedIncident::codec().encode_into(&signed, value)?;
     Ok(incident
