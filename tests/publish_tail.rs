@@ -202,21 +202,25 @@ fn hostile_records_each_get_their_reason() {
     let store_path = net.path("trust.toml");
     let now = chrono::Utc::now().timestamp_millis();
     let day = 86_400_000;
-    let add = |key_id: &str, revoked_at: Option<i64>, not_after: i64| {
+    let add_from = |key_id: &str, not_before: i64, revoked_at: Option<i64>, not_after: i64| {
         let key = keys::generate();
         let entry = KeyEntry {
             key_id: key_id.into(),
             state: "KZ".into(),
             public_key: ewn_trust::PublicKey::from(&key),
-            not_before: now - 30 * day,
+            not_before,
             not_after,
             revoked_at,
         };
         TrustStore::append_to_file(&store_path, &entry).unwrap();
         IncidentSigner::new(key_id, key)
     };
+    let add = |key_id: &str, revoked_at: Option<i64>, not_after: i64| {
+        add_from(key_id, now - 30 * day, revoked_at, not_after)
+    };
     let mut revoked = add("kz-revoked", Some(now - day), now + 300 * day);
     let mut expired = add("kz-expired", None, now - day);
+    let mut tomorrow = add_from("kz-tomorrow", now + day, None, now + 300 * day);
     let mut kz = IncidentSigner::new(
         "kz-1",
         keys::load_signing_key(&net.path("kz-1.pem")).unwrap(),
@@ -244,6 +248,20 @@ fn hostile_records_each_get_their_reason() {
         ("unknown_key", &kz_topic, signed(&mut stranger, &incident)),
         ("key_revoked", &kz_topic, signed(&mut revoked, &incident)),
         ("key_expired", &kz_topic, signed(&mut expired, &incident)),
+        (
+            "key_not_yet_valid",
+            &kz_topic,
+            signed(&mut tomorrow, &incident),
+        ),
+        // a signing time an hour ahead of tail's clock (skew: 300 s)
+        (
+            "clock_skew",
+            &kz_topic,
+            kz.sign(&incident, now + 3_600_000)
+                .unwrap()
+                .to_avro()
+                .unwrap(),
+        ),
         (
             "undecodable",
             &kz_topic,
