@@ -226,3 +226,49 @@ fn write_unsent(path: &PathBuf, kept: &[(usize, String)], outcome: &PublishOutco
     }
     file.sync_all().map_err(io)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ewn_model::RejectReason;
+    use ewn_model::samples;
+    use ewn_trust::{KeyEntry, TrustStore, Verifier, VerifyPolicy, keys};
+
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+
+    #[test]
+    fn seal_stamps_the_given_signing_time_under_the_signature() {
+        let now = 1_790_000_000_000;
+        let mut signer = IncidentSigner::new("kz-new", keys::generate());
+        let mut store = TrustStore::default();
+        // made "now", as `ewn keygen` does
+        store.insert(KeyEntry {
+            key_id: "kz-new".into(),
+            state: "KZ".into(),
+            public_key: signer.public_key(),
+            not_before: now,
+            not_after: now + 365 * 24 * 60 * MINUTE,
+            revoked_at: None,
+        });
+        let verifier = Verifier::new(Arc::new(store), VerifyPolicy::default());
+        let mut incident = samples::incident();
+        incident.reported_at = now - 20 * MINUTE;
+        incident.occurred_at = now - 21 * MINUTE;
+        let mut value = Vec::new();
+        let key = seal(&mut signer, &incident, now, &mut value).unwrap();
+        assert_eq!(key, incident.subjects[0].subject_ref.as_bytes());
+        let envelope = SignedIncident::from_avro(&value).unwrap();
+        assert_eq!(envelope.signed_at, Some(now));
+        let ok = verifier.verify(&value, Some("kz"), now).unwrap();
+        assert_eq!(ok.incident, incident);
+        // Sealed at the report's own time, as EWN used to judge it, the key was not valid.
+        seal(&mut signer, &incident, incident.reported_at, &mut value).unwrap();
+        assert_eq!(
+            verifier.verify(&value, Some("kz"), now).unwrap_err().reason,
+            RejectReason::KeyNotYetValid
+        );
+    }
+}
