@@ -28,8 +28,8 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A KZ key valid from `not_before`, added to the network's trust store.
-fn add_key(net: &Net, key_id: &str, not_before: i64) -> IncidentSigner {
+/// A KZ key valid from `not_before` until `not_after`, added to the network's trust store.
+fn add_key(net: &Net, key_id: &str, not_before: i64, not_after: i64) -> IncidentSigner {
     let key = keys::generate();
     TrustStore::append_to_file(
         &net.store,
@@ -38,7 +38,7 @@ fn add_key(net: &Net, key_id: &str, not_before: i64) -> IncidentSigner {
             state: "KZ".into(),
             public_key: ewn_trust::PublicKey::from(&key),
             not_before,
-            not_after: not_before + 365 * 24 * HOUR,
+            not_after,
             revoked_at: None,
         },
     )
@@ -124,7 +124,25 @@ fn key_validity_is_judged_at_the_signing_time_by_the_processor() {
         "kz-new",
         keys::load_signing_key(&dir.join("kz-new.pem")).unwrap(),
     );
-    let mut not_yet = add_key(&net, "kz-tomorrow", now_ms() + 24 * HOUR);
+    let mut not_yet = add_key(
+        &net,
+        "kz-tomorrow",
+        now_ms() + 24 * HOUR,
+        now_ms() + 400 * 24 * HOUR,
+    );
+    // A rotation 30 minutes ago: the retired key expired 10 minutes ago.
+    let mut retired = add_key(
+        &net,
+        "kz-retired",
+        now_ms() - 400 * 24 * HOUR,
+        now_ms() - 10 * MIN,
+    );
+    let mut rotated = add_key(
+        &net,
+        "kz-rotated",
+        now_ms() - 30 * MIN,
+        now_ms() + 365 * 24 * HOUR,
+    );
     let p_run = start(net.config(2 * 3600));
 
     // ... publishes, with `ewn publish`, a report recorded 20 minutes ago.
@@ -178,16 +196,26 @@ fn key_validity_is_judged_at_the_signing_time_by_the_processor() {
     old_early.reported_at = recorded;
     let bytes = old_envelope(&mut fresh, &old_early);
     net.send(&kz, b"x", &bytes);
+    // Recorded offline two hours ago, before the rotation, uploaded now: signed at upload
+    // with the key in force, accepted; the retired key cannot sign it today.
+    let mut offline = incident(6, "KZ", now - 121 * MIN, Category::Other, &["offline"]);
+    offline.reported_at = now - 120 * MIN;
+    let bytes = rotated.sign(&offline, now).unwrap().to_avro().unwrap();
+    net.send(&kz, b"r", &bytes);
+    let mut stale = offline.clone();
+    stale.incident_id = incident(7, "KZ", now, Category::Other, &[]).incident_id;
+    let bytes = retired.sign(&stale, now).unwrap().to_avro().unwrap();
+    net.send(&kz, b"s", &bytes);
     net.flush();
 
-    // Five records in: wait for a verdict on each, then check them one by one.
+    // Seven records in: wait for a verdict on each, then check them one by one.
     wait_until(
-        "a verdict on all five records",
+        "a verdict on all seven records",
         Duration::from_secs(90),
         || {
             p_run.metric("ewn_processor_incidents_rejected_total", "")
                 + p_run.metric("ewn_processor_incidents_verified_total", "")
-                >= 5.0
+                >= 7.0
         },
     );
     let rejected: BTreeMap<String, (RejectReason, String)> = net
@@ -205,11 +233,13 @@ fn key_validity_is_judged_at_the_signing_time_by_the_processor() {
     );
     assert_eq!(reason(&old_ok), None);
     assert_eq!(reason(&old_early), Some(RejectReason::KeyNotYetValid));
-    assert_eq!(rejected.len(), 3, "nothing else rejected: {rejected:?}");
+    assert_eq!(reason(&offline), None);
+    assert_eq!(reason(&stale), Some(RejectReason::KeyExpired));
+    assert_eq!(rejected.len(), 4, "nothing else rejected: {rejected:?}");
     assert_eq!(
         p_run.metric("ewn_processor_incidents_verified_total", ""),
-        2.0,
-        "the published report and the old envelope of a valid key"
+        3.0,
+        "the published report, the old envelope of a valid key, the offline report"
     );
     assert_eq!(
         p_run.metric(
@@ -223,8 +253,8 @@ fn key_validity_is_judged_at_the_signing_time_by_the_processor() {
             "ewn_processor_incidents_rejected_total",
             r#"reason="key_expired""#
         ),
-        0.0,
-        "the issue's report: a key not yet valid is not called expired"
+        1.0,
+        "only the retired key: a key not yet valid is not called expired (the issue's report)"
     );
 
     // The published record carries its signing time, stamped at publish, after keygen.
@@ -275,6 +305,7 @@ fn key_validity_is_judged_at_the_signing_time_by_the_processor() {
         (early.incident_id.as_str(), "key_not_yet_valid"),
         (ahead.incident_id.as_str(), "clock_skew"),
         (old_early.incident_id.as_str(), "key_not_yet_valid"),
+        (stale.incident_id.as_str(), "key_expired"),
     ]
     .into_iter()
     .collect();
