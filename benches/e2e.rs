@@ -141,7 +141,7 @@ fn main() {
         .map(|i| {
             let v = net
                 .signer(&i.reporter.state)
-                .sign(i)
+                .sign(i, i.reported_at)
                 .unwrap()
                 .to_avro()
                 .unwrap();
@@ -263,7 +263,12 @@ fn main() {
                     Category::SuspiciousCrossing,
                     &[&format!("mv-{k}")],
                 );
-                let value = net.signer("KZ").sign(&first).unwrap().to_avro().unwrap();
+                let value = net
+                    .signer("KZ")
+                    .sign(&first, first.reported_at)
+                    .unwrap()
+                    .to_avro()
+                    .unwrap();
                 net.send(
                     &topics.incidents("KZ"),
                     first.subjects[0].subject_ref.as_bytes(),
@@ -284,7 +289,7 @@ fn main() {
         };
         let value = net
             .signer(&i.reporter.state)
-            .sign(&i)
+            .sign(&i, i.reported_at)
             .unwrap()
             .to_avro()
             .unwrap();

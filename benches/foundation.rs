@@ -36,7 +36,7 @@ fn trust(c: &mut Criterion) {
     let (mut signer, verifier) = trust::one_key();
     let incident = samples::incident();
     let signed: Vec<u8> = signer
-        .sign(&incident)
+        .sign(&incident, incident.reported_at)
         .ok()
         .and_then(|s| s.to_avro().ok())
         .unwrap_or_default();
@@ -44,7 +44,7 @@ fn trust(c: &mut Criterion) {
     let mut g = c.benchmark_group("trust");
     g.throughput(Throughput::Elements(1));
     g.bench_function("sign_incident", |b| {
-        b.iter(|| signer.sign(black_box(&incident)).ok())
+        b.iter(|| signer.sign(black_box(&incident), incident.reported_at).ok())
     });
     g.bench_function("verify_record", |b| {
         b.iter(|| {

@@ -26,7 +26,7 @@ fn verify(c: &mut Criterion) {
                 let mut i = samples::incident();
                 i.summary = format!("report {n}");
                 signer
-                    .sign(&i)
+                    .sign(&i, i.reported_at)
                     .ok()
                     .and_then(|s| s.to_avro().ok())
                     .unwrap_or_default()

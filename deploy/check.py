@@ -107,7 +107,7 @@ TARGET_LABELS = {"job", "instance", "namespace", "pod", "node", "network"}
 REJECT_REASONS = {
     "undecodable", "oversized", "unknown_key", "bad_signature", "key_state_mismatch",
     "topic_mismatch", "key_revoked", "key_expired", "duplicate", "clock_skew", "too_old",
-    "invalid", "late", "future", "state_limit",
+    "invalid", "late", "future", "state_limit", "key_not_yet_valid",
 }
 CHANNELS = {"webhook", "stream", "console"}
 CLOSED: dict[tuple[str, str], set[str]] = {

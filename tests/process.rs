@@ -526,19 +526,29 @@ fn a_hostile_burst_is_rejected_by_reason_while_valid_traffic_flows() {
     let topics = net.topics();
     let (kz, kg) = (topics.incidents("kz"), topics.incidents("kg"));
     let victim = incident(900, "KZ", base, Category::SuspiciousCrossing, &["replayed"]);
-    let victim_bytes = net.signer("KZ").sign(&victim).unwrap().to_avro().unwrap();
+    let victim_bytes = net
+        .signer("KZ")
+        .sign(&victim, victim.reported_at)
+        .unwrap()
+        .to_avro()
+        .unwrap();
     net.send(&kz, b"v", &victim_bytes);
     for n in 0..1000u64 {
         let i = incident(1000 + n, "KZ", base, Category::Other, &[&format!("h{n}")]);
         match n % 4 {
             0 => {
-                let mut env = net.signer("KZ").sign(&i).unwrap();
+                let mut env = net.signer("KZ").sign(&i, i.reported_at).unwrap();
                 env.payload[20 + (n as usize % 50)] ^= 0x10;
                 net.send(&kz, b"h", &env.to_avro().unwrap());
             }
             1 => {
                 // a Kyrgyz key signing a Kazakh report, on either topic
-                let bytes = net.signer("KG").sign(&i).unwrap().to_avro().unwrap();
+                let bytes = net
+                    .signer("KG")
+                    .sign(&i, i.reported_at)
+                    .unwrap()
+                    .to_avro()
+                    .unwrap();
                 net.send(if n % 8 == 1 { &kz } else { &kg }, b"h", &bytes);
             }
             2 => net.send(&kz, b"v", &victim_bytes),
@@ -655,7 +665,7 @@ fn a_member_state_topic_created_later_is_picked_up() {
             }
             // re-sent until the processor knows both the topic and the key; later copies are
             // rejected as duplicates, which is fine here
-            let value = signer.sign(&i).unwrap().to_avro().unwrap();
+            let value = signer.sign(&i, i.reported_at).unwrap().to_avro().unwrap();
             net.send(&topics.incidents("af"), b"af", &value);
             net.flush();
             std::thread::sleep(Duration::from_millis(500));

@@ -202,21 +202,25 @@ fn hostile_records_each_get_their_reason() {
     let store_path = net.path("trust.toml");
     let now = chrono::Utc::now().timestamp_millis();
     let day = 86_400_000;
-    let add = |key_id: &str, revoked_at: Option<i64>, not_after: i64| {
+    let add_from = |key_id: &str, not_before: i64, revoked_at: Option<i64>, not_after: i64| {
         let key = keys::generate();
         let entry = KeyEntry {
             key_id: key_id.into(),
             state: "KZ".into(),
             public_key: ewn_trust::PublicKey::from(&key),
-            not_before: now - 30 * day,
+            not_before,
             not_after,
             revoked_at,
         };
         TrustStore::append_to_file(&store_path, &entry).unwrap();
         IncidentSigner::new(key_id, key)
     };
+    let add = |key_id: &str, revoked_at: Option<i64>, not_after: i64| {
+        add_from(key_id, now - 30 * day, revoked_at, not_after)
+    };
     let mut revoked = add("kz-revoked", Some(now - day), now + 300 * day);
     let mut expired = add("kz-expired", None, now - day);
+    let mut tomorrow = add_from("kz-tomorrow", now + day, None, now + 300 * day);
     let mut kz = IncidentSigner::new(
         "kz-1",
         keys::load_signing_key(&net.path("kz-1.pem")).unwrap(),
@@ -230,8 +234,9 @@ fn hostile_records_each_get_their_reason() {
     let mut incident = ewn_model::samples::incident();
     incident.reported_at = now;
     incident.occurred_at = now - 60_000;
-    let signed = |s: &mut IncidentSigner, i: &Incident| s.sign(i).unwrap().to_avro().unwrap();
-    let mut flipped = kz.sign(&incident).unwrap();
+    let signed =
+        |s: &mut IncidentSigner, i: &Incident| s.sign(i, i.reported_at).unwrap().to_avro().unwrap();
+    let mut flipped = kz.sign(&incident, incident.reported_at).unwrap();
     flipped.payload[30] ^= 0x04;
     let topics = Topics::new(&net.prefix);
     let (kz_topic, kg_topic) = (topics.incidents("kz"), topics.incidents("kg"));
@@ -243,6 +248,20 @@ fn hostile_records_each_get_their_reason() {
         ("unknown_key", &kz_topic, signed(&mut stranger, &incident)),
         ("key_revoked", &kz_topic, signed(&mut revoked, &incident)),
         ("key_expired", &kz_topic, signed(&mut expired, &incident)),
+        (
+            "key_not_yet_valid",
+            &kz_topic,
+            signed(&mut tomorrow, &incident),
+        ),
+        // a signing time an hour ahead of tail's clock (skew: 300 s)
+        (
+            "clock_skew",
+            &kz_topic,
+            kz.sign(&incident, now + 3_600_000)
+                .unwrap()
+                .to_avro()
+                .unwrap(),
+        ),
         (
             "undecodable",
             &kz_topic,
@@ -298,8 +317,12 @@ fn records_with_the_legacy_fingerprint_are_read_and_marked() {
         bytes
     };
     let old_payload = legacy(incident.to_avro().unwrap(), Incident::codec());
-    let old_incident = kz.sign_payload(old_payload).to_avro().unwrap();
-    let new_incident = kz.sign(&incident).unwrap().to_avro().unwrap();
+    let old_incident = kz.sign_legacy_payload(old_payload).to_avro().unwrap();
+    let new_incident = kz
+        .sign(&incident, incident.reported_at)
+        .unwrap()
+        .to_avro()
+        .unwrap();
     let alert = ewn_model::samples::alert();
     let old_alert = legacy(alert.to_avro().unwrap(), ewn_model::Alert::codec());
 
@@ -852,7 +875,7 @@ fn tail_incidents_by_state_verified_or_not() {
     let mut from_kg = incident.clone();
     from_kg.reporter.state = "KG".into();
     from_kg.incident_id = "0b7a4a4e-8a6c-4d0e-9e36-6a0d1c2b3f4a".into();
-    let mut forged = kg.sign(&from_kg).unwrap();
+    let mut forged = kg.sign(&from_kg, from_kg.reported_at).unwrap();
     forged.payload[30] ^= 0x04;
     let topics = Topics::new(&net.prefix);
     let producer = RecordProducer::new(
@@ -862,8 +885,16 @@ fn tail_incidents_by_state_verified_or_not() {
         None,
     )
     .unwrap();
-    let kz_bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
-    let kg_bytes = kg.sign(&from_kg).unwrap().to_avro().unwrap();
+    let kz_bytes = kz
+        .sign(&incident, incident.reported_at)
+        .unwrap()
+        .to_avro()
+        .unwrap();
+    let kg_bytes = kg
+        .sign(&from_kg, from_kg.reported_at)
+        .unwrap()
+        .to_avro()
+        .unwrap();
     let forged_bytes = forged.to_avro().unwrap();
     producer
         .send(&topics.incidents("kz"), Some(b"a"), Some(&kz_bytes), 0)

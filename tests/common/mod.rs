@@ -145,7 +145,7 @@ impl Net {
         for i in incidents {
             let value = self
                 .signer(&i.reporter.state)
-                .sign(i)
+                .sign(i, i.reported_at)
                 .unwrap()
                 .to_avro()
                 .unwrap();

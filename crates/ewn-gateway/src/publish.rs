@@ -50,8 +50,9 @@ impl PublishOutcome {
     }
 }
 
-/// Publishes every valid line of `input`. `now_ms` gives the signing time; `progress` is
-/// called with the bytes read so far, now and then.
+/// Publishes every valid line of `input`. `now_ms` is the clock: it gives each record's
+/// signing time (and `reported_at` where a line has none); `progress` is called with the
+/// bytes read so far, now and then.
 #[allow(clippy::too_many_arguments)]
 pub fn publish(
     input: impl BufRead,
@@ -133,7 +134,9 @@ pub fn publish(
             );
             continue;
         }
-        let key = seal(signer, &incident, &mut value)?;
+        // Signed now, however long ago the report was recorded: validity is judged at the
+        // signing time, so a report recorded offline is signed by the key in force today.
+        let key = seal(signer, &incident, now_ms(), &mut value)?;
         // A plain thread (the CLI's), so the send may park it while the producer is full.
         match producer.send_with_blocking(
             &topics.incidents(&incident.reporter.state),
@@ -182,15 +185,18 @@ pub fn publish(
     Ok(outcome)
 }
 
-/// Signs `incident` and encodes the envelope into `value` (cleared first); returns the
-/// record key: the first subject's blinded ref, else the incident id. Every producer of
-/// incident records (`publish`, the simulator) goes through here.
+/// Signs `incident` at `signed_at` (epoch ms, the caller's clock at signing: the envelope
+/// carries it under the signature, and verifiers judge the key's validity at it) and encodes
+/// the envelope into `value` (cleared first); returns the record key: the first subject's
+/// blinded ref, else the incident id. Every producer of incident records (`publish`, the
+/// simulator) goes through here.
 pub fn seal<'i>(
     signer: &mut IncidentSigner,
     incident: &'i Incident,
+    signed_at: i64,
     value: &mut Vec<u8>,
 ) -> Result<&'i [u8]> {
-    let signed = signer.sign(incident)?;
+    let signed = signer.sign(incident, signed_at)?;
     value.clear();
     SignedIncident::codec().encode_into(&signed, value)?;
     Ok(incident
@@ -219,4 +225,50 @@ fn write_unsent(path: &PathBuf, kept: &[(usize, String)], outcome: &PublishOutco
         writeln!(file, "{text}").map_err(io)?;
     }
     file.sync_all().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ewn_model::RejectReason;
+    use ewn_model::samples;
+    use ewn_trust::{KeyEntry, TrustStore, Verifier, VerifyPolicy, keys};
+
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+
+    #[test]
+    fn seal_stamps_the_given_signing_time_under_the_signature() {
+        let now = 1_790_000_000_000;
+        let mut signer = IncidentSigner::new("kz-new", keys::generate());
+        let mut store = TrustStore::default();
+        // made "now", as `ewn keygen` does
+        store.insert(KeyEntry {
+            key_id: "kz-new".into(),
+            state: "KZ".into(),
+            public_key: signer.public_key(),
+            not_before: now,
+            not_after: now + 365 * 24 * 60 * MINUTE,
+            revoked_at: None,
+        });
+        let verifier = Verifier::new(Arc::new(store), VerifyPolicy::default());
+        let mut incident = samples::incident();
+        incident.reported_at = now - 20 * MINUTE;
+        incident.occurred_at = now - 21 * MINUTE;
+        let mut value = Vec::new();
+        let key = seal(&mut signer, &incident, now, &mut value).unwrap();
+        assert_eq!(key, incident.subjects[0].subject_ref.as_bytes());
+        let envelope = SignedIncident::from_avro(&value).unwrap();
+        assert_eq!(envelope.signed_at, Some(now));
+        let ok = verifier.verify(&value, Some("kz"), now).unwrap();
+        assert_eq!(ok.incident, incident);
+        // Sealed at the report's own time, as EWN used to judge it, the key was not valid.
+        seal(&mut signer, &incident, incident.reported_at, &mut value).unwrap();
+        assert_eq!(
+            verifier.verify(&value, Some("kz"), now).unwrap_err().reason,
+            RejectReason::KeyNotYetValid
+        );
+    }
 }

@@ -277,9 +277,9 @@ macro_rules! schemas {
 // Each schema with its earlier versions (oldest first) in `schemas/history/`.
 schemas! {
     Incident => "Incident.avsc" [],
-    SignedIncident => "SignedIncident.avsc" [],
+    SignedIncident => "SignedIncident.avsc" ["SignedIncident.v1.avsc"],
     Alert => "Alert.avsc" ["Alert.v1.avsc"],
-    Rejection => "Rejection.avsc" ["Rejection.v1.avsc"],
+    Rejection => "Rejection.avsc" ["Rejection.v1.avsc", "Rejection.v2.avsc"],
     DeliveryReceipt => "DeliveryReceipt.avsc" [],
     DeliveryRetry => "DeliveryRetry.avsc" [],
     Ack => "Ack.avsc" [],

@@ -41,6 +41,7 @@ pub fn signed_incident() -> SignedIncident {
         key_id: "kz-2026-01".into(),
         signature: [7; 64],
         payload: vec![1, 2, 3],
+        signed_at: Some(1_790_000_060_000),
     }
 }
 

@@ -117,6 +117,9 @@ wire_enum!(
         /// Verified, but not merged: the correlation key's state budget was full (the
         /// episode's alert says so).
         StateLimit = "STATE_LIMIT",
+        /// The signing time is before the key's `not_before`: a key is never used before it
+        /// is valid (distinct from `KEY_EXPIRED`, which is at or after `not_after`).
+        KeyNotYetValid = "KEY_NOT_YET_VALID",
     }
 );
 
@@ -188,6 +191,12 @@ pub struct SignedIncident {
     pub signature: [u8; 64],
     #[serde(with = "apache_avro::serde::bytes")]
     pub payload: Vec<u8>,
+    /// When the key signed (epoch ms, the signer's clock), covered by the signature: key
+    /// validity is judged at this time. `None` only in envelopes written before the field
+    /// existed (signed as `"ewn/incident/v1" || payload`), whose signing time is taken to be
+    /// the payload's `reported_at`, the former rule.
+    #[serde(default)]
+    pub signed_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

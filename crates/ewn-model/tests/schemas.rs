@@ -200,10 +200,20 @@ const FASTAVRO_FINGERPRINTS: [(&str, &str); 9] = [
     ("DeliveryReceipt.avsc", "8434e8ad34d41d1e"),
     ("DeliveryRetry.avsc", "1b3a10f75f62528b"),
     ("Incident.avsc", "63b89ba68d5a8fd4"),
-    ("Rejection.avsc", "1321f48a47290f3b"),
+    ("Rejection.avsc", "5f0aa9cf1c4417e2"),
     ("ScoredIncident.avsc", "dc996ec67a051502"),
-    ("SignedIncident.avsc", "afabcd8a7aead2d2"),
+    ("SignedIncident.avsc", "19fe82c9e9f8aaad"),
     ("Subscription.avsc", "693fd2c3de0aa255"),
+];
+
+/// The earlier versions in `schemas/history/`, fingerprinted the same way (the same command
+/// on `schemas/history/*.avsc`): records written with them are still read.
+const FASTAVRO_HISTORY_FINGERPRINTS: [(&str, &str); 5] = [
+    ("Alert.v1.avsc", "432c44b75985994c"),
+    ("Rejection.v1.avsc", "62e72f3a9ea29688"),
+    ("Rejection.v2.avsc", "1321f48a47290f3b"),
+    ("ScoredIncident.v1.avsc", "602d47e0115a8ee8"),
+    ("SignedIncident.v1.avsc", "afabcd8a7aead2d2"),
 ];
 
 /// What EWN wrote before the fingerprints followed the specification: apache-avro 0.22's
@@ -249,12 +259,38 @@ fn fingerprints_match_fastavro() {
 }
 
 #[test]
+fn earlier_versions_are_read_by_their_fastavro_fingerprints() {
+    for (file, expected) in FASTAVRO_HISTORY_FINGERPRINTS {
+        let name = file.split('.').next().unwrap();
+        let codec = schemas()
+            .into_iter()
+            .find(|s| s.codec.name() == name)
+            .unwrap()
+            .codec;
+        let found = codec
+            .earlier_fingerprints()
+            .iter()
+            .any(|[spec, _]| fingerprint_hex(*spec) == expected);
+        assert!(
+            found,
+            "{file}: {expected} is not among {name}'s earlier versions"
+        );
+        let mut fp = [0u8; 8];
+        for (i, b) in fp.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&expected[2 * i..2 * i + 2], 16).unwrap();
+        }
+        assert!(codec.accepts(fp), "{file}");
+        assert_eq!(schema_by_fingerprint(fp).unwrap().name(), name, "{file}");
+    }
+}
+
+#[test]
 fn canonical_form_is_fastavros() {
     // fastavro's form of the smallest schema, from the command above; the fingerprints
     // cover the others.
     assert_eq!(
         SignedIncident::codec().canonical_form(),
-        r#"{"name":"ewn.v1.SignedIncident","type":"record","fields":[{"name":"key_id","type":"string"},{"name":"signature","type":{"name":"ewn.v1.Ed25519Signature","type":"fixed","size":64}},{"name":"payload","type":"bytes"}]}"#
+        r#"{"name":"ewn.v1.SignedIncident","type":"record","fields":[{"name":"key_id","type":"string"},{"name":"signature","type":{"name":"ewn.v1.Ed25519Signature","type":"fixed","size":64}},{"name":"payload","type":"bytes"},{"name":"signed_at","type":["null","long"]}]}"#
     );
     // A timestamp is a plain long in the specification's form; apache-avro keeps an object.
     let incident = Incident::codec();
@@ -282,7 +318,8 @@ fn legacy_fingerprints_are_what_ewn_wrote_before() {
             .find(|s| s.file == file)
             .unwrap()
             .codec;
-        // Alert, Rejection and ScoredIncident have evolved since (schemas/history/): what
+        // Alert, Rejection, ScoredIncident and SignedIncident have evolved since
+        // (schemas/history/): what
         // EWN wrote is the legacy fingerprint of their first version, still read.
         let written = codec
             .earlier_fingerprints()
@@ -342,6 +379,57 @@ fn a_record_of_an_earlier_schema_version_is_read() {
     // and an unknown fingerprint is still refused
     bytes[2] ^= 0xff;
     assert!(ewn_model::Alert::from_avro(&bytes).is_err());
+}
+
+/// A `SignedIncident` written by the envelope's first version (no `signed_at`), with the
+/// header EWN wrote then, is read by the current one: `signed_at` takes its default, null,
+/// which verifiers judge at the payload's `reported_at`.
+#[test]
+fn an_envelope_without_signing_time_is_read() {
+    let old_source = include_str!("../../../schemas/history/SignedIncident.v1.avsc");
+    let old = apache_avro::Schema::parse_str(old_source).unwrap();
+    let mut envelope = samples::signed_incident();
+    envelope.signed_at = None;
+    let v1 = apache_avro::types::Value::Record(vec![
+        (
+            "key_id".into(),
+            apache_avro::types::Value::String(envelope.key_id.clone()),
+        ),
+        (
+            "signature".into(),
+            apache_avro::types::Value::Fixed(64, envelope.signature.to_vec()),
+        ),
+        (
+            "payload".into(),
+            apache_avro::types::Value::Bytes(envelope.payload.clone()),
+        ),
+    ]);
+    let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&old)
+        .build()
+        .unwrap()
+        .write_value_to_vec(v1)
+        .unwrap();
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&old.fingerprint::<apache_avro::rabin::Rabin>().bytes);
+    assert_eq!(
+        fingerprint_hex(split_header(&bytes).unwrap()),
+        "afabcd8a7aead2d2"
+    );
+    bytes.extend_from_slice(&datum);
+    assert_eq!(SignedIncident::from_avro(&bytes).unwrap(), envelope);
+    // The current form of the same envelope differs only by the null branch of signed_at.
+    let current = envelope.to_avro().unwrap();
+    assert_eq!(&current[HEADER_LEN..], [&datum[..], &[0]].concat());
+    assert_eq!(
+        fingerprint_hex(split_header(&current).unwrap()),
+        "19fe82c9e9f8aaad"
+    );
+    // and a current envelope with a signing time round-trips it
+    let signed = samples::signed_incident();
+    assert_eq!(
+        SignedIncident::from_avro(&signed.to_avro().unwrap()).unwrap(),
+        signed
+    );
 }
 
 /// Replaces the header's fingerprint, as a record written before this change carries it.

@@ -271,7 +271,11 @@ mod tests {
         let rules = RuleSet::new(default_rules(), ScoreWeights::default()).unwrap();
         let mut guard = ReplayGuard::new(3_600_000, 100);
         let incident = samples::incident();
-        let good = signer.sign(&incident).unwrap().to_avro().unwrap();
+        let good = signer
+            .sign(&incident, incident.reported_at)
+            .unwrap()
+            .to_avro()
+            .unwrap();
         let now = incident.reported_at;
         let mut batch = IngestBatch::new(&verifier, now);
         batch.add("ewn.incidents.kz", Some("kz"), 0, 5, Some(&good));

@@ -159,7 +159,7 @@ impl Sender {
             .keys
             .signer(state)
             .ok_or_else(|| Error::Config(vec![format!("keys: no signing key for {state}")]))?;
-        let key = ewn_gateway::seal(signer, &g.incident, &mut self.value)?;
+        let key = ewn_gateway::seal(signer, &g.incident, now_ms(), &mut self.value)?;
         let id = self.summary.sent as usize;
         self.producer.send_with_blocking(
             &self.topics.incidents(state),

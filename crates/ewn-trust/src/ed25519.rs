@@ -171,10 +171,12 @@ impl From<&SigningKey> for PublicKey {
     }
 }
 
-/// One signature to check: the signed message is `prefix || message` (hashed in place).
+/// One signature to check: the signed message is `prefix || message` (hashed in place, so
+/// a domain prefix or a header need not be copied in front of the message).
 #[derive(Clone, Copy, Debug)]
 pub struct Signed<'a> {
     pub key: &'a PublicKey,
+    pub prefix: &'a [u8],
     pub message: &'a [u8],
     pub signature: &'a [u8; 64],
 }
@@ -186,7 +188,7 @@ struct Parsed {
     k: Scalar,
 }
 
-fn parse(prefix: &[u8], item: &Signed<'_>) -> Option<Parsed> {
+fn parse(item: &Signed<'_>) -> Option<Parsed> {
     let (r_bytes, s_bytes) = item.signature.split_at(32);
     let r_bytes: [u8; 32] = r_bytes.try_into().ok()?;
     let s_bytes: [u8; 32] = s_bytes.try_into().ok()?;
@@ -195,7 +197,7 @@ fn parse(prefix: &[u8], item: &Signed<'_>) -> Option<Parsed> {
     let mut h = Sha512::new();
     h.update(r_bytes);
     h.update(item.key.bytes);
-    h.update(prefix);
+    h.update(item.prefix);
     h.update(item.message);
     let mut wide = [0u8; 64];
     wide.copy_from_slice(&h.finalize());
@@ -216,17 +218,18 @@ fn equation(key: &PublicKey, p: &Parsed) -> bool {
 pub fn verify(key: &PublicKey, prefix: &[u8], message: &[u8], signature: &[u8; 64]) -> bool {
     let item = Signed {
         key,
+        prefix,
         message,
         signature,
     };
-    parse(prefix, &item).is_some_and(|p| equation(key, &p))
+    parse(&item).is_some_and(|p| equation(key, &p))
 }
 
-/// Verifies many signatures over `prefix || message_i` with one batch equation, and one by
-/// one only when it fails; returns one verdict per item, the same as [`verify`]'s (see the
-/// module documentation for why).
-pub fn verify_batch(prefix: &[u8], items: &[Signed<'_>]) -> Vec<bool> {
-    let parsed: Vec<Option<Parsed>> = items.iter().map(|item| parse(prefix, item)).collect();
+/// Verifies many signatures over `prefix_i || message_i` with one batch equation, and one
+/// by one only when it fails; returns one verdict per item, the same as [`verify`]'s (see
+/// the module documentation for why).
+pub fn verify_batch(items: &[Signed<'_>]) -> Vec<bool> {
+    let parsed: Vec<Option<Parsed>> = items.iter().map(parse).collect();
     let candidates: Vec<usize> = (0..items.len()).filter(|&i| parsed[i].is_some()).collect();
     if candidates.len() > 1 && batch_equation(items, &parsed, &candidates) {
         return parsed.iter().map(Option::is_some).collect();
@@ -332,14 +335,21 @@ mod tests {
         assert!(verify(&public, b"prefix|", b"message", &sig));
         assert!(!verify(&public, b"prefix|", b"messagf", &sig));
         assert!(!verify(&public, b"", b"message", &sig));
-        let items: Vec<Signed<'_>> = (0..3)
-            .map(|_| Signed {
-                key: &public,
-                message: b"message",
-                signature: &sig,
-            })
-            .collect();
-        assert_eq!(verify_batch(b"prefix|", &items), vec![true; 3]);
-        assert_eq!(verify_batch(b"prefix", &items), vec![false; 3]);
+        let items = |prefix: &'static [u8]| -> Vec<Signed<'_>> {
+            (0..3)
+                .map(|_| Signed {
+                    key: &public,
+                    prefix,
+                    message: b"message",
+                    signature: &sig,
+                })
+                .collect()
+        };
+        assert_eq!(verify_batch(&items(b"prefix|")), vec![true; 3]);
+        assert_eq!(verify_batch(&items(b"prefix")), vec![false; 3]);
+        // Each item carries its own prefix: a batch mixes them freely.
+        let mut mixed = items(b"prefix|");
+        mixed[1].prefix = b"prefix";
+        assert_eq!(verify_batch(&mixed), vec![true, false, true]);
     }
 }

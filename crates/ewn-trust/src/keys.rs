@@ -12,15 +12,57 @@ use crate::ed25519::PublicKey;
 use crate::error::{Error, Result};
 use crate::secret;
 
-/// Prefix of every signed message, so an incident signature can never be replayed as a
-/// signature over anything else (and vice versa).
-pub const DOMAIN: &[u8] = b"ewn/incident/v1";
+/// Domain of every signed incident message, so an incident signature can never be replayed
+/// as a signature over anything else (and vice versa). The signed message is
+/// `DOMAIN || signed_at (8 bytes, big-endian two's complement) || payload`: the signing time
+/// is covered by the signature, so nobody but the key holder can move it.
+pub const DOMAIN: &[u8] = b"ewn/incident/v2";
 
-/// Writes `DOMAIN || payload` into `buf` (cleared first) and returns it: the signed message.
-pub fn signed_message<'a>(buf: &'a mut Vec<u8>, payload: &[u8]) -> &'a [u8] {
+/// Domain of the envelopes written before the signing time was carried (`signed_at` null):
+/// `LEGACY_DOMAIN || payload`. Still verified, and judged at the payload's `reported_at`.
+/// The two domains differ in their last byte, so a message of one form can never be read as
+/// a message of the other: a signing time can be neither added to nor stripped from an
+/// envelope without breaking its signature.
+pub const LEGACY_DOMAIN: &[u8] = b"ewn/incident/v1";
+
+/// What is signed in front of the payload: the domain and, in the current form, the signing
+/// time. Small and `Copy`, so verifiers keep one per record without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignedPrefix {
+    bytes: [u8; 23],
+    len: u8,
+}
+
+impl SignedPrefix {
+    /// The prefix of an envelope whose `signed_at` is `signed_at` (`None`: the legacy form).
+    pub fn of(signed_at: Option<i64>) -> SignedPrefix {
+        let mut bytes = [0u8; 23];
+        match signed_at {
+            Some(at) => {
+                bytes[..DOMAIN.len()].copy_from_slice(DOMAIN);
+                bytes[DOMAIN.len()..].copy_from_slice(&at.to_be_bytes());
+                SignedPrefix { bytes, len: 23 }
+            }
+            None => {
+                bytes[..LEGACY_DOMAIN.len()].copy_from_slice(LEGACY_DOMAIN);
+                SignedPrefix {
+                    bytes,
+                    len: LEGACY_DOMAIN.len() as u8,
+                }
+            }
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// Writes `prefix || payload` into `buf` (cleared first) and returns it: the signed message.
+pub fn signed_message<'a>(buf: &'a mut Vec<u8>, prefix: &SignedPrefix, payload: &[u8]) -> &'a [u8] {
     buf.clear();
-    buf.reserve(DOMAIN.len() + payload.len());
-    buf.extend_from_slice(DOMAIN);
+    buf.reserve(prefix.as_bytes().len() + payload.len());
+    buf.extend_from_slice(prefix.as_bytes());
     buf.extend_from_slice(payload);
     buf
 }
@@ -85,22 +127,38 @@ impl IncidentSigner {
         PublicKey::from(&self.key)
     }
 
-    /// Encodes the incident and signs `DOMAIN || payload`.
-    pub fn sign(&mut self, incident: &Incident) -> Result<SignedIncident> {
+    /// Encodes the incident and signs it with the signing time `signed_at` (epoch ms, from
+    /// the caller's clock: this crate never reads one).
+    pub fn sign(&mut self, incident: &Incident, signed_at: i64) -> Result<SignedIncident> {
         let payload = incident.to_avro()?;
-        Ok(self.sign_payload(payload))
+        Ok(self.sign_payload(payload, signed_at))
     }
 
-    /// Signs an already encoded payload (tests use this to sign hostile payloads).
-    pub fn sign_payload(&mut self, payload: Vec<u8>) -> SignedIncident {
+    /// Signs an already encoded payload at `signed_at` (tests use this to sign hostile
+    /// payloads).
+    pub fn sign_payload(&mut self, payload: Vec<u8>, signed_at: i64) -> SignedIncident {
+        self.sign_with(payload, Some(signed_at))
+    }
+
+    /// Signs an encoded payload the way EWN did before the signing time was carried:
+    /// `LEGACY_DOMAIN || payload`, no `signed_at`. Verifiers judge such an envelope at its
+    /// `reported_at`. No EWN producer writes this form; it exists so tests and migration
+    /// tooling can make the records older producers wrote.
+    pub fn sign_legacy_payload(&mut self, payload: Vec<u8>) -> SignedIncident {
+        self.sign_with(payload, None)
+    }
+
+    fn sign_with(&mut self, payload: Vec<u8>, signed_at: Option<i64>) -> SignedIncident {
+        let prefix = SignedPrefix::of(signed_at);
         let signature = self
             .key
-            .sign(signed_message(&mut self.message, &payload))
+            .sign(signed_message(&mut self.message, &prefix, &payload))
             .to_bytes();
         SignedIncident {
             key_id: self.key_id.clone(),
             signature,
             payload,
+            signed_at,
         }
     }
 }
@@ -121,12 +179,35 @@ mod tests {
     }
 
     #[test]
-    fn signature_covers_the_domain() {
+    fn signature_covers_the_domain_and_the_signing_time() {
         let mut signer = IncidentSigner::new("k", generate());
-        let signed = signer.sign_payload(b"payload".to_vec());
+        let at: i64 = 1_790_000_000_123;
+        let signed = signer.sign_payload(b"payload".to_vec(), at);
+        assert_eq!(signed.signed_at, Some(at));
+        let sig = ed25519_dalek::Signature::from_bytes(&signed.signature);
+        let vk = signer.verifying_key();
+        let mut message = b"ewn/incident/v2".to_vec();
+        message.extend_from_slice(&at.to_be_bytes());
+        message.extend_from_slice(b"payload");
+        assert!(vk.verify_strict(&message, &sig).is_ok());
+        assert!(vk.verify_strict(b"ewn/incident/v2payload", &sig).is_err());
+        assert!(vk.verify_strict(b"payload", &sig).is_err());
+        // another signing time is another message
+        let mut moved = b"ewn/incident/v2".to_vec();
+        moved.extend_from_slice(&(at + 1).to_be_bytes());
+        moved.extend_from_slice(b"payload");
+        assert!(vk.verify_strict(&moved, &sig).is_err());
+    }
+
+    #[test]
+    fn the_legacy_form_signs_the_old_domain_and_no_time() {
+        let mut signer = IncidentSigner::new("k", generate());
+        let signed = signer.sign_legacy_payload(b"payload".to_vec());
+        assert_eq!(signed.signed_at, None);
         let sig = ed25519_dalek::Signature::from_bytes(&signed.signature);
         let vk = signer.verifying_key();
         assert!(vk.verify_strict(b"ewn/incident/v1payload", &sig).is_ok());
-        assert!(vk.verify_strict(b"payload", &sig).is_err());
+        assert_eq!(SignedPrefix::of(None).as_bytes(), b"ewn/incident/v1");
+        assert_eq!(SignedPrefix::of(Some(-1)).as_bytes().len(), 23);
     }
 }

@@ -1,11 +1,13 @@
 //! Who may say what: EWN's keys and the checks on them.
 //!
 //! - [`keys`]: Ed25519 signing keys (PKCS#8 PEM files, mode 0600) and domain-separated
-//!   signing of incidents (`"ewn/incident/v1" || payload`).
+//!   signing of incidents (`"ewn/incident/v2" || signed_at || payload`; envelopes without a
+//!   signing time were `"ewn/incident/v1" || payload`).
 //! - [`store`]: the TOML trust store of public keys with validity windows and revocation.
 //! - [`ed25519`]: the one Ed25519 verification rule (strict encodings, prime-order keys,
 //!   cofactored equation) that batch and single verification share.
-//! - [`verify`]: verification of `SignedIncident` records with closed-set reason codes.
+//! - [`verify`]: verification of `SignedIncident` records with closed-set reason codes; key
+//!   validity is judged at the signing time, bounded by the verifier's clock.
 //! - [`blind`]: normalisation and HMAC blinding of subject identifiers.
 //! - [`secret`]: reading and writing secret files with restrictive modes.
 //!
@@ -22,8 +24,9 @@ pub mod verify;
 pub use blind::BlindingKey;
 pub use ed25519::PublicKey;
 pub use error::{Error, Result};
-pub use keys::{DOMAIN, IncidentSigner};
+pub use keys::{DOMAIN, IncidentSigner, LEGACY_DOMAIN, SignedPrefix};
 pub use store::{KeyEntry, TrustStore};
 pub use verify::{
-    Pending, Rejected, TrustSettings, Verified, Verifier, VerifyPolicy, check_signatures,
+    Pending, Rejected, SigningTime, TrustSettings, Verified, Verifier, VerifyPolicy,
+    check_signatures, judge_signing_time,
 };

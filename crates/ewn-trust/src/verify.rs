@@ -1,8 +1,28 @@
 //! Verification of `SignedIncident` records: every failure has a reason from a closed set.
 //!
 //! Order of checks, cheapest and least trusting first: size, envelope decoding, key lookup,
-//! revocation, key/topic state, signature (over `DOMAIN || payload`), and only then is the
-//! payload decoded: nothing an unauthenticated sender wrote is parsed beyond the envelope.
+//! revocation (at the verifier's clock), key/topic state, signature (over
+//! `DOMAIN || signed_at || payload`, or `LEGACY_DOMAIN || payload` for an envelope without a
+//! signing time), and only then is the payload decoded: nothing an unauthenticated sender
+//! wrote is parsed beyond the envelope.
+//!
+//! # Signing time
+//!
+//! A key's validity is judged at the signing time `t`, which the signature covers, bounded by
+//! the verifier's clock (see [`Verifier::check_payload`] for the exact order):
+//!
+//! - `t` is `signed_at`; for an envelope written before that field existed, the payload's
+//!   `reported_at` (the former rule: such envelopes were signed when reported);
+//! - `t <= now + signing_skew` (`CLOCK_SKEW`): a signer cannot claim a time the verifier has
+//!   not reached, so it cannot sign "in the validity of" a key that is not valid yet;
+//! - the key is not revoked at `max(now, t)` (`KEY_REVOKED`): revocation means compromise, so
+//!   nothing is trusted once it is in force, whatever `t` claims (a thief can backdate it);
+//! - `not_before <= t` (`KEY_NOT_YET_VALID`) and `t < not_after` (`KEY_EXPIRED`);
+//! - `reported_at <= t + signing_skew` (`CLOCK_SKEW`): a report is recorded before it is
+//!   signed; the skew absorbs the difference between a post's clock and its signer's.
+//!
+//! A report recorded offline and signed when it is uploaded is therefore judged by the key
+//! in force at upload, not at recording: a state may rotate keys while its posts are offline.
 
 use std::sync::Arc;
 
@@ -10,7 +30,7 @@ use ewn_model::validate::{Limits, printable, validate_incident};
 use ewn_model::{AvroRecord, Incident, RejectReason, SignedIncident};
 
 use crate::ed25519::{self, Signed};
-use crate::keys::DOMAIN;
+use crate::keys::SignedPrefix;
 use crate::store::{KeyEntry, TrustStore};
 
 /// What a verifier enforces beyond the signature.
@@ -19,6 +39,10 @@ pub struct VerifyPolicy {
     /// Largest record value accepted, in bytes; larger ones are `OVERSIZED` without decoding.
     pub max_record_bytes: usize,
     pub limits: Limits,
+    /// How far the signing time may lie in the future of the verifier's clock, and how far
+    /// `reported_at` may lie after the signing time (`CLOCK_SKEW` beyond either). Part of the
+    /// key-validity rule, so every verifier (the processor, `ewn tail`) applies it.
+    pub signing_skew_ms: i64,
     /// How far `reported_at` may lie in the future of the verifier's clock (`CLOCK_SKEW`).
     pub max_clock_skew_ms: Option<i64>,
     /// How old `reported_at` may be (`TOO_OLD`); `occurred_at` may not be later than
@@ -34,12 +58,15 @@ impl Default for VerifyPolicy {
         VerifyPolicy {
             max_record_bytes: 64 * 1024,
             limits: Limits::default(),
+            signing_skew_ms: DEFAULT_CLOCK_SKEW_SECS as i64 * 1000,
             max_clock_skew_ms: None,
             max_age_ms: None,
             max_future_ms: None,
         }
     }
 }
+
+const DEFAULT_CLOCK_SKEW_SECS: u64 = 300;
 
 /// The `[trust]` configuration section.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -48,7 +75,8 @@ pub struct TrustSettings {
     /// The TOML trust store of public keys.
     pub trust_store: Option<std::path::PathBuf>,
     pub max_record_bytes: usize,
-    /// How far ahead of the verifier's clock `reported_at` may be.
+    /// How far ahead of the verifier's clock `reported_at` and the signing time may be, and
+    /// how far `reported_at` may be after the signing time.
     pub max_clock_skew_secs: u64,
     /// How old `reported_at` may be when the processor sees the record.
     pub max_age_secs: u64,
@@ -61,7 +89,7 @@ impl Default for TrustSettings {
         TrustSettings {
             trust_store: None,
             max_record_bytes: 64 * 1024,
-            max_clock_skew_secs: 300,
+            max_clock_skew_secs: DEFAULT_CLOCK_SKEW_SECS,
             max_age_secs: 7 * 24 * 3600,
             max_future_skew_secs: 60,
         }
@@ -74,10 +102,16 @@ impl TrustSettings {
         VerifyPolicy {
             max_record_bytes: self.max_record_bytes,
             limits,
+            signing_skew_ms: self.signing_skew_ms(),
             max_clock_skew_ms: Some(self.max_clock_skew_secs as i64 * 1000),
             max_age_ms: Some(self.max_age_secs as i64 * 1000),
             max_future_ms: Some(self.max_future_skew_secs as i64 * 1000),
         }
+    }
+
+    /// The skew of the signing-time rule, which every verifier applies.
+    pub fn signing_skew_ms(&self) -> i64 {
+        i64::try_from(self.max_clock_skew_secs.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 }
 
@@ -117,6 +151,7 @@ impl Rejected {
 pub struct Pending<'s> {
     pub envelope: SignedIncident,
     key: &'s KeyEntry,
+    prefix: SignedPrefix,
 }
 
 impl Pending<'_> {
@@ -188,7 +223,7 @@ impl Verifier {
         };
         if let Some(revoked_at) = key.revoked_at {
             // A revoked key is treated as compromised: nothing it signed is trusted any more,
-            // whatever signing time it claims (a thief can backdate `reported_at`).
+            // whatever signing time it claims (a thief can backdate `signed_at`).
             if revoked_at <= now_ms {
                 return Err(Rejected::new(
                     RejectReason::KeyRevoked,
@@ -211,11 +246,19 @@ impl Verifier {
             )
             .key(&key.key_id));
         }
-        Ok(Pending { envelope, key })
+        let prefix = SignedPrefix::of(envelope.signed_at);
+        Ok(Pending {
+            envelope,
+            key,
+            prefix,
+        })
     }
 
-    /// Decodes and checks the signed payload: reporter state, key validity at signing
-    /// time, field bounds, and the clock-skew and age bounds of the policy.
+    /// Decodes and checks the signed payload: reporter state, key validity at the signing
+    /// time (the rule of the module documentation, in this order: signing time against this
+    /// clock, revocation, `not_before`, `not_after`, `reported_at` against the signing time),
+    /// field bounds, and the clock-skew and age bounds of the policy. Only called once the
+    /// signature verified, so the signing time judged is the signer's.
     pub fn check_payload(&self, pending: Pending<'_>, now_ms: i64) -> Result<Verified, Rejected> {
         let key = pending.key;
         let incident = Incident::from_avro(&pending.envelope.payload).map_err(|e| {
@@ -237,10 +280,17 @@ impl Verifier {
                 ),
             ));
         }
-        if incident.reported_at < key.not_before || incident.reported_at > key.not_after {
+        let signing = SigningTime::of(&pending.envelope, &incident);
+        judge_signing_time(key, signing, now_ms, self.policy.signing_skew_ms)
+            .map_err(|(reason, detail)| reject(reason, detail))?;
+        if incident.reported_at > signing.at.saturating_add(self.policy.signing_skew_ms) {
             return Err(reject(
-                RejectReason::KeyExpired,
-                format!("key {}: not valid at reported_at", key.key_id),
+                RejectReason::ClockSkew,
+                format!(
+                    "reported_at is {} ms after the signing time (at most {} ms)",
+                    incident.reported_at.saturating_sub(signing.at),
+                    self.policy.signing_skew_ms
+                ),
             ));
         }
         let problems = validate_incident(&incident, &self.policy.limits);
@@ -287,6 +337,87 @@ impl Verifier {
     }
 }
 
+/// The time a key is judged at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SigningTime {
+    pub at: i64,
+    /// True when the envelope carries no `signed_at` and `at` is the payload's `reported_at`.
+    pub legacy: bool,
+}
+
+impl SigningTime {
+    /// `signed_at`, or for an envelope written before it existed, `reported_at`.
+    pub fn of(envelope: &SignedIncident, incident: &Incident) -> SigningTime {
+        match envelope.signed_at {
+            Some(at) => SigningTime { at, legacy: false },
+            None => SigningTime {
+                at: incident.reported_at,
+                legacy: true,
+            },
+        }
+    }
+
+    fn name(self) -> &'static str {
+        if self.legacy {
+            "reported_at (no signed_at)"
+        } else {
+            "signed_at"
+        }
+    }
+}
+
+/// The key-validity rule at the signing time, bounded by the verifier's clock `now_ms`: the
+/// signing time no later than `now_ms + skew_ms` (`CLOCK_SKEW`), the key not revoked at
+/// `max(now, signing time)` (`KEY_REVOKED`), `not_before <= t` (`KEY_NOT_YET_VALID`) and
+/// `t < not_after` (`KEY_EXPIRED`). Pure: the clock is passed in.
+pub fn judge_signing_time(
+    key: &KeyEntry,
+    signing: SigningTime,
+    now_ms: i64,
+    skew_ms: i64,
+) -> Result<(), (RejectReason, String)> {
+    let t = signing.at;
+    let what = signing.name();
+    if t > now_ms.saturating_add(skew_ms) {
+        return Err((
+            RejectReason::ClockSkew,
+            format!(
+                "{what} is {} ms ahead of this clock (at most {skew_ms} ms)",
+                t.saturating_sub(now_ms)
+            ),
+        ));
+    }
+    if let Some(revoked_at) = key.revoked_at
+        && revoked_at <= now_ms.max(t)
+    {
+        return Err((
+            RejectReason::KeyRevoked,
+            format!("key {}: revoked", key.key_id),
+        ));
+    }
+    if t < key.not_before {
+        return Err((
+            RejectReason::KeyNotYetValid,
+            format!(
+                "key {}: not valid until {} ms after {what}",
+                key.key_id,
+                key.not_before.saturating_sub(t)
+            ),
+        ));
+    }
+    if t >= key.not_after {
+        return Err((
+            RejectReason::KeyExpired,
+            format!(
+                "key {}: expired {} ms before {what}",
+                key.key_id,
+                t.saturating_sub(key.not_after)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the signatures of a batch under the one rule of [`crate::ed25519`]: one batch
 /// equation for all, and one by one only when it fails. Accepts exactly what
 /// [`check_signature`] accepts. Returns one result per pending record.
@@ -295,11 +426,12 @@ pub fn check_signatures(pending: &[Pending<'_>]) -> Vec<Result<(), Rejected>> {
         .iter()
         .map(|p| Signed {
             key: &p.key.public_key,
+            prefix: p.prefix.as_bytes(),
             message: &p.envelope.payload,
             signature: &p.envelope.signature,
         })
         .collect();
-    ed25519::verify_batch(DOMAIN, &items)
+    ed25519::verify_batch(&items)
         .into_iter()
         .zip(pending)
         .map(|(ok, p)| {
@@ -320,13 +452,13 @@ fn bad_signature(key: &KeyEntry) -> Rejected {
     .key(&key.key_id)
 }
 
-/// Checks one signature over `DOMAIN || payload` under the one rule of [`crate::ed25519`],
-/// the same as [`check_signatures`] does in a batch.
+/// Checks one signature over the envelope's signed prefix and payload under the one rule of
+/// [`crate::ed25519`], the same as [`check_signatures`] does in a batch.
 pub fn check_signature(pending: &Pending<'_>) -> Result<(), Rejected> {
     let envelope = &pending.envelope;
     if ed25519::verify(
         &pending.key.public_key,
-        DOMAIN,
+        pending.prefix.as_bytes(),
         &envelope.payload,
         &envelope.signature,
     ) {
@@ -373,7 +505,11 @@ mod tests {
     #[test]
     fn good_record_verifies() {
         let (v, mut kz, _) = setup();
-        let bytes = kz.sign(&samples::incident()).unwrap().to_avro().unwrap();
+        let bytes = kz
+            .sign(&samples::incident(), samples::incident().reported_at)
+            .unwrap()
+            .to_avro()
+            .unwrap();
         let ok = v.verify(&bytes, Some("kz"), NOW).unwrap();
         assert_eq!(ok.incident, samples::incident());
     }
@@ -383,20 +519,28 @@ mod tests {
         let (v, mut kz, mut kg) = setup();
         let incident = samples::incident();
         // a single flipped bit anywhere in the payload
-        let mut env = kz.sign(&incident).unwrap();
+        let mut env = kz.sign(&incident, incident.reported_at).unwrap();
         env.payload[20] ^= 0x01;
         assert_eq!(
             reason(&v, &env.to_avro().unwrap(), "kz"),
             RejectReason::BadSignature
         );
         // signed by another state's key, on that state's topic
-        let bytes = kg.sign(&incident).unwrap().to_avro().unwrap();
+        let bytes = kg
+            .sign(&incident, incident.reported_at)
+            .unwrap()
+            .to_avro()
+            .unwrap();
         assert_eq!(reason(&v, &bytes, "kg"), RejectReason::KeyStateMismatch);
         // ... and on the victim's topic
         assert_eq!(reason(&v, &bytes, "kz"), RejectReason::TopicMismatch);
         // unknown key
         let mut stranger = IncidentSigner::new("xx-1", generate());
-        let bytes = stranger.sign(&incident).unwrap().to_avro().unwrap();
+        let bytes = stranger
+            .sign(&incident, incident.reported_at)
+            .unwrap()
+            .to_avro()
+            .unwrap();
         assert_eq!(reason(&v, &bytes, "kz"), RejectReason::UnknownKey);
         // garbage and oversized
         assert_eq!(
@@ -408,7 +552,10 @@ mod tests {
             RejectReason::Oversized
         );
         // a valid signature over a payload that is not an incident
-        let bytes = kz.sign_payload(b"not avro".to_vec()).to_avro().unwrap();
+        let bytes = kz
+            .sign_payload(b"not avro".to_vec(), NOW)
+            .to_avro()
+            .unwrap();
         assert_eq!(reason(&v, &bytes, "kz"), RejectReason::Undecodable);
     }
 
@@ -420,7 +567,11 @@ mod tests {
         entry.revoked_at = Some(NOW - 1);
         store.insert(entry.clone());
         let revoked = Verifier::new(Arc::new(store), VerifyPolicy::default());
-        let bytes = kz.sign(&samples::incident()).unwrap().to_avro().unwrap();
+        let bytes = kz
+            .sign(&samples::incident(), samples::incident().reported_at)
+            .unwrap()
+            .to_avro()
+            .unwrap();
         assert_eq!(reason(&revoked, &bytes, "kz"), RejectReason::KeyRevoked);
 
         let mut store = TrustStore::default();
@@ -429,6 +580,263 @@ mod tests {
         store.insert(entry);
         let expired = Verifier::new(Arc::new(store), VerifyPolicy::default());
         assert_eq!(reason(&expired, &bytes, "kz"), RejectReason::KeyExpired);
+    }
+
+    /// A verifier trusting `kz` for KZ with the given validity, the default signing skew
+    /// (300 s) and no other clock bounds.
+    fn with_key(kz: &IncidentSigner, not_before: i64, not_after: i64) -> Verifier {
+        let mut store = TrustStore::default();
+        store.insert(KeyEntry {
+            key_id: kz.key_id().into(),
+            state: "KZ".into(),
+            public_key: kz.public_key(),
+            not_before,
+            not_after,
+            revoked_at: None,
+        });
+        Verifier::new(Arc::new(store), VerifyPolicy::default())
+    }
+
+    /// The bytes an EWN before `signed_at` wrote: the envelope's first schema version (its
+    /// fingerprint in the header, no `signed_at` in the datum), signed the legacy way.
+    fn legacy_envelope(signer: &mut IncidentSigner, incident: &Incident) -> Vec<u8> {
+        let env = signer.sign_legacy_payload(incident.to_avro().unwrap());
+        let mut bytes = env.to_avro().unwrap();
+        // The current form ends with the union branch of a null signed_at (zig-zag 0).
+        assert_eq!(bytes.pop(), Some(0));
+        let codec = SignedIncident::codec();
+        let [v1, _] = codec.earlier_fingerprints()[0];
+        bytes[2..10].copy_from_slice(&v1);
+        let back = SignedIncident::from_avro(&bytes).unwrap();
+        assert_eq!(back, env);
+        bytes
+    }
+
+    const MINUTE: i64 = 60_000;
+    const SKEW: i64 = 300_000;
+
+    #[test]
+    fn a_report_recorded_20_minutes_ago_signed_now_by_a_key_made_now_is_accepted() {
+        let (_, mut kz, _) = setup();
+        // `ewn keygen` a second ago: not_before = then.
+        let v = with_key(&kz, NOW - 1_000, NOW + 365 * 24 * 60 * MINUTE);
+        let mut incident = samples::incident();
+        incident.reported_at = NOW - 20 * MINUTE;
+        incident.occurred_at = NOW - 25 * MINUTE;
+        let bytes = kz.sign(&incident, NOW).unwrap().to_avro().unwrap();
+        let ok = v.verify(&bytes, Some("kz"), NOW).unwrap();
+        assert_eq!(ok.envelope.signed_at, Some(NOW));
+        assert_eq!(ok.incident, incident);
+        // The same report in the old envelope is judged at reported_at, before the key's
+        // not_before: not yet valid (the report was this, then named KEY_EXPIRED).
+        let old = legacy_envelope(&mut kz, &incident);
+        let rejected = v.verify(&old, Some("kz"), NOW).unwrap_err();
+        assert_eq!(rejected.reason, RejectReason::KeyNotYetValid);
+        assert!(
+            rejected.detail.contains("reported_at"),
+            "{}",
+            rejected.detail
+        );
+    }
+
+    #[test]
+    fn reports_recorded_offline_are_accepted_after_a_rotation() {
+        let (_, mut old_key, _) = setup();
+        let mut new_key = IncidentSigner::new("kz-2", generate());
+        let mut store = TrustStore::default();
+        // Rotated 30 minutes ago; the old key expired 10 minutes ago.
+        for (s, not_before, not_after) in [
+            (&old_key, NOW - 400 * 24 * 60 * MINUTE, NOW - 10 * MINUTE),
+            (&new_key, NOW - 30 * MINUTE, NOW + 365 * 24 * 60 * MINUTE),
+        ] {
+            store.insert(KeyEntry {
+                key_id: s.key_id().into(),
+                state: "KZ".into(),
+                public_key: s.public_key(),
+                not_before,
+                not_after,
+                revoked_at: None,
+            });
+        }
+        let v = Verifier::new(Arc::new(store), VerifyPolicy::default());
+        // Recorded two hours ago, offline, uploaded now and signed at upload.
+        let mut incident = samples::incident();
+        incident.reported_at = NOW - 120 * MINUTE;
+        incident.occurred_at = NOW - 121 * MINUTE;
+        let bytes = new_key.sign(&incident, NOW).unwrap().to_avro().unwrap();
+        assert!(v.verify(&bytes, Some("kz"), NOW).is_ok());
+        // The retired key cannot sign today, even for a report of the time it was valid.
+        let bytes = old_key.sign(&incident, NOW).unwrap().to_avro().unwrap();
+        assert_eq!(reason(&v, &bytes, "kz"), RejectReason::KeyExpired);
+        // What it signed while valid stays valid.
+        let bytes = old_key
+            .sign(&incident, NOW - 60 * MINUTE)
+            .unwrap()
+            .to_avro()
+            .unwrap();
+        assert!(v.verify(&bytes, Some("kz"), NOW).is_ok());
+    }
+
+    #[test]
+    fn key_validity_boundaries_at_the_signing_time() {
+        let (_, kz, _) = setup();
+        let key = KeyEntry {
+            key_id: "kz-1".into(),
+            state: "KZ".into(),
+            public_key: kz.public_key(),
+            not_before: NOW - 100 * MINUTE,
+            not_after: NOW + 100 * MINUTE,
+            revoked_at: None,
+        };
+        let at = |at| SigningTime { at, legacy: false };
+        let judge = |key: &KeyEntry, t: i64| {
+            judge_signing_time(key, at(t), NOW, SKEW).map_err(|(reason, _)| reason)
+        };
+        assert_eq!(judge(&key, key.not_before), Ok(()));
+        assert_eq!(
+            judge(&key, key.not_before - 1),
+            Err(RejectReason::KeyNotYetValid)
+        );
+        // not_after is exclusive
+        let mut short = key.clone();
+        short.not_after = NOW - MINUTE;
+        assert_eq!(judge(&short, short.not_after - 1), Ok(()));
+        assert_eq!(
+            judge(&short, short.not_after),
+            Err(RejectReason::KeyExpired)
+        );
+        // bounded by this clock plus the skew, whatever the key's validity
+        assert_eq!(judge(&key, NOW + SKEW), Ok(()));
+        assert_eq!(judge(&key, NOW + SKEW + 1), Err(RejectReason::ClockSkew));
+        let mut future = key.clone();
+        future.not_before = NOW + 10 * MINUTE;
+        assert_eq!(
+            judge(&future, NOW + 10 * MINUTE),
+            Err(RejectReason::ClockSkew),
+            "a key valid from 10 minutes on cannot sign now for then"
+        );
+        assert_eq!(judge(&future, NOW), Err(RejectReason::KeyNotYetValid));
+        // revoked: in force at this clock (compromise) or at the signing time
+        let mut revoked = key.clone();
+        revoked.revoked_at = Some(NOW);
+        assert_eq!(judge(&revoked, NOW - MINUTE), Err(RejectReason::KeyRevoked));
+        revoked.revoked_at = Some(NOW + MINUTE);
+        assert_eq!(judge(&revoked, NOW - MINUTE), Ok(()));
+        assert_eq!(judge(&revoked, NOW + MINUTE), Err(RejectReason::KeyRevoked));
+        assert_eq!(judge(&revoked, NOW + MINUTE - 1), Ok(()));
+    }
+
+    #[test]
+    fn signing_time_against_the_clock_and_reported_at() {
+        let (_, mut kz, _) = setup();
+        let v = with_key(&kz, NOW - 100 * MINUTE, NOW + 100 * MINUTE);
+        let mut incident = samples::incident();
+        incident.occurred_at = NOW - 2 * MINUTE;
+        incident.reported_at = NOW - MINUTE;
+        let sign = |kz: &mut IncidentSigner, incident: &Incident, t: i64| {
+            kz.sign(incident, t).unwrap().to_avro().unwrap()
+        };
+        // a signing time too far in the future of this clock
+        let bytes = sign(&mut kz, &incident, NOW + SKEW + 1);
+        let rejected = v.verify(&bytes, Some("kz"), NOW).unwrap_err();
+        assert_eq!(rejected.reason, RejectReason::ClockSkew);
+        assert!(rejected.detail.contains("signed_at"), "{}", rejected.detail);
+        assert!(
+            v.verify(&sign(&mut kz, &incident, NOW + SKEW), Some("kz"), NOW)
+                .is_ok()
+        );
+        // reported after it was signed: within the skew (two clocks), not beyond
+        let t = NOW - 3 * MINUTE;
+        incident.reported_at = t + SKEW;
+        assert!(
+            v.verify(&sign(&mut kz, &incident, t), Some("kz"), NOW)
+                .is_ok()
+        );
+        incident.reported_at = t + SKEW + 1;
+        let rejected = v
+            .verify(&sign(&mut kz, &incident, t), Some("kz"), NOW)
+            .unwrap_err();
+        assert_eq!(rejected.reason, RejectReason::ClockSkew);
+        assert!(rejected.detail.contains("after the signing time"));
+    }
+
+    #[test]
+    fn the_signing_time_is_covered_by_the_signature() {
+        let (v, mut kz, _) = setup();
+        let incident = samples::incident();
+        let signed = kz.sign(&incident, NOW).unwrap();
+        let mut moved = signed.clone();
+        moved.signed_at = Some(NOW - 1);
+        assert_eq!(
+            reason(&v, &moved.to_avro().unwrap(), "kz"),
+            RejectReason::BadSignature
+        );
+        // stripped: the legacy form of the same bytes is another message
+        let mut stripped = signed.clone();
+        stripped.signed_at = None;
+        assert_eq!(
+            reason(&v, &stripped.to_avro().unwrap(), "kz"),
+            RejectReason::BadSignature
+        );
+        // added to a legacy envelope
+        let mut added = kz.sign_legacy_payload(incident.to_avro().unwrap());
+        assert!(v.verify(&added.to_avro().unwrap(), Some("kz"), NOW).is_ok());
+        added.signed_at = Some(incident.reported_at);
+        assert_eq!(
+            reason(&v, &added.to_avro().unwrap(), "kz"),
+            RejectReason::BadSignature
+        );
+    }
+
+    #[test]
+    fn an_old_envelope_is_judged_at_reported_at() {
+        let (_, mut kz, _) = setup();
+        let mut incident = samples::incident();
+        incident.reported_at = NOW - 10 * MINUTE;
+        incident.occurred_at = NOW - 11 * MINUTE;
+        let bytes = legacy_envelope(&mut kz, &incident);
+        let valid = with_key(&kz, incident.reported_at, NOW + MINUTE);
+        let ok = valid.verify(&bytes, Some("kz"), NOW).unwrap();
+        assert_eq!(ok.envelope.signed_at, None);
+        let late = with_key(&kz, incident.reported_at + 1, NOW + MINUTE);
+        assert_eq!(reason(&late, &bytes, "kz"), RejectReason::KeyNotYetValid);
+        let expired = with_key(&kz, NOW - 100 * MINUTE, incident.reported_at);
+        assert_eq!(reason(&expired, &bytes, "kz"), RejectReason::KeyExpired);
+    }
+
+    #[test]
+    fn batches_mixing_old_and_new_envelopes_agree_with_one_by_one() {
+        let (v, mut kz, _) = setup();
+        let values: Vec<Vec<u8>> = (0..12)
+            .map(|i| {
+                let mut incident = samples::incident();
+                incident.summary = format!("report {i}");
+                let mut env = if i % 3 == 0 {
+                    kz.sign_legacy_payload(incident.to_avro().unwrap())
+                } else {
+                    kz.sign(&incident, NOW - i).unwrap()
+                };
+                if i == 4 {
+                    env.signed_at = Some(NOW);
+                }
+                if i == 6 {
+                    env.signed_at = Some(NOW);
+                }
+                env.to_avro().unwrap()
+            })
+            .collect();
+        let pending: Vec<Pending<'_>> = values
+            .iter()
+            .map(|b| v.check_envelope(b, None, NOW).unwrap())
+            .collect();
+        let batch: Vec<bool> = check_signatures(&pending)
+            .iter()
+            .map(Result::is_ok)
+            .collect();
+        let single: Vec<bool> = pending.iter().map(|p| check_signature(p).is_ok()).collect();
+        assert_eq!(batch, single);
+        let refused: Vec<usize> = (0..12).filter(|i| !batch[*i]).collect();
+        assert_eq!(refused, vec![4, 6]);
     }
 
     #[test]
@@ -442,11 +850,19 @@ mod tests {
         let v = Verifier::new(v.store, policy);
         let mut incident = samples::incident();
         incident.reported_at = NOW + 120_000;
-        let bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
+        let bytes = kz
+            .sign(&incident, incident.reported_at)
+            .unwrap()
+            .to_avro()
+            .unwrap();
         assert_eq!(reason(&v, &bytes, "kz"), RejectReason::ClockSkew);
         incident.reported_at = NOW - 7_200_000;
         incident.occurred_at = incident.reported_at;
-        let bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
+        let bytes = kz
+            .sign(&incident, incident.reported_at)
+            .unwrap()
+            .to_avro()
+            .unwrap();
         assert_eq!(reason(&v, &bytes, "kz"), RejectReason::TooOld);
     }
 
@@ -463,10 +879,18 @@ mod tests {
         // Signed 290 s ahead (inside the skew), event 61 s ahead: FUTURE.
         incident.reported_at = NOW + 290_000;
         incident.occurred_at = NOW + 61_000;
-        let bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
+        let bytes = kz
+            .sign(&incident, incident.reported_at)
+            .unwrap()
+            .to_avro()
+            .unwrap();
         assert_eq!(reason(&v, &bytes, "kz"), RejectReason::Future);
         incident.occurred_at = NOW + 60_000;
-        let bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
+        let bytes = kz
+            .sign(&incident, incident.reported_at)
+            .unwrap()
+            .to_avro()
+            .unwrap();
         assert!(
             v.verify(&bytes, Some("kz"), NOW).is_ok(),
             "exactly at the bound is accepted"
@@ -481,7 +905,7 @@ mod tests {
             let mut incident = samples::incident();
             incident.summary = format!("report {i}");
             let signer = if i % 2 == 0 { &mut kz } else { &mut kg };
-            let mut env = signer.sign(&incident).unwrap();
+            let mut env = signer.sign(&incident, incident.reported_at).unwrap();
             if i == 7 || i == 13 {
                 env.payload[25] ^= 1;
             }
@@ -515,9 +939,10 @@ mod tests {
         assert!(check_signatures(&good).iter().all(Result::is_ok));
     }
 
-    /// Signs `DOMAIN || payload` as a key holder who puts `torsion` into the nonce point.
+    /// Signs `prefix || payload` as a key holder who puts `torsion` into the nonce point.
     fn sign_with_torsion(
         key: &ed25519_dalek::SigningKey,
+        prefix: SignedPrefix,
         payload: &[u8],
         torsion: curve25519_dalek::EdwardsPoint,
     ) -> [u8; 64] {
@@ -534,7 +959,7 @@ mod tests {
             &Sha512::new()
                 .chain_update(r_bytes)
                 .chain_update(key.verifying_key().as_bytes())
-                .chain_update(DOMAIN)
+                .chain_update(prefix.as_bytes())
                 .chain_update(payload)
                 .finalize(),
         );
@@ -571,13 +996,22 @@ mod tests {
         let payload = samples::incident().to_avro().unwrap();
         let order_2 = curve25519_dalek::constants::EIGHT_TORSION[4];
         // The key holder's own torsion: valid under the cofactored equation.
+        let signed_at = samples::incident().reported_at;
         let holders = SignedIncident {
             key_id: "kz-holder".into(),
-            signature: sign_with_torsion(&key, &payload, order_2),
+            signature: sign_with_torsion(
+                &key,
+                SignedPrefix::of(Some(signed_at)),
+                &payload,
+                order_2,
+            ),
             payload: payload.clone(),
+            signed_at: Some(signed_at),
         };
         // A third party adding torsion to a valid signature's R: the hash changes.
-        let mut tampered = kz.sign(&samples::incident()).unwrap();
+        let mut tampered = kz
+            .sign(&samples::incident(), samples::incident().reported_at)
+            .unwrap();
         let r = curve25519_dalek::edwards::CompressedEdwardsY(
             tampered.signature[..32].try_into().unwrap(),
         )
@@ -589,7 +1023,11 @@ mod tests {
                 let mut incident = samples::incident();
                 incident.summary = format!("report {i}");
                 let signer = if i % 2 == 0 { &mut kz } else { &mut kg };
-                signer.sign(&incident).unwrap().to_avro().unwrap()
+                signer
+                    .sign(&incident, incident.reported_at)
+                    .unwrap()
+                    .to_avro()
+                    .unwrap()
             })
             .collect();
         for (envelope, accept) in [(holders, true), (tampered, false)] {
@@ -625,7 +1063,11 @@ mod tests {
         let (v, mut kz, _) = setup();
         let mut incident = samples::incident();
         incident.subjects[0].subject_ref = "AB12345 raw passport".into();
-        let bytes = kz.sign(&incident).unwrap().to_avro().unwrap();
+        let bytes = kz
+            .sign(&incident, incident.reported_at)
+            .unwrap()
+            .to_avro()
+            .unwrap();
         let rejected = v.verify(&bytes, Some("kz"), NOW).unwrap_err();
         assert_eq!(rejected.reason, RejectReason::Invalid);
         assert!(rejected.detail.contains("subjects[0].ref"));
@@ -640,7 +1082,7 @@ mod tests {
         let codec = ewn_model::Incident::codec();
         assert_ne!(codec.legacy_fingerprint(), codec.fingerprint());
         payload[2..10].copy_from_slice(&codec.legacy_fingerprint());
-        let bytes = kz.sign_payload(payload.clone()).to_avro().unwrap();
+        let bytes = kz.sign_payload(payload.clone(), NOW).to_avro().unwrap();
         let ok = v.verify(&bytes, Some("kz"), NOW).unwrap();
         assert_eq!(ok.incident, samples::incident());
         // The signature covers the bytes as written: the header stays what was signed.

@@ -125,24 +125,26 @@ fn batched(case: &Case, position: usize) -> bool {
         .iter()
         .map(|(key, message, signature)| Signed {
             key,
+            prefix: b"",
             message,
             signature,
         })
         .collect();
     let Ok(key) = &key else {
         // Refused at load: it never joins a batch, and the batch is not disturbed.
-        assert!(ed25519::verify_batch(b"", &items).iter().all(|ok| *ok));
+        assert!(ed25519::verify_batch(&items).iter().all(|ok| *ok));
         return false;
     };
     items.insert(
         position,
         Signed {
             key,
+            prefix: b"",
             message: &case.message,
             signature: &case.signature,
         },
     );
-    let verdicts = ed25519::verify_batch(b"", &items);
+    let verdicts = ed25519::verify_batch(&items);
     for (i, ok) in verdicts.iter().enumerate() {
         assert!(
             i == position || *ok,

@@ -16,6 +16,7 @@ const TIME_FIELDS: &[&str] = &[
     "completed_at",
     "acked_at",
     "updated_at",
+    "signed_at",
 ];
 const BYTE_FIELDS: &[&str] = &["signature", "payload_sha256", "record_sha256", "payload"];
 

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::cli::Global;
 use crate::cmd::now_ms;
-use crate::view::{object, view};
+use crate::view::{object, rfc3339, view};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
@@ -132,11 +132,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         (TopicKind::Incidents, _) if args.no_verify => Some(Check::DecodeOnly),
         (TopicKind::Incidents, Some(path)) => {
             let store = TrustStore::load(path)?;
-            // Tail checks who signed what; the processor's clock-skew and age policy is
-            // its own business, so a record published yesterday still shows as verified.
+            // Tail checks who signed what, and when: the key's validity at the signing
+            // time, bounded by this clock plus the configured skew, exactly as the
+            // processor judges it. The processor's bounds on reported_at and occurred_at
+            // (skew, age, future) are its own business, so a record published yesterday
+            // still shows as verified.
             let policy = VerifyPolicy {
                 max_record_bytes: settings.trust.max_record_bytes,
                 limits: settings.limits,
+                signing_skew_ms: settings.trust.signing_skew_ms(),
                 ..VerifyPolicy::default()
             };
             Some(Check::Verify(Verifier::new(Arc::new(store), policy)))
@@ -255,6 +259,7 @@ fn incident_line(verifier: &Verifier, topics: &Topics, record: &RawRecord<'_>) -
             fields.push(("verified", json!(true)));
             fields.push(("reason", Value::Null));
             fields.push(("key_id", json!(ok.envelope.key_id)));
+            fields.push(("signed_at", json!(ok.envelope.signed_at.map(rfc3339))));
             if split_header(&ok.envelope.payload)
                 .is_ok_and(|fp| fp != Incident::codec().fingerprint())
             {
@@ -279,12 +284,14 @@ fn unverified_incident_line(record: &RawRecord<'_>) -> Value {
     let decoded = SignedIncident::from_avro(record.value.unwrap_or_default()).and_then(|env| {
         let legacy =
             split_header(&env.payload).is_ok_and(|fp| fp != Incident::codec().fingerprint());
-        Incident::from_avro(&env.payload).map(|incident| (env.key_id, legacy, incident))
+        Incident::from_avro(&env.payload)
+            .map(|incident| (env.key_id, env.signed_at, legacy, incident))
     });
     match decoded {
-        Ok((key_id, legacy, incident)) => {
+        Ok((key_id, signed_at, legacy, incident)) => {
             fields.push(("verified", Value::Null));
             fields.push(("key_id", json!(key_id)));
+            fields.push(("signed_at", json!(signed_at.map(rfc3339))));
             if legacy {
                 fields.push(("legacy_fingerprint", json!(true)));
             }
