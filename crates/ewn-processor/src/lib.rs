@@ -8,6 +8,7 @@
 //! - [`correlate`]: the per-(rule, key) window engine; pure, no I/O, deterministic.
 //! - [`alert`]: alert records of a bounded size, with a digest of the full evidence set.
 //! - [`replay`]: the bounded replay guard.
+//! - [`offline`]: the engine without Kafka, for rule fixtures (`ewn rules test`).
 //! - [`service`]: the two Kafka stages wiring the above.
 
 pub mod alert;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod ingest;
 pub mod metrics;
+pub mod offline;
 pub mod partitions;
 pub mod replay;
 pub mod rules;

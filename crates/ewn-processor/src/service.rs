@@ -29,7 +29,6 @@ use ewn_model::{Alert, AvroRecord, RejectReason, Rejection, ScoredIncident};
 use ewn_ops::http::Health;
 use ewn_trust::{TrustSettings, TrustStore, Verifier};
 use prometheus::Registry;
-use serde::Deserialize;
 
 use crate::correlate::{Fed, RuleSet};
 use crate::error::{Error, Result};
@@ -113,21 +112,14 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RulesFile {
-    rules: Vec<RuleConfig>,
-}
-
 /// The rules in force: the rules file, else the inline rules, else the defaults.
 pub fn load_rules(settings: &ProcessSettings) -> Result<Vec<RuleConfig>> {
     let rules = match &settings.rules_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
-            let file: RulesFile = toml::from_str(&text)
-                .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
-            file.rules
+            crate::rules::parse_rules_file(&text)
+                .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?
         }
         None if settings.rules.is_empty() => default_rules(),
         None => settings.rules.clone(),

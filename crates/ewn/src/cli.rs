@@ -62,6 +62,8 @@ pub enum Command {
     Tail(cmd::tail::Args),
     /// Print each wire schema's name, Parsing Canonical Form and fingerprints.
     Schemas(cmd::schemas::Args),
+    /// Check a rules file and explain each rule, or run rule fixtures through the engine.
+    Rules(cmd::rules::Args),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(cmd::completions::Args),
     /// Check the configuration, or show the effective one with each value's origin.
@@ -153,6 +155,7 @@ pub fn main() -> ExitCode {
                 tokio::task::block_in_place(|| cmd::tail::run(&cli.global, args))
             }
             Command::Schemas(args) => cmd::schemas::run(args),
+            Command::Rules(args) => cmd::rules::run(args),
             Command::Completions(args) => cmd::completions::run(args),
             Command::Config(args) => cmd::config::run(&cli.global, args),
             Command::Process(args) => cmd::process::run(&cli.global, args).await,

@@ -5,6 +5,7 @@ pub mod fanout;
 pub mod keygen;
 pub mod process;
 pub mod publish;
+pub mod rules;
 pub mod schemas;
 pub mod simulate;
 pub mod tail;
