@@ -8,6 +8,8 @@
 //! - [`correlate`]: the per-(rule, key) window engine; pure, no I/O, deterministic.
 //! - [`alert`]: alert records of a bounded size, with a digest of the full evidence set.
 //! - [`replay`]: the bounded replay guard.
+//! - [`sources`]: when each state and post was last heard from (heartbeats and reports),
+//!   and the operational alerts `source_silent` and `source_backlog`.
 //! - [`service`]: the two Kafka stages wiring the above.
 
 pub mod alert;
@@ -23,8 +25,9 @@ pub mod score;
 pub mod service;
 pub mod settings;
 pub mod sorted;
+pub mod sources;
 pub mod watermark;
 
 pub use error::{Error, Result};
-pub use service::{ProcessorConfig, run};
+pub use service::{ProcessorConfig, run, run_with_clock};
 pub use settings::ProcessSettings;
