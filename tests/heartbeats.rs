@@ -207,7 +207,7 @@ fn silent_and_backlogged_posts_raise_operational_alerts_and_cancel_when_they_rec
         MsgType::Cancel,
         Duration::from_secs(30),
     );
-    assert_eq!(cancel.references, [silent.alert_id.clone()]);
+    assert_eq!(cancel.references, std::slice::from_ref(&silent.alert_id));
     assert!(cancel.reasons[0].detail.contains("heard from again"));
 
     // Post B's oldest unsent report crosses the threshold, then the spool drains.
@@ -238,7 +238,7 @@ fn silent_and_backlogged_posts_raise_operational_alerts_and_cancel_when_they_rec
         MsgType::Cancel,
         Duration::from_secs(30),
     );
-    assert_eq!(cleared.references, [backlog.alert_id.clone()]);
+    assert_eq!(cleared.references, std::slice::from_ref(&backlog.alert_id));
 
     // A forged heartbeat: the gateway's key id, another key. Rejected, counted, written to
     // the rejected topic, and the post it names is not tracked.
