@@ -2,7 +2,9 @@
 //! signed heartbeats, sent by the `ewn-gateway` heartbeat loop, are verified by the
 //! processor, which raises `source_silent` on `<prefix>alerts` when a post stops and
 //! cancels it when the post returns, raises and clears `source_backlog` as a post's oldest
-//! unsent report crosses the threshold, and rejects and counts a forged heartbeat.
+//! unsent report crosses the threshold, and rejects and counts a forged heartbeat. The
+//! fan-out delivers the operational alerts to the desk subscribed to those rules, and only
+//! to it.
 #![allow(clippy::unwrap_used)] // tests fail loudly on anything unexpected
 
 mod common;
@@ -11,9 +13,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::hooks::{Hooks, fanout_config, start_fanout, webhook_sub};
 use common::*;
 use ewn_gateway::heartbeat::{self, HeartbeatConfig, HeartbeatMetrics, HeartbeatSettings};
-use ewn_model::{Alert, AvroRecord, Heartbeat, MsgType, PostStatus, RejectReason};
+use ewn_model::{Alert, AvroRecord, Heartbeat, MsgType, PostStatus, RejectReason, Tlp};
 use ewn_processor::sources::{SOURCE_BACKLOG, SOURCE_SILENT, SourceSettings};
 use ewn_testkit::{kafka_settings, unique_prefix};
 use ewn_trust::{IncidentSigner, KeyEntry, TrustStore, keys};
@@ -110,6 +113,14 @@ fn silent_and_backlogged_posts_raise_operational_alerts_and_cancel_when_they_rec
         check_interval_ms: 100,
         ..SourceSettings::default()
     };
+    // The operators' desk subscribes to the operational rules; another desk to a
+    // correlation rule only.
+    let hooks = Hooks::start();
+    let mut ops = webhook_sub(&hooks, "ops-desk", "KZ-OPS", Tlp::Green);
+    ops.rules = vec![SOURCE_SILENT.into(), SOURCE_BACKLOG.into()];
+    let mut other = webhook_sub(&hooks, "other-desk", "KG-GKNB", Tlp::Amber);
+    other.rules = vec!["area_burst".into()];
+    let fanout = start_fanout(fanout_config(&net.settings, vec![ops, other]));
     let started_secs = now_ms() / 1000;
     let processor = start(config);
 
@@ -285,8 +296,30 @@ fn silent_and_backlogged_posts_raise_operational_alerts_and_cancel_when_they_rec
         "a forged heartbeat tracks nothing"
     );
 
-    // Every alert the processor wrote is an operational one and decodes; nothing was raised
-    // twice.
+    // The fan-out delivered each of those messages to the operators' desk, none to the
+    // other desk.
+    let expected = [
+        &silent.alert_id,
+        &cancel.alert_id,
+        &backlog.alert_id,
+        &cleared.alert_id,
+        &kg.alert_id,
+    ];
+    wait_until(
+        "deliveries to the operators' desk",
+        Duration::from_secs(60),
+        || {
+            let got: Vec<String> = hooks
+                .delivered("ops-desk")
+                .iter()
+                .map(|h| h.alert_id())
+                .collect();
+            expected.iter().all(|id| got.contains(id))
+        },
+    );
+    assert!(hooks.delivered("other-desk").is_empty());
+
+    // Nothing was raised twice.
     let alerts = net.alerts();
     for (rule, key) in [
         (SOURCE_SILENT, "post:KZ:KZ-A"),
@@ -307,6 +340,7 @@ fn silent_and_backlogged_posts_raise_operational_alerts_and_cancel_when_they_rec
     gw_a.stop();
     gw_b.stop();
     processor.stop();
+    fanout.stop();
     assert!(
         deadline.elapsed() < Duration::from_secs(30),
         "stopped promptly"
