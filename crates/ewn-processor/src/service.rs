@@ -919,9 +919,14 @@ fn sources_loop(ctx: &Ctx) -> Result<()> {
         let (verifier, _) = ctx.verifier.get();
         let mut rejections = Vec::new();
         for _ in 0..batch_max {
-            let wait = next_check
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(100));
+            // While catching up nothing is judged, so there is no check to wait for.
+            let wait = if caught_up {
+                next_check
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100))
+            } else {
+                Duration::from_millis(100)
+            };
             let got = reader.poll(wait, |r| {
                 let now = (ctx.clock)();
                 let state = ctx.topics.heartbeats_state_of(r.topic);
@@ -959,7 +964,7 @@ fn sources_loop(ctx: &Ctx) -> Result<()> {
                     }
                 }
             })?;
-            if got.is_none() || Instant::now() >= next_check {
+            if got.is_none() || (caught_up && Instant::now() >= next_check) {
                 break;
             }
         }
