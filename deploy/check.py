@@ -69,6 +69,16 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "ewn_processor_replay_ids": ("gauge", set()),
     "ewn_processor_replay_forgotten_early_total": ("counter", set()),
     "ewn_processor_unowned_records_total": ("counter", set()),
+    "ewn_processor_heartbeats_verified_total": ("counter", {"state"}),
+    "ewn_processor_heartbeats_rejected_total": ("counter", {"reason", "state"}),
+    "ewn_processor_source_last_seen_timestamp_seconds": ("gauge", {"state"}),
+    "ewn_processor_source_post_last_seen_timestamp_seconds": ("gauge", {"state", "post"}),
+    "ewn_processor_source_post_oldest_unsent_age_seconds": ("gauge", {"state", "post"}),
+    "ewn_processor_source_post_spool_reports": ("gauge", {"state", "post"}),
+    "ewn_processor_source_posts": ("gauge", set()),
+    "ewn_processor_source_posts_untracked_total": ("counter", set()),
+    # gateway
+    "ewn_gateway_heartbeats_total": ("counter", {"outcome"}),
     # fan-out
     "ewn_fanout_deliveries_total": ("counter", {"channel", "outcome", "agency"}),
     "ewn_fanout_delivery_retries_total": ("counter", {"channel", "agency"}),
@@ -112,6 +122,8 @@ REJECT_REASONS = {
 CHANNELS = {"webhook", "stream", "console"}
 CLOSED: dict[tuple[str, str], set[str]] = {
     ("ewn_processor_incidents_rejected_total", "reason"): REJECT_REASONS,
+    ("ewn_processor_heartbeats_rejected_total", "reason"): REJECT_REASONS,
+    ("ewn_gateway_heartbeats_total", "outcome"): {"confirmed", "failed", "not_built"},
     ("ewn_processor_alerts_total", "msg_type"): {"ALERT", "UPDATE", "CANCEL"},
     ("ewn_processor_alerts_total", "level"): {"LOW", "MEDIUM", "HIGH", "CRITICAL"},
     ("ewn_processor_rule_reloads_total", "outcome"): {"ok", "error"},

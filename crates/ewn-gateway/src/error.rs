@@ -12,6 +12,8 @@ pub enum Error {
     Trust(#[from] ewn_trust::Error),
     #[error(transparent)]
     Model(#[from] ewn_model::Error),
+    #[error("heartbeat: {0}")]
+    Heartbeat(String),
     #[error("reading input: {0}")]
     Input(std::io::Error),
     #[error("{path}: {source}")]

@@ -83,6 +83,20 @@ impl Topics {
         (state.len() == 2 && state.bytes().all(|b| b.is_ascii_lowercase())).then_some(state)
     }
 
+    /// `<prefix>heartbeats.<cc>`, `cc` lower case: the signed heartbeats of a state's
+    /// gateways.
+    pub fn heartbeats(&self, state: &str) -> String {
+        format!("{}heartbeats.{}", self.prefix, state.to_ascii_lowercase())
+    }
+
+    /// The member state of a heartbeats topic name, lower case.
+    pub fn heartbeats_state_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let state = topic
+            .strip_prefix(&self.prefix)?
+            .strip_prefix("heartbeats.")?;
+        (state.len() == 2 && state.bytes().all(|b| b.is_ascii_lowercase())).then_some(state)
+    }
+
     pub fn is_incidents(&self, topic: &str) -> bool {
         self.state_of(topic).is_some()
     }
@@ -133,7 +147,12 @@ impl Topics {
         };
         let mut v: Vec<TopicSpec> = states
             .iter()
-            .map(|s| spec(self.incidents(s), false))
+            .flat_map(|s| {
+                [
+                    spec(self.incidents(s), false),
+                    spec(self.heartbeats(s), false),
+                ]
+            })
             .collect();
         v.push(spec(self.rejected(), false));
         v.push(spec(self.alerts(), false));
@@ -157,6 +176,12 @@ mod tests {
         assert_eq!(t.state_of("t1.ewn.incidents.kgz"), None);
         assert_eq!(t.state_of("ewn.incidents.kg"), None);
         assert!(t.matches(TopicKind::Alerts, "t1.ewn.alerts"));
-        assert_eq!(t.all(&["kz".into()], 3).len(), 7);
+        assert_eq!(t.heartbeats("KZ"), "t1.ewn.heartbeats.kz");
+        assert_eq!(t.heartbeats_state_of("t1.ewn.heartbeats.kz"), Some("kz"));
+        assert_eq!(t.heartbeats_state_of("t1.ewn.incidents.kz"), None);
+        assert_eq!(t.state_of("t1.ewn.heartbeats.kz"), None);
+        let all = t.all(&["kz".into()], 3);
+        assert_eq!(all.len(), 8);
+        assert!(all.iter().any(|s| s.name == "t1.ewn.heartbeats.kz"));
     }
 }
