@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
+use std::time::Duration;
 
 use ewn_kafka::Topics;
 use ewn_model::validate::Limits;
@@ -303,6 +305,7 @@ impl SpoolWriter {
         clock: Clock,
         metrics: GatewayMetrics,
         wake: Wake,
+        shutdown: Arc<AtomicBool>,
     ) -> Result<(SpoolWriter, std::thread::JoinHandle<()>)> {
         let (tx, rx) = sync_channel(4 * group_max.max(1));
         let handle = std::thread::Builder::new()
@@ -317,6 +320,7 @@ impl SpoolWriter {
                     clock,
                     metrics,
                     wake,
+                    shutdown,
                 )
             })
             .map_err(|e| Error::Stopped(format!("cannot start the spool writer: {e}")))?;
@@ -382,9 +386,18 @@ fn write_loop(
     clock: Clock,
     metrics: GatewayMetrics,
     wake: Wake,
+    shutdown: Arc<AtomicBool>,
 ) {
     let _span = tracing::info_span!("gateway", stage = "spool").entered();
-    while let Ok(first) = rx.recv() {
+    loop {
+        // Ends when every sender is gone, or at shutdown once nothing is waiting (a
+        // connection the server could not close in time must not hold the writer).
+        let first = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) if shutdown.load(Ordering::Relaxed) => return,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         let mut group = vec![first];
         while group.len() < group_max {
             match rx.try_recv() {

@@ -140,6 +140,7 @@ pub async fn start(
         config.clock.clone(),
         metrics.clone(),
         wake,
+        shutdown.clone(),
     )?;
     let forwarder = Forwarder {
         spool: Spool::open(spool_path)?,
