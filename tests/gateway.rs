@@ -669,6 +669,7 @@ fn reports_acknowledged_before_a_sigkill_all_reach_the_topic_once() {
         stop.clone(),
         ledger.clone(),
     );
+    let mut left_waiting = 0;
     for k in 0..kills {
         let before = ledger.acked.lock().unwrap().len();
         // at a random point, once the posts are being answered again
@@ -680,8 +681,15 @@ fn reports_acknowledged_before_a_sigkill_all_reach_the_topic_once() {
         wait_until("the random moment", run_for * 2, || Instant::now() >= until);
         gateway.kill().unwrap(); // SIGKILL
         gateway.wait().unwrap();
+        // What the dead gateway left in its spool: acknowledged, not yet confirmed.
+        let waiting = ewn_gateway::spool::Spool::open(&d.join("spool.db"))
+            .unwrap()
+            .depth()
+            .unwrap()
+            .records;
+        left_waiting += waiting;
         eprintln!(
-            "kill {}: after {:?}, {} acknowledged so far",
+            "kill {}: after {:?}, {} acknowledged so far, {waiting} left in the spool",
             k + 1,
             run_for,
             ledger.acked.lock().unwrap().len()
@@ -693,7 +701,9 @@ fn reports_acknowledged_before_a_sigkill_all_reach_the_topic_once() {
         s.join().unwrap();
     }
     let acked = ledger.acked.lock().unwrap().len();
-    eprintln!("{acked} reports acknowledged across {kills} kills");
+    eprintln!(
+        "{acked} reports acknowledged across {kills} kills; {left_waiting} found waiting in the spool after a kill"
+    );
     assert!(acked > 0);
     assert_all_delivered_once(&site, &ledger, Duration::from_secs(120));
     let (_, seq) = site.delivered();
