@@ -1100,3 +1100,71 @@ fn file_drop_moves_good_files_to_done_and_reports_bad_lines() {
     assert_eq!(site.delivered().0.len(), 11);
     gw.stop();
 }
+
+#[test]
+fn a_new_report_is_not_stuck_behind_another_posts_backlog() {
+    let posts = ["KZ-POST-BACKLOG", "KZ-POST-NEW"];
+    let site = Site::new(kafka_settings(&unique_prefix("gw-drain")), &posts);
+    let mut g = site.gateway();
+    g.forward.quantum = 10;
+    g.forward.window_per_post = 10;
+    // The backlog builds up while the broker is unreachable.
+    let nowhere = KafkaSettings {
+        brokers: format!("127.0.0.1:{}", free_port()),
+        message_timeout_ms: 2_000,
+        ..site.settings.clone()
+    };
+    let gw = start_with(nowhere, g.clone(), ewn_gateway::intake::system_clock());
+    let http = client();
+    let backlog = 3_000u64;
+    for r in 0..backlog / 100 {
+        let body = (r * 100..(r + 1) * 100)
+            .map(|k| line(0, posts[0], k))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let (status, answer) =
+            send(&http, &gw.addr, posts[0], body, "application/x-ndjson").unwrap();
+        assert_eq!(status, 202, "{answer}");
+    }
+    gw.stop();
+    // The link is back: the backlog drains, and a new report of another post goes out in
+    // the next round of turns, not after the 3,000.
+    let gw = start_in_process(&site, g, ewn_gateway::intake::system_clock());
+    let (status, answer) = send(
+        &http,
+        &gw.addr,
+        posts[1],
+        line(1, posts[1], 0),
+        "application/x-ndjson",
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let backlog_left = loop {
+        if gw.metric("ewn_gateway_forwarded_total", r#"post="KZ-POST-NEW""#) == 1.0 {
+            break gw.metric("ewn_gateway_spool_records", r#"post="KZ-POST-BACKLOG""#);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new report was not forwarded"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    eprintln!(
+        "the new report was confirmed with {backlog_left} of the {backlog} backlog still waiting"
+    );
+    assert!(
+        backlog_left >= (backlog / 2) as f64,
+        "the new report waited behind the backlog ({backlog_left} left)"
+    );
+    let ledger = Ledger::default();
+    ledger
+        .acked
+        .lock()
+        .unwrap()
+        .extend((0..backlog).map(|n| id(0, n)).chain([id(1, 0)]));
+    assert_all_delivered_once(&site, &ledger, Duration::from_secs(120));
+    let (_, seq) = site.delivered();
+    assert_order_per_post(&seq);
+    gw.stop();
+}
