@@ -102,6 +102,19 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "ewn_fanout_escalations_pending": ("gauge", set()),
     "ewn_fanout_memory_entries": ("gauge", {"set"}),
     "ewn_fanout_memory_bound": ("gauge", {"set"}),
+    # gateway (a member state's `ewn gateway`); post = a post id from its tokens file or
+    # file-drop directories
+    "ewn_gateway_intake_reports_total": ("counter", {"via", "outcome"}),
+    "ewn_gateway_intake_unauthorized_total": ("counter", set()),
+    "ewn_gateway_intake_seconds": ("histogram", set()),
+    "ewn_gateway_spool_records": ("gauge", {"post"}),
+    "ewn_gateway_spool_bytes": ("gauge", {"post"}),
+    "ewn_gateway_spool_oldest_unsent_age_seconds": ("gauge", {"post"}),
+    "ewn_gateway_forwarded_total": ("counter", {"post"}),
+    "ewn_gateway_forward_failures_total": ("counter", set()),
+    "ewn_gateway_forward_seconds": ("histogram", set()),
+    "ewn_gateway_key_reloads_total": ("counter", {"outcome"}),
+    "ewn_gateway_drop_files_total": ("counter", {"outcome"}),
     # Kafka client (librdkafka statistics); client = the role name
     "ewn_kafka_consumer_lag_messages": ("gauge", {"client", "topic", "partition"}),
     "ewn_kafka_queue_messages": ("gauge", {"client"}),
@@ -135,6 +148,10 @@ CLOSED: dict[tuple[str, str], set[str]] = {
     ("ewn_fanout_delivery_seconds", "channel"): CHANNELS,
     ("ewn_fanout_withheld_total", "tlp"): {"CLEAR", "GREEN", "AMBER", "AMBER_STRICT", "RED"},
     ("ewn_fanout_retry_records_refused_total", "reason"): {"undecodable", "unauthenticated", "bad_alert"},
+    ("ewn_gateway_intake_reports_total", "via"): {"http", "file"},
+    ("ewn_gateway_intake_reports_total", "outcome"): {"accepted", "invalid", "spool_full", "error"},
+    ("ewn_gateway_key_reloads_total", "outcome"): {"rotated", "refused"},
+    ("ewn_gateway_drop_files_total", "outcome"): {"done", "rejected"},
 }
 HIST_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -434,7 +451,7 @@ def check_dashboard() -> dict | None:
             check_promql(m.group(1), f"{where} variable instance")
     rows = [p["title"] for p in dash.get("panels", []) if p.get("type") == "row"]
     check(rows == ["Ingest", "Correlation", "Delivery", "Kafka", "End-to-end",
-                   "Correlation state and bounds"], where,
+                   "Correlation state and bounds", "Gateways (member states)"], where,
           f"rows are {rows}")
     ids: set[int] = set()
     cells: dict[tuple[int, int], int] = {}

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 fn ewn(args: &[&str]) -> (i32, String) {
@@ -36,7 +38,10 @@ fn the_default_rules_check_and_are_explained_in_words() {
         ),
         "{out}"
     );
-    assert!(out.contains("exit_without_entry (absence, MEDIUM)"), "{out}");
+    assert!(
+        out.contains("exit_without_entry (absence, MEDIUM)"),
+        "{out}"
+    );
     let (code, out) = ewn(&["rules", "check", "--quiet", file.to_str().unwrap()]);
     assert_eq!((code, out.as_str()), (0, ""));
 }
@@ -63,7 +68,9 @@ fn the_default_rules_pass_their_own_fixtures() {
     let (code, out) = ewn(&[
         "rules",
         "test",
-        repo("deploy/config/rules.default.test.toml").to_str().unwrap(),
+        repo("deploy/config/rules.default.test.toml")
+            .to_str()
+            .unwrap(),
     ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(" 0 failed"), "{out}");

@@ -70,6 +70,9 @@ pub enum Command {
     Config(cmd::config::Args),
     /// Run the stream processor: verify, score and correlate incidents into alerts.
     Process(cmd::process::Args),
+    /// Run a member state's gateway: HTTP and file-drop intake from posts, a durable spool,
+    /// forwarding to the broker in order per post, signing-key rotation without a restart.
+    Gateway(cmd::gateway::Args),
     /// Run the alert fan-out: deliver alerts to subscribed desks at their clearance.
     Fanout(cmd::fanout::Args),
     /// Simulate a regional border network: background traffic and planted scenarios.
@@ -160,6 +163,7 @@ pub fn main() -> ExitCode {
             Command::Config(args) => cmd::config::run(&cli.global, args),
             Command::Process(args) => cmd::process::run(&cli.global, args).await,
             Command::Fanout(args) => cmd::fanout::run(&cli.global, args).await,
+            Command::Gateway(args) => cmd::gateway::run(&cli.global, args).await,
             Command::Simulate(args) => cmd::simulate::run(&cli.global, args).await,
             Command::Demo(args) => cmd::demo::run(&cli.global, args).await,
         }

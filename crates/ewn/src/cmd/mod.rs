@@ -2,6 +2,7 @@ pub mod completions;
 pub mod config;
 pub mod demo;
 pub mod fanout;
+pub mod gateway;
 pub mod keygen;
 pub mod process;
 pub mod publish;
