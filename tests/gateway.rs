@@ -9,9 +9,10 @@
 //!   per-line answers of the HTTP intake.
 //!
 //! Posts give `reported_at` in their lines, as they should: a report sent again after a
-//! lost answer is then the same payload, and Ed25519 signs it into the same bytes, so a
-//! duplicate on the topic is the same signed record (which the processor's replay guard
-//! rejects as `duplicate`), never a second version.
+//! lost answer is then the same payload. It is signed again when accepted again (the
+//! signing time is in the envelope), so a duplicate on the topic is the same payload in a
+//! second envelope, which the processor's replay guard rejects as `duplicate`; never a
+//! second version of the report.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -222,14 +223,17 @@ impl Site {
             by_id
                 .entry(incident.incident_id.clone())
                 .or_default()
-                .insert(value);
+                .insert(signed.payload);
             seq.push((partition, incident));
         }
         (by_id, seq)
     }
 }
 
-/// Incident id -> every distinct signed record carrying it.
+/// Incident id -> every distinct payload (the signed report itself) carrying it. A report
+/// sent again after a lost answer is signed again, at a later signing time, so its
+/// envelope differs; its payload must not (the processor's replay guard rejects the second
+/// as `duplicate`).
 type Versions = HashMap<String, BTreeSet<Vec<u8>>>;
 
 fn token(post: &str) -> String {
@@ -434,7 +438,7 @@ fn posts_sending(
 }
 
 /// Every acknowledged report is on the topic, and no incident id carries two different
-/// signed records.
+/// payloads.
 fn assert_all_delivered_once(site: &Site, ledger: &Ledger, timeout: Duration) {
     let acked = ledger.acked.lock().unwrap().clone();
     let mut missing = acked.len();

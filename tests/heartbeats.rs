@@ -189,7 +189,7 @@ fn silent_and_backlogged_posts_raise_operational_alerts_and_cancel_when_they_rec
     );
     let silent_ms = SILENT_AFTER_SECS as i64 * 1000;
     // Raised once the configured time passed since it was last heard, and promptly then
-    // (the check runs every 100 ms; the margin is for a loaded machine).
+    // (the check runs every 100 ms; the 10 s margin is for a loaded 2-core machine).
     assert!(
         silent.window_start <= stopped && silent.window_start > stopped - 2_000,
         "last heard {} ms before the stop",
@@ -198,7 +198,7 @@ fn silent_and_backlogged_posts_raise_operational_alerts_and_cancel_when_they_rec
     assert_eq!(silent.window_end, silent.window_start + silent_ms);
     assert!(silent.created_at >= silent.window_start + silent_ms);
     assert!(
-        silent.created_at < silent.window_start + silent_ms + 2_500,
+        silent.created_at < silent.window_start + silent_ms + 10_000,
         "raised {} ms after it became silent",
         silent.created_at - silent.window_end
     );
@@ -345,4 +345,149 @@ fn silent_and_backlogged_posts_raise_operational_alerts_and_cancel_when_they_rec
         deadline.elapsed() < Duration::from_secs(30),
         "stopped promptly"
     );
+}
+
+/// The real `ewn gateway` service: its heartbeats name every post of its tokens file with
+/// the post's last contact, so a post that never reaches it goes silent while the gateway
+/// itself beats, and an empty `POST` (a post with nothing to report) brings it back.
+#[test]
+fn a_gateway_reports_a_quiet_post_silent_until_it_calls_in() {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+
+    let mut settings = kafka_settings(&unique_prefix("gw-heartbeats"));
+    settings.states = vec!["kz".into()];
+    let net = Net::on(settings);
+    let key = keys::generate();
+    TrustStore::append_to_file(
+        &net.store,
+        &KeyEntry {
+            key_id: "kz-gw".into(),
+            state: "KZ".into(),
+            public_key: ewn_trust::PublicKey::from(&key),
+            not_before: now_ms() - HOUR,
+            not_after: now_ms() + HOUR,
+            revoked_at: None,
+        },
+    )
+    .unwrap();
+    let d = net.dir.path();
+    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+    ewn_trust::secret::write_secret(
+        &d.join("kz-gw.key"),
+        &format!("key_id = kz-gw\n{}", pem.as_str()),
+    )
+    .unwrap();
+    blinding().save(&d.join("gw-blinding.key")).unwrap();
+    let token = |post: &str| format!("token-of-{post}-0123456789abcdef");
+    let mut tokens = String::new();
+    for post in ["KZ-BUSY", "KZ-QUIET"] {
+        let hash = hex::encode(ewn_ops::tokens::token_hash(&token(post)));
+        tokens.push_str(&format!(
+            "[[tokens]]\nname = \"{post}\"\npost_id = \"{post}\"\nsha256 = \"{hash}\"\n"
+        ));
+    }
+    ewn_trust::secret::write_secret(&d.join("gw-tokens.toml"), &tokens).unwrap();
+    let mut g = ewn_gateway::GatewaySettings {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        state: "KZ".into(),
+        signing_key_file: Some(d.join("kz-gw.key")),
+        blinding_key_file: Some(d.join("gw-blinding.key")),
+        tokens_file: Some(d.join("gw-tokens.toml")),
+        ..ewn_gateway::GatewaySettings::default()
+    };
+    g.spool.path = Some(d.join("gw-spool.db"));
+    g.heartbeat.interval_secs = 1;
+
+    let mut config = net.config(300);
+    config.process.sources = SourceSettings {
+        silent_after_secs: SILENT_AFTER_SECS,
+        backlog_after_secs: BACKLOG_AFTER_SECS,
+        check_interval_ms: 100,
+        ..SourceSettings::default()
+    };
+    let processor = start(config);
+    let kafka = net.settings.clone();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let gateway: InProcess<ewn_gateway::Error> = in_process(move |registry, shutdown| async move {
+        let running = ewn_gateway::start(
+            ewn_gateway::GatewayConfig::new(kafka, Default::default(), g),
+            &registry,
+            Arc::new(ewn_ops::http::Health::default()),
+            shutdown,
+        )
+        .await?;
+        addr_tx.send(running.addr).unwrap();
+        running.task.await.unwrap()
+    });
+    let addr = addr_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let post = |who: &str, body: String| {
+        reqwest::blocking::Client::new()
+            .post(format!("http://{addr}/api/v1/incidents"))
+            .bearer_auth(token(who))
+            .body(body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // The busy post reports; the quiet one never calls.
+    let line = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/examples/valid.jsonl"
+    ))
+    .unwrap()
+    .lines()
+    .next()
+    .unwrap()
+    .replace("KZ-KHORGOS-01", "KZ-BUSY");
+    assert_eq!(post("KZ-BUSY", line), 202);
+    // ... and keeps calling in (an empty POST every 300 ms: nothing to report).
+    let calling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let busy = {
+        let calling = calling.clone();
+        let url = format!("http://{addr}/api/v1/incidents");
+        let t = token("KZ-BUSY");
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            while calling.load(Ordering::Relaxed) {
+                let _ = client.post(&url).bearer_auth(&t).send();
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let silent = wait_alert(
+        &net,
+        SOURCE_SILENT,
+        "post:KZ:KZ-QUIET",
+        MsgType::Alert,
+        Duration::from_secs(60),
+    );
+    assert!(
+        silent.reasons[0].detail.contains("post KZ-QUIET of KZ"),
+        "{}",
+        silent.reasons[0].detail
+    );
+    // The gateway beats and the busy post called in: neither the state nor it is silent.
+    let alerts = net.alerts();
+    assert!(find(&alerts, SOURCE_SILENT, "state:KZ", MsgType::Alert).is_empty());
+    assert!(find(&alerts, SOURCE_SILENT, "post:KZ:KZ-BUSY", MsgType::Alert).is_empty());
+    assert!(
+        gateway.metric("ewn_gateway_heartbeats_total", "outcome=\"confirmed\"") >= 1.0,
+        "heartbeats confirmed"
+    );
+    // The quiet post calls in with nothing to report: heard again, the alert is cancelled.
+    assert_eq!(post("KZ-QUIET", String::new()), 422);
+    let cancel = wait_alert(
+        &net,
+        SOURCE_SILENT,
+        "post:KZ:KZ-QUIET",
+        MsgType::Cancel,
+        Duration::from_secs(60),
+    );
+    assert_eq!(cancel.references, std::slice::from_ref(&silent.alert_id));
+    calling.store(false, Ordering::Relaxed);
+    busy.join().unwrap();
+    gateway.stop();
+    drop(processor);
 }

@@ -83,6 +83,9 @@ pub struct Forwarder {
     /// Posts whose series exist from the start (the oldest-age gauge is set to 0 for them
     /// when they have nothing waiting).
     pub posts: BTreeSet<String>,
+    /// Each post's oldest waiting report's acceptance time, as of the last tick (for
+    /// heartbeats).
+    pub oldest: Arc<std::sync::Mutex<std::collections::BTreeMap<String, i64>>>,
 }
 
 impl Forwarder {
@@ -327,6 +330,7 @@ impl Forwarder {
                 .with_label_values(&[post])
                 .set(age);
         }
+        *self.oldest.lock().unwrap_or_else(|p| p.into_inner()) = oldest;
     }
 
     /// Waits `d`, or until shutdown.

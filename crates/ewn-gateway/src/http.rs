@@ -71,6 +71,7 @@ async fn handle(api: &Api, headers: &HeaderMap, body: Body) -> Response {
         )
             .into_response();
     };
+    api.intake.contacts.heard(&post, (api.intake.clock)());
     let single = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -158,8 +158,37 @@ impl Prepared {
 }
 
 /// Checks and signs what posts send.
+/// When each post last reached the gateway (a request with its token, or a dropped file),
+/// by the gateway's clock: what heartbeats report as the post's last contact. A post with
+/// nothing to report keeps its line alive with an empty `POST /api/v1/incidents`.
+#[derive(Default)]
+pub struct Contacts(std::sync::Mutex<std::collections::BTreeMap<String, i64>>);
+
+impl Contacts {
+    pub fn heard(&self, post: &str, now_ms: i64) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(post) {
+            Some(t) => *t = (*t).max(now_ms),
+            None => {
+                m.insert(post.to_string(), now_ms);
+            }
+        }
+    }
+
+    pub fn last(&self, post: &str) -> Option<i64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(post)
+            .copied()
+    }
+}
+
 pub struct Intake {
     pub state: String,
+    /// Posts' last contacts (for heartbeats); posts come from the tokens file and the drop
+    /// directories, so the map is bounded by them.
+    pub contacts: Arc<Contacts>,
     pub blinding: BlindingKey,
     pub limits: Limits,
     pub signer: Arc<ReloadingSigner>,
@@ -196,6 +225,7 @@ impl Intake {
 
     /// Like [`Intake::prepare`], from a reader (a dropped file).
     pub fn prepare_reader(&self, post: &str, input: impl BufRead) -> Result<Prepared> {
+        self.contacts.heard(post, (self.clock)());
         let mut out = Prepared {
             results: Vec::new(),
             records: Vec::new(),

@@ -21,11 +21,13 @@ use prometheus::Registry;
 use crate::drop::FileDrop;
 use crate::error::{Error, Result};
 use crate::forward::{Forwarder, channel_pair};
+use crate::heartbeat::{HeartbeatConfig, HeartbeatMetrics, PostFigures};
 use crate::http::{Api, router};
-use crate::intake::{Budget, Clock, Intake, SpoolWriter, load_tokens, system_clock};
+use crate::intake::{Budget, Clock, Contacts, Intake, SpoolWriter, load_tokens, system_clock};
 use crate::metrics::GatewayMetrics;
 use crate::settings::GatewaySettings;
 use crate::signer::{Reload, ReloadingSigner};
+use crate::spool::Depth;
 use crate::spool::Spool;
 
 pub struct GatewayConfig {
@@ -142,6 +144,8 @@ pub async fn start(
         wake,
         shutdown.clone(),
     )?;
+    let oldest = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let contacts = Arc::new(Contacts::default());
     let forwarder = Forwarder {
         spool: Spool::open(spool_path)?,
         depth: depth.clone(),
@@ -153,6 +157,7 @@ pub async fn start(
         health: health.clone(),
         shutdown: shutdown.clone(),
         posts: posts.clone(),
+        oldest: oldest.clone(),
     };
     let forward_thread = spawn("gateway-forward", move || {
         if let Err(e) = forwarder.run(events_tx, events_rx) {
@@ -161,6 +166,7 @@ pub async fn start(
     })?;
     let intake = Arc::new(Intake {
         state: g.state.clone(),
+        contacts: contacts.clone(),
         blinding,
         limits: config.limits,
         signer: signer.clone(),
@@ -190,6 +196,29 @@ pub async fn start(
         };
         threads.push(spawn("gateway-drop", move || poller.run())?);
     }
+    // Signed heartbeats, with each post's spool figures and last contact.
+    let heartbeats = tokio::spawn(crate::heartbeat::run(
+        HeartbeatConfig {
+            kafka: config.kafka.clone(),
+            state: g.state.clone(),
+            gateway_id: g.gateway_id(),
+            settings: g.heartbeat.clone(),
+        },
+        signer.clone(),
+        SpoolFigures {
+            depth: depth.clone(),
+            oldest,
+            contacts,
+            posts: posts.clone(),
+        },
+        {
+            let clock = config.clock.clone();
+            move || clock()
+        },
+        Some(HeartbeatMetrics::register(registry)?),
+        None,
+        shutdown.clone(),
+    ));
     let api = Api {
         intake,
         tokens,
@@ -212,6 +241,11 @@ pub async fn start(
     let task = tokio::spawn(async move {
         let served = server.await;
         shutdown.store(true, Ordering::Relaxed);
+        match heartbeats.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "heartbeats stopped"),
+            Err(e) => tracing::error!(error = %e, "heartbeats stopped"),
+        }
         // The router (and with it the writer's last sender) is gone with the server.
         tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -264,5 +298,42 @@ fn watch_key(
                     .min(Duration::from_millis(100)),
             );
         }
+    }
+}
+
+/// Most posts one heartbeat names (the heartbeat schema's bound).
+const MAX_HEARTBEAT_POSTS: usize = 1024;
+
+/// The gateway's figures per post for its heartbeats: spool depth and bytes (kept by the
+/// writer and the forwarder), the oldest waiting report (refreshed by the forwarder once a
+/// second) and the post's last contact.
+struct SpoolFigures {
+    depth: Arc<std::sync::Mutex<Depth>>,
+    oldest: Arc<std::sync::Mutex<std::collections::BTreeMap<String, i64>>>,
+    contacts: Arc<Contacts>,
+    /// Posts known from the start (tokens file, drop directories).
+    posts: BTreeSet<String>,
+}
+
+impl PostFigures for SpoolFigures {
+    fn posts(&self, now_ms: i64) -> Vec<ewn_model::PostStatus> {
+        let depth = self.depth.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = self.oldest.lock().unwrap_or_else(|p| p.into_inner());
+        let mut posts: BTreeSet<&String> = self.posts.iter().collect();
+        posts.extend(depth.posts.keys());
+        posts
+            .into_iter()
+            .take(MAX_HEARTBEAT_POSTS)
+            .map(|post| {
+                let d = depth.posts.get(post);
+                ewn_model::PostStatus {
+                    post_id: post.clone(),
+                    spool_depth: d.map_or(0, |d| d.records as i64),
+                    spool_bytes: d.map_or(0, |d| d.bytes as i64),
+                    oldest_unsent_age_ms: oldest.get(post).map(|t| (now_ms - t).max(0)),
+                    last_contact_age_ms: self.contacts.last(post).map(|t| (now_ms - t).max(0)),
+                }
+            })
+            .collect()
     }
 }

@@ -35,6 +35,9 @@ pub struct GatewaySettings {
     pub spool: SpoolSettings,
     pub forward: ForwardSettings,
     pub drop: DropSettings,
+    /// This gateway's id in its heartbeats (their record key); empty: `<state>-gateway`.
+    pub id: String,
+    pub heartbeat: crate::heartbeat::HeartbeatSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -94,6 +97,8 @@ impl Default for GatewaySettings {
             spool: SpoolSettings::default(),
             forward: ForwardSettings::default(),
             drop: DropSettings::default(),
+            id: String::new(),
+            heartbeat: crate::heartbeat::HeartbeatSettings::default(),
         }
     }
 }
@@ -133,6 +138,15 @@ impl Default for DropSettings {
 impl GatewaySettings {
     /// Every problem of the section, each naming its key. `running`: the keys only the
     /// service needs (files, state) are required too.
+    /// The id heartbeats carry.
+    pub fn gateway_id(&self) -> String {
+        if self.id.is_empty() {
+            format!("{}-gateway", self.state.to_ascii_lowercase())
+        } else {
+            self.id.clone()
+        }
+    }
+
     pub fn problems(&self, running: bool) -> Vec<String> {
         let mut p = self.http.problems("gateway.http");
         if running {
@@ -149,6 +163,10 @@ impl GatewaySettings {
                     p.push(format!("{key}: is required"));
                 }
             }
+        }
+        p.extend(self.heartbeat.problems());
+        if !self.id.is_empty() && !crate::intake::is_post_id(&self.id) {
+            p.push("gateway.id: letters, digits, `-`, `_` and `.`, at most 64".into());
         }
         if self.key_reload_interval_ms == 0 {
             p.push("gateway.key_reload_interval_ms: must be positive".into());

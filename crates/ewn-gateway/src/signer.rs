@@ -90,6 +90,15 @@ impl ReloadingSigner {
         f(&mut guard.0)
     }
 
+    /// Signs a heartbeat with the key in force (a rotated key signs the next one).
+    pub fn sign_heartbeat(
+        &self,
+        heartbeat: &ewn_model::Heartbeat,
+        signed_at: i64,
+    ) -> ewn_trust::Result<ewn_model::SignedHeartbeat> {
+        self.with(|s| s.sign_heartbeat(heartbeat, signed_at))
+    }
+
     pub fn key_id(&self) -> String {
         self.with(|s| s.key_id().to_string())
     }
@@ -169,5 +178,15 @@ mod tests {
         assert!(s.reload().is_err());
         assert_eq!(s.key_id(), "kz-2");
         assert!(parse_key_file("hello = 1\n-----BEGIN x", "a", &path).is_err());
+    }
+}
+
+impl crate::heartbeat::HeartbeatSigner for ReloadingSigner {
+    fn sign(
+        &self,
+        heartbeat: &ewn_model::Heartbeat,
+        signed_at: i64,
+    ) -> ewn_trust::Result<ewn_model::SignedHeartbeat> {
+        self.sign_heartbeat(heartbeat, signed_at)
     }
 }
