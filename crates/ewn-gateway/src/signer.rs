@@ -136,6 +136,16 @@ impl ReloadingSigner {
     }
 }
 
+impl crate::heartbeat::HeartbeatSigner for ReloadingSigner {
+    fn sign(
+        &self,
+        heartbeat: &ewn_model::Heartbeat,
+        signed_at: i64,
+    ) -> ewn_trust::Result<ewn_model::SignedHeartbeat> {
+        self.sign_heartbeat(heartbeat, signed_at)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -178,15 +188,5 @@ mod tests {
         assert!(s.reload().is_err());
         assert_eq!(s.key_id(), "kz-2");
         assert!(parse_key_file("hello = 1\n-----BEGIN x", "a", &path).is_err());
-    }
-}
-
-impl crate::heartbeat::HeartbeatSigner for ReloadingSigner {
-    fn sign(
-        &self,
-        heartbeat: &ewn_model::Heartbeat,
-        signed_at: i64,
-    ) -> ewn_trust::Result<ewn_model::SignedHeartbeat> {
-        self.sign_heartbeat(heartbeat, signed_at)
     }
 }
