@@ -32,7 +32,10 @@
 //! # Bounds
 //!
 //! States are the configured ones (`kafka.states`): a closed set, tracked from the start.
-//! Posts are tracked as they appear, up to `process.sources.max_posts`; past it a new post
+//! Posts are tracked once a gateway's heartbeat lists them: a gateway serving a post is
+//! the promise that the post calls in; a post reporting without a gateway (`ewn publish`)
+//! promises no rate, so its reports count for its state and, once a gateway lists it,
+//! for the post. Tracked posts are bounded by `process.sources.max_posts`; past it a new post
 //! is not tracked (counted in `ewn_processor_source_posts_untracked_total`; its state still
 //! is), and those already tracked stay. Nothing is forgotten: a post removed from service
 //! stays silent until the processor restarts.
@@ -217,7 +220,8 @@ impl SourceTracker {
     }
 
     /// A verified report from `state` (upper case), from `post` when it names one, signed
-    /// at `signed_at`. Reports of a state not configured are not tracked.
+    /// at `signed_at`. Reports of a state not configured are not tracked; a post is heard
+    /// from by its reports once a heartbeat listed it (it is not tracked by reports alone).
     pub fn report(&mut self, state: &str, post: Option<&str>, signed_at: i64, now: i64) {
         let at = signed_at.min(now);
         let Some(s) = self.states.get_mut(state) else {
@@ -225,7 +229,7 @@ impl SourceTracker {
         };
         s.heard(at);
         if let Some(post) = post
-            && let Some(p) = self.post(state, post)
+            && let Some(p) = self.posts.get_mut(&(state.to_string(), post.to_string()))
         {
             p.live.heard(at);
         }
@@ -576,7 +580,7 @@ mod tests {
     #[test]
     fn silence_is_cancelled_when_the_source_is_heard_again() {
         let mut t = tracker();
-        t.report("KZ", Some("P1"), T0, T0);
+        t.heartbeat(&heartbeat("KZ", &[("P1", Some(0), None)]), T0, T0);
         let out = tick(&mut t, T0 + 60 * S);
         assert_eq!(
             brief(&out),
@@ -619,7 +623,7 @@ mod tests {
     #[test]
     fn a_stale_contact_does_not_end_silence_and_is_not_later_than_now() {
         let mut t = tracker();
-        t.report("KZ", Some("P1"), T0, T0);
+        t.heartbeat(&heartbeat("KZ", &[("P1", Some(0), None)]), T0, T0);
         assert_eq!(tick(&mut t, T0 + 60 * S).len(), 3);
         // The gateway is up, but last heard from P1 65 s ago: P1 stays silent.
         t.heartbeat(
@@ -693,10 +697,15 @@ mod tests {
     #[test]
     fn posts_are_bounded_and_only_configured_states_are_tracked() {
         let mut t = tracker();
-        for p in ["P1", "P2", "P3", "P4", "P5"] {
-            t.report("KZ", Some(p), T0, T0);
-        }
-        t.report("TJ", Some("T1"), T0, T0);
+        // Reports alone track no post (no gateway promised it calls in).
+        t.report("KZ", Some("P9"), T0, T0);
+        assert_eq!(t.post_count(), 0);
+        let five: Vec<(&str, Option<i64>, Option<i64>)> = ["P1", "P2", "P3", "P4", "P5"]
+            .into_iter()
+            .map(|p| (p, Some(0), None))
+            .collect();
+        t.heartbeat(&heartbeat("KZ", &five), T0, T0);
+        t.heartbeat(&heartbeat("TJ", &[("T1", Some(0), None)]), T0, T0);
         assert_eq!(t.post_count(), 3);
         assert_eq!(t.take_untracked(), 2);
         assert_eq!(t.take_untracked(), 0);
