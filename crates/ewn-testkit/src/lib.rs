@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use ewn_kafka::KafkaSettings;
 
+pub mod relay;
+pub use relay::LinkRelay;
+
 pub struct Broker {
     /// `127.0.0.1:PORT`
     pub addr: String,
@@ -101,6 +104,22 @@ pub enum Engine {
 /// Starts a broker of its own (not the shared one) with `engine`; it stops when this
 /// process ends.
 pub fn start_broker(engine: Engine) -> Result<Broker, String> {
+    let port = free_port();
+    start_broker_advertising(engine, port, &format!("127.0.0.1:{port}"))
+}
+
+/// Starts a broker of its own behind a [`LinkRelay`]: the broker advertises the relay, so
+/// every client connects through it and the relay can cut chosen clients' links. Give
+/// clients the relay's `addr`; the broker's own `addr` is its listener.
+pub fn start_broker_behind_relay(engine: Engine) -> Result<(Broker, LinkRelay), String> {
+    let port = free_port();
+    let relay = LinkRelay::start(format!("127.0.0.1:{port}"))?;
+    let broker = start_broker_advertising(engine, port, &relay.addr)?;
+    Ok((broker, relay))
+}
+
+/// Starts a broker listening on `port` and advertising `advertised` (`host:port`).
+fn start_broker_advertising(engine: Engine, port: u16, advertised: &str) -> Result<Broker, String> {
     let bin = tansu_bin();
     if !bin.is_file() {
         return Err(format!(
@@ -113,12 +132,11 @@ pub fn start_broker(engine: Engine) -> Result<Broker, String> {
         .tempdir()
         .map_err(|e| format!("temp dir: {e}"))?
         .keep();
-    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     // The watchdog: start Tansu, then wait for this test process to end and stop it.
     // Tansu opens `sqlite://broker.db` relative to its working directory (DESIGN.md).
     let script = format!(
-        "'{bin}' broker --listener-url tcp://{addr} --advertised-listener-url tcp://{addr} \
+        "'{bin}' broker --listener-url tcp://{addr} --advertised-listener-url tcp://{advertised} \
          --storage-engine {storage} >tansu.log 2>&1 & child=$!; \
          while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null && [ ! -e stop ]; do sleep 0.2; done; \
          kill $child 2>/dev/null; wait $child 2>/dev/null; cd /; rm -rf '{dir}'",

@@ -141,7 +141,13 @@ struct DemoSummary {
     incidents_confirmed: u64,
     per_state: BTreeMap<String, u64>,
     rejected: u64,
+    /// Rejections by reason (a report a gateway sent again after a lost answer is a
+    /// `duplicate`).
+    rejected_by: BTreeMap<String, u64>,
+    /// Correlation alerts; the operational ones (`source_silent`, `source_backlog`) apart.
     alerts: Vec<AlertOutcome>,
+    operational: Vec<AlertOutcome>,
+    gateway: crate::cmd::demo_posts::GatewayOutcome,
     scenarios: Vec<ScenarioOutcome>,
     desks: BTreeMap<String, Tlp>,
     ports: Vec<u16>,
@@ -171,16 +177,20 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     // The demo's own lines are the show; service logs only when something is wrong.
     let mut global = global.clone();
     if global.log_level.is_none() {
-        global.log_level = Some("warn".into());
+        // The cut uplink makes the gateway's Kafka client warn about its broker on every
+        // retry; the demo says what happens instead.
+        global.log_level = Some("warn,librdkafka=error".into());
     }
     let mut settings = global.settings(Vec::new())?;
     println!("== EWN demo: a simulated regional border network on a real (local) broker");
-    let broker =
-        tokio::task::spawn_blocking(|| ewn_testkit::start_broker(ewn_testkit::Engine::Sqlite))
-            .await?
-            .map_err(|e| anyhow::anyhow!("the local broker did not start: {e}"))?;
-    settings.kafka.brokers = broker.addr.clone();
-    let result = run_network(&args, scenarios, settings.kafka, &broker, shutdown).await;
+    // Behind a relay that can cut one post's uplink while the rest of the network stays up.
+    let (broker, relay) = tokio::task::spawn_blocking(|| {
+        ewn_testkit::start_broker_behind_relay(ewn_testkit::Engine::Sqlite)
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("the local broker did not start: {e}"))?;
+    settings.kafka.brokers = relay.addr.clone();
+    let result = run_network(&args, scenarios, settings.kafka, &broker, &relay, shutdown).await;
     let stopped = tokio::task::spawn_blocking(move || broker.stop()).await?;
     let summary = result?;
     stopped.map_err(|e| anyhow::anyhow!(e))?;
@@ -207,11 +217,14 @@ async fn run_network(
     scenarios: Vec<Scenario>,
     kafka: KafkaSettings,
     broker: &ewn_testkit::Broker,
+    relay: &ewn_testkit::LinkRelay,
     shutdown: Arc<AtomicBool>,
 ) -> anyhow::Result<DemoSummary> {
     let work = tempfile::Builder::new().prefix("ewn-demo-").tempdir()?;
     let trust_store = work.path().join("trust.toml");
     let keys = SimKeys::init(&work.path().join("keys"), &trust_store, now_ms())?;
+    // KZ's gateway key, in the trust store before the processor reads it.
+    let gateway_key = crate::cmd::demo_posts::enroll(work.path(), &trust_store)?;
     println!(
         "   broker     Tansu at {} (sqlite, {})",
         broker.addr,
@@ -269,7 +282,14 @@ async fn run_network(
             ..TrustSettings::default()
         },
         limits: Default::default(),
-        process: ProcessSettings::default(),
+        process: ProcessSettings {
+            // Short enough to be seen in a demo (300 s by default).
+            sources: ewn_processor::sources::SourceSettings {
+                silent_after_secs: 15,
+                ..Default::default()
+            },
+            ..ProcessSettings::default()
+        },
     };
     let processor = {
         let (r, h, s) = (process_registry.clone(), health, shutdown.clone());
@@ -359,6 +379,21 @@ async fn run_network(
     println!(
         "   metrics    http://{process_admin}/metrics (processor), http://{fanout_admin}/metrics (fan-out)"
     );
+    // Kazakhstan's gateway at two border posts.
+    let gateway = crate::cmd::demo_posts::start(
+        work.path(),
+        &kafka,
+        gateway_key,
+        &work.path().join("keys").join(ewn_sim::keys::BLINDING_FILE),
+        shutdown.clone(),
+    )
+    .await?;
+    println!(
+        "   gateway    KZ's gateway at http://{}/api/v1/incidents for posts {} and {}",
+        gateway.addr,
+        crate::cmd::demo_posts::CUT_POST,
+        crate::cmd::demo_posts::QUIET_POST
+    );
     let names: Vec<&str> = scenarios.iter().map(|s| s.name()).collect();
     println!(
         "== running {} s: background {} incidents/s, planted scenarios: {}",
@@ -391,16 +426,24 @@ async fn run_network(
         let stop = sim_stop.clone();
         tokio::spawn(async move { ewn_sim::run(config, keys, stop).await })
     };
+    // The posts report through KZ's gateway while the simulator runs.
+    let stop_posts = shutdown.clone();
+    let posts = gateway.run_posts(relay, Duration::from_secs(args.duration), &stop_posts);
     // Ctrl-C stops the simulator too.
-    let sim_summary = loop {
-        if shutdown.load(Ordering::Relaxed) {
-            sim_stop.store(true, Ordering::Relaxed);
+    let simulate = async {
+        loop {
+            if shutdown.load(Ordering::Relaxed) {
+                sim_stop.store(true, Ordering::Relaxed);
+            }
+            if sim.is_finished() {
+                break anyhow::Ok(sim.await??);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if sim.is_finished() {
-            break sim.await??;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let (posted, sim_summary) = tokio::join!(posts, simulate);
+    let sim_summary = sim_summary?;
+    let (cut_post_ids, accepted_while_down) = posted?;
     let interrupted = shutdown.load(Ordering::Relaxed);
 
     // Give the planted scenarios' alerts time to arrive and be delivered.
@@ -433,12 +476,50 @@ async fn run_network(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let rejected = ewn_ops::metrics::render(&process_registry)
+    // The cut post's gateway forwards what it spooled; then count what reached the broker.
+    let drained = Instant::now() + Duration::from_secs(60);
+    while gateway.spooled() > 0 && Instant::now() < drained && !shutdown.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let on_broker = {
+        let (kafka, ids) = (kafka.clone(), cut_post_ids.clone());
+        tokio::task::spawn_blocking(move || crate::cmd::demo_posts::on_broker(&kafka, &ids))
+            .await??
+    };
+    let gateway_outcome = crate::cmd::demo_posts::GatewayOutcome {
+        post: crate::cmd::demo_posts::CUT_POST.into(),
+        accepted: cut_post_ids.len(),
+        accepted_while_down,
+        on_broker,
+        lost: cut_post_ids.len().saturating_sub(on_broker),
+        outage_secs: if accepted_while_down > 0 {
+            crate::cmd::demo_posts::OUTAGE.as_secs()
+        } else {
+            0
+        },
+    };
+    let mut rejected_by: BTreeMap<String, u64> = BTreeMap::new();
+    for l in ewn_ops::metrics::render(&process_registry)
         .lines()
         .filter(|l| l.starts_with("ewn_processor_incidents_rejected_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64;
+    {
+        let reason = l
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
+        let n = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        if n > 0 {
+            *rejected_by.entry(reason.to_string()).or_default() += n;
+        }
+    }
+    let rejected = rejected_by.values().sum::<u64>();
     shutdown.store(true, Ordering::Relaxed);
+    gateway.stop().await;
     let _ = printer.await;
     let _ = processor.await;
     let _ = fanout.task.await;
@@ -477,8 +558,31 @@ async fn run_network(
         incidents_confirmed: sim_summary.confirmed,
         per_state: sim_summary.per_state.clone(),
         rejected,
+        rejected_by,
+        gateway: gateway_outcome,
+        operational: seen
+            .iter()
+            .filter(|a| ewn_processor::sources::RULES.contains(&a.rule.as_str()))
+            .map(|a| {
+                let (received_by, withheld_from) = outcome(a);
+                AlertOutcome {
+                    alert_id: a.alert_id.clone(),
+                    msg_type: a.msg_type,
+                    references: a.references.clone(),
+                    rule: a.rule.clone(),
+                    key: a.key.clone(),
+                    level: a.level,
+                    tlp: a.tlp,
+                    score: a.score,
+                    states: a.states.clone(),
+                    received_by,
+                    withheld_from,
+                }
+            })
+            .collect(),
         alerts: seen
             .iter()
+            .filter(|a| !ewn_processor::sources::RULES.contains(&a.rule.as_str()))
             .map(|a| {
                 let (received_by, withheld_from) = outcome(a);
                 AlertOutcome {
@@ -652,7 +756,7 @@ fn describe(a: &Alert, got: Option<&BTreeMap<String, bool>>, records: &[Subscrip
 fn print_summary(s: &DemoSummary) {
     println!("== summary");
     println!(
-        "   incidents  {} confirmed ({}), background {:.1}/s, {} rejected",
+        "   incidents  {} confirmed ({}), background {:.1}/s, {} rejected{}",
         s.incidents_confirmed,
         s.per_state
             .iter()
@@ -660,7 +764,19 @@ fn print_summary(s: &DemoSummary) {
             .collect::<Vec<_>>()
             .join(", "),
         s.background_rate,
-        s.rejected
+        s.rejected,
+        if s.rejected_by.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                s.rejected_by
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
     );
     let mut by_rule: BTreeMap<&str, usize> = BTreeMap::new();
     for a in s.alerts.iter().filter(|a| a.msg_type == MsgType::Alert) {
@@ -679,6 +795,27 @@ fn print_summary(s: &DemoSummary) {
             .filter(|a| a.received_by.contains(d))
             .count();
         println!("   {d:<10} received {n} alert message(s)");
+    }
+    let g = &s.gateway;
+    println!(
+        "   gateway    {}: {} reports accepted by its gateway ({} while its uplink was down {} s), {} on the broker, {} lost",
+        g.post, g.accepted, g.accepted_while_down, g.outage_secs, g.on_broker, g.lost
+    );
+    for a in &s.operational {
+        let what = match a.msg_type {
+            MsgType::Cancel => "cancelled (heard again)",
+            _ => "raised",
+        };
+        println!(
+            "   sources    {} {} {what}, received by {}",
+            a.rule,
+            a.key,
+            if a.received_by.is_empty() {
+                "nobody".into()
+            } else {
+                a.received_by.join(", ")
+            }
+        );
     }
     for sc in &s.scenarios {
         match &sc.alert_id {

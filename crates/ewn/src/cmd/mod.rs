@@ -1,6 +1,7 @@
 pub mod completions;
 pub mod config;
 pub mod demo;
+pub mod demo_posts;
 pub mod fanout;
 pub mod gateway;
 pub mod keygen;

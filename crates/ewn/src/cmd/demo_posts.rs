@@ -1,0 +1,276 @@
+//! The demo's member-state gateway: Kazakhstan's `ewn gateway` at two border posts. One
+//! post's uplink to the broker drops for 30 s while it keeps reporting (its gateway spools
+//! and catches up); the other goes quiet for good, and the network raises `source_silent`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ewn_gateway::{GatewayConfig, GatewaySettings};
+use ewn_kafka::{AssignedReader, KafkaSettings, StartAt, Topics};
+use ewn_model::{AvroRecord, Incident, SignedIncident};
+use ewn_ops::http::Health;
+use ewn_testkit::LinkRelay;
+use ewn_trust::{KeyEntry, TrustStore, keys};
+use serde::Serialize;
+
+/// The post whose uplink drops for a while.
+pub const CUT_POST: &str = "KZ-DOSTYK-03";
+/// The post that stops reporting.
+pub const QUIET_POST: &str = "KZ-ZHARKENT-02";
+/// The gateway's Kafka client id: what the relay cuts.
+const GATEWAY_CLIENT: &str = "kz-dostyk-uplink";
+/// How long the uplink is down.
+pub const OUTAGE: Duration = Duration::from_secs(30);
+/// When, after the start, the uplink drops; and when the quiet post stops.
+const OUTAGE_AT: Duration = Duration::from_secs(12);
+const QUIET_AFTER: Duration = Duration::from_secs(8);
+
+pub struct DemoGateway {
+    pub addr: SocketAddr,
+    registry: prometheus::Registry,
+    task: tokio::task::JoinHandle<ewn_gateway::Result<()>>,
+    tokens: [(String, String); 2],
+}
+
+/// What the posts sent and what reached the broker.
+#[derive(Serialize, Default, Clone)]
+pub struct GatewayOutcome {
+    pub post: String,
+    /// Reports its gateway accepted (202), and of those while its uplink was down.
+    pub accepted: usize,
+    pub accepted_while_down: usize,
+    /// Of the accepted, found on the broker at the end.
+    pub on_broker: usize,
+    pub lost: usize,
+    pub outage_secs: u64,
+}
+
+fn token() -> String {
+    use rand_core::{OsRng, RngCore};
+    let mut b = [0u8; 24];
+    OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// KZ's gateway signing key, made in `work` and entered in `trust_store`; its file.
+pub fn enroll(work: &Path, trust_store: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = work.join("kz-gateway");
+    std::fs::create_dir_all(&dir)?;
+    let key = keys::generate();
+    let path = dir.join("signing.key");
+    keys::save_signing_key(&path, &key)?;
+    let now = crate::cmd::now_ms();
+    TrustStore::append_to_file(
+        trust_store,
+        &KeyEntry {
+            key_id: "kz-gateway".into(),
+            state: "KZ".into(),
+            public_key: ewn_trust::PublicKey::from(&key),
+            not_before: now - 3_600_000,
+            not_after: now + 30 * 86_400_000,
+            revoked_at: None,
+        },
+    )?;
+    Ok(path)
+}
+
+/// Starts KZ's gateway for the two posts, signing with the key [`enroll`] made.
+pub async fn start(
+    work: &Path,
+    kafka: &KafkaSettings,
+    signing_key: std::path::PathBuf,
+    blinding: &Path,
+    shutdown: Arc<AtomicBool>,
+) -> anyhow::Result<DemoGateway> {
+    let dir = work.join("kz-gateway");
+    let tokens = [
+        (CUT_POST.to_string(), token()),
+        (QUIET_POST.to_string(), token()),
+    ];
+    let mut file = String::new();
+    for (post, t) in &tokens {
+        let hash = hex::encode(ewn_ops::tokens::token_hash(t));
+        file.push_str(&format!(
+            "[[tokens]]\nname = \"{post}-terminal\"\npost_id = \"{post}\"\nsha256 = \"{hash}\"\n"
+        ));
+    }
+    ewn_trust::secret::write_secret(&dir.join("tokens.toml"), &file)?;
+    let mut g = GatewaySettings {
+        listen: "127.0.0.1:0".parse()?,
+        state: "KZ".into(),
+        key_id: "kz-gateway".into(),
+        signing_key_file: Some(signing_key),
+        blinding_key_file: Some(blinding.to_path_buf()),
+        tokens_file: Some(dir.join("tokens.toml")),
+        ..GatewaySettings::default()
+    };
+    g.spool.path = Some(dir.join("spool.db"));
+    g.heartbeat.interval_secs = 2;
+    g.forward.max_backoff_ms = 2_000;
+    // A post's gateway on a link that drops: records wait in the client for the link to
+    // return rather than time out (2 min; 30 s by default).
+    let kafka = KafkaSettings {
+        client_id: GATEWAY_CLIENT.into(),
+        message_timeout_ms: 120_000,
+        ..kafka.clone()
+    };
+    let registry = ewn_ops::metrics::registry();
+    let running = ewn_gateway::start(
+        GatewayConfig::new(kafka, Default::default(), g),
+        &registry,
+        Arc::new(Health::default()),
+        shutdown,
+    )
+    .await?;
+    Ok(DemoGateway {
+        addr: running.addr,
+        registry,
+        task: running.task,
+        tokens,
+    })
+}
+
+/// A low-grade routine report of `post` (scored LOW: it raises no correlation alert).
+fn report(post: &str, n: u64) -> String {
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let id = format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        0xdeb0_0000u32 | (post.len() as u32),
+        (n >> 48) as u16,
+        (n >> 36) as u16 & 0xfff,
+        (n >> 24) as u16 & 0xfff,
+        (n & 0xff_ffff_ffff) + if post == CUT_POST { 0 } else { 1 << 39 }
+    );
+    serde_json::json!({
+        "incident_id": id,
+        "reporter": {"state": "KZ", "agency": "KZ-KNB-BORDER", "post_id": post},
+        "source_reliability": "E", "info_credibility": 5, "tlp": "GREEN",
+        "location": {"lat": 45.26, "lon": 82.47, "area": "KZ-ABY", "crossing": null},
+        "occurred_at": at, "reported_at": at,
+        "category": "OTHER", "severity": "LOW",
+        "subjects": [], "summary": "Routine patrol report.", "attributes": {}
+    })
+    .to_string()
+}
+
+impl DemoGateway {
+    /// Runs the posts for `duration`: one report a second from the cut post, whose
+    /// uplink drops for [`OUTAGE`]; the quiet post reports for a few seconds, then stops.
+    /// Returns the incident ids the cut post's gateway accepted, and which while down.
+    pub async fn run_posts(
+        &self,
+        relay: &LinkRelay,
+        duration: Duration,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<(Vec<String>, usize)> {
+        let client = reqwest::Client::new();
+        let url = format!("http://{}/api/v1/incidents", self.addr);
+        let started = Instant::now();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let mut while_down = 0usize;
+        let mut down = false;
+        let outage = duration >= OUTAGE_AT + OUTAGE + Duration::from_secs(10);
+        let mut n = 0u64;
+        while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
+            let t = started.elapsed();
+            if outage && !down && t >= OUTAGE_AT && t < OUTAGE_AT + OUTAGE {
+                relay.cut(GATEWAY_CLIENT);
+                down = true;
+                println!(
+                    "   --         {CUT_POST}: its gateway's uplink to the broker is down for {} s; the post keeps reporting",
+                    OUTAGE.as_secs()
+                );
+            } else if down && t >= OUTAGE_AT + OUTAGE {
+                relay.restore(GATEWAY_CLIENT);
+                down = false;
+                println!(
+                    "   --         {CUT_POST}: uplink back; its gateway forwards what it spooled"
+                );
+            }
+            n += 1;
+            for (post, token) in &self.tokens {
+                if post == QUIET_POST && t >= QUIET_AFTER {
+                    continue;
+                }
+                let line = report(post, n);
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/x-ndjson")
+                    .body(line)
+                    .send()
+                    .await;
+                if let Ok(r) = resp
+                    && r.status() == reqwest::StatusCode::ACCEPTED
+                    && post == CUT_POST
+                {
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    for l in v["results"].as_array().into_iter().flatten() {
+                        if let Some(id) = l["incident_id"].as_str() {
+                            accepted
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(id.to_string());
+                            if down {
+                                while_down += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if down {
+            relay.restore(GATEWAY_CLIENT);
+        }
+        let ids = accepted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok((ids, while_down))
+    }
+
+    /// Reports waiting in the gateway's spool.
+    pub fn spooled(&self) -> u64 {
+        ewn_ops::metrics::render(&self.registry)
+            .lines()
+            .filter(|l| l.starts_with("ewn_gateway_spool_records{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    pub async fn stop(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// How many of `ids` are on KZ's incidents topic.
+pub fn on_broker(kafka: &KafkaSettings, ids: &[String]) -> anyhow::Result<usize> {
+    let topic = Topics::new(&kafka.topic_prefix).incidents("KZ");
+    let reader = AssignedReader::new(
+        kafka,
+        "demo-check",
+        "incidents",
+        |t| t == topic,
+        StartAt::Beginning,
+    )?;
+    let want: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    let mut found: BTreeSet<String> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while found.len() < want.len() && Instant::now() < deadline {
+        let got = reader.poll(Duration::from_millis(200), |r| {
+            let s = SignedIncident::from_avro(r.value?).ok()?;
+            Some(Incident::from_avro(&s.payload).ok()?.incident_id)
+        })?;
+        match got {
+            Some(Some(id)) if want.contains(id.as_str()) => {
+                found.insert(id);
+            }
+            Some(_) => {}
+            None if reader.caught_up()? => break,
+            None => {}
+        }
+    }
+    Ok(found.len())
+}
