@@ -115,6 +115,7 @@ METRICS: dict[str, tuple[str, set[str]]] = {
     "ewn_gateway_forward_seconds": ("histogram", set()),
     "ewn_gateway_key_reloads_total": ("counter", {"outcome"}),
     "ewn_gateway_drop_files_total": ("counter", {"outcome"}),
+    "ewn_gateway_accepted_ids": ("gauge", set()),
     # Kafka client (librdkafka statistics); client = the role name
     "ewn_kafka_consumer_lag_messages": ("gauge", {"client", "topic", "partition"}),
     "ewn_kafka_queue_messages": ("gauge", {"client"}),

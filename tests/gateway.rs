@@ -9,10 +9,11 @@
 //!   per-line answers of the HTTP intake.
 //!
 //! Posts give `reported_at` in their lines, as they should: a report sent again after a
-//! lost answer is then the same payload. It is signed again when accepted again (the
-//! signing time is in the envelope), so a duplicate on the topic is the same payload in a
-//! second envelope, which the processor's replay guard rejects as `duplicate`; never a
-//! second version of the report.
+//! lost answer is then the same payload, which the gateway recognises (its incident id and
+//! payload digest are remembered, `gateway.spool.remember_secs`) and answers `duplicate`
+//! without signing it again; so a duplicate on the topic can only be the same signed
+//! record sent twice by the forwarder (which the processor's replay guard rejects as
+//! `duplicate`), never a second version or a second envelope.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -223,17 +224,14 @@ impl Site {
             by_id
                 .entry(incident.incident_id.clone())
                 .or_default()
-                .insert(signed.payload);
+                .insert(value);
             seq.push((partition, incident));
         }
         (by_id, seq)
     }
 }
 
-/// Incident id -> every distinct payload (the signed report itself) carrying it. A report
-/// sent again after a lost answer is signed again, at a later signing time, so its
-/// envelope differs; its payload must not (the processor's replay guard rejects the second
-/// as `duplicate`).
+/// Incident id -> every distinct signed record carrying it.
 type Versions = HashMap<String, BTreeSet<Vec<u8>>>;
 
 fn token(post: &str) -> String {
@@ -386,6 +384,8 @@ struct Ledger {
     /// Per post, the ids in the order they were acknowledged.
     order: Mutex<BTreeMap<usize, Vec<u64>>>,
     refused: AtomicU64,
+    /// Resends answered `duplicate` (the first answer was lost).
+    duplicates: AtomicU64,
 }
 
 /// Posts that each send one report a request, in order, retrying a report until it is
@@ -414,7 +414,13 @@ fn posts_sending(
                     let a = addr.lock().unwrap().clone();
                     match send(&http, &a, &post, text.clone(), "application/x-ndjson") {
                         Ok((202, body)) => {
-                            assert_eq!(body["accepted"], 1, "{body}");
+                            // A report sent again after a lost answer: `duplicate`.
+                            let taken = body["accepted"].as_u64().unwrap_or(0)
+                                + body["duplicate"].as_u64().unwrap_or(0);
+                            assert_eq!(taken, 1, "{body}");
+                            if body["duplicate"] == 1 {
+                                ledger.duplicates.fetch_add(1, Ordering::Relaxed);
+                            }
                             ledger.acked.lock().unwrap().insert(id(i, n));
                             ledger.order.lock().unwrap().entry(i).or_default().push(n);
                             n += 1;
@@ -438,7 +444,7 @@ fn posts_sending(
 }
 
 /// Every acknowledged report is on the topic, and no incident id carries two different
-/// payloads.
+/// signed records.
 fn assert_all_delivered_once(site: &Site, ledger: &Ledger, timeout: Duration) {
     let acked = ledger.acked.lock().unwrap().clone();
     let mut missing = acked.len();
@@ -706,7 +712,8 @@ fn reports_acknowledged_before_a_sigkill_all_reach_the_topic_once() {
     }
     let acked = ledger.acked.lock().unwrap().len();
     eprintln!(
-        "{acked} reports acknowledged across {kills} kills; {left_waiting} found waiting in the spool after a kill"
+        "{acked} reports acknowledged across {kills} kills; {left_waiting} found waiting in the spool after a kill; {} resends answered duplicate",
+        ledger.duplicates.load(Ordering::Relaxed)
     );
     assert!(acked > 0);
     assert_all_delivered_once(&site, &ledger, Duration::from_secs(120));
@@ -1171,4 +1178,47 @@ fn a_new_report_is_not_stuck_behind_another_posts_backlog() {
     let (_, seq) = site.delivered();
     assert_order_per_post(&seq);
     gw.stop();
+}
+
+#[test]
+fn a_report_sent_again_is_answered_duplicate_and_another_under_its_id_is_refused() {
+    let site = Site::new(kafka_settings(&unique_prefix("gw-dup")), &["KZ-POST-A"]);
+    let gw = start_in_process(&site, site.gateway(), ewn_gateway::intake::system_clock());
+    let http = client();
+    let ndjson = "application/x-ndjson";
+    let first = line(0, "KZ-POST-A", 1);
+    let (status, answer) = send(&http, &gw.addr, "KZ-POST-A", first.clone(), ndjson).unwrap();
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (202, Some(1)),
+        "{answer}"
+    );
+    // The answer was lost, say: the post sends it again.
+    let (status, answer) = send(&http, &gw.addr, "KZ-POST-A", first.clone(), ndjson).unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["duplicate"], 1, "{answer}");
+    assert_eq!(answer["results"][0]["status"], "duplicate", "{answer}");
+    // Another report under the same id is refused, naming the field.
+    let other = first.replace("seen at the crossing", "another report");
+    let (status, answer) = send(&http, &gw.addr, "KZ-POST-A", other, ndjson).unwrap();
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["results"][0]["status"], "rejected", "{answer}");
+    assert_eq!(
+        answer["results"][0]["errors"][0]["field"], "incident_id",
+        "{answer}"
+    );
+    // One signed record on the topic, once.
+    wait_until("the report on the topic", Duration::from_secs(60), || {
+        !site.records().is_empty()
+    });
+    let (versions, seq) = site.delivered();
+    assert_eq!(seq.len(), 1);
+    assert_eq!(versions[&id(0, 1)].len(), 1);
+    assert_eq!(
+        gw.metric(
+            "ewn_gateway_intake_reports_total",
+            r#"outcome="duplicate",via="http""#
+        ),
+        1.0
+    );
 }

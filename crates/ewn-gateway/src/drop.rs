@@ -123,12 +123,12 @@ impl FileDrop {
         let report = match self.spool.drop_report(&marker)? {
             Some(report) => report,
             None => {
-                let (report, records) = if meta.len() > self.max_file_bytes {
+                let (report, records, mut prepared) = if meta.len() > self.max_file_bytes {
                     let report = json!({
                         "file": name, "post": post, "accepted": 0, "rejected": 0,
                         "error": format!("the file is larger than {} bytes and was not read: split it", self.max_file_bytes),
                     });
-                    (report, Vec::new())
+                    (report, Vec::new(), None)
                 } else {
                     let file = std::fs::File::open(&path).map_err(io)?;
                     let mut prepared = self
@@ -141,7 +141,7 @@ impl FileDrop {
                         "accepted": accepted, "rejected": prepared.rejected(),
                         "results": prepared.results,
                     });
-                    (report, records)
+                    (report, records, Some(prepared))
                 };
                 let n = records.len() as u64;
                 let invalid = report["rejected"].as_u64().unwrap_or(0);
@@ -151,11 +151,31 @@ impl FileDrop {
                     records,
                     Some((marker.clone(), text.clone())),
                 ) {
-                    Appended::Stored => {
+                    Appended::Stored(fates) => {
                         let m = &self.metrics.intake;
-                        m.with_label_values(&["file", "accepted"]).inc_by(n);
-                        m.with_label_values(&["file", "invalid"]).inc_by(invalid);
-                        text
+                        match prepared.as_mut() {
+                            // The report beside the file says which lines were sent before
+                            // (the copy kept with the marker, for a crash, does not).
+                            Some(p) => {
+                                p.settle(&fates);
+                                let (accepted, duplicate, rejected) = p.counts();
+                                m.with_label_values(&["file", "accepted"]).inc_by(accepted);
+                                m.with_label_values(&["file", "duplicate"])
+                                    .inc_by(duplicate);
+                                m.with_label_values(&["file", "invalid"]).inc_by(rejected);
+                                let report = json!({
+                                    "file": name, "post": post, "accepted": accepted,
+                                    "duplicate": duplicate, "rejected": rejected,
+                                    "results": p.results,
+                                });
+                                serde_json::to_string_pretty(&report).unwrap_or_default()
+                            }
+                            None => {
+                                m.with_label_values(&["file", "accepted"]).inc_by(n);
+                                m.with_label_values(&["file", "invalid"]).inc_by(invalid);
+                                text
+                            }
+                        }
                     }
                     Appended::Full(reason) => {
                         self.metrics

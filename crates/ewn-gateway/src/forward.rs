@@ -86,6 +86,10 @@ pub struct Forwarder {
     /// Each post's oldest waiting report's acceptance time, as of the last tick (for
     /// heartbeats).
     pub oldest: Arc<std::sync::Mutex<std::collections::BTreeMap<String, i64>>>,
+    /// `gateway.spool.remember_secs` and `remember_max_ids`.
+    pub remember: (u64, u64),
+    /// When accepted ids were last forgotten (gateway clock).
+    pub last_forget: Option<i64>,
 }
 
 impl Forwarder {
@@ -309,8 +313,22 @@ impl Forwarder {
         }
     }
 
-    /// Once a second: each post's oldest unsent age.
+    /// Once a second: each post's oldest unsent age; once a minute, accepted ids past
+    /// `gateway.spool.remember_*` are forgotten.
     fn tick(&mut self) {
+        let now = (self.clock)();
+        if self.last_forget.is_none_or(|t| now - t >= 60_000) {
+            self.last_forget = Some(now);
+            let (secs, max) = self.remember;
+            match self
+                .spool
+                .forget_accepted(now - secs as i64 * 1000, max)
+                .and_then(|_| self.spool.accepted_ids())
+            {
+                Ok(n) => self.metrics.accepted_ids.set(n as i64),
+                Err(e) => tracing::error!(error = %e, "cannot forget old accepted ids"),
+            }
+        }
         let oldest = match self.spool.oldest() {
             Ok(o) => o,
             Err(e) => {

@@ -42,10 +42,11 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 fn lines_body(p: &Prepared) -> serde_json::Value {
-    let accepted = p.results.iter().filter(|r| r.status == "accepted").count();
+    let (accepted, duplicate, rejected) = p.counts();
     json!({
         "accepted": accepted,
-        "rejected": p.rejected(),
+        "duplicate": duplicate,
+        "rejected": rejected,
         "results": p.results,
     })
 }
@@ -131,12 +132,21 @@ async fn handle(api: &Api, headers: &HeaderMap, body: Body) -> Response {
     let records = std::mem::take(&mut prepared.records);
     let n = records.len() as u64;
     match api.writer.append(&post, records).await {
-        Appended::Stored => {
-            api.metrics
-                .intake
-                .with_label_values(&["http", "accepted"])
-                .inc_by(n);
-            answer(StatusCode::ACCEPTED, lines_body(&prepared))
+        Appended::Stored(fates) => {
+            prepared.settle(&fates);
+            let (accepted, duplicate, _) = prepared.counts();
+            let m = &api.metrics.intake;
+            m.with_label_values(&["http", "accepted"]).inc_by(accepted);
+            m.with_label_values(&["http", "duplicate"])
+                .inc_by(duplicate);
+            m.with_label_values(&["http", "invalid"])
+                .inc_by(n - accepted - duplicate);
+            let status = if accepted + duplicate > 0 {
+                StatusCode::ACCEPTED
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            answer(status, lines_body(&prepared))
         }
         Appended::Full(reason) => {
             api.metrics

@@ -23,7 +23,7 @@ use crate::input::{InputError, Line, LineReader, MAX_LINE_BYTES, prepare_line};
 use crate::metrics::GatewayMetrics;
 use crate::publish::seal;
 use crate::signer::ReloadingSigner;
-use crate::spool::{SharedDepth, Spool, SpoolRecord, count_in};
+use crate::spool::{Fate, SharedDepth, Spool, SpoolRecord, count_in};
 
 /// Milliseconds since the Unix epoch; injected so tests can move time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -145,6 +145,40 @@ impl Prepared {
             .iter()
             .filter(|r| r.status == "rejected")
             .count()
+    }
+
+    /// Applies the spool's fates to the accepted lines, in order: a report accepted before
+    /// becomes `duplicate` (already accepted, not sent again: its first signed record
+    /// stands), one whose incident id another report took becomes `rejected`.
+    pub fn settle(&mut self, fates: &[Fate]) {
+        let accepted = self.results.iter_mut().filter(|r| r.status == "accepted");
+        for (r, fate) in accepted.zip(fates) {
+            match fate {
+                Fate::Stored => {}
+                Fate::Duplicate { .. } => r.status = "duplicate",
+                Fate::Conflict { accepted_ms } => {
+                    r.status = "rejected";
+                    r.key_id = None;
+                    let message = format!(
+                        "is already the id of a different report, accepted at {}",
+                        chrono::DateTime::from_timestamp_millis(*accepted_ms)
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_default()
+                    );
+                    r.errors = vec![LineError {
+                        field: "incident_id".into(),
+                        error: format!("line {}: incident_id: {message}", r.line),
+                        message,
+                    }];
+                }
+            }
+        }
+    }
+
+    /// Lines by status after [`Prepared::settle`]: (accepted, duplicate, rejected).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let n = |s: &str| self.results.iter().filter(|r| r.status == s).count() as u64;
+        (n("accepted"), n("duplicate"), n("rejected"))
     }
 
     /// The accepted lines become `not_accepted` (the spool refused them).
@@ -275,7 +309,15 @@ impl Intake {
             let key = seal(signer, &incident, now, &mut value)?.to_vec();
             Ok((key, signer.key_id().to_string()))
         })?;
+        // What makes a resend the same report: its incident id and its payload.
+        let digest: [u8; 32] = {
+            use ewn_model::AvroRecord;
+            use sha2::Digest;
+            sha2::Sha256::digest(incident.to_avro()?).into()
+        };
         out.records.push(SpoolRecord {
+            incident_id: incident.incident_id.clone(),
+            digest,
             topic: self.topics.incidents(&incident.reporter.state),
             key,
             value,
@@ -294,8 +336,9 @@ impl Intake {
 /// The spool writer's answer to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Appended {
-    /// Synced to disk.
-    Stored,
+    /// Synced to disk: what became of each record (a report accepted before is not
+    /// stored again).
+    Stored(Vec<Fate>),
     /// Past the spool's budget: nothing of the request was stored (the reason says why).
     Full(String),
     /// The spool could not be written; nothing of the request was stored.
@@ -476,9 +519,24 @@ fn write_loop(
         let result = spool.append(&batches, clock(), &markers);
         let posts: BTreeSet<String> = admitted.iter().map(|(r, _, _)| r.post.clone()).collect();
         match result {
-            Ok(()) => {
-                for (req, n, b) in &admitted {
-                    count_in(&depth, &req.post, *n, *b);
+            Ok(fates) => {
+                // Fates come per batch, and only requests with records made a batch.
+                let mut fates = fates.into_iter();
+                let mut replies = Vec::with_capacity(admitted.len());
+                for (req, _, _) in &admitted {
+                    let mine = if req.records.is_empty() {
+                        Vec::new()
+                    } else {
+                        fates.next().unwrap_or_default()
+                    };
+                    let (n, b) = req
+                        .records
+                        .iter()
+                        .zip(&mine)
+                        .filter(|(_, f)| **f == Fate::Stored)
+                        .fold((0u64, 0u64), |(n, b), (r, _)| (n + 1, b + r.bytes()));
+                    count_in(&depth, &req.post, n, b);
+                    replies.push(mine);
                 }
                 {
                     let d = depth.lock().unwrap_or_else(|p| p.into_inner());
@@ -496,8 +554,8 @@ fn write_loop(
                     }
                 }
                 wake.wake();
-                for (req, _, _) in admitted {
-                    let _ = req.reply.send(Appended::Stored);
+                for ((req, _, _), mine) in admitted.into_iter().zip(replies) {
+                    let _ = req.reply.send(Appended::Stored(mine));
                 }
             }
             Err(e) => {

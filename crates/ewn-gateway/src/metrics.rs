@@ -7,7 +7,9 @@ use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec, Registry};
 /// Intake paths.
 pub const VIAS: [&str; 2] = ["http", "file"];
 /// What became of a report offered to intake.
-pub const OUTCOMES: [&str; 4] = ["accepted", "invalid", "spool_full", "error"];
+/// Intake outcomes: `duplicate` is a report accepted before and sent again (answered as
+/// accepted, not stored again).
+pub const OUTCOMES: [&str; 5] = ["accepted", "duplicate", "invalid", "spool_full", "error"];
 
 #[derive(Clone)]
 pub struct GatewayMetrics {
@@ -22,6 +24,8 @@ pub struct GatewayMetrics {
     pub intake_seconds: Histogram,
     pub key_reloads: IntCounterVec,
     pub drop_files: IntCounterVec,
+    /// Accepted incident ids remembered to recognise a report sent again.
+    pub accepted_ids: prometheus::IntGauge,
 }
 
 const FORWARD_BUCKETS: &[f64] = &[
@@ -43,9 +47,14 @@ impl GatewayMetrics {
             intake: m.counter_vec(
                 "ewn_gateway_intake_reports_total",
                 "reports offered to intake, by path (http, file) and outcome (accepted: \
-                 spooled and synced; invalid; spool_full: refused with 507; error: the spool \
-                 could not be written)",
+                 spooled and synced; duplicate: accepted before, not stored again; invalid; \
+                 spool_full: refused with 507; error: the spool could not be written)",
                 &["via", "outcome"],
+            )?,
+            accepted_ids: m.gauge(
+                "ewn_gateway_accepted_ids",
+                "incident ids remembered to answer a report sent again without signing it \
+                 again (bounded by gateway.spool.remember_max_ids)",
             )?,
             unauthorized: m.counter(
                 "ewn_gateway_intake_unauthorized_total",

@@ -158,6 +158,8 @@ pub async fn start(
         shutdown: shutdown.clone(),
         posts: posts.clone(),
         oldest: oldest.clone(),
+        remember: (g.spool.remember_secs, g.spool.remember_max_ids),
+        last_forget: None,
     };
     let forward_thread = spawn("gateway-forward", move || {
         if let Err(e) = forwarder.run(events_tx, events_rx) {

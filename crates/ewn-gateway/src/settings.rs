@@ -55,6 +55,13 @@ pub struct SpoolSettings {
     pub group_commit: bool,
     /// Most requests one group commit takes.
     pub group_max_requests: usize,
+    /// How long an accepted report's id (and payload digest) is remembered: a report sent
+    /// again within it (the post's answer was lost) is answered `duplicate` and not signed
+    /// or sent again, so the topic never holds two envelopes of it. Past it, or past
+    /// `remember_max_ids` (the oldest forgotten first), it would be accepted again (and the
+    /// processor's replay guard rejects the second as `duplicate`).
+    pub remember_secs: u64,
+    pub remember_max_ids: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -111,6 +118,8 @@ impl Default for SpoolSettings {
             max_records: 1_000_000,
             group_commit: true,
             group_max_requests: 256,
+            remember_secs: 7 * 86_400,
+            remember_max_ids: 1_000_000,
         }
     }
 }
@@ -176,6 +185,9 @@ impl GatewaySettings {
         }
         if self.spool.max_bytes == 0 || self.spool.max_records == 0 {
             p.push("gateway.spool: max_bytes and max_records must be positive".into());
+        }
+        if self.spool.remember_secs == 0 || self.spool.remember_max_ids == 0 {
+            p.push("gateway.spool: remember_secs and remember_max_ids must be positive".into());
         }
         if self.spool.group_max_requests == 0 {
             p.push("gateway.spool.group_max_requests: must be at least 1".into());

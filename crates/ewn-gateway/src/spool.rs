@@ -34,6 +34,10 @@ use crate::error::{Error, Result};
 /// One signed record to spool.
 #[derive(Clone, Debug)]
 pub struct SpoolRecord {
+    /// The report's incident id and the SHA-256 of its payload: a report sent again is
+    /// recognised by them (see [`Fate`]).
+    pub incident_id: String,
+    pub digest: [u8; 32],
     pub topic: String,
     pub key: Vec<u8>,
     pub value: Vec<u8>,
@@ -91,6 +95,18 @@ impl Depth {
 
 pub type SharedDepth = Arc<Mutex<Depth>>;
 
+/// What became of one record handed to [`Spool::append`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Stored, to be forwarded.
+    Stored,
+    /// The same report (same incident id and payload) was accepted at `accepted_ms`: not
+    /// stored again.
+    Duplicate { accepted_ms: i64 },
+    /// Another report with this incident id was accepted at `accepted_ms`: refused.
+    Conflict { accepted_ms: i64 },
+}
+
 /// One connection to the spool. Intake and the forwarder each open their own.
 pub struct Spool {
     conn: Connection,
@@ -107,6 +123,12 @@ CREATE TABLE IF NOT EXISTS reports (
     accepted_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reports_by_post ON reports (post, seq);
+CREATE TABLE IF NOT EXISTS accepted (
+    incident_id TEXT PRIMARY KEY,
+    digest BLOB NOT NULL,
+    accepted_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS accepted_by_time ON accepted (accepted_ms);
 CREATE TABLE IF NOT EXISTS drops (
     name TEXT PRIMARY KEY,
     report TEXT NOT NULL
@@ -205,19 +227,24 @@ impl Spool {
     }
 
     /// Appends each batch (post, records) and, when given, a file-drop marker, in one
-    /// synced transaction: when this returns `Ok`, all of it is on disk.
+    /// synced transaction: when this returns `Ok`, all of it is on disk. A record whose
+    /// incident id was accepted before (and not yet forgotten, [`Spool::forget_accepted`])
+    /// is not stored again: the same payload is a [`Fate::Duplicate`] (its first signed
+    /// record stands, so a resend never puts a second envelope on the topic), another
+    /// payload a [`Fate::Conflict`]. The fates come back per batch, per record.
     pub fn append(
         &mut self,
         batches: &[(&str, &[SpoolRecord])],
         accepted_ms: i64,
         markers: &[(&str, &str)],
-    ) -> Result<()> {
+    ) -> Result<Vec<Vec<Fate>>> {
         let path = self.path.clone();
         let err = |e: rusqlite::Error| Error::Spool {
             path: path.clone(),
             message: e.to_string(),
         };
         let tx = self.conn.transaction().map_err(err)?;
+        let mut fates = Vec::with_capacity(batches.len());
         {
             let mut insert = tx
                 .prepare_cached(
@@ -225,12 +252,39 @@ impl Spool {
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(err)?;
+            let mut seen = tx
+                .prepare_cached("SELECT digest, accepted_ms FROM accepted WHERE incident_id = ?1")
+                .map_err(err)?;
+            let mut remember = tx
+                .prepare_cached(
+                    "INSERT INTO accepted (incident_id, digest, accepted_ms) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(err)?;
             for (post, records) in batches {
+                let mut batch = Vec::with_capacity(records.len());
                 for r in records.iter() {
-                    insert
-                        .execute(params![post, r.topic, r.key, r.value, accepted_ms])
+                    let before: Option<(Vec<u8>, i64)> = seen
+                        .query_row(params![r.incident_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()
                         .map_err(err)?;
+                    let fate = match before {
+                        Some((digest, at)) if digest == r.digest => {
+                            Fate::Duplicate { accepted_ms: at }
+                        }
+                        Some((_, at)) => Fate::Conflict { accepted_ms: at },
+                        None => {
+                            insert
+                                .execute(params![post, r.topic, r.key, r.value, accepted_ms])
+                                .map_err(err)?;
+                            remember
+                                .execute(params![r.incident_id, &r.digest[..], accepted_ms])
+                                .map_err(err)?;
+                            Fate::Stored
+                        }
+                    };
+                    batch.push(fate);
                 }
+                fates.push(batch);
             }
             let mut mark = tx
                 .prepare_cached("INSERT OR REPLACE INTO drops (name, report) VALUES (?1, ?2)")
@@ -239,7 +293,37 @@ impl Spool {
                 mark.execute(params![name, report]).map_err(err)?;
             }
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        Ok(fates)
+    }
+
+    /// Forgets accepted ids older than `before_ms`, and the oldest beyond `keep`: a report
+    /// sent again after that is accepted (and signed) again. Returns how many it forgot.
+    pub fn forget_accepted(&self, before_ms: i64, keep: u64) -> Result<usize> {
+        let old = self
+            .conn
+            .execute(
+                "DELETE FROM accepted WHERE accepted_ms < ?1",
+                params![before_ms],
+            )
+            .map_err(self.err())?;
+        let over = self
+            .conn
+            .execute(
+                "DELETE FROM accepted WHERE incident_id IN
+                 (SELECT incident_id FROM accepted ORDER BY accepted_ms DESC LIMIT -1 OFFSET ?1)",
+                params![keep as i64],
+            )
+            .map_err(self.err())?;
+        Ok(old + over)
+    }
+
+    /// Accepted ids remembered.
+    pub fn accepted_ids(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM accepted", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(self.err())
     }
 
     /// Up to `limit` records of `post` after `after_seq`, oldest first.
@@ -329,10 +413,47 @@ mod tests {
 
     fn rec(n: u8) -> SpoolRecord {
         SpoolRecord {
+            incident_id: format!("id-{n}"),
+            digest: [n; 32],
             topic: "t".into(),
             key: vec![n],
             value: vec![n; 10],
         }
+    }
+
+    #[test]
+    fn a_report_sent_again_is_a_duplicate_and_another_with_its_id_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(&dir.path().join("spool.db")).unwrap();
+        let fates = s.append(&[("a", &[rec(1), rec(2)])], 5, &[]).unwrap();
+        assert_eq!(fates, [vec![Fate::Stored, Fate::Stored]]);
+        // The same report again (another post, even), and another report under id-2.
+        let mut other = rec(2);
+        other.digest = [9; 32];
+        let fates = s
+            .append(&[("b", &[rec(1)]), ("a", &[other, rec(3)])], 7, &[])
+            .unwrap();
+        assert_eq!(
+            fates,
+            [
+                vec![Fate::Duplicate { accepted_ms: 5 }],
+                vec![Fate::Conflict { accepted_ms: 5 }, Fate::Stored]
+            ]
+        );
+        assert_eq!(s.depth().unwrap().records, 3, "nothing stored twice");
+        // Within one request too.
+        let fates = s.append(&[("a", &[rec(4), rec(4)])], 8, &[]).unwrap();
+        assert_eq!(
+            fates,
+            [vec![Fate::Stored, Fate::Duplicate { accepted_ms: 8 }]]
+        );
+        assert_eq!(s.accepted_ids().unwrap(), 4);
+        // Forgotten by age, then by count (the oldest first): accepted again after.
+        assert_eq!(s.forget_accepted(6, 100).unwrap(), 2);
+        assert_eq!(s.forget_accepted(0, 1).unwrap(), 1);
+        assert_eq!(s.accepted_ids().unwrap(), 1);
+        let fates = s.append(&[("a", &[rec(1)])], 9, &[]).unwrap();
+        assert_eq!(fates, [vec![Fate::Stored]]);
     }
 
     #[test]
