@@ -551,6 +551,22 @@ async fn run_network(
             .collect();
         (got.into_iter().collect::<Vec<_>>(), withheld)
     };
+    let alert_outcome = |a: &Alert| {
+        let (received_by, withheld_from) = outcome(a);
+        AlertOutcome {
+            alert_id: a.alert_id.clone(),
+            msg_type: a.msg_type,
+            references: a.references.clone(),
+            rule: a.rule.clone(),
+            key: a.key.clone(),
+            level: a.level,
+            tlp: a.tlp,
+            score: a.score,
+            states: a.states.clone(),
+            received_by,
+            withheld_from,
+        }
+    };
     let summary = DemoSummary {
         duration_secs: args.duration,
         seed: args.seed,
@@ -563,42 +579,12 @@ async fn run_network(
         operational: seen
             .iter()
             .filter(|a| ewn_processor::sources::RULES.contains(&a.rule.as_str()))
-            .map(|a| {
-                let (received_by, withheld_from) = outcome(a);
-                AlertOutcome {
-                    alert_id: a.alert_id.clone(),
-                    msg_type: a.msg_type,
-                    references: a.references.clone(),
-                    rule: a.rule.clone(),
-                    key: a.key.clone(),
-                    level: a.level,
-                    tlp: a.tlp,
-                    score: a.score,
-                    states: a.states.clone(),
-                    received_by,
-                    withheld_from,
-                }
-            })
+            .map(alert_outcome)
             .collect(),
         alerts: seen
             .iter()
             .filter(|a| !ewn_processor::sources::RULES.contains(&a.rule.as_str()))
-            .map(|a| {
-                let (received_by, withheld_from) = outcome(a);
-                AlertOutcome {
-                    alert_id: a.alert_id.clone(),
-                    msg_type: a.msg_type,
-                    references: a.references.clone(),
-                    rule: a.rule.clone(),
-                    key: a.key.clone(),
-                    level: a.level,
-                    tlp: a.tlp,
-                    score: a.score,
-                    states: a.states.clone(),
-                    received_by,
-                    withheld_from,
-                }
-            })
+            .map(alert_outcome)
             .collect(),
         scenarios: sim_summary
             .planted
