@@ -162,7 +162,8 @@ fn scenario(
                         .body(body)
                         .send()
                         .unwrap();
-                    assert_eq!(resp.status().as_u16(), 202);
+                    let status = resp.status().as_u16();
+                    assert_eq!(status, 202, "{}", resp.text().unwrap_or_default());
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
                     accepted.fetch_add(lines_per_request, Ordering::Relaxed);
                 }

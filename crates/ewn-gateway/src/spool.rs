@@ -243,7 +243,13 @@ impl Spool {
             path: path.clone(),
             message: e.to_string(),
         };
-        let tx = self.conn.transaction().map_err(err)?;
+        // IMMEDIATE: the write lock first (waiting out the forwarder's deletes), since the
+        // duplicate check reads before it writes; a deferred transaction whose snapshot went
+        // stale meanwhile could not be upgraded ("database is locked").
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         let mut fates = Vec::with_capacity(batches.len());
         {
             let mut insert = tx
