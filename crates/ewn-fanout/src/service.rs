@@ -260,6 +260,7 @@ impl Core {
         let value = crate::sealed::seal(&sub, &self.seal)?;
         self.produce_confirmed(&self.topics.subscriptions(), &sub.id, Some(&value))
             .await?;
+        self.metrics.subscription(&sub);
         if self.subs.apply(&sub.id.clone(), Some(sub)).is_err() {
             // Filled by other instances meanwhile: on the topic, refused by every reader.
             tracing::error!("subscription written but over fanout.max_subscriptions; not applied");
@@ -552,7 +553,16 @@ fn tail_loop(core: &Arc<Core>, ready: &mut Option<std::sync::mpsc::Sender<()>>) 
         core.health.beat("tail");
         let got = reader.poll(Duration::from_millis(50), |r| {
             if r.topic == subs_topic {
-                if let Err(why) = crate::sealed::apply(&core.subs, r.key, r.value, &core.seal) {
+                let applied = crate::sealed::apply(&core.subs, r.key, r.value, &core.seal);
+                if applied.is_ok()
+                    && let Some(sub) = r
+                        .key
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .and_then(|id| core.subs.get(id))
+                {
+                    core.metrics.subscription(&sub);
+                }
+                if let Err(why) = applied {
                     let m = &core.metrics.subscription_records_refused;
                     m.with_label_values(&[why.label()]).inc();
                     tracing::warn!(

@@ -125,6 +125,9 @@ impl GroupConsumer {
         config
             .set("topic.metadata.refresh.interval.ms", "2000")
             .set("session.timeout.ms", "10000");
+        if let Some(m) = &metrics {
+            m.client(role, true);
+        }
         let context = GroupContext {
             changes: Mutex::new(Vec::new()),
             assigned_at: Mutex::new(None),

@@ -1,11 +1,100 @@
 //! The metrics registry. Each service builds one `prometheus::Registry` and injects it into
 //! every crate's metrics struct (no global registry, so parallel tests do not collide).
+//!
+//! Every family registered through [`Registrar`] (or [`describe`]) is also noted in a
+//! process-wide catalogue of *descriptions* (name, type, help, label names), which
+//! `ewn metrics` prints and `deploy/check.py` reads. The catalogue holds no values: a name
+//! always has the same description, so services and parallel tests that register the same
+//! family agree on it and cannot disturb each other.
 
-use prometheus::{Encoder, Registry, TextEncoder};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
-/// A registry with the process-wide `ewn_` namespace left to each metric's own name.
+pub use prometheus::Registry;
+use prometheus::core::Collector;
+use prometheus::proto::MetricType;
+use prometheus::{Encoder, TextEncoder};
+use serde::Serialize;
+
+/// The version and commit this binary was built from (the commit from `build.rs`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("EWN_COMMIT");
+
+/// A registry holding the series every service exports: `ewn_build_info` and the
+/// `process_*` family (CPU, memory, file descriptors, threads, start time).
 pub fn registry() -> Registry {
-    Registry::new()
+    let r = Registry::new();
+    if let Err(e) = register_common(&r) {
+        // Both are fixed families in a fresh registry: a failure is a bug, and the
+        // service still runs without them.
+        tracing::error!(error = %e, "build and process metrics not registered");
+    }
+    r
+}
+
+fn register_common(r: &Registry) -> prometheus::Result<()> {
+    let build = Registrar(r).gauge_vec(
+        "ewn_build_info",
+        "the version and commit of the running binary (always 1)",
+        &["version", "commit"],
+    )?;
+    build.with_label_values(&[VERSION, COMMIT]).set(1);
+    let process = prometheus::process_collector::ProcessCollector::for_self();
+    describe(&process);
+    r.register(Box::new(process))
+}
+
+/// The description of one metric family, as `ewn metrics` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MetricInfo {
+    pub name: String,
+    /// `counter`, `gauge`, `histogram`, `summary` or `untyped`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub help: String,
+    pub labels: Vec<String>,
+}
+
+static CATALOGUE: Mutex<BTreeMap<String, MetricInfo>> = Mutex::new(BTreeMap::new());
+
+/// Notes the families of `c` in the catalogue.
+pub fn describe(c: &dyn Collector) {
+    let kinds: BTreeMap<String, &'static str> = c
+        .collect()
+        .iter()
+        .map(|mf| {
+            let kind = match mf.get_field_type() {
+                MetricType::COUNTER => "counter",
+                MetricType::GAUGE => "gauge",
+                MetricType::HISTOGRAM => "histogram",
+                MetricType::SUMMARY => "summary",
+                MetricType::UNTYPED => "untyped",
+            };
+            (mf.name().to_string(), kind)
+        })
+        .collect();
+    let mut catalogue = CATALOGUE.lock().unwrap_or_else(|p| p.into_inner());
+    for d in c.desc() {
+        catalogue.insert(
+            d.fq_name.clone(),
+            MetricInfo {
+                name: d.fq_name.clone(),
+                kind: kinds.get(&d.fq_name).copied().unwrap_or("untyped"),
+                help: d.help.clone(),
+                labels: d.variable_labels.clone(),
+            },
+        );
+    }
+}
+
+/// Every family registered in this process so far, by name.
+pub fn catalogue() -> Vec<MetricInfo> {
+    CATALOGUE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect()
 }
 
 /// The registry in Prometheus text format.
@@ -21,8 +110,10 @@ pub fn render(registry: &Registry) -> String {
 pub struct Registrar<'a>(pub &'a Registry);
 
 impl Registrar<'_> {
-    fn add<T: prometheus::core::Collector + Clone + 'static>(&self, c: T) -> prometheus::Result<T> {
+    /// Registers `c` and notes it in the catalogue.
+    pub fn add<T: Collector + Clone + 'static>(&self, c: T) -> prometheus::Result<T> {
         self.0.register(Box::new(c.clone()))?;
+        describe(&c);
         Ok(c)
     }
 
@@ -58,6 +149,18 @@ impl Registrar<'_> {
         )?)
     }
 
+    pub fn float_gauge_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<prometheus::GaugeVec> {
+        self.add(prometheus::GaugeVec::new(
+            prometheus::Opts::new(name, help),
+            labels,
+        )?)
+    }
+
     pub fn histogram(
         &self,
         name: &str,
@@ -80,5 +183,32 @@ impl Registrar<'_> {
             prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec()),
             labels,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_and_process_series_from_the_start_and_in_the_catalogue() {
+        let r = registry();
+        let text = render(&r);
+        assert!(
+            text.contains(&format!(
+                "ewn_build_info{{commit=\"{COMMIT}\",version=\"{VERSION}\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+        let names: Vec<MetricInfo> = catalogue();
+        let build = names.iter().find(|m| m.name == "ewn_build_info").unwrap();
+        assert_eq!(build.kind, "gauge");
+        assert_eq!(build.labels, ["version", "commit"]);
+        let cpu = names
+            .iter()
+            .find(|m| m.name == "process_cpu_seconds_total")
+            .unwrap();
+        assert_eq!(cpu.kind, "counter");
     }
 }

@@ -171,6 +171,7 @@ fn init_series(m: &ProcessorMetrics, config: &ProcessorConfig) {
     }
     for outcome in ["ok", "error"] {
         m.rule_reloads.with_label_values(&[outcome]);
+        m.trust_reloads.with_label_values(&[outcome]);
     }
     if let Ok(rules) = load_rules(&config.process) {
         for r in &rules {
@@ -316,11 +317,14 @@ async fn reload_loop(ctx: &Ctx, seen: (Option<SystemTime>, Option<SystemTime>)) 
                     Ok(v) => {
                         tracing::info!(keys = v.store().len(), "trust store reloaded");
                         ctx.verifier.set(v);
-                        ctx.metrics.rule_reloads.with_label_values(&["ok"]).inc();
+                        ctx.metrics.trust_reloads.with_label_values(&["ok"]).inc();
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "trust store reload failed; keeping the previous one");
-                        ctx.metrics.rule_reloads.with_label_values(&["error"]).inc();
+                        ctx.metrics
+                            .trust_reloads
+                            .with_label_values(&["error"])
+                            .inc();
                     }
                 }
             }
