@@ -25,6 +25,7 @@ parser, `kubectl kustomize` and `kubernetes-validate` on the rendered manifests.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -41,63 +42,41 @@ except ImportError:  # pragma: no cover
 DEPLOY = Path(__file__).resolve().parent
 
 # ----------------------------------------------------------------------------- the contract
-# name -> (type, labels). Label values of the closed sets are in CLOSED.
-METRICS: dict[str, tuple[str, set[str]]] = {
-    # processor
-    "ewn_processor_incidents_received_total": ("counter", {"state"}),
-    "ewn_processor_incidents_verified_total": ("counter", {"state"}),
-    "ewn_processor_incidents_rejected_total": ("counter", {"reason", "state"}),
-    "ewn_processor_verify_batch_size": ("histogram", set()),
-    "ewn_processor_verify_seconds": ("histogram", set()),
-    "ewn_processor_score_seconds": ("histogram", set()),
-    "ewn_processor_correlate_seconds": ("histogram", set()),
-    "ewn_processor_alerts_total": ("counter", {"rule", "level", "msg_type"}),
-    "ewn_processor_late_events_total": ("counter", {"rule"}),
-    "ewn_processor_event_to_alert_seconds": ("histogram", set()),
-    "ewn_processor_publish_to_alert_seconds": ("histogram", set()),
-    "ewn_processor_watermark_lag_seconds": ("gauge", {"partition"}),
-    "ewn_processor_state_keys": ("gauge", {"rule"}),
-    "ewn_processor_rule_reloads_total": ("counter", {"outcome"}),
-    "ewn_processor_state_events": ("gauge", {"rule"}),
-    "ewn_processor_state_bytes": ("gauge", set()),
-    "ewn_processor_state_refused_total": ("counter", {"rule"}),
-    "ewn_processor_state_keys_evicted_total": ("counter", {"rule"}),
-    "ewn_processor_updates_coalesced_total": ("counter", set()),
-    "ewn_processor_alert_limits_total": ("counter", {"limit"}),
-    "ewn_processor_watermark_sources": ("gauge", set()),
-    "ewn_processor_watermark_untracked_sources_total": ("counter", set()),
-    "ewn_processor_replay_ids": ("gauge", set()),
-    "ewn_processor_replay_forgotten_early_total": ("counter", set()),
-    "ewn_processor_unowned_records_total": ("counter", set()),
-    # fan-out
-    "ewn_fanout_deliveries_total": ("counter", {"channel", "outcome", "agency"}),
-    "ewn_fanout_delivery_retries_total": ("counter", {"channel", "agency"}),
-    "ewn_fanout_dead_letters_total": ("counter", {"agency"}),
-    "ewn_fanout_delivery_seconds": ("histogram", {"channel"}),
-    "ewn_fanout_acks_total": ("counter", {"agency", "via"}),
-    "ewn_fanout_ack_seconds": ("histogram", set()),
-    "ewn_fanout_escalations_total": ("counter", {"step"}),
-    "ewn_fanout_stream_clients": ("gauge", {"agency"}),
-    "ewn_fanout_withheld_total": ("counter", {"tlp"}),
-    "ewn_fanout_end_to_end_seconds": ("histogram", set()),
-    "ewn_fanout_index_messages": ("gauge", set()),
-    "ewn_fanout_index_episodes": ("gauge", set()),
-    "ewn_fanout_index_evicted_episodes_total": ("counter", set()),
-    "ewn_fanout_orphan_messages_total": ("counter", set()),
-    "ewn_fanout_parked_deliveries_total": ("counter", {"agency"}),
-    "ewn_fanout_retry_records_refused_total": ("counter", {"reason"}),
-    "ewn_fanout_retry_pending": ("gauge", set()),
-    "ewn_fanout_retries_settled_total": ("counter", set()),
-    "ewn_fanout_receipts_failing": ("gauge", set()),
-    "ewn_fanout_escalations_pending": ("gauge", set()),
-    "ewn_fanout_memory_entries": ("gauge", {"set"}),
-    "ewn_fanout_memory_bound": ("gauge", {"set"}),
-    # Kafka client (librdkafka statistics); client = the role name
-    "ewn_kafka_consumer_lag_messages": ("gauge", {"client", "topic", "partition"}),
-    "ewn_kafka_queue_messages": ("gauge", {"client"}),
-    "ewn_kafka_queue_bytes": ("gauge", {"client"}),
-    "ewn_kafka_broker_rtt_average_microseconds": ("gauge", {"client", "broker"}),
-    "ewn_kafka_broker_transmit_errors": ("gauge", {"client", "broker"}),
+# name -> (type, labels), from the code: `ewn metrics --format json` prints every family the
+# services register. The binary is $EWN_BIN when set (make lint builds it), else
+# `cargo run -p ewn` from the repository. Label values of the closed sets are in CLOSED.
+ROOT = DEPLOY.parent
+
+
+def load_metrics() -> tuple[dict[str, tuple[str, set[str]]], dict[str, set[str]]]:
+    """Every metric the services export, and the services that export each."""
+    binary = os.environ.get("EWN_BIN")
+    cmd = ([binary] if binary else
+           ["cargo", "run", "--quiet", "--locked", "-p", "ewn", "--"]) + ["metrics", "--format", "json"]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    except OSError as e:
+        sys.exit(f"deploy/check.py: cannot run `{' '.join(cmd)}`: {e} (set EWN_BIN to the ewn binary)")
+    if proc.returncode != 0:
+        sys.exit(f"deploy/check.py: `{' '.join(cmd)}` failed:\n{proc.stderr}")
+    metrics: dict[str, tuple[str, set[str]]] = {}
+    services: dict[str, set[str]] = {}
+    for line in proc.stdout.splitlines():
+        m = json.loads(line)
+        metrics[m["name"]] = (m["type"], set(m["labels"]))
+        services[m["name"]] = set(m["services"])
+    if not metrics:
+        sys.exit(f"deploy/check.py: `{' '.join(cmd)}` printed no metrics")
+    return metrics, services
+
+
+METRICS, METRIC_SERVICES = load_metrics()
+# Families the dashboard need not show, with why.
+NOT_ON_DASHBOARD = {
+    "ewn_kafka_statistics_total": "a liveness signal of the statistics callback, for debugging",
+    "process_max_fds": "a limit, not a signal (open_fds is shown)",
+    "process_start_time_seconds": "restarts are visible as resets of every counter",
+    "process_virtual_memory_bytes": "resident memory is the signal; virtual size is noise",
 }
 # Series Prometheus makes itself that the rules and dashboard may use.
 BUILTIN_SERIES = {"up": set()}
@@ -422,7 +401,7 @@ def check_dashboard() -> dict | None:
             check_promql(m.group(1), f"{where} variable instance")
     rows = [p["title"] for p in dash.get("panels", []) if p.get("type") == "row"]
     check(rows == ["Ingest", "Correlation", "Delivery", "Kafka", "End-to-end",
-                   "Correlation state and bounds"], where,
+                   "Correlation state and bounds", "Service health"], where,
           f"rows are {rows}")
     ids: set[int] = set()
     cells: dict[tuple[int, int], int] = {}
@@ -450,8 +429,10 @@ def check_dashboard() -> dict | None:
     used: set[str] = set()
     for pw, expr in dashboard_exprs(dash):
         check_promql(expr, f"{where} {pw}", used)
-    for name in sorted(set(METRICS) - used):
+    for name in sorted(set(METRICS) - used - set(NOT_ON_DASHBOARD)):
         problem(where, f"no panel shows {name}")
+    for name in sorted(set(NOT_ON_DASHBOARD) - set(METRICS)):
+        problem("deploy/check.py", f"NOT_ON_DASHBOARD names {name}, which the services do not export")
     return dash
 
 

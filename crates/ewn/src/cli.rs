@@ -62,6 +62,8 @@ pub enum Command {
     Tail(cmd::tail::Args),
     /// Print each wire schema's name, Parsing Canonical Form and fingerprints.
     Schemas(cmd::schemas::Args),
+    /// Print every metric family the services export: name, type, services, labels, help.
+    Metrics(cmd::metrics::Args),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(cmd::completions::Args),
     /// Check the configuration, or show the effective one with each value's origin.
@@ -154,6 +156,7 @@ pub fn main() -> ExitCode {
             }
             Command::Schemas(args) => cmd::schemas::run(args),
             Command::Completions(args) => cmd::completions::run(args),
+            Command::Metrics(args) => cmd::metrics::run(args),
             Command::Config(args) => cmd::config::run(&cli.global, args),
             Command::Process(args) => cmd::process::run(&cli.global, args).await,
             Command::Fanout(args) => cmd::fanout::run(&cli.global, args).await,

@@ -3,6 +3,7 @@ pub mod config;
 pub mod demo;
 pub mod fanout;
 pub mod keygen;
+pub mod metrics;
 pub mod process;
 pub mod publish;
 pub mod schemas;
