@@ -46,9 +46,17 @@ test-hang: broker ## One webhook endpoint accepts and never answers for 10 min (
 	EWN_HANG_SECS=$(HANG_SECS) $(CARGO) test --locked -p ewn --test fanout -- an_endpoint_that_never_answers --nocapture
 
 .PHONY: lint
-lint: ## rustfmt check and clippy with warnings as errors
+lint: promtool ## rustfmt, clippy (warnings as errors), promtool check/test of the alert rules, deploy/check.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts_test.yml
+	$(CARGO) build --locked -p ewn
+	EWN_BIN="$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/ewn" python3 deploy/check.py
+
+.PHONY: promtool
+promtool: ## Install promtool (Debian's prometheus package) when it is absent
+	@command -v promtool >/dev/null || scripts/install-promtool.sh
 
 .PHONY: fmt
 fmt: ## Format the code

@@ -350,6 +350,12 @@ def check_alerts() -> None:
             for key in ("summary", "description"):
                 check(bool(str(ann.get(key, "")).strip()), where, f"no {key} annotation")
             check_promql(rule.get("expr", ""), where)
+            url = str(ann.get("runbook_url", ""))
+            anchor = url.partition("#")[2]
+            if check(url.startswith("https://") and "/deploy/README.md#" in url, where,
+                     "runbook_url must point at a section of deploy/README.md"):
+                check(anchor in readme_anchors(), where,
+                      f"runbook_url anchor #{anchor} is not a heading of deploy/README.md")
     for required in (
         "EwnProcessorDown", "EwnConsumerLagHigh", "EwnUnauthenticatedIncidents",
         "EwnIncidentRejectionsHigh", "EwnVerifyFailuresHigh", "EwnLateEvents",
@@ -362,7 +368,49 @@ def check_alerts() -> None:
     for doc in load_yaml_docs(test_path):
         for test in doc.get("tests", []):
             for s in test.get("input_series", []):
-                check_promql(s["series"], f"{rel(test_path)} {test.get('name', '')}")
+                where = f"{rel(test_path)} {test.get('name', '')}"
+                check_promql(s["series"], where)
+                check_exported_shape(s["series"], where)
+
+    am_path = DEPLOY / "prometheus" / "alertmanager.yml"
+    for doc in load_yaml_docs(am_path):
+        text = json.dumps(doc)
+        for names in re.findall(r'alertname\s*=~?\s*\\"([^"\\]*)\\"', text):
+            for name in names.split("|"):
+                check(name in seen, rel(am_path), f"routes or inhibits {name}, which alerts.yml has not")
+
+
+def check_exported_shape(series: str, where: str) -> None:
+    """A rule test's input series carries every label the code exports on it, so the tests
+    see series the way the services export them (`state` on rejections, say)."""
+    m = re.fullmatch(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*", series)
+    if not m:
+        return
+    name, body = m.group(1), m.group(2) or ""
+    labels = series_labels(name)
+    if labels is None:
+        return
+    given = {lm.group(1) for lm in _MATCHER.finditer(body)}
+    missing = labels - given
+    check(not missing, where, f"input series {name} lacks the labels {sorted(missing)} the services export")
+
+
+_ANCHORS: set[str] | None = None
+
+
+def readme_anchors() -> set[str]:
+    """GitHub's anchors of the headings of deploy/README.md."""
+    global _ANCHORS
+    if _ANCHORS is None:
+        _ANCHORS = set()
+        in_code = False
+        for line in (DEPLOY / "README.md").read_text().splitlines():
+            if line.startswith("```"):
+                in_code = not in_code
+            if not in_code and (h := re.match(r"#{1,6}\s+(.*)", line)):
+                text = re.sub(r"[^\w\- ]", "", h.group(1).strip().lower())
+                _ANCHORS.add(text.replace(" ", "-"))
+    return _ANCHORS
 
 
 # ----------------------------------------------------------------------------- dashboard

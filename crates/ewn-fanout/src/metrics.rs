@@ -21,6 +21,7 @@ pub struct FanoutMetrics {
     pub stream_clients: IntGaugeVec,
     pub withheld: IntCounterVec,
     pub pending_alerts: IntGauge,
+    pub pending_alerts_bound: IntGauge,
     pub subscriptions: IntGauge,
     pub skipped_replays: IntCounter,
     pub undecodable: IntCounterVec,
@@ -195,6 +196,10 @@ impl FanoutMetrics {
             pending_alerts: m.gauge(
                 "ewn_fanout_pending_alerts",
                 "alerts read whose deliveries are not all terminal",
+            )?,
+            pending_alerts_bound: m.gauge(
+                "ewn_fanout_pending_alerts_bound",
+                "fanout.max_pending_alerts: at it the fan-out stops reading alerts (configuration)",
             )?,
             subscriptions: m.gauge("ewn_fanout_subscriptions", "subscriptions in force")?,
             skipped_replays: m.counter(

@@ -736,6 +736,9 @@ pub async fn start(
     tokens.extend(config.tokens.clone());
     let metrics = FanoutMetrics::register(registry)
         .map_err(|e| Error::Config(vec![format!("metrics: {e}")]))?;
+    metrics
+        .pending_alerts_bound
+        .set(config.fanout.max_pending_alerts.min(i64::MAX as usize) as i64);
     let kafka_metrics = KafkaMetrics::register(registry)
         .map_err(|e| Error::Config(vec![format!("metrics: {e}")]))?;
     let key = match (&config.key, &config.fanout.key_file) {
