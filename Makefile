@@ -23,7 +23,7 @@ build: ## Build every crate (debug)
 	$(CARGO) build --workspace --locked
 
 .PHONY: test-deps
-test-deps: broker ## Install what the tests need: Tansu, the Python venv (.venv), Chromium and its driver
+test-deps: broker promtool ## Install what the tests need: Tansu, promtool, the Python venv (.venv), Chromium and its driver
 	@scripts/test-deps.sh $(VENV)
 
 .PHONY: test

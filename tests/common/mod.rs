@@ -330,7 +330,8 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: Send + 'static,
 {
-    let registry = Registry::new();
+    // As the services build it: with ewn_build_info and the process_* series.
+    let registry = ewn_ops::metrics::registry();
     let shutdown = Arc::new(AtomicBool::new(false));
     let (r, s) = (registry.clone(), shutdown.clone());
     let thread = std::thread::spawn(move || {

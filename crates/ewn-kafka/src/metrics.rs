@@ -31,6 +31,8 @@ pub struct KafkaMetrics {
     /// librdkafka reports transmit errors as a running total per connection; the counter
     /// grows by the difference (a reconnect that restarts the total adds nothing).
     tx_errs: Arc<Mutex<TxErrs>>,
+    /// Roles of consumer-group members (see `lag`).
+    group_members: Arc<Mutex<HashSet<String>>>,
 }
 
 impl KafkaMetrics {
@@ -84,6 +86,7 @@ impl KafkaMetrics {
             )?,
             lag_series: Arc::default(),
             tx_errs: Arc::default(),
+            group_members: Arc::default(),
         })
     }
 
@@ -96,6 +99,10 @@ impl KafkaMetrics {
         self.queue_bytes.with_label_values(&[client]);
         if group_member {
             self.assigned.with_label_values(&[client]);
+            self.group_members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(client.to_string());
         }
     }
 
@@ -124,14 +131,22 @@ impl KafkaMetrics {
         self.queue_bytes
             .with_label_values(&[client])
             .set(stats.msg_size as i64);
+        let group_member = self
+            .group_members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(client);
         let mut now_set = HashSet::new();
         for topic in stats.topics.values() {
             for (id, p) in &topic.partitions {
-                // -1 is librdkafka's internal UA partition; a lag of -1 means "unknown".
-                if *id >= 0 && p.consumer_lag >= 0 {
+                // -1 is librdkafka's internal UA partition.
+                if *id < 0 {
+                    continue;
+                }
+                if let Some(lag) = lag(p, group_member) {
                     self.consumer_lag
                         .with_label_values(&[client, topic.topic.as_str(), id.to_string().as_str()])
-                        .set(p.consumer_lag);
+                        .set(lag);
                     now_set.insert((topic.topic.clone(), *id));
                 }
             }
@@ -164,6 +179,19 @@ impl KafkaMetrics {
             *last = broker.txerrs;
         }
     }
+}
+
+/// A partition's lag, when known. librdkafka reports -1 until the consumer has a position
+/// or a committed offset; a group member that has never committed starts from the earliest
+/// offset (`auto.offset.reset=earliest`), so its lag is everything the partition holds: an
+/// idle network reads 0 from the first report, and a backlog at first start is visible.
+fn lag(p: &rdkafka::statistics::Partition, group_member: bool) -> Option<i64> {
+    if p.consumer_lag >= 0 {
+        return Some(p.consumer_lag);
+    }
+    let active = p.fetch_state == "active" || p.fetch_state == "offset-query";
+    (group_member && active && p.committed_offset < 0 && p.hi_offset >= 0 && p.lo_offset >= 0)
+        .then(|| p.hi_offset - p.lo_offset)
 }
 
 #[cfg(test)]
@@ -210,6 +238,37 @@ mod tests {
             !after.contains("partition=\"1\"") && !after.contains("partition=\"2\""),
             "{after}"
         );
+    }
+
+    #[test]
+    fn a_group_member_that_never_committed_lags_by_what_the_partition_holds() {
+        let registry = Registry::new();
+        let m = KafkaMetrics::register(&registry).unwrap();
+        m.client("process-ingest", true);
+        m.client("fanout-tail", false);
+        let mut s = stats(&[0]);
+        let p = s
+            .topics
+            .get_mut("t")
+            .unwrap()
+            .partitions
+            .get_mut(&0)
+            .unwrap();
+        p.consumer_lag = -1;
+        p.committed_offset = -1001;
+        p.fetch_state = "active".into();
+        p.lo_offset = 2;
+        p.hi_offset = 7;
+        m.observe("process-ingest", &s);
+        m.observe("fanout-tail", &s);
+        let lag = |client: &str| {
+            m.consumer_lag
+                .get_metric_with_label_values(&[client, "t", "0"])
+                .map(|g| g.get())
+        };
+        assert_eq!(lag("process-ingest").unwrap(), 5);
+        let text = ewn_ops::metrics::render(&registry);
+        assert!(!text.contains("client=\"fanout-tail\",partition"), "{text}");
     }
 
     #[test]
