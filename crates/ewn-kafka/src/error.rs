@@ -13,6 +13,10 @@ pub enum Error {
     Topic { topic: String, message: String },
     #[error("no topic matches {0}")]
     NoTopic(String),
+    /// Topics a service needs that are missing or misconfigured, each named with what is
+    /// wrong. Services check and never create them (`ewn topics create` does).
+    #[error("topics not as this service needs them:\n  {}", .0.join("\n  "))]
+    Topics(Vec<String>),
     /// The producer already has its bound of records in flight (`kafka.max_in_flight_records`,
     /// or librdkafka's byte bound), and no room came within the wait.
     #[error(
@@ -51,7 +55,7 @@ impl Error {
                 )
             ),
             Error::NoTopic(_) | Error::QueueFull { .. } => true,
-            Error::Setting { .. } | Error::Topic { .. } => false,
+            Error::Setting { .. } | Error::Topic { .. } | Error::Topics(_) => false,
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct KafkaSettings {
     pub fetch_wait_max_ms: u64,
     /// librdkafka statistics interval; 0 turns statistics off.
     pub statistics_interval_ms: u64,
+    /// `retention.ms` of the topics `ewn topics create` makes (all but the compacted
+    /// subscriptions topic); services refuse to start on a topic that keeps less.
+    pub retention_ms: i64,
     /// Further librdkafka properties (`security.protocol`, `sasl.*`, `ssl.*`, ...). They
     /// may not weaken the durability settings above.
     pub properties: BTreeMap<String, String>,
@@ -56,6 +59,7 @@ impl Default for KafkaSettings {
             linger_ms: 5,
             fetch_wait_max_ms: 10,
             statistics_interval_ms: 5_000,
+            retention_ms: 7 * 24 * 3_600_000,
             properties: BTreeMap::new(),
         }
     }
@@ -103,6 +107,9 @@ impl KafkaSettings {
                     "kafka.states: `{s}` is not a lower-case ISO 3166-1 alpha-2 code"
                 ));
             }
+        }
+        if self.retention_ms < 1 {
+            p.push("kafka.retention_ms: must be positive".into());
         }
         if self.message_timeout_ms == 0 {
             p.push("kafka.message_timeout_ms: must be positive".into());
