@@ -39,6 +39,7 @@ pub async fn ensure_topics(
         .operation_timeout(Some(timeout))
         .request_timeout(Some(timeout));
     let retention = settings.retention_ms.to_string();
+    let alerts = crate::Topics::new(&settings.topic_prefix).alerts();
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|s| {
@@ -47,6 +48,12 @@ pub async fn ensure_topics(
                 s.partitions,
                 TopicReplication::Fixed(settings.replication_factor),
             );
+            // The broker keeps the alerts zstd-compressed whatever a producer sends.
+            let t = if s.name == alerts {
+                t.set("compression.type", "zstd")
+            } else {
+                t
+            };
             if s.compacted {
                 t.set("cleanup.policy", "compact")
             } else {

@@ -32,7 +32,15 @@ pub enum Error {
 impl Error {
     pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
         let context = context.into();
-        move |source| Error::Kafka { context, source }
+        move |source| match source {
+            // librdkafka's message carries the property's value, which may be a secret
+            // (`sasl.password` from a file, say): name the key, never the value.
+            KafkaError::ClientConfig(_, description, key, _value) => Error::Setting {
+                key: format!("kafka.properties.{key}"),
+                message: format!("{context}: {description}"),
+            },
+            source => Error::Kafka { context, source },
+        }
     }
 
     /// True when retrying later may succeed (broker unreachable, timeouts, leadership moves).
