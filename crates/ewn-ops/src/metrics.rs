@@ -16,9 +16,22 @@ use prometheus::proto::MetricType;
 use prometheus::{Encoder, TextEncoder};
 use serde::Serialize;
 
-/// The version and commit this binary was built from (the commit from `build.rs`).
+/// The version this binary was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub const COMMIT: &str = env!("EWN_COMMIT");
+
+/// The commit, set once by the binary (`crates/ewn/build.rs` takes it from git). It lives
+/// in the leaf crate so a new commit rebuilds only the binary, not every library.
+static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records the commit `ewn_build_info` reports; the first call wins.
+pub fn set_commit(commit: &str) {
+    let _ = COMMIT.set(commit.to_string());
+}
+
+/// The commit `ewn_build_info` reports (`unknown` until [`set_commit`]).
+pub fn commit() -> &'static str {
+    COMMIT.get().map(String::as_str).unwrap_or("unknown")
+}
 
 /// A registry holding the series every service exports: `ewn_build_info` and the
 /// `process_*` family (CPU, memory, file descriptors, threads, start time).
@@ -38,7 +51,7 @@ fn register_common(r: &Registry) -> prometheus::Result<()> {
         "the version and commit of the running binary (always 1)",
         &["version", "commit"],
     )?;
-    build.with_label_values(&[VERSION, COMMIT]).set(1);
+    build.with_label_values(&[VERSION, commit()]).set(1);
     let process = prometheus::process_collector::ProcessCollector::for_self();
     describe(&process);
     r.register(Box::new(process))
@@ -196,7 +209,8 @@ mod tests {
         let text = render(&r);
         assert!(
             text.contains(&format!(
-                "ewn_build_info{{commit=\"{COMMIT}\",version=\"{VERSION}\"}} 1"
+                "ewn_build_info{{commit=\"{}\",version=\"{VERSION}\"}} 1",
+                commit()
             )),
             "{text}"
         );

@@ -157,6 +157,7 @@ impl Default for LogFormatArg {
 /// Exit codes: 0 success, 1 the command ran but not everything succeeded (rejected lines,
 /// unconfirmed records, unverified records when asked to fail on them), 2 it could not run.
 pub fn main() -> ExitCode {
+    ewn_ops::metrics::set_commit(env!("EWN_COMMIT"));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
