@@ -45,6 +45,11 @@ test-broker-restart: broker ## Tansu killed -9 mid-delivery and restarted, incl.
 test-hang: broker ## One webhook endpoint accepts and never answers for 10 min (HANG_SECS=n) at 2 alerts/s: the other desks' latency, commits, and catch-up
 	EWN_HANG_SECS=$(HANG_SECS) $(CARGO) test --locked -p ewn --test fanout -- an_endpoint_that_never_answers --nocapture
 
+GATEWAY_DOWN_SECS ?= 120
+.PHONY: test-gateway-broker-down
+test-gateway-broker-down: broker ## The gateway while Tansu is killed for 2 min (GATEWAY_DOWN_SECS=n; 15 s in `make test`): nothing accepted lost, order per post
+	EWN_GATEWAY_BROKER_DOWN_SECS=$(GATEWAY_DOWN_SECS) $(CARGO) test --locked -p ewn --test gateway -- a_broker_down --nocapture
+
 .PHONY: lint
 lint: promtool ## rustfmt, clippy (warnings as errors), promtool check/test of the alert rules, deploy/check.py
 	$(CARGO) fmt --all -- --check
@@ -73,6 +78,10 @@ bench-e2e: broker ## End-to-end bench on Tansu: processor vs passthrough, publis
 .PHONY: bench-fanout
 bench-fanout: broker ## Fan-out bench on Tansu: webhook deliveries/s and alert-to-delivery latency, 100 endpoints
 	$(CARGO) bench --locked -p ewn --bench fanout
+
+.PHONY: bench-gateway
+bench-gateway: broker ## Gateway bench on Tansu: intake-to-broker reports/s (spool synced per request and per batch), intake p99
+	$(CARGO) bench --locked -p ewn --bench gateway
 
 .PHONY: soak
 soak: ## 24 h of event time at 50 incidents/s through the processor's state (release build; not in CI): state held, peak RSS

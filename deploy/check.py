@@ -91,6 +91,8 @@ REJECT_REASONS = {
 CHANNELS = {"webhook", "stream", "console"}
 CLOSED: dict[tuple[str, str], set[str]] = {
     ("ewn_processor_incidents_rejected_total", "reason"): REJECT_REASONS,
+    ("ewn_processor_heartbeats_rejected_total", "reason"): REJECT_REASONS,
+    ("ewn_gateway_heartbeats_total", "outcome"): {"confirmed", "failed", "not_built"},
     ("ewn_processor_alerts_total", "msg_type"): {"ALERT", "UPDATE", "CANCEL"},
     ("ewn_processor_alerts_total", "level"): {"LOW", "MEDIUM", "HIGH", "CRITICAL"},
     ("ewn_processor_rule_reloads_total", "outcome"): {"ok", "error"},
@@ -102,6 +104,10 @@ CLOSED: dict[tuple[str, str], set[str]] = {
     ("ewn_fanout_delivery_seconds", "channel"): CHANNELS,
     ("ewn_fanout_withheld_total", "tlp"): {"CLEAR", "GREEN", "AMBER", "AMBER_STRICT", "RED"},
     ("ewn_fanout_retry_records_refused_total", "reason"): {"undecodable", "unauthenticated", "bad_alert"},
+    ("ewn_gateway_intake_reports_total", "via"): {"http", "file"},
+    ("ewn_gateway_intake_reports_total", "outcome"): {"accepted", "invalid", "spool_full", "error"},
+    ("ewn_gateway_key_reloads_total", "outcome"): {"rotated", "refused"},
+    ("ewn_gateway_drop_files_total", "outcome"): {"done", "rejected"},
 }
 HIST_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -449,7 +455,7 @@ def check_dashboard() -> dict | None:
             check_promql(m.group(1), f"{where} variable instance")
     rows = [p["title"] for p in dash.get("panels", []) if p.get("type") == "row"]
     check(rows == ["Ingest", "Correlation", "Delivery", "Kafka", "End-to-end",
-                   "Correlation state and bounds", "Service health"], where,
+                   "Correlation state and bounds", "Gateways (member states)", "Service health"], where,
           f"rows are {rows}")
     ids: set[int] = set()
     cells: dict[tuple[int, int], int] = {}

@@ -169,6 +169,8 @@ fn records() -> Vec<(&'static str, Vec<u8>, Value)> {
         one("Ack.avsc", samples::ack()),
         one("Subscription.avsc", samples::subscription()),
         one("ScoredIncident.avsc", samples::scored_incident()),
+        one("Heartbeat.avsc", samples::heartbeat()),
+        one("SignedHeartbeat.avsc", samples::signed_heartbeat()),
     ]
 }
 

@@ -75,6 +75,7 @@ fn zsh_script_parses_and_defines_the_completer() {
         "schemas",
         "process",
         "fanout",
+        "gateway",
         "simulate",
         "demo",
         "completions",

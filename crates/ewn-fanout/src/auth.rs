@@ -9,8 +9,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
+use ewn_ops::tokens::{HashedTokens, parse_hash};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
@@ -54,10 +55,11 @@ enum Role {
     Desk,
 }
 
-/// The accepted tokens.
+/// The accepted tokens (hashes compared in constant time: [`ewn_ops::tokens`], shared with
+/// the gateway's post tokens).
 #[derive(Default)]
 pub struct Tokens {
-    entries: Vec<([u8; 32], Principal)>,
+    entries: HashedTokens<Principal>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -66,9 +68,7 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
-pub fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
+pub use ewn_ops::tokens::token_hash;
 
 impl Tokens {
     /// Reads a tokens file (refused when group or others may read it); reports every
@@ -93,10 +93,10 @@ impl Tokens {
             if !is_name(&t.name) {
                 problems.push(format!("{at}.name: 1-64 characters of A-Z a-z 0-9 - _ ."));
             }
-            let mut hash = [0u8; 32];
-            if hex::decode_to_slice(&t.sha256, &mut hash).is_err() {
+            let hash = parse_hash(&t.sha256).unwrap_or_else(|| {
                 problems.push(format!("{at}.sha256: 64 hex digits expected"));
-            }
+                [0u8; 32]
+            });
             let principal = match (t.role, t.subscription) {
                 (Role::Admin, None) => Principal::Admin { name: t.name },
                 (Role::Desk, Some(s)) if is_name(&s) => Principal::Desk {
@@ -117,7 +117,9 @@ impl Tokens {
             entries.push((hash, principal));
         }
         if problems.is_empty() {
-            Ok(Tokens { entries })
+            Ok(Tokens {
+                entries: HashedTokens::new(entries),
+            })
         } else {
             Err(problems)
         }
@@ -125,39 +127,29 @@ impl Tokens {
 
     pub fn from_entries(entries: Vec<(String, Principal)>) -> Tokens {
         Tokens {
-            entries: entries
-                .into_iter()
-                .map(|(t, p)| (token_hash(&t), p))
-                .collect(),
+            entries: HashedTokens::new(
+                entries
+                    .into_iter()
+                    .map(|(t, p)| (token_hash(&t), p))
+                    .collect(),
+            ),
         }
     }
 
     pub fn extend(&mut self, entries: Vec<(String, Principal)>) {
-        self.entries
-            .extend(entries.into_iter().map(|(t, p)| (token_hash(&t), p)));
+        for (t, p) in entries {
+            self.entries.push(token_hash(&t), p);
+        }
     }
 
     /// The principal of a token known by its hash (a session names its token so).
     pub fn by_hash(&self, h: &[u8; 32]) -> Option<Principal> {
-        let mut found = None;
-        for (hash, p) in &self.entries {
-            if bool::from(hash.ct_eq(h)) {
-                found = Some(p.clone());
-            }
-        }
-        found
+        self.entries.by_hash(h)
     }
 
     /// The principal of a presented token. Compares against every entry in constant time.
     pub fn check(&self, token: &str) -> Option<Principal> {
-        let h = token_hash(token);
-        let mut found = None;
-        for (hash, p) in &self.entries {
-            if bool::from(hash.ct_eq(&h)) {
-                found = Some(p.clone());
-            }
-        }
-        found
+        self.entries.check(token)
     }
 }
 

@@ -177,6 +177,46 @@ pub fn parse_incident(
     }
 }
 
+/// What `ewn publish` and the gateway do with every input line: a blank line is skipped
+/// (`Ok(None)`); an unreadable, invalid or other-state line is rejected with every problem
+/// named by line and field; a good one comes back validated and blinded, ready to sign.
+/// `state` is the signing key's state; when `None`, the first valid line fixes it.
+pub fn prepare_line(
+    line: Line<'_>,
+    n: usize,
+    blinding: &BlindingKey,
+    limits: &Limits,
+    now_ms: i64,
+    state: &mut Option<String>,
+) -> Result<Option<Incident>, Vec<InputError>> {
+    let whole = |message: &str| {
+        vec![InputError {
+            line: n,
+            field: "-".into(),
+            message: message.into(),
+        }]
+    };
+    let text = match line {
+        Line::Text(t) if t.trim().is_empty() => return Ok(None),
+        Line::Text(t) => t,
+        Line::TooLong => return Err(whole("line is longer than 256 KiB")),
+        Line::NotUtf8 => return Err(whole("not valid UTF-8")),
+    };
+    let incident = parse_incident(text, n, blinding, limits, now_ms)?;
+    let expected = state.get_or_insert_with(|| incident.reporter.state.clone());
+    if incident.reporter.state != *expected {
+        return Err(vec![InputError {
+            line: n,
+            field: "reporter.state".into(),
+            message: format!(
+                "is {}, but this key signs for {expected}",
+                incident.reporter.state
+            ),
+        }]);
+    }
+    Ok(Some(incident))
+}
+
 fn deserialize_error(line: usize, e: &serde_path_to_error::Error<serde_json::Error>) -> InputError {
     let inner = e.inner();
     if inner.is_syntax() || inner.is_eof() {

@@ -16,7 +16,7 @@ use ewn_model::{AvroRecord, Incident, SignedIncident};
 use ewn_trust::{BlindingKey, IncidentSigner};
 
 use crate::error::{Error, Result};
-use crate::input::{InputError, Line, LineReader, parse_incident};
+use crate::input::{InputError, Line, LineReader, prepare_line};
 
 pub struct PublishOptions {
     pub kafka: KafkaSettings,
@@ -84,34 +84,14 @@ pub fn publish(
     };
     while let Some((n, line)) = reader.next_line().map_err(Error::Input)? {
         lines = n;
-        let text = match line {
-            Line::Text(t) if t.trim().is_empty() => continue,
-            Line::Text(t) => t,
-            Line::TooLong => {
-                reject(
-                    InputError {
-                        line: n,
-                        field: "-".into(),
-                        message: "line is longer than 256 KiB".into(),
-                    },
-                    &mut rejected,
-                );
-                continue;
-            }
-            Line::NotUtf8 => {
-                reject(
-                    InputError {
-                        line: n,
-                        field: "-".into(),
-                        message: "not valid UTF-8".into(),
-                    },
-                    &mut rejected,
-                );
-                continue;
-            }
+        let text = match &line {
+            Line::Text(t) => *t,
+            _ => "",
         };
-        let incident = match parse_incident(text, n, blinding, &options.limits, now_ms()) {
-            Ok(i) => i,
+        let incident = match prepare_line(line, n, blinding, &options.limits, now_ms(), &mut state)
+        {
+            Ok(Some(i)) => i,
+            Ok(None) => continue,
             Err(errors) => {
                 for e in errors {
                     reject(e, &mut rejected);
@@ -119,21 +99,6 @@ pub fn publish(
                 continue;
             }
         };
-        let expected = state.get_or_insert_with(|| incident.reporter.state.clone());
-        if incident.reporter.state != *expected {
-            reject(
-                InputError {
-                    line: n,
-                    field: "reporter.state".into(),
-                    message: format!(
-                        "is {}, but this key signs for {expected}",
-                        incident.reporter.state
-                    ),
-                },
-                &mut rejected,
-            );
-            continue;
-        }
         // Signed now, however long ago the report was recorded: validity is judged at the
         // signing time, so a report recorded offline is signed by the key in force today.
         let key = seal(signer, &incident, now_ms(), &mut value)?;

@@ -83,6 +83,20 @@ impl Topics {
         (state.len() == 2 && state.bytes().all(|b| b.is_ascii_lowercase())).then_some(state)
     }
 
+    /// `<prefix>heartbeats.<cc>`, `cc` lower case: the signed heartbeats of a state's
+    /// gateways.
+    pub fn heartbeats(&self, state: &str) -> String {
+        format!("{}heartbeats.{}", self.prefix, state.to_ascii_lowercase())
+    }
+
+    /// The member state of a heartbeats topic name, lower case.
+    pub fn heartbeats_state_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let state = topic
+            .strip_prefix(&self.prefix)?
+            .strip_prefix("heartbeats.")?;
+        (state.len() == 2 && state.bytes().all(|b| b.is_ascii_lowercase())).then_some(state)
+    }
+
     pub fn is_incidents(&self, topic: &str) -> bool {
         self.state_of(topic).is_some()
     }
@@ -138,7 +152,12 @@ impl Topics {
         };
         let mut v: Vec<TopicSpec> = states
             .iter()
-            .map(|s| spec(self.incidents(s), false))
+            .flat_map(|s| {
+                [
+                    spec(self.incidents(s), false),
+                    spec(self.heartbeats(s), false),
+                ]
+            })
             .collect();
         v.push(spec(self.rejected(), false));
         v.push(spec(self.alerts(), false));
@@ -166,8 +185,8 @@ impl Topics {
         v
     }
 
-    /// What the processor reads and writes: every state's incidents, rejected, alerts and
-    /// its repartition topic.
+    /// What the processor reads and writes: every state's incidents and heartbeats,
+    /// rejected, alerts and its repartition topic.
     pub fn for_processor(
         &self,
         states: &[String],
@@ -176,7 +195,7 @@ impl Topics {
     ) -> Vec<TopicSpec> {
         let names: Vec<String> = states
             .iter()
-            .map(|s| self.incidents(s))
+            .flat_map(|s| [self.incidents(s), self.heartbeats(s)])
             .chain([self.rejected(), self.alerts(), self.rekeyed()])
             .collect();
         self.network(states, partitions, rekeyed_partitions)
@@ -213,9 +232,15 @@ mod tests {
         assert_eq!(t.state_of("t1.ewn.incidents.kgz"), None);
         assert_eq!(t.state_of("ewn.incidents.kg"), None);
         assert!(t.matches(TopicKind::Alerts, "t1.ewn.alerts"));
-        assert_eq!(t.all(&["kz".into()], 3).len(), 7);
+        assert_eq!(t.heartbeats("KZ"), "t1.ewn.heartbeats.kz");
+        assert_eq!(t.heartbeats_state_of("t1.ewn.heartbeats.kz"), Some("kz"));
+        assert_eq!(t.heartbeats_state_of("t1.ewn.incidents.kz"), None);
+        assert_eq!(t.state_of("t1.ewn.heartbeats.kz"), None);
+        let all = t.all(&["kz".into()], 3);
+        assert_eq!(all.len(), 8);
+        assert!(all.iter().any(|s| s.name == "t1.ewn.heartbeats.kz"));
         let network = t.network(&["kz".into()], 3, 6);
-        assert_eq!(network.len(), 8);
+        assert_eq!(network.len(), 9);
         assert!(
             network
                 .iter()
@@ -230,6 +255,7 @@ mod tests {
             p,
             [
                 "t1.ewn.incidents.kz",
+                "t1.ewn.heartbeats.kz",
                 "t1.ewn.rejected",
                 "t1.ewn.alerts",
                 "t1.ewn.process.rekeyed"

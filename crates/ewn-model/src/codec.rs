@@ -285,6 +285,8 @@ schemas! {
     Ack => "Ack.avsc" [],
     Subscription => "Subscription.avsc" [],
     ScoredIncident => "ScoredIncident.avsc" ["ScoredIncident.v1.avsc"],
+    Heartbeat => "Heartbeat.avsc" [],
+    SignedHeartbeat => "SignedHeartbeat.avsc" [],
 }
 
 /// Finds the schema a single-object-encoded message was written with, by its specification

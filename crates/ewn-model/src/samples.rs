@@ -200,3 +200,39 @@ pub fn scored_incident() -> ScoredIncident {
         post_id: Some("KZ-KHORGOS-01".into()),
     }
 }
+
+pub fn heartbeat() -> Heartbeat {
+    Heartbeat {
+        state: "KZ".into(),
+        gateway_id: "kz-national-1".into(),
+        instance_id: "0b9d2f4e6a8c1e3f".into(),
+        sequence: 42,
+        sent_at: 1_790_000_060_000,
+        interval_ms: 30_000,
+        posts: vec![
+            PostStatus {
+                post_id: "KZ-KHORGOS-01".into(),
+                spool_depth: 3,
+                spool_bytes: 2_400,
+                oldest_unsent_age_ms: Some(95_000),
+                last_contact_age_ms: Some(4_000),
+            },
+            PostStatus {
+                post_id: "KZ-ZHARKENT-03".into(),
+                spool_depth: 0,
+                spool_bytes: 0,
+                oldest_unsent_age_ms: None,
+                last_contact_age_ms: None,
+            },
+        ],
+    }
+}
+
+pub fn signed_heartbeat() -> SignedHeartbeat {
+    SignedHeartbeat {
+        key_id: "kz-2026-01".into(),
+        signature: [7; 64],
+        payload: vec![0xC3, 0x01, 1, 2, 3],
+        signed_at: 1_790_000_060_000,
+    }
+}

@@ -199,6 +199,47 @@ pub struct SignedIncident {
     pub signed_at: Option<i64>,
 }
 
+/// One post a gateway serves, as its heartbeat reports it (`schemas/Heartbeat.avsc`). Ages
+/// are measured on the gateway's clock at the heartbeat's `sent_at`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostStatus {
+    pub post_id: String,
+    /// Reports accepted from the post and not yet confirmed by the broker.
+    pub spool_depth: i64,
+    pub spool_bytes: i64,
+    /// Age of the oldest report not yet confirmed; `None` when none is waiting.
+    #[serde(default)]
+    pub oldest_unsent_age_ms: Option<i64>,
+    /// How long before `sent_at` the gateway last heard from the post (0 for a gateway
+    /// running at the post itself); `None` when it has not heard from it since it started.
+    #[serde(default)]
+    pub last_contact_age_ms: Option<i64>,
+}
+
+/// A gateway's sign of life (`schemas/Heartbeat.avsc`), carried in a [`SignedHeartbeat`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub state: String,
+    pub gateway_id: String,
+    pub instance_id: String,
+    pub sequence: i64,
+    pub sent_at: i64,
+    pub interval_ms: i64,
+    pub posts: Vec<PostStatus>,
+}
+
+/// The envelope on `<prefix>heartbeats.<cc>`: signed by the state's key over
+/// `"ewn/heartbeat/v1" || signed_at || payload`, a domain no incident is signed in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedHeartbeat {
+    pub key_id: String,
+    #[serde(with = "apache_avro::serde::fixed")]
+    pub signature: [u8; 64],
+    #[serde(with = "apache_avro::serde::bytes")]
+    pub payload: Vec<u8>,
+    pub signed_at: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScoreReason {
     pub factor: String,

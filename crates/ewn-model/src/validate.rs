@@ -1,7 +1,7 @@
 //! Semantic checks on an `Incident`, shared by the producer (before signing) and the
 //! verifier (after decoding), so both sides hold reports to the same bounds.
 
-use crate::types::Incident;
+use crate::types::{Heartbeat, Incident};
 
 /// Bounds on the free-form parts of a report. Hostile producers could otherwise grow
 /// records, windows and alerts without limit.
@@ -165,6 +165,89 @@ pub fn validate_incident(incident: &Incident, limits: &Limits) -> Vec<FieldError
     errors
 }
 
+/// Posts one heartbeat may list: a national gateway serves tens, not thousands.
+pub const HEARTBEAT_MAX_POSTS: usize = 1024;
+
+/// Checks a heartbeat: the same text bounds as incidents, times in range, figures not
+/// negative, at most [`HEARTBEAT_MAX_POSTS`] posts, each listed once.
+pub fn validate_heartbeat(heartbeat: &Heartbeat, limits: &Limits) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut fail = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.to_string(),
+            message,
+        })
+    };
+    if !is_state_code(&heartbeat.state) {
+        fail(
+            "state",
+            "is not an ISO 3166-1 alpha-2 code in upper case".into(),
+        );
+    }
+    check_text(
+        &mut fail,
+        "gateway_id",
+        &heartbeat.gateway_id,
+        limits,
+        false,
+    );
+    check_text(
+        &mut fail,
+        "instance_id",
+        &heartbeat.instance_id,
+        limits,
+        false,
+    );
+    if heartbeat.sequence < 0 {
+        fail("sequence", "is negative".into());
+    }
+    if !(EARLIEST_MS..LATEST_MS).contains(&heartbeat.sent_at) {
+        fail(
+            "sent_at",
+            format!(
+                "{} ms is outside 2000-01-01T00:00:00Z..2100-01-01T00:00:00Z",
+                heartbeat.sent_at
+            ),
+        );
+    }
+    if !(1..=86_400_000).contains(&heartbeat.interval_ms) {
+        fail("interval_ms", "is outside 1 ms..1 day".into());
+    }
+    if heartbeat.posts.len() > HEARTBEAT_MAX_POSTS {
+        fail(
+            "posts",
+            format!(
+                "has {} entries, at most {HEARTBEAT_MAX_POSTS}",
+                heartbeat.posts.len()
+            ),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, post) in heartbeat.posts.iter().enumerate() {
+        check_text(
+            &mut fail,
+            &format!("posts[{i}].post_id"),
+            &post.post_id,
+            limits,
+            false,
+        );
+        if !seen.insert(post.post_id.as_str()) {
+            fail(&format!("posts[{i}].post_id"), "is listed twice".into());
+        }
+        for (field, v) in [
+            ("spool_depth", Some(post.spool_depth)),
+            ("spool_bytes", Some(post.spool_bytes)),
+            ("oldest_unsent_age_ms", post.oldest_unsent_age_ms),
+            ("last_contact_age_ms", post.last_contact_age_ms),
+        ] {
+            if v.is_some_and(|v| v < 0) {
+                fail(&format!("posts[{i}].{field}"), "is negative".into());
+            }
+        }
+    }
+    errors
+}
+
 fn check_text(
     fail: &mut impl FnMut(&str, String),
     field: &str,
@@ -293,5 +376,39 @@ mod tests {
         assert!(is_uuid("7d0e7c1e-5b2a-4a57-9f6c-2f1d8b0c9a11"));
         assert!(!is_uuid("7d0e7c1e5b2a4a579f6c2f1d8b0c9a11"));
         assert!(!is_uuid("7d0e7c1e-5b2a-4a57-9f6c-2f1d8b0c9a1g"));
+    }
+
+    #[test]
+    fn heartbeats_are_bounded() {
+        let limits = Limits::default();
+        assert!(validate_heartbeat(&crate::samples::heartbeat(), &limits).is_empty());
+        let mut h = crate::samples::heartbeat();
+        h.state = "kz".into();
+        h.interval_ms = 0;
+        h.posts[1].post_id = h.posts[0].post_id.clone();
+        h.posts[0].spool_depth = -1;
+        h.posts[0].oldest_unsent_age_ms = Some(-5);
+        let fields: Vec<String> = validate_heartbeat(&h, &limits)
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "state",
+                "interval_ms",
+                "posts[0].spool_depth",
+                "posts[0].oldest_unsent_age_ms",
+                "posts[1].post_id"
+            ]
+        );
+        let mut h = crate::samples::heartbeat();
+        h.posts = (0..=HEARTBEAT_MAX_POSTS)
+            .map(|i| crate::types::PostStatus {
+                post_id: format!("P{i}"),
+                ..crate::samples::heartbeat().posts[0].clone()
+            })
+            .collect();
+        assert_eq!(validate_heartbeat(&h, &limits)[0].field, "posts");
     }
 }

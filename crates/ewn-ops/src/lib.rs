@@ -1,6 +1,6 @@
 //! Operations plumbing shared by every EWN service: layered configuration ([`config`]),
 //! tracing setup ([`logging`]), the metrics registry ([`metrics`]), the admin HTTP server
-//! ([`http`]) and stage supervision ([`supervise`]).
+//! ([`http`]), stage supervision ([`supervise`]) and hashed bearer tokens ([`tokens`]).
 //!
 //! Libraries take their configuration as values; only the binary reads the process
 //! environment and hands it to [`config::load`].
@@ -11,5 +11,6 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod supervise;
+pub mod tokens;
 
 pub use error::{Error, Result};

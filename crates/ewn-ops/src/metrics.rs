@@ -1,14 +1,11 @@
 //! The metrics registry. Each service builds one `prometheus::Registry` and injects it into
 //! every crate's metrics struct (no global registry, so parallel tests do not collide).
 //!
-//! Every family registered through [`Registrar`] (or [`describe`]) is also noted in a
-//! process-wide catalogue of *descriptions* (name, type, help, label names), which
-//! `ewn metrics` prints and `deploy/check.py` reads. The catalogue holds no values: a name
-//! always has the same description, so services and parallel tests that register the same
-//! family agree on it and cannot disturb each other.
+//! Every family registered through [`Registrar`] (or [`describe`]) is described (name,
+//! type, help, label names) to a [`recording`] in progress on the registering thread, which
+//! is how `ewn metrics` lists what the services register, for `deploy/check.py`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 pub use prometheus::Registry;
 use prometheus::core::Collector;
@@ -68,9 +65,22 @@ pub struct MetricInfo {
     pub labels: Vec<String>,
 }
 
-static CATALOGUE: Mutex<BTreeMap<String, MetricInfo>> = Mutex::new(BTreeMap::new());
+thread_local! {
+    /// The families described on this thread inside [`recording`].
+    static RECORDING: std::cell::RefCell<Option<Vec<MetricInfo>>> =
+        const { std::cell::RefCell::new(None) };
+}
 
-/// Notes the families of `c` in the catalogue.
+/// Runs `f` and gives, with its result, every family it registered on this thread (through
+/// [`Registrar`] or [`describe`]), whatever was registered before.
+pub fn recording<R>(f: impl FnOnce() -> R) -> (R, Vec<MetricInfo>) {
+    let outer = RECORDING.with(|r| r.borrow_mut().replace(Vec::new()));
+    let result = f();
+    let seen = RECORDING.with(|r| std::mem::replace(&mut *r.borrow_mut(), outer));
+    (result, seen.unwrap_or_default())
+}
+
+/// Describes the families of `c` to the recording in progress on this thread, if any.
 pub fn describe(c: &dyn Collector) {
     let kinds: BTreeMap<String, &'static str> = c
         .collect()
@@ -86,28 +96,19 @@ pub fn describe(c: &dyn Collector) {
             (mf.name().to_string(), kind)
         })
         .collect();
-    let mut catalogue = CATALOGUE.lock().unwrap_or_else(|p| p.into_inner());
     for d in c.desc() {
-        catalogue.insert(
-            d.fq_name.clone(),
-            MetricInfo {
-                name: d.fq_name.clone(),
-                kind: kinds.get(&d.fq_name).copied().unwrap_or("untyped"),
-                help: d.help.clone(),
-                labels: d.variable_labels.clone(),
-            },
-        );
+        let info = MetricInfo {
+            name: d.fq_name.clone(),
+            kind: kinds.get(&d.fq_name).copied().unwrap_or("untyped"),
+            help: d.help.clone(),
+            labels: d.variable_labels.clone(),
+        };
+        RECORDING.with(|r| {
+            if let Some(seen) = r.borrow_mut().as_mut() {
+                seen.push(info);
+            }
+        });
     }
-}
-
-/// Every family registered in this process so far, by name.
-pub fn catalogue() -> Vec<MetricInfo> {
-    CATALOGUE
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect()
 }
 
 /// The registry in Prometheus text format.
@@ -123,7 +124,7 @@ pub fn render(registry: &Registry) -> String {
 pub struct Registrar<'a>(pub &'a Registry);
 
 impl Registrar<'_> {
-    /// Registers `c` and notes it in the catalogue.
+    /// Registers `c` and describes it (see [`recording`]).
     pub fn add<T: Collector + Clone + 'static>(&self, c: T) -> prometheus::Result<T> {
         self.0.register(Box::new(c.clone()))?;
         describe(&c);
@@ -205,7 +206,7 @@ mod tests {
 
     #[test]
     fn build_info_and_process_series_from_the_start_and_in_the_catalogue() {
-        let r = registry();
+        let (r, names) = recording(registry);
         let text = render(&r);
         assert!(
             text.contains(&format!(
@@ -215,7 +216,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
-        let names: Vec<MetricInfo> = catalogue();
         let build = names.iter().find(|m| m.name == "ewn_build_info").unwrap();
         assert_eq!(build.kind, "gauge");
         assert_eq!(build.labels, ["version", "commit"]);

@@ -42,6 +42,9 @@ pub struct IngestOutput {
     pub commits: Vec<(String, i32, i64)>,
     /// (incident id, occurred_at, reported_at) of the verified, for latency metrics.
     pub times: Vec<(String, i64, i64)>,
+    /// (state, post) of the verified -> the latest signing time among them (`signed_at`,
+    /// or a legacy envelope's `reported_at`): when each source was heard from.
+    pub heard: BTreeMap<(String, Option<String>), i64>,
     pub verify_batch: usize,
     pub verify_time: Duration,
     pub score_time: Duration,
@@ -198,6 +201,15 @@ impl<'v> IngestBatch<'v> {
             *out.verified
                 .entry(v.incident.reporter.state.clone())
                 .or_default() += 1;
+            let signed = ewn_trust::SigningTime::of(&v.envelope, &v.incident).at;
+            let heard = out
+                .heard
+                .entry((
+                    v.incident.reporter.state.clone(),
+                    v.incident.reporter.post_id.clone(),
+                ))
+                .or_insert(signed);
+            *heard = (*heard).max(signed);
             let scored = rules.weights.score(&v.incident);
             let event = event_of(
                 &v.incident,
@@ -285,6 +297,14 @@ mod tests {
         let reasons: Vec<&str> = out.rejections.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(reasons, ["UNDECODABLE", "DUPLICATE"]);
         assert_eq!(out.verified.get("KZ"), Some(&1));
+        // Heard from the post at the signing time; the duplicate and garbage not at all.
+        assert_eq!(
+            out.heard.into_iter().collect::<Vec<_>>(),
+            [(
+                ("KZ".to_string(), Some("KZ-ZHARKENT-03".to_string())),
+                incident.reported_at
+            )]
+        );
         assert!(!out.rekeyed.is_empty());
         assert!(out.rekeyed.iter().any(|(k, _)| k.starts_with("area:")));
         assert_eq!(out.commits, [("ewn.incidents.kz".to_string(), 0, 8)]);

@@ -8,6 +8,9 @@
 //! - [`correlate`]: the per-(rule, key) window engine; pure, no I/O, deterministic.
 //! - [`alert`]: alert records of a bounded size, with a digest of the full evidence set.
 //! - [`replay`]: the bounded replay guard.
+//! - [`offline`]: the engine without Kafka, for rule fixtures (`ewn rules test`).
+//! - [`sources`]: when each state and post was last heard from (heartbeats and reports),
+//!   and the operational alerts `source_silent` and `source_backlog`.
 //! - [`service`]: the two Kafka stages wiring the above.
 
 pub mod alert;
@@ -16,6 +19,7 @@ pub mod error;
 pub mod event;
 pub mod ingest;
 pub mod metrics;
+pub mod offline;
 pub mod partitions;
 pub mod replay;
 pub mod rules;
@@ -23,8 +27,9 @@ pub mod score;
 pub mod service;
 pub mod settings;
 pub mod sorted;
+pub mod sources;
 pub mod watermark;
 
 pub use error::{Error, Result};
-pub use service::{ProcessorConfig, run};
+pub use service::{ProcessorConfig, run, run_with_clock};
 pub use settings::ProcessSettings;

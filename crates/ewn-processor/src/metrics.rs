@@ -34,6 +34,14 @@ pub struct ProcessorMetrics {
     pub replay_ids: prometheus::IntGauge,
     pub replay_forgotten_early: prometheus::IntCounter,
     pub unowned_records: prometheus::IntCounter,
+    pub heartbeats_verified: IntCounterVec,
+    pub heartbeats_rejected: IntCounterVec,
+    pub source_last_seen: IntGaugeVec,
+    pub post_last_seen: IntGaugeVec,
+    pub post_oldest_unsent: IntGaugeVec,
+    pub post_spool_reports: IntGaugeVec,
+    pub source_posts: prometheus::IntGauge,
+    pub source_posts_untracked: prometheus::IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -185,6 +193,44 @@ impl ProcessorMetrics {
             unowned_records: m.counter(
                 "ewn_processor_unowned_records_total",
                 "re-keyed records of a partition revoked during the poll, or read under its previous assignment: skipped, not committed",
+            )?,
+            heartbeats_verified: m.counter_vec(
+                "ewn_processor_heartbeats_verified_total",
+                "gateway heartbeats that passed verification",
+                &["state"],
+            )?,
+            heartbeats_rejected: m.counter_vec(
+                "ewn_processor_heartbeats_rejected_total",
+                "gateway heartbeats rejected, by reason code",
+                &["reason", "state"],
+            )?,
+            source_last_seen: m.gauge_vec(
+                "ewn_processor_source_last_seen_timestamp_seconds",
+                "when the state was last heard from (heartbeat or report, at its signing time); the processor's start while not heard since",
+                &["state"],
+            )?,
+            post_last_seen: m.gauge_vec(
+                "ewn_processor_source_post_last_seen_timestamp_seconds",
+                "when the post was last heard from (report, or its gateway's contact with it); the processor's start while not heard since",
+                &["state", "post"],
+            )?,
+            post_oldest_unsent: m.gauge_vec(
+                "ewn_processor_source_post_oldest_unsent_age_seconds",
+                "age of the post's oldest report its gateway has not yet delivered, as of its last heartbeat (0: none waiting)",
+                &["state", "post"],
+            )?,
+            post_spool_reports: m.gauge_vec(
+                "ewn_processor_source_post_spool_reports",
+                "reports of the post waiting in its gateway's spool, as of its last heartbeat",
+                &["state", "post"],
+            )?,
+            source_posts: m.gauge(
+                "ewn_processor_source_posts",
+                "posts tracked for silence (bound: process.sources.max_posts)",
+            )?,
+            source_posts_untracked: m.counter(
+                "ewn_processor_source_posts_untracked_total",
+                "new posts not tracked because process.sources.max_posts was reached",
             )?,
         })
     }

@@ -333,6 +333,131 @@ impl Rule {
 }
 
 /// Checks a rule set: each rule, and that names are unique.
+/// A rules file: `[[rules]]` tables, as `process.rules_file` names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    rules: Vec<RuleConfig>,
+}
+
+/// The rules of a rules file's text; the error names the table and field at fault.
+pub fn parse_rules_file(text: &str) -> Result<Vec<RuleConfig>, String> {
+    toml::from_str::<RulesFile>(text)
+        .map(|f| f.rules)
+        .map_err(|e| e.to_string())
+}
+
+/// A duration in the largest whole unit (`72 h`, `90 min`, `45 s`).
+fn span(secs: u64) -> String {
+    match secs {
+        0 => "0 s".into(),
+        s if s % 86_400 == 0 && s >= 7 * 86_400 => format!("{} days", s / 86_400),
+        s if s % 3_600 == 0 => format!("{} h", s / 3_600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// A filter in words ("incidents" when it matches everything).
+fn filter_words(f: &Filter) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if f.watchlist_hit {
+        parts.push("watch-list hits".into());
+    }
+    if let Some(d) = f.direction {
+        parts.push(format!("{} reports", d.as_str().to_lowercase()));
+    }
+    if f.at_crossing {
+        parts.push("at a border crossing".into());
+    }
+    if !f.categories.is_empty() {
+        let c: Vec<&str> = f.categories.iter().map(|c| c.as_str()).collect();
+        parts.push(format!("of category {}", c.join(" or ")));
+    }
+    if let Some(l) = f.min_level {
+        parts.push(format!("of level {} or above", l.as_str()));
+    }
+    if f.min_score > 0 {
+        parts.push(format!("scoring {} or more", f.min_score));
+    }
+    if !f.states.is_empty() {
+        parts.push(format!("from {}", f.states.join(" or ")));
+    }
+    if !f.areas.is_empty() {
+        parts.push(format!("in area {}", f.areas.join(" or ")));
+    }
+    if parts.is_empty() {
+        "incidents".into()
+    } else {
+        format!("incidents ({})", parts.join(", "))
+    }
+}
+
+/// What a rule does, in a sentence or two (for `ewn rules check`).
+pub fn explain(r: &RuleConfig) -> String {
+    let per = match r.group_by {
+        GroupBy::Incident => String::new(),
+        g => format!(" for the same {}", g.as_str()),
+    };
+    let within = span(r.window_secs);
+    let what = filter_words(&r.filter);
+    let first = r.first.as_ref().map_or_else(|| what.clone(), filter_words);
+    let then = r.then.as_ref().map_or_else(|| what.clone(), filter_words);
+    let body = match r.kind {
+        RuleKind::Threshold if r.group_by == GroupBy::Incident => {
+            format!("each of the {what}, at once")
+        }
+        RuleKind::Threshold => format!("{} or more {what}{per} within {within}", r.count),
+        RuleKind::Distinct => format!(
+            "{what} from {} or more distinct {}{per} within {within}",
+            r.count,
+            r.distinct.map_or("values", |d| match d {
+                DistinctField::State => "states",
+                DistinctField::Area => "areas",
+                DistinctField::Crossing => "crossings",
+                DistinctField::Category => "categories",
+                DistinctField::Agency => "agencies",
+            }),
+        ),
+        RuleKind::Sequence => {
+            format!("{first}, then (later in event time) {then}{per} within {within}")
+        }
+        RuleKind::Absence => format!(
+            "{first} with no {then}{per} within {within} after it{}; decided once event \
+             time has passed the window",
+            if r.lookback { " (or before it)" } else { "" }
+        ),
+    };
+    let cooldown = r.cooldown_secs.unwrap_or(r.window_secs);
+    let mut text = format!(
+        "{} ({}, {}): an alert on {body}.",
+        r.name,
+        match r.kind {
+            RuleKind::Threshold => "threshold",
+            RuleKind::Distinct => "distinct",
+            RuleKind::Sequence => "sequence",
+            RuleKind::Absence => "absence",
+        },
+        r.level.as_str()
+    );
+    if r.group_by != GroupBy::Incident && cooldown > 0 {
+        text.push_str(&format!(
+            " Later evidence within {} of the window start updates it (UPDATE).",
+            span(cooldown)
+        ));
+    }
+    if !r.named_agencies.is_empty() {
+        text.push_str(&format!(
+            " AMBER+STRICT and RED alerts only to {}.",
+            r.named_agencies.join(", ")
+        ));
+    }
+    if !r.enabled {
+        text.push_str(" Disabled.");
+    }
+    text
+}
+
 pub fn problems(rules: &[RuleConfig]) -> Vec<String> {
     let mut p: Vec<String> = rules
         .iter()

@@ -5,7 +5,18 @@
 //!                                      | rejected ------------------------------------> <prefix>rejected
 //!                                      '-> one record per group-by value -----------> <prefix>process.rekeyed
 //! <prefix>process.rekeyed --correlate--> windows per (rule, key) --------------------> <prefix>alerts
+//! <prefix>heartbeats.<cc> --sources--> verify -> last seen per state and post --------> <prefix>alerts
+//!                        (and the ingest stage's verified reports)  source_silent, source_backlog
 //! ```
+//!
+//! The sources stage is no consumer-group member: every instance reads every configured
+//! state's heartbeats (re-reading `process.sources.lookback_records` per partition at
+//! start to rebuild when each source was last heard from) and judges silence on its
+//! injected clock. Reports count as hearing from their source too, but each instance sees
+//! only the reports of its own partitions; heartbeats, which every instance sees, are what
+//! keeps the instances in agreement. Alert ids are deterministic (rule, key, last time
+//! heard), so instances that saw the same heartbeats raise the same ids; with several
+//! instances, desks may receive the same operational alert once per instance.
 //!
 //! Each stage commits a batch's offsets only after the broker confirmed everything the
 //! batch produced (at-least-once with idempotent, deterministic outputs). The correlate
@@ -21,15 +32,15 @@ use std::time::{Duration, Instant, SystemTime};
 use ewn_kafka::admin::check_topics;
 use ewn_kafka::producer::{Tally, Then};
 use ewn_kafka::{
-    Change, CommitOffset, ConfirmingProducer, GroupConsumer, KafkaMetrics, KafkaSettings,
-    Subscription, Topics,
+    AssignedReader, Change, CommitOffset, ConfirmingProducer, GroupConsumer, KafkaMetrics,
+    KafkaSettings, StartAt, Subscription, Topics,
 };
 use ewn_model::validate::Limits;
 use ewn_model::{Alert, AvroRecord, RejectReason, Rejection, ScoredIncident};
 use ewn_ops::http::Health;
 use ewn_trust::{TrustSettings, TrustStore, Verifier};
 use prometheus::Registry;
-use serde::Deserialize;
+use sha2::Digest as _;
 
 use crate::correlate::{Fed, RuleSet};
 use crate::error::{Error, Result};
@@ -40,6 +51,10 @@ use crate::partitions::{Outputs, Partitions};
 use crate::replay::ReplayGuard;
 use crate::rules::{RuleConfig, default_rules};
 use crate::settings::ProcessSettings;
+use crate::sources::SourceTracker;
+
+/// The clock the processor judges silence by: epoch milliseconds.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// Everything the processor is configured with.
 #[derive(Clone, Debug)]
@@ -86,6 +101,11 @@ struct Ctx {
     kafka_metrics: KafkaMetrics,
     health: Arc<Health>,
     shutdown: Arc<AtomicBool>,
+    clock: Clock,
+    sources: Mutex<SourceTracker>,
+    /// Operational alerts made and not yet confirmed by the broker: kept across restarts of
+    /// the sources stage, so none is lost to a broker outage.
+    source_alerts: Mutex<Vec<Alert>>,
 }
 
 impl ProcessorConfig {
@@ -122,21 +142,14 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RulesFile {
-    rules: Vec<RuleConfig>,
-}
-
 /// The rules in force: the rules file, else the inline rules, else the defaults.
 pub fn load_rules(settings: &ProcessSettings) -> Result<Vec<RuleConfig>> {
     let rules = match &settings.rules_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
-            let file: RulesFile = toml::from_str(&text)
-                .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
-            file.rules
+            crate::rules::parse_rules_file(&text)
+                .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?
         }
         None if settings.rules.is_empty() => default_rules(),
         None => settings.rules.clone(),
@@ -187,6 +200,22 @@ fn init_series(m: &ProcessorMetrics, config: &ProcessorConfig) {
             init_rule(m, &r.name);
         }
     }
+    for rule in crate::sources::RULES {
+        for kind in ewn_model::MsgType::ALL {
+            m.alerts.with_label_values(&[
+                rule,
+                config.process.sources.level.as_str(),
+                kind.as_str(),
+            ]);
+        }
+    }
+    for state in &states {
+        m.heartbeats_verified.with_label_values(&[state]);
+        for reason in RejectReason::ALL.iter() {
+            m.heartbeats_rejected
+                .with_label_values(&[&reason.code(), state]);
+        }
+    }
 }
 
 fn init_rule(m: &ProcessorMetrics, rule: &str) {
@@ -223,6 +252,17 @@ pub async fn run(
     registry: &Registry,
     health: Arc<Health>,
     shutdown: Arc<AtomicBool>,
+) -> Result<()> {
+    run_with_clock(config, registry, health, shutdown, Arc::new(now_ms)).await
+}
+
+/// [`run`], judging silent sources by `clock` (the other stages keep the system clock).
+pub async fn run_with_clock(
+    config: ProcessorConfig,
+    registry: &Registry,
+    health: Arc<Health>,
+    shutdown: Arc<AtomicBool>,
+    clock: Clock,
 ) -> Result<()> {
     let problems = config.problems();
     if !problems.is_empty() {
@@ -262,7 +302,17 @@ pub async fn run(
     let kafka_metrics = KafkaMetrics::register(registry)
         .map_err(|e| Error::Config(vec![format!("metrics: {e}")]))?;
     init_series(&metrics, &config);
+    let started = clock();
+    let sources = SourceTracker::new(
+        config.process.sources.clone(),
+        &config.kafka.states,
+        started,
+    );
+    observe_sources(&metrics, &sources);
     let ctx = Arc::new(Ctx {
+        clock,
+        sources: Mutex::new(sources),
+        source_alerts: Mutex::new(Vec::new()),
         rules: Shared::new(rule_set(&config.process, rules)?),
         verifier: Shared::new(verifier),
         topics,
@@ -279,6 +329,7 @@ pub async fn run(
     let stages = [
         ("ingest", ingest_loop as fn(&Ctx) -> Result<()>),
         ("correlate", correlate_loop),
+        ("sources", sources_loop),
     ];
     let mut tasks = Vec::new();
     for (name, stage) in stages {
@@ -547,6 +598,13 @@ fn ingest_loop(ctx: &Ctx) -> Result<()> {
         m.verify_batch_size.observe(done.verify_batch as f64);
         m.verify_seconds.observe(done.verify_time.as_secs_f64());
         m.score_seconds.observe(done.score_time.as_secs_f64());
+        if !done.heard.is_empty() {
+            let now = (ctx.clock)();
+            let mut sources = ctx.sources.lock().unwrap_or_else(|p| p.into_inner());
+            for ((state, post), at) in &done.heard {
+                sources.report(state, post.as_deref(), *at, now);
+            }
+        }
         m.replay_ids.set(guard.len() as i64);
         m.replay_forgotten_early
             .inc_by(guard.take_forgotten_early());
@@ -828,4 +886,142 @@ fn observe_state(ctx: &Ctx, parts: &mut Partitions, now: i64) {
     }
     m.updates_coalesced.inc_by(stats.updates_coalesced);
     m.watermark_untracked.inc_by(stats.untracked_sources);
+}
+
+/// The sources stage: verify heartbeats, judge silence and backlog on the injected clock.
+fn sources_loop(ctx: &Ctx) -> Result<()> {
+    let settings = ctx.config.process.sources.clone();
+    let wanted: Vec<String> = ctx
+        .config
+        .kafka
+        .states
+        .iter()
+        .map(|s| ctx.topics.heartbeats(s))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let reader = AssignedReader::new(
+        &ctx.config.kafka,
+        "process-sources",
+        "heartbeats",
+        |t| wanted.iter().any(|w| w == t),
+        StartAt::Last(settings.lookback_records),
+    )?;
+    let mut out = Outbox::new(ctx, "process-sources")?;
+    let rejected_topic = ctx.topics.rejected();
+    let check = Duration::from_millis(settings.check_interval_ms);
+    let batch_max = ctx.config.process.batch_max;
+    // Silence is not judged until the heartbeats re-read at start are in (or for at most
+    // the silence bound), so a restart does not raise what the history would cancel.
+    let started = Instant::now();
+    let mut caught_up = false;
+    let mut next_check = Instant::now();
+    while !ctx.shutdown.load(Ordering::Relaxed) {
+        ctx.health.beat("sources");
+        let (verifier, _) = ctx.verifier.get();
+        let mut rejections = Vec::new();
+        for _ in 0..batch_max {
+            // While catching up nothing is judged, so there is no check to wait for.
+            let wait = if caught_up {
+                next_check
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100))
+            } else {
+                Duration::from_millis(100)
+            };
+            let got = reader.poll(wait, |r| {
+                let now = (ctx.clock)();
+                let state = ctx.topics.heartbeats_state_of(r.topic);
+                let label = state.map_or_else(|| "??".to_string(), str::to_ascii_uppercase);
+                let value = r.value.unwrap_or_default();
+                match verifier.verify_heartbeat(value, state, now) {
+                    Ok(v) => {
+                        ctx.metrics
+                            .heartbeats_verified
+                            .with_label_values(&[&label])
+                            .inc();
+                        ctx.sources
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .heartbeat(&v.heartbeat, v.envelope.signed_at, now);
+                    }
+                    Err(rej) => {
+                        ctx.metrics
+                            .heartbeats_rejected
+                            .with_label_values(&[&rej.reason.code(), &label])
+                            .inc();
+                        rejections.push(Rejection {
+                            reason: rej.reason,
+                            detail: format!("heartbeat: {}", rej.detail),
+                            topic: r.topic.to_string(),
+                            partition: r.partition,
+                            offset: r.offset,
+                            key_id: rej.key_id,
+                            incident_id: None,
+                            record_size: value.len() as i64,
+                            record_sha256: sha2::Sha256::digest(value).into(),
+                            rejected_at: now_ms(),
+                            rejected_by: ctx.instance.clone(),
+                        });
+                    }
+                }
+            })?;
+            if got.is_none() || (caught_up && Instant::now() >= next_check) {
+                break;
+            }
+        }
+        if !caught_up {
+            caught_up = reader.caught_up()?
+                || started.elapsed() >= Duration::from_secs(settings.silent_after_secs);
+        }
+        let mut pending = ctx.source_alerts.lock().unwrap_or_else(|p| p.into_inner());
+        if caught_up && Instant::now() >= next_check {
+            let now = (ctx.clock)();
+            let mut sources = ctx.sources.lock().unwrap_or_else(|p| p.into_inner());
+            sources.tick(now, &mut pending);
+            observe_sources(&ctx.metrics, &sources);
+            ctx.metrics
+                .source_posts_untracked
+                .inc_by(sources.take_untracked());
+            next_check = Instant::now() + check;
+        }
+        for r in &rejections {
+            let key = format!("{}/{}/{}", r.topic, r.partition, r.offset);
+            out.send(&rejected_topic, key.as_bytes(), r)?;
+        }
+        record_alerts(ctx, &mut out, &pending)?;
+        out.confirm()?;
+        for a in pending.iter() {
+            tracing::info!(rule = %a.rule, key = %a.key, msg_type = %a.msg_type, "source alert");
+        }
+        pending.clear();
+    }
+    Ok(())
+}
+
+/// The last-seen gauges and the posts' spool figures.
+fn observe_sources(m: &ProcessorMetrics, sources: &SourceTracker) {
+    for seen in sources.seen() {
+        let secs = seen.last_seen_or_start.div_euclid(1000);
+        match seen.post {
+            None => m
+                .source_last_seen
+                .with_label_values(&[seen.state])
+                .set(secs),
+            Some(post) => {
+                let labels = [seen.state, post];
+                m.post_last_seen.with_label_values(&labels).set(secs);
+                if let Some(f) = seen.figures {
+                    m.post_oldest_unsent
+                        .with_label_values(&labels)
+                        .set(f.oldest_unsent_age_ms.unwrap_or(0).div_euclid(1000));
+                    m.post_spool_reports
+                        .with_label_values(&labels)
+                        .set(f.spool_depth);
+                }
+            }
+        }
+    }
+    m.source_posts.set(sources.post_count() as i64);
 }

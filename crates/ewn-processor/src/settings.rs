@@ -9,6 +9,7 @@ use crate::alert::AlertSettings;
 use crate::correlate::{EngineSettings, StateSettings};
 use crate::rules::RuleConfig;
 use crate::score::ScoreWeights;
+use crate::sources::SourceSettings;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,6 +46,8 @@ pub struct ProcessSettings {
     pub batch_verify: bool,
     pub state: StateSettings,
     pub alerts: AlertSettings,
+    /// Heartbeats and silent sources (`source_silent`, `source_backlog`).
+    pub sources: SourceSettings,
     pub admin: AdminSettings,
 }
 
@@ -67,6 +70,7 @@ impl Default for ProcessSettings {
             batch_verify: true,
             state: StateSettings::default(),
             alerts: AlertSettings::default(),
+            sources: SourceSettings::default(),
             admin: AdminSettings::default(),
         }
     }
@@ -99,6 +103,7 @@ impl ProcessSettings {
         }
         p.extend(self.state.problems());
         p.extend(self.alerts.problems());
+        p.extend(self.sources.problems());
         p
     }
 

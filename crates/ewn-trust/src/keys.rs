@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
-use ewn_model::{AvroRecord, Incident, SignedIncident};
+use ewn_model::{AvroRecord, Heartbeat, Incident, SignedHeartbeat, SignedIncident};
 use rand_core::OsRng;
 
 use crate::ed25519::PublicKey;
@@ -24,6 +24,20 @@ pub const DOMAIN: &[u8] = b"ewn/incident/v2";
 /// a message of the other: a signing time can be neither added to nor stripped from an
 /// envelope without breaking its signature.
 pub const LEGACY_DOMAIN: &[u8] = b"ewn/incident/v1";
+
+/// Domain of every signed heartbeat: `HEARTBEAT_DOMAIN || signed_at (8 bytes, big-endian) ||
+/// payload`. It differs from both incident domains at its fifth byte (`h` against `i`), so no
+/// byte string is both a heartbeat message and an incident message: a heartbeat signature
+/// never verifies as an incident's, nor the reverse, though the same state key signs both.
+pub const HEARTBEAT_DOMAIN: &[u8] = b"ewn/heartbeat/v1";
+
+/// `HEARTBEAT_DOMAIN || signed_at`: what is signed in front of a heartbeat's payload.
+pub fn heartbeat_prefix(signed_at: i64) -> [u8; 24] {
+    let mut bytes = [0u8; 24];
+    bytes[..HEARTBEAT_DOMAIN.len()].copy_from_slice(HEARTBEAT_DOMAIN);
+    bytes[HEARTBEAT_DOMAIN.len()..].copy_from_slice(&signed_at.to_be_bytes());
+    bytes
+}
 
 /// What is signed in front of the payload: the domain and, in the current form, the signing
 /// time. Small and `Copy`, so verifiers keep one per record without allocating.
@@ -90,7 +104,8 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
     })
 }
 
-/// Signs incidents for one key of one member state.
+/// Signs incidents, and the heartbeats of the state's gateways, for one key of one member
+/// state (each kind in its own domain).
 pub struct IncidentSigner {
     key_id: String,
     key: SigningKey,
@@ -148,6 +163,30 @@ impl IncidentSigner {
         self.sign_with(payload, None)
     }
 
+    /// Encodes a heartbeat and signs it at `signed_at` in the heartbeat domain
+    /// ([`HEARTBEAT_DOMAIN`]), with the same key as the state's incidents.
+    pub fn sign_heartbeat(
+        &mut self,
+        heartbeat: &Heartbeat,
+        signed_at: i64,
+    ) -> Result<SignedHeartbeat> {
+        Ok(self.sign_heartbeat_payload(heartbeat.to_avro()?, signed_at))
+    }
+
+    /// Signs an already encoded heartbeat payload at `signed_at` (tests sign hostile ones).
+    pub fn sign_heartbeat_payload(&mut self, payload: Vec<u8>, signed_at: i64) -> SignedHeartbeat {
+        self.message.clear();
+        self.message.extend_from_slice(&heartbeat_prefix(signed_at));
+        self.message.extend_from_slice(&payload);
+        let signature = self.key.sign(&self.message).to_bytes();
+        SignedHeartbeat {
+            key_id: self.key_id.clone(),
+            signature,
+            payload,
+            signed_at,
+        }
+    }
+
     fn sign_with(&mut self, payload: Vec<u8>, signed_at: Option<i64>) -> SignedIncident {
         let prefix = SignedPrefix::of(signed_at);
         let signature = self
@@ -197,6 +236,34 @@ mod tests {
         moved.extend_from_slice(&(at + 1).to_be_bytes());
         moved.extend_from_slice(b"payload");
         assert!(vk.verify_strict(&moved, &sig).is_err());
+    }
+
+    #[test]
+    fn heartbeats_are_signed_in_their_own_domain() {
+        let mut signer = IncidentSigner::new("k", generate());
+        let at: i64 = 1_790_000_000_123;
+        let signed = signer.sign_heartbeat_payload(b"payload".to_vec(), at);
+        let sig = ed25519_dalek::Signature::from_bytes(&signed.signature);
+        let vk = signer.verifying_key();
+        let mut message = b"ewn/heartbeat/v1".to_vec();
+        message.extend_from_slice(&at.to_be_bytes());
+        message.extend_from_slice(b"payload");
+        assert!(vk.verify_strict(&message, &sig).is_ok());
+        // the same bytes and time as an incident are another message
+        let incident = signer.sign_payload(b"payload".to_vec(), at);
+        assert_ne!(incident.signature, signed.signature);
+        let as_incident = SignedPrefix::of(Some(at));
+        let mut m = as_incident.as_bytes().to_vec();
+        m.extend_from_slice(b"payload");
+        assert!(vk.verify_strict(&m, &sig).is_err());
+        // no prefix of one domain is a prefix of another
+        for (a, b) in [
+            (HEARTBEAT_DOMAIN, DOMAIN),
+            (HEARTBEAT_DOMAIN, LEGACY_DOMAIN),
+        ] {
+            let n = a.len().min(b.len());
+            assert_ne!(a[..n], b[..n]);
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   cofactored equation) that batch and single verification share.
 //! - [`verify`]: verification of `SignedIncident` records with closed-set reason codes; key
 //!   validity is judged at the signing time, bounded by the verifier's clock.
+//! - [`heartbeat`]: verification of `SignedHeartbeat` records, signed by the same keys in
+//!   their own domain (`"ewn/heartbeat/v1" || signed_at || payload`) and held to the same rules.
 //! - [`blind`]: normalisation and HMAC blinding of subject identifiers.
 //! - [`secret`]: reading and writing secret files with restrictive modes.
 //!
@@ -16,6 +18,7 @@
 pub mod blind;
 pub mod ed25519;
 pub mod error;
+pub mod heartbeat;
 pub mod keys;
 pub mod secret;
 pub mod store;
@@ -24,7 +27,8 @@ pub mod verify;
 pub use blind::BlindingKey;
 pub use ed25519::PublicKey;
 pub use error::{Error, Result};
-pub use keys::{DOMAIN, IncidentSigner, LEGACY_DOMAIN, SignedPrefix};
+pub use heartbeat::VerifiedHeartbeat;
+pub use keys::{DOMAIN, HEARTBEAT_DOMAIN, IncidentSigner, LEGACY_DOMAIN, SignedPrefix};
 pub use store::{KeyEntry, TrustStore};
 pub use verify::{
     Pending, Rejected, SigningTime, TrustSettings, Verified, Verifier, VerifyPolicy,

@@ -132,7 +132,7 @@ pub struct Rejected {
 }
 
 impl Rejected {
-    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
         Rejected {
             reason,
             detail: detail.into(),
@@ -141,7 +141,7 @@ impl Rejected {
         }
     }
 
-    fn key(mut self, key_id: &str) -> Self {
+    pub(crate) fn key(mut self, key_id: &str) -> Self {
         self.key_id = Some(printable(key_id));
         self
     }

@@ -78,12 +78,17 @@ pub enum Command {
     Schemas(cmd::schemas::Args),
     /// Print every metric family the services export: name, type, services, labels, help.
     Metrics(cmd::metrics::Args),
+    /// Check a rules file and explain each rule, or run rule fixtures through the engine.
+    Rules(cmd::rules::Args),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(cmd::completions::Args),
     /// Check the configuration, or show the effective one with each value's origin.
     Config(cmd::config::Args),
     /// Run the stream processor: verify, score and correlate incidents into alerts.
     Process(cmd::process::Args),
+    /// Run a member state's gateway: HTTP and file-drop intake from posts, a durable spool,
+    /// forwarding to the broker in order per post, signing-key rotation without a restart.
+    Gateway(cmd::gateway::Args),
     /// Run the alert fan-out: deliver alerts to subscribed desks at their clearance.
     Fanout(cmd::fanout::Args),
     /// Simulate a regional border network: background traffic and planted scenarios.
@@ -180,11 +185,13 @@ pub fn main() -> ExitCode {
                 tokio::task::block_in_place(|| cmd::tail::run(&cli.global, args))
             }
             Command::Schemas(args) => cmd::schemas::run(args),
+            Command::Rules(args) => cmd::rules::run(args),
             Command::Completions(args) => cmd::completions::run(args),
             Command::Metrics(args) => cmd::metrics::run(args),
             Command::Config(args) => cmd::config::run(&cli.global, args),
             Command::Process(args) => cmd::process::run(&cli.global, args).await,
             Command::Fanout(args) => cmd::fanout::run(&cli.global, args).await,
+            Command::Gateway(args) => cmd::gateway::run(&cli.global, args).await,
             Command::Simulate(args) => cmd::simulate::run(&cli.global, args).await,
             Command::Demo(args) => cmd::demo::run(&cli.global, args).await,
         }

@@ -1,6 +1,7 @@
 //! The whole configuration file: one section per crate, each owned by that crate.
 
 use ewn_fanout::{FanoutSettings, SubscriptionConfig};
+use ewn_gateway::GatewaySettings;
 use ewn_kafka::KafkaSettings;
 use ewn_model::validate::Limits;
 use ewn_ops::logging::LogSettings;
@@ -17,6 +18,7 @@ pub struct Settings {
     pub limits: Limits,
     pub process: ProcessSettings,
     pub fanout: FanoutSettings,
+    pub gateway: GatewaySettings,
     /// Standing subscriptions of the fan-out, seeded into `<prefix>subscriptions`.
     pub subscriptions: Vec<SubscriptionConfig>,
 }
@@ -39,6 +41,7 @@ impl Settings {
             p.push("limits: byte limits must be positive".into());
         }
         p.extend(self.fanout.problems());
+        p.extend(self.gateway.problems(false));
         for (i, s) in self.subscriptions.iter().enumerate() {
             p.extend(s.problems(&format!("subscriptions[{i}]"), &self.fanout.webhook));
         }

@@ -3,11 +3,11 @@
 //! `deploy/check.py`, the dashboard and the alert rules are checked against what really
 //! exists rather than a copy.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ewn_ops::metrics::{MetricInfo, Registry, catalogue};
+use ewn_ops::metrics::{MetricInfo, Registry};
 use serde::Serialize;
 
 #[derive(clap::Args, Debug)]
@@ -29,7 +29,7 @@ pub enum Format {
     Json,
 }
 
-/// One family and the services (`process`, `fanout`) that export it.
+/// One family and the services (`process`, `fanout`, `gateway`) that export it.
 #[derive(Serialize)]
 pub struct Exported {
     #[serde(flatten)]
@@ -37,60 +37,58 @@ pub struct Exported {
     pub services: Vec<&'static str>,
 }
 
-/// The names a registration adds to the catalogue.
-fn names_of(register: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<BTreeSet<String>> {
-    let before: BTreeSet<String> = catalogue().into_iter().map(|m| m.name).collect();
-    register()?;
-    Ok(catalogue()
-        .into_iter()
-        .map(|m| m.name)
-        .filter(|n| !before.contains(n))
-        .collect())
+/// The families a registration describes (each part into a registry of its own, as each
+/// service has), whatever this process registered before.
+fn part(register: impl FnOnce(&Registry) -> anyhow::Result<()>) -> anyhow::Result<Vec<MetricInfo>> {
+    let (result, seen) = ewn_ops::metrics::recording(|| register(&Registry::new()));
+    result?;
+    Ok(seen)
 }
 
 /// Every family each service registers at start.
 pub fn exported() -> anyhow::Result<Vec<Exported>> {
-    // Parts registered once each, so each part's names are what it adds.
-    let common = names_of(|| {
+    let common = part(|_| {
         ewn_ops::metrics::registry();
         Ok(())
     })?;
-    let kafka = names_of(|| {
-        ewn_kafka::KafkaMetrics::register(&prometheus_registry()).context("kafka metrics")?;
+    let kafka = part(|r| {
+        ewn_kafka::KafkaMetrics::register(r).context("kafka metrics")?;
         Ok(())
     })?;
-    let process = names_of(|| {
-        ewn_processor::metrics::ProcessorMetrics::register(&prometheus_registry())
-            .context("processor metrics")?;
+    let process = part(|r| {
+        ewn_processor::metrics::ProcessorMetrics::register(r).context("processor metrics")?;
         Ok(())
     })?;
-    let fanout = names_of(|| {
-        ewn_fanout::metrics::FanoutMetrics::register(&prometheus_registry())
-            .context("fan-out metrics")?;
+    let fanout = part(|r| {
+        ewn_fanout::metrics::FanoutMetrics::register(r).context("fan-out metrics")?;
         Ok(())
     })?;
-    let services: [(&'static str, Vec<&BTreeSet<String>>); 2] = [
-        ("process", vec![&common, &kafka, &process]),
-        ("fanout", vec![&common, &kafka, &fanout]),
+    let gateway = part(|r| {
+        ewn_gateway::metrics::GatewayMetrics::register(r, []).context("gateway metrics")?;
+        ewn_gateway::heartbeat::HeartbeatMetrics::register(r)
+            .context("gateway heartbeat metrics")?;
+        Ok(())
+    })?;
+    let services: [(&'static str, [&Vec<MetricInfo>; 3]); 3] = [
+        ("process", [&common, &kafka, &process]),
+        ("fanout", [&common, &kafka, &fanout]),
+        ("gateway", [&common, &kafka, &gateway]),
     ];
-    let mut by_name: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
-    for (service, parts) in &services {
-        for name in parts.iter().flat_map(|p| p.iter()) {
-            by_name.entry(name.clone()).or_default().push(service);
+    let mut by_name: BTreeMap<String, (MetricInfo, Vec<&'static str>)> = BTreeMap::new();
+    for (service, parts) in services {
+        for info in parts.into_iter().flatten() {
+            let entry = by_name
+                .entry(info.name.clone())
+                .or_insert_with(|| (info.clone(), Vec::new()));
+            if !entry.1.contains(&service) {
+                entry.1.push(service);
+            }
         }
     }
-    Ok(catalogue()
-        .into_iter()
-        .filter_map(|info| {
-            let services = by_name.remove(&info.name)?;
-            Some(Exported { info, services })
-        })
+    Ok(by_name
+        .into_values()
+        .map(|(info, services)| Exported { info, services })
         .collect())
-}
-
-/// A registry of its own for each part, as each service has.
-fn prometheus_registry() -> Registry {
-    Registry::new()
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
