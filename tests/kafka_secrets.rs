@@ -267,3 +267,35 @@ fn a_setting_ewn_overrides_is_named_in_a_warning() {
     let text = all_output(&o);
     assert!(!text.contains("overridden"), "{text}");
 }
+
+#[test]
+fn properties_files_from_the_environment_are_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = private(dir.path(), "a.properties", "sasl.username=from-a\n");
+    let b = private(dir.path(), "b.properties", "sasl.username=from-b\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_ewn"))
+        .args(["config", "show", "--format", "json"])
+        .env(
+            "EWN__KAFKA__PROPERTIES_FILES",
+            format!("{},{}", a.display(), b.display()),
+        )
+        .output()
+        .unwrap();
+    let text = all_output(&out);
+    assert!(out.status.success(), "{text}");
+    for p in [&a, &b] {
+        assert!(text.contains(&p.display().to_string()), "{text}");
+    }
+    // The later file wins.
+    let global = Global {
+        config: Some(setup(dir.path())),
+        ..Global::default()
+    };
+    let mut settings = global.settings(vec![]).unwrap();
+    settings.kafka.properties_files = vec![a, b];
+    assert!(settings.kafka.read_files().is_empty());
+    assert_eq!(
+        settings.kafka.admin_config().get("sasl.username"),
+        Some("from-b")
+    );
+}
