@@ -23,7 +23,7 @@ build: ## Build every crate (debug)
 	$(CARGO) build --workspace --locked
 
 .PHONY: test-deps
-test-deps: broker ## Install what the tests need: Tansu, the Python venv (.venv), Chromium and its driver
+test-deps: broker promtool ## Install what the tests need: Tansu, promtool, the Python venv (.venv), Chromium and its driver
 	@scripts/test-deps.sh $(VENV)
 
 .PHONY: test
@@ -51,9 +51,17 @@ test-gateway-broker-down: broker ## The gateway while Tansu is killed for 2 min 
 	EWN_GATEWAY_BROKER_DOWN_SECS=$(GATEWAY_DOWN_SECS) $(CARGO) test --locked -p ewn --test gateway -- a_broker_down --nocapture
 
 .PHONY: lint
-lint: ## rustfmt check and clippy with warnings as errors
+lint: promtool ## rustfmt, clippy (warnings as errors), promtool check/test of the alert rules, deploy/check.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts_test.yml
+	$(CARGO) build --locked -p ewn
+	EWN_BIN="$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/ewn" python3 deploy/check.py
+
+.PHONY: promtool
+promtool: ## Install promtool (Debian's prometheus package) when it is absent
+	@command -v promtool >/dev/null || scripts/install-promtool.sh
 
 .PHONY: fmt
 fmt: ## Format the code

@@ -25,6 +25,7 @@ parser, `kubectl kustomize` and `kubernetes-validate` on the rendered manifests.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -41,87 +42,41 @@ except ImportError:  # pragma: no cover
 DEPLOY = Path(__file__).resolve().parent
 
 # ----------------------------------------------------------------------------- the contract
-# name -> (type, labels). Label values of the closed sets are in CLOSED.
-METRICS: dict[str, tuple[str, set[str]]] = {
-    # processor
-    "ewn_processor_incidents_received_total": ("counter", {"state"}),
-    "ewn_processor_incidents_verified_total": ("counter", {"state"}),
-    "ewn_processor_incidents_rejected_total": ("counter", {"reason", "state"}),
-    "ewn_processor_verify_batch_size": ("histogram", set()),
-    "ewn_processor_verify_seconds": ("histogram", set()),
-    "ewn_processor_score_seconds": ("histogram", set()),
-    "ewn_processor_correlate_seconds": ("histogram", set()),
-    "ewn_processor_alerts_total": ("counter", {"rule", "level", "msg_type"}),
-    "ewn_processor_late_events_total": ("counter", {"rule"}),
-    "ewn_processor_event_to_alert_seconds": ("histogram", set()),
-    "ewn_processor_publish_to_alert_seconds": ("histogram", set()),
-    "ewn_processor_watermark_lag_seconds": ("gauge", {"partition"}),
-    "ewn_processor_state_keys": ("gauge", {"rule"}),
-    "ewn_processor_rule_reloads_total": ("counter", {"outcome"}),
-    "ewn_processor_state_events": ("gauge", {"rule"}),
-    "ewn_processor_state_bytes": ("gauge", set()),
-    "ewn_processor_state_refused_total": ("counter", {"rule"}),
-    "ewn_processor_state_keys_evicted_total": ("counter", {"rule"}),
-    "ewn_processor_updates_coalesced_total": ("counter", set()),
-    "ewn_processor_alert_limits_total": ("counter", {"limit"}),
-    "ewn_processor_watermark_sources": ("gauge", set()),
-    "ewn_processor_watermark_untracked_sources_total": ("counter", set()),
-    "ewn_processor_replay_ids": ("gauge", set()),
-    "ewn_processor_replay_forgotten_early_total": ("counter", set()),
-    "ewn_processor_unowned_records_total": ("counter", set()),
-    "ewn_processor_heartbeats_verified_total": ("counter", {"state"}),
-    "ewn_processor_heartbeats_rejected_total": ("counter", {"reason", "state"}),
-    "ewn_processor_source_last_seen_timestamp_seconds": ("gauge", {"state"}),
-    "ewn_processor_source_post_last_seen_timestamp_seconds": ("gauge", {"state", "post"}),
-    "ewn_processor_source_post_oldest_unsent_age_seconds": ("gauge", {"state", "post"}),
-    "ewn_processor_source_post_spool_reports": ("gauge", {"state", "post"}),
-    "ewn_processor_source_posts": ("gauge", set()),
-    "ewn_processor_source_posts_untracked_total": ("counter", set()),
-    # gateway
-    "ewn_gateway_heartbeats_total": ("counter", {"outcome"}),
-    # fan-out
-    "ewn_fanout_deliveries_total": ("counter", {"channel", "outcome", "agency"}),
-    "ewn_fanout_delivery_retries_total": ("counter", {"channel", "agency"}),
-    "ewn_fanout_dead_letters_total": ("counter", {"agency"}),
-    "ewn_fanout_delivery_seconds": ("histogram", {"channel"}),
-    "ewn_fanout_acks_total": ("counter", {"agency", "via"}),
-    "ewn_fanout_ack_seconds": ("histogram", set()),
-    "ewn_fanout_escalations_total": ("counter", {"step"}),
-    "ewn_fanout_stream_clients": ("gauge", {"agency"}),
-    "ewn_fanout_withheld_total": ("counter", {"tlp"}),
-    "ewn_fanout_end_to_end_seconds": ("histogram", set()),
-    "ewn_fanout_index_messages": ("gauge", set()),
-    "ewn_fanout_index_episodes": ("gauge", set()),
-    "ewn_fanout_index_evicted_episodes_total": ("counter", set()),
-    "ewn_fanout_orphan_messages_total": ("counter", set()),
-    "ewn_fanout_parked_deliveries_total": ("counter", {"agency"}),
-    "ewn_fanout_retry_records_refused_total": ("counter", {"reason"}),
-    "ewn_fanout_retry_pending": ("gauge", set()),
-    "ewn_fanout_retries_settled_total": ("counter", set()),
-    "ewn_fanout_receipts_failing": ("gauge", set()),
-    "ewn_fanout_escalations_pending": ("gauge", set()),
-    "ewn_fanout_memory_entries": ("gauge", {"set"}),
-    "ewn_fanout_memory_bound": ("gauge", {"set"}),
-    # gateway (a member state's `ewn gateway`); post = a post id from its tokens file or
-    # file-drop directories
-    "ewn_gateway_intake_reports_total": ("counter", {"via", "outcome"}),
-    "ewn_gateway_intake_unauthorized_total": ("counter", set()),
-    "ewn_gateway_intake_seconds": ("histogram", set()),
-    "ewn_gateway_spool_records": ("gauge", {"post"}),
-    "ewn_gateway_spool_bytes": ("gauge", {"post"}),
-    "ewn_gateway_spool_oldest_unsent_age_seconds": ("gauge", {"post"}),
-    "ewn_gateway_forwarded_total": ("counter", {"post"}),
-    "ewn_gateway_forward_failures_total": ("counter", set()),
-    "ewn_gateway_forward_seconds": ("histogram", set()),
-    "ewn_gateway_key_reloads_total": ("counter", {"outcome"}),
-    "ewn_gateway_drop_files_total": ("counter", {"outcome"}),
-    "ewn_gateway_accepted_ids": ("gauge", set()),
-    # Kafka client (librdkafka statistics); client = the role name
-    "ewn_kafka_consumer_lag_messages": ("gauge", {"client", "topic", "partition"}),
-    "ewn_kafka_queue_messages": ("gauge", {"client"}),
-    "ewn_kafka_queue_bytes": ("gauge", {"client"}),
-    "ewn_kafka_broker_rtt_average_microseconds": ("gauge", {"client", "broker"}),
-    "ewn_kafka_broker_transmit_errors": ("gauge", {"client", "broker"}),
+# name -> (type, labels), from the code: `ewn metrics --format json` prints every family the
+# services register. The binary is $EWN_BIN when set (make lint builds it), else
+# `cargo run -p ewn` from the repository. Label values of the closed sets are in CLOSED.
+ROOT = DEPLOY.parent
+
+
+def load_metrics() -> tuple[dict[str, tuple[str, set[str]]], dict[str, set[str]]]:
+    """Every metric the services export, and the services that export each."""
+    binary = os.environ.get("EWN_BIN")
+    cmd = ([binary] if binary else
+           ["cargo", "run", "--quiet", "--locked", "-p", "ewn", "--"]) + ["metrics", "--format", "json"]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    except OSError as e:
+        sys.exit(f"deploy/check.py: cannot run `{' '.join(cmd)}`: {e} (set EWN_BIN to the ewn binary)")
+    if proc.returncode != 0:
+        sys.exit(f"deploy/check.py: `{' '.join(cmd)}` failed:\n{proc.stderr}")
+    metrics: dict[str, tuple[str, set[str]]] = {}
+    services: dict[str, set[str]] = {}
+    for line in proc.stdout.splitlines():
+        m = json.loads(line)
+        metrics[m["name"]] = (m["type"], set(m["labels"]))
+        services[m["name"]] = set(m["services"])
+    if not metrics:
+        sys.exit(f"deploy/check.py: `{' '.join(cmd)}` printed no metrics")
+    return metrics, services
+
+
+METRICS, METRIC_SERVICES = load_metrics()
+# Families the dashboard need not show, with why.
+NOT_ON_DASHBOARD = {
+    "ewn_kafka_statistics_total": "a liveness signal of the statistics callback, for debugging",
+    "process_max_fds": "a limit, not a signal (open_fds is shown)",
+    "process_start_time_seconds": "restarts are visible as resets of every counter",
+    "process_virtual_memory_bytes": "resident memory is the signal; virtual size is noise",
 }
 # Series Prometheus makes itself that the rules and dashboard may use.
 BUILTIN_SERIES = {"up": set()}
@@ -401,6 +356,12 @@ def check_alerts() -> None:
             for key in ("summary", "description"):
                 check(bool(str(ann.get(key, "")).strip()), where, f"no {key} annotation")
             check_promql(rule.get("expr", ""), where)
+            url = str(ann.get("runbook_url", ""))
+            anchor = url.partition("#")[2]
+            if check(url.startswith("https://") and "/deploy/README.md#" in url, where,
+                     "runbook_url must point at a section of deploy/README.md"):
+                check(anchor in readme_anchors(), where,
+                      f"runbook_url anchor #{anchor} is not a heading of deploy/README.md")
     for required in (
         "EwnProcessorDown", "EwnConsumerLagHigh", "EwnUnauthenticatedIncidents",
         "EwnIncidentRejectionsHigh", "EwnVerifyFailuresHigh", "EwnLateEvents",
@@ -413,7 +374,49 @@ def check_alerts() -> None:
     for doc in load_yaml_docs(test_path):
         for test in doc.get("tests", []):
             for s in test.get("input_series", []):
-                check_promql(s["series"], f"{rel(test_path)} {test.get('name', '')}")
+                where = f"{rel(test_path)} {test.get('name', '')}"
+                check_promql(s["series"], where)
+                check_exported_shape(s["series"], where)
+
+    am_path = DEPLOY / "prometheus" / "alertmanager.yml"
+    for doc in load_yaml_docs(am_path):
+        text = json.dumps(doc)
+        for names in re.findall(r'alertname\s*=~?\s*\\"([^"\\]*)\\"', text):
+            for name in names.split("|"):
+                check(name in seen, rel(am_path), f"routes or inhibits {name}, which alerts.yml has not")
+
+
+def check_exported_shape(series: str, where: str) -> None:
+    """A rule test's input series carries every label the code exports on it, so the tests
+    see series the way the services export them (`state` on rejections, say)."""
+    m = re.fullmatch(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*", series)
+    if not m:
+        return
+    name, body = m.group(1), m.group(2) or ""
+    labels = series_labels(name)
+    if labels is None:
+        return
+    given = {lm.group(1) for lm in _MATCHER.finditer(body)}
+    missing = labels - given
+    check(not missing, where, f"input series {name} lacks the labels {sorted(missing)} the services export")
+
+
+_ANCHORS: set[str] | None = None
+
+
+def readme_anchors() -> set[str]:
+    """GitHub's anchors of the headings of deploy/README.md."""
+    global _ANCHORS
+    if _ANCHORS is None:
+        _ANCHORS = set()
+        in_code = False
+        for line in (DEPLOY / "README.md").read_text().splitlines():
+            if line.startswith("```"):
+                in_code = not in_code
+            if not in_code and (h := re.match(r"#{1,6}\s+(.*)", line)):
+                text = re.sub(r"[^\w\- ]", "", h.group(1).strip().lower())
+                _ANCHORS.add(text.replace(" ", "-"))
+    return _ANCHORS
 
 
 # ----------------------------------------------------------------------------- dashboard
@@ -452,7 +455,7 @@ def check_dashboard() -> dict | None:
             check_promql(m.group(1), f"{where} variable instance")
     rows = [p["title"] for p in dash.get("panels", []) if p.get("type") == "row"]
     check(rows == ["Ingest", "Correlation", "Delivery", "Kafka", "End-to-end",
-                   "Correlation state and bounds", "Gateways (member states)"], where,
+                   "Correlation state and bounds", "Gateways (member states)", "Service health"], where,
           f"rows are {rows}")
     ids: set[int] = set()
     cells: dict[tuple[int, int], int] = {}
@@ -480,8 +483,10 @@ def check_dashboard() -> dict | None:
     used: set[str] = set()
     for pw, expr in dashboard_exprs(dash):
         check_promql(expr, f"{where} {pw}", used)
-    for name in sorted(set(METRICS) - used):
+    for name in sorted(set(METRICS) - used - set(NOT_ON_DASHBOARD)):
         problem(where, f"no panel shows {name}")
+    for name in sorted(set(NOT_ON_DASHBOARD) - set(METRICS)):
+        problem("deploy/check.py", f"NOT_ON_DASHBOARD names {name}, which the services do not export")
     return dash
 
 

@@ -92,10 +92,12 @@ impl Net {
             .unwrap();
             signers.insert(state.to_string(), IncidentSigner::new(key_id, key));
         }
+        // Every topic of the network, as `ewn topics create` makes them: the services
+        // only check theirs at start.
         let topics = Topics::new(&prefix);
         block_on(ensure_topics(
             &settings,
-            &topics.all(&settings.states, settings.partitions),
+            &topics.network(&settings.states, settings.partitions, settings.partitions),
         ))
         .unwrap();
         let tally = Arc::new(Tally::default());
@@ -330,7 +332,8 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: Send + 'static,
 {
-    let registry = Registry::new();
+    // As the services build it: with ewn_build_info and the process_* series.
+    let registry = ewn_ops::metrics::registry();
     let shutdown = Arc::new(AtomicBool::new(false));
     let (r, s) = (registry.clone(), shutdown.clone());
     let thread = std::thread::spawn(move || {

@@ -241,10 +241,11 @@ pub fn channel_label(c: Channel) -> &'static str {
 }
 
 fn outcome_label(o: DeliveryOutcome) -> &'static str {
+    let [delivered, dead_letter, endpoint_gone] = crate::metrics::OUTCOMES;
     match o {
-        DeliveryOutcome::Delivered => "delivered",
-        DeliveryOutcome::DeadLetter => "dead_letter",
-        DeliveryOutcome::EndpointGone => "endpoint_gone",
+        DeliveryOutcome::Delivered => delivered,
+        DeliveryOutcome::DeadLetter => dead_letter,
+        DeliveryOutcome::EndpointGone => endpoint_gone,
     }
 }
 

@@ -21,6 +21,7 @@ pub struct FanoutMetrics {
     pub stream_clients: IntGaugeVec,
     pub withheld: IntCounterVec,
     pub pending_alerts: IntGauge,
+    pub pending_alerts_bound: IntGauge,
     pub subscriptions: IntGauge,
     pub skipped_replays: IntCounter,
     pub undecodable: IntCounterVec,
@@ -53,6 +54,11 @@ pub const MEMORY_SETS: [&str; 7] = [
     "revoked_sessions",
 ];
 
+/// The values of `outcome` in `ewn_fanout_deliveries_total`.
+pub const OUTCOMES: [&str; 3] = ["delivered", "dead_letter", "endpoint_gone"];
+/// The values of `topic` in `ewn_fanout_undecodable_records_total`.
+pub const UNDECODABLE_TOPICS: [&str; 3] = ["alerts", "acks", "deliveries"];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
 ];
@@ -70,7 +76,47 @@ impl FanoutMetrics {
             m.memory_entries.with_label_values(&[set]);
             m.memory_bound.with_label_values(&[set]);
         }
+        // Every closed label set at 0 from the start, so `increase()` sees the first event.
+        for kind in ewn_model::MsgType::ALL {
+            m.alerts.with_label_values(&[kind.as_str()]);
+        }
+        for tlp in ewn_model::Tlp::ALL {
+            m.withheld.with_label_values(&[tlp.as_str()]);
+        }
+        for topic in UNDECODABLE_TOPICS {
+            m.undecodable.with_label_values(&[topic]);
+        }
+        for channel in ewn_model::Channel::ALL {
+            m.delivery_seconds
+                .with_label_values(&[crate::delivery::channel_label(*channel)]);
+        }
         Ok(m)
+    }
+
+    /// The series of a subscription's agency and channel at 0, when it appears (from the
+    /// configuration, the admin API or the topic); counters stay when it goes (they count
+    /// history).
+    pub fn subscription(&self, sub: &ewn_model::Subscription) {
+        let agency = sub.agency.as_str();
+        let ch = crate::delivery::channel_label(sub.channel);
+        for outcome in OUTCOMES {
+            self.deliveries.with_label_values(&[ch, outcome, agency]);
+        }
+        self.retries.with_label_values(&[ch, agency]);
+        self.dead_letters.with_label_values(&[agency]);
+        if sub.channel == ewn_model::Channel::Webhook {
+            self.parked.with_label_values(&[agency]);
+        }
+        if sub.channel == ewn_model::Channel::Stream {
+            self.stream_clients.with_label_values(&[agency]);
+        }
+        for via in ewn_model::AckVia::ALL {
+            self.acks
+                .with_label_values(&[agency, &via.as_str().to_ascii_lowercase()]);
+        }
+        for step in 1..=sub.escalation.len() {
+            self.escalations.with_label_values(&[&step.to_string()]);
+        }
     }
 
     fn series(r: &Registry) -> prometheus::Result<Self> {
@@ -151,6 +197,10 @@ impl FanoutMetrics {
                 "ewn_fanout_pending_alerts",
                 "alerts read whose deliveries are not all terminal",
             )?,
+            pending_alerts_bound: m.gauge(
+                "ewn_fanout_pending_alerts_bound",
+                "fanout.max_pending_alerts: at it the fan-out stops reading alerts (configuration)",
+            )?,
             subscriptions: m.gauge("ewn_fanout_subscriptions", "subscriptions in force")?,
             skipped_replays: m.counter(
                 "ewn_fanout_replayed_deliveries_skipped_total",
@@ -214,5 +264,58 @@ impl FanoutMetrics {
                 "parked deliveries read from <prefix>retries and not yet terminal (bound: fanout.max_pending_alerts)",
             )?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(agency: &str, channel: ewn_model::Channel) -> ewn_model::Subscription {
+        ewn_model::Subscription {
+            id: "s1".into(),
+            agency: agency.into(),
+            clearance: ewn_model::Tlp::Amber,
+            min_level: ewn_model::Level::Low,
+            categories: vec![],
+            states: vec![],
+            areas: vec![],
+            rules: vec![],
+            format: ewn_model::Format::Json,
+            channel,
+            webhook_url: None,
+            webhook_secret: None,
+            redacted_above_clearance: false,
+            escalation: vec![],
+            updated_at: 0,
+            disabled_at: None,
+            disabled_reason: None,
+        }
+    }
+
+    #[test]
+    fn closed_sets_and_each_subscriptions_series_start_at_zero() {
+        let r = Registry::new();
+        let m = FanoutMetrics::register(&r).unwrap();
+        let text = ewn_ops::metrics::render(&r);
+        for line in [
+            "ewn_fanout_alerts_total{msg_type=\"CANCEL\"} 0",
+            "ewn_fanout_withheld_total{tlp=\"RED\"} 0",
+            "ewn_fanout_undecodable_records_total{topic=\"alerts\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("agency=\"KZ-DESK\""));
+        m.subscription(&sub("KZ-DESK", ewn_model::Channel::Webhook));
+        let text = ewn_ops::metrics::render(&r);
+        for line in [
+            "ewn_fanout_dead_letters_total{agency=\"KZ-DESK\"} 0",
+            "ewn_fanout_deliveries_total{agency=\"KZ-DESK\",channel=\"webhook\",outcome=\"endpoint_gone\"} 0",
+            "ewn_fanout_delivery_retries_total{agency=\"KZ-DESK\",channel=\"webhook\"} 0",
+            "ewn_fanout_parked_deliveries_total{agency=\"KZ-DESK\"} 0",
+            "ewn_fanout_acks_total{agency=\"KZ-DESK\",via=\"console\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
     }
 }

@@ -41,7 +41,7 @@
 //! Limit: such a forged tombstone still lets compaction drop the subscription's record from
 //! the topic later, so an instance started after that compaction no longer has it (one
 //! configured in `[[subscriptions]]` is re-seeded at start). Kafka ACLs must keep writers
-//! of the topic to the fan-out's principal (deploy/KAFKA_ACLS.md); the counter tells when
+//! of the topic to the fan-out's principal (deploy/README.md, "Topics and ACLs"); the counter tells when
 //! someone else wrote.
 //!
 //! A deletion is remembered (by id and time) while the instance runs, so an older

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ewn_kafka::admin::ensure_topics;
+use ewn_kafka::admin::check_topics;
 use ewn_kafka::producer::ConfirmingProducer;
 use ewn_kafka::{
     AssignedReader, Change, CommitOffset, GroupConsumer, KafkaMetrics, KafkaSettings, StartAt,
@@ -260,6 +260,7 @@ impl Core {
         let value = crate::sealed::seal(&sub, &self.seal)?;
         self.produce_confirmed(&self.topics.subscriptions(), &sub.id, Some(&value))
             .await?;
+        self.metrics.subscription(&sub);
         if self.subs.apply(&sub.id.clone(), Some(sub)).is_err() {
             // Filled by other instances meanwhile: on the topic, refused by every reader.
             tracing::error!("subscription written but over fanout.max_subscriptions; not applied");
@@ -280,6 +281,15 @@ impl Core {
             .await?;
         self.metrics.subscriptions.set(self.subs.len() as i64);
         Ok(())
+    }
+
+    /// This instance's name in logs: `fanout.instance_id` (on Kubernetes the pod name), else
+    /// `fanout-<pid>`.
+    pub fn instance(&self) -> String {
+        match self.config.fanout.instance_id.as_str() {
+            "" => format!("fanout-{}", std::process::id()),
+            id => id.to_string(),
+        }
     }
 
     pub async fn record_ack(&self, ack: &Ack) -> Result<()> {
@@ -552,7 +562,16 @@ fn tail_loop(core: &Arc<Core>, ready: &mut Option<std::sync::mpsc::Sender<()>>) 
         core.health.beat("tail");
         let got = reader.poll(Duration::from_millis(50), |r| {
             if r.topic == subs_topic {
-                if let Err(why) = crate::sealed::apply(&core.subs, r.key, r.value, &core.seal) {
+                let applied = crate::sealed::apply(&core.subs, r.key, r.value, &core.seal);
+                if applied.is_ok()
+                    && let Some(sub) = r
+                        .key
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .and_then(|id| core.subs.get(id))
+                {
+                    core.metrics.subscription(&sub);
+                }
+                if let Err(why) = applied {
                     let m = &core.metrics.subscription_records_refused;
                     m.with_label_values(&[why.label()]).inc();
                     tracing::warn!(
@@ -700,7 +719,8 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<Result<()>>,
 }
 
-/// Starts the fan-out: creates its topics (idempotent), reads the subscription set,
+/// Starts the fan-out: checks its topics (missing or misconfigured: an error naming each),
+/// reads the subscription set,
 /// seeds the configured subscriptions, then serves the API and delivers alerts until
 /// `shutdown` is set.
 pub async fn start(
@@ -714,11 +734,10 @@ pub async fn start(
         return Err(Error::Config(problems));
     }
     let topics = Topics::new(&config.kafka.topic_prefix);
-    ensure_topics(
-        &config.kafka,
-        &topics.all(&config.kafka.states, config.kafka.partitions),
-    )
-    .await?;
+    // Checked, never created here: the fan-out's principal needs no Create ACL.
+    for note in check_topics(&config.kafka, &topics.for_fanout(config.kafka.partitions)).await? {
+        tracing::warn!(note = %note, "topic");
+    }
     let mut tokens = match &config.fanout.tokens_file {
         Some(path) => Tokens::load(path)?,
         None => Tokens::default(),
@@ -726,6 +745,9 @@ pub async fn start(
     tokens.extend(config.tokens.clone());
     let metrics = FanoutMetrics::register(registry)
         .map_err(|e| Error::Config(vec![format!("metrics: {e}")]))?;
+    metrics
+        .pending_alerts_bound
+        .set(config.fanout.max_pending_alerts.min(i64::MAX as usize) as i64);
     let kafka_metrics = KafkaMetrics::register(registry)
         .map_err(|e| Error::Config(vec![format!("metrics: {e}")]))?;
     let key = match (&config.key, &config.fanout.key_file) {
@@ -793,7 +815,7 @@ pub async fn start(
     let tail = {
         let core = core.clone();
         tokio::task::spawn_blocking(move || {
-            let _span = tracing::info_span!("stage", service = "fanout", stage = "tail").entered();
+            let _span = tracing::info_span!("stage", service = "fanout", instance = %core.instance(), stage = "tail").entered();
             let mut ready = Some(ready_tx);
             ewn_ops::supervise::supervise(
                 "tail",
@@ -829,7 +851,7 @@ pub async fn start(
             core.config.fanout.listen
         )])
     })?;
-    tracing::info!(api = %api, subscriptions = core.subs.len(), "fan-out started");
+    tracing::info!(api = %api, instance = %core.instance(), subscriptions = core.subs.len(), "fan-out started");
 
     let task = tokio::spawn(async move {
         let mut tasks = vec![tail];
@@ -841,7 +863,7 @@ pub async fn start(
             let core = core.clone();
             tasks.push(tokio::task::spawn_blocking(move || {
                 let _span =
-                    tracing::info_span!("stage", service = "fanout", stage = name).entered();
+                    tracing::info_span!("stage", service = "fanout", instance = %core.instance(), stage = name).entered();
                 ewn_ops::supervise::supervise(
                     name,
                     &core.shutdown,

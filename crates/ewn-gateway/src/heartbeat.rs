@@ -25,7 +25,7 @@ use ewn_kafka::{ConfirmingProducer, KafkaMetrics, KafkaSettings, Landed, Then, T
 use ewn_model::validate::is_state_code;
 use ewn_model::{Heartbeat, PostStatus, SignedHeartbeat};
 use ewn_trust::IncidentSigner;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, Registry};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 
@@ -198,14 +198,11 @@ impl HeartbeatMetrics {
     pub const OUTCOMES: [&'static str; 3] = ["confirmed", "failed", "not_built"];
 
     pub fn register(registry: &Registry) -> prometheus::Result<HeartbeatMetrics> {
-        let sent = IntCounterVec::new(
-            Opts::new(
-                "ewn_gateway_heartbeats_total",
-                "Heartbeats by outcome: confirmed by the broker, failed, or not built",
-            ),
+        let sent = ewn_ops::metrics::Registrar(registry).counter_vec(
+            "ewn_gateway_heartbeats_total",
+            "Heartbeats by outcome: confirmed by the broker, failed, or not built",
             &["outcome"],
         )?;
-        registry.register(Box::new(sent.clone()))?;
         for outcome in Self::OUTCOMES {
             sent.with_label_values(&[outcome]);
         }

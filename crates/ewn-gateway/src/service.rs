@@ -75,7 +75,7 @@ fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<std::thread::
 }
 
 /// Starts the gateway. It neither creates topics nor reads any (its Kafka principal may
-/// only write its state's incidents topic, deploy/KAFKA_ACLS.md).
+/// only write its state's incidents topic, deploy/README.md, "Topics and ACLs").
 pub async fn start(
     config: GatewayConfig,
     registry: &Registry,

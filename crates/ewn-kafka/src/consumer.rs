@@ -121,10 +121,10 @@ impl GroupConsumer {
         metrics: Option<KafkaMetrics>,
     ) -> Result<Self> {
         settings.check()?;
-        let mut config = settings.consumer_config(role, Some(group_id));
-        config
-            .set("topic.metadata.refresh.interval.ms", "2000")
-            .set("session.timeout.ms", "10000");
+        let config = settings.consumer_config(role, Some(group_id));
+        if let Some(m) = &metrics {
+            m.client(role, true);
+        }
         let context = GroupContext {
             changes: Mutex::new(Vec::new()),
             assigned_at: Mutex::new(None),

@@ -13,6 +13,10 @@ pub enum Error {
     Topic { topic: String, message: String },
     #[error("no topic matches {0}")]
     NoTopic(String),
+    /// Topics a service needs that are missing or misconfigured, each named with what is
+    /// wrong. Services check and never create them (`ewn topics create` does).
+    #[error("topics not as this service needs them:\n  {}", .0.join("\n  "))]
+    Topics(Vec<String>),
     /// The producer already has its bound of records in flight (`kafka.max_in_flight_records`,
     /// or librdkafka's byte bound), and no room came within the wait.
     #[error(
@@ -28,7 +32,15 @@ pub enum Error {
 impl Error {
     pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
         let context = context.into();
-        move |source| Error::Kafka { context, source }
+        move |source| match source {
+            // librdkafka's message carries the property's value, which may be a secret
+            // (`sasl.password` from a file, say): name the key, never the value.
+            KafkaError::ClientConfig(_, description, key, _value) => Error::Setting {
+                key: format!("kafka.properties.{key}"),
+                message: format!("{context}: {description}"),
+            },
+            source => Error::Kafka { context, source },
+        }
     }
 
     /// True when retrying later may succeed (broker unreachable, timeouts, leadership moves).
@@ -51,7 +63,7 @@ impl Error {
                 )
             ),
             Error::NoTopic(_) | Error::QueueFull { .. } => true,
-            Error::Setting { .. } | Error::Topic { .. } => false,
+            Error::Setting { .. } | Error::Topic { .. } | Error::Topics(_) => false,
         }
     }
 }

@@ -254,6 +254,7 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
         settings.check()?;
         let (gauge, full) = match &metrics {
             Some(m) => {
+                m.client(role, false);
                 let (g, f) = m.producer(role);
                 (Some(g), Some(f))
             }

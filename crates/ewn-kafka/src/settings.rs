@@ -1,7 +1,18 @@
 //! Client settings. Durability is not optional: producers always use `acks=all` and
 //! idempotence, so a retried batch is never written twice.
+//!
+//! Further librdkafka properties come, lowest first, from `kafka.properties_files`
+//! (Java-style `key=value` files, such as a Kafka `client.properties`), the inline
+//! `kafka.properties` table, and `-X key=value` flags (the binary adds those to the table).
+//! A property named `<key>_file` takes the value of `<key>` from that file, so a password
+//! never sits in the configuration. What is read from files lives only in
+//! [`FileProperties`], whose `Debug` shows names, never values, and which is never
+//! serialised (so `ewn config show` shows the paths, not the secrets). Aliases
+//! (`request.required.acks`, `metadata.broker.list`, ...) are mapped to their canonical
+//! names before the check of the pinned settings.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -36,9 +47,95 @@ pub struct KafkaSettings {
     pub fetch_wait_max_ms: u64,
     /// librdkafka statistics interval; 0 turns statistics off.
     pub statistics_interval_ms: u64,
+    /// `retention.ms` of the topics `ewn topics create` makes (all but the compacted
+    /// subscriptions topic); services refuse to start on a topic that keeps less.
+    pub retention_ms: i64,
     /// Further librdkafka properties (`security.protocol`, `sasl.*`, `ssl.*`, ...). They
-    /// may not weaken the durability settings above.
+    /// may not weaken the durability settings above. `<key>_file = "PATH"` reads `<key>`'s
+    /// value from a file (mode 0600 or stricter), for secrets such as `sasl.password`.
     pub properties: BTreeMap<String, String>,
+    /// Java-style properties files (`key=value` lines, `#` comments) read before
+    /// `properties`, which override them; mode 0600 or stricter (they hold credentials).
+    pub properties_files: Vec<PathBuf>,
+    /// What `properties_files` and the `_file` properties hold, once read
+    /// ([`KafkaSettings::read_files`]). Never serialised, never shown.
+    #[serde(skip)]
+    pub from_files: FileProperties,
+}
+
+/// Properties read from files: their values never reach `Debug`, logs or serialisation.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FileProperties {
+    /// Read from `properties_files`, in order (a later file overrides).
+    pub files: BTreeMap<String, String>,
+    /// `<key>` of each `<key>_file` property.
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for FileProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileProperties")
+            .field("files", &self.files.keys().collect::<Vec<_>>())
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// librdkafka's aliases (CONFIGURATION.md), mapped to the names EWN sets and checks.
+const ALIASES: &[(&str, &str)] = &[
+    ("metadata.broker.list", "bootstrap.servers"),
+    ("request.required.acks", "acks"),
+    ("queue.buffering.max.ms", "linger.ms"),
+    ("max.in.flight", "max.in.flight.requests.per.connection"),
+    ("delivery.timeout.ms", "message.timeout.ms"),
+    ("auto.commit.enable", "enable.auto.commit"),
+    ("compression.codec", "compression.type"),
+    ("sasl.mechanisms", "sasl.mechanism"),
+    ("message.send.max.retries", "retries"),
+];
+
+/// The canonical name of a librdkafka property (lower case, aliases resolved).
+pub fn canonical(key: &str) -> String {
+    let key = key.trim().to_ascii_lowercase();
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == key)
+        .map(|(_, name)| name.to_string())
+        .unwrap_or(key)
+}
+
+/// Reads a file that holds credentials, refusing one that group or others may read.
+fn read_private(path: &std::path::Path) -> std::result::Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{}: mode {mode:04o} lets group or others read it; chmod 600",
+            path.display()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `key=value` (or `key: value`) lines; `#` and `!` start comments.
+fn parse_properties(text: &str) -> std::result::Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let at = line
+            .find(['=', ':'])
+            .ok_or_else(|| format!("line {}: not `key=value`", n + 1))?;
+        let (key, value) = (line[..at].trim(), line[at + 1..].trim());
+        if key.is_empty() {
+            return Err(format!("line {}: empty key", n + 1));
+        }
+        out.insert(key.to_string(), value.to_string());
+    }
+    Ok(out)
 }
 
 impl Default for KafkaSettings {
@@ -56,7 +153,10 @@ impl Default for KafkaSettings {
             linger_ms: 5,
             fetch_wait_max_ms: 10,
             statistics_interval_ms: 5_000,
+            retention_ms: 7 * 24 * 3_600_000,
             properties: BTreeMap::new(),
+            properties_files: Vec::new(),
+            from_files: FileProperties::default(),
         }
     }
 }
@@ -104,6 +204,9 @@ impl KafkaSettings {
                 ));
             }
         }
+        if self.retention_ms < 1 {
+            p.push("kafka.retention_ms: must be positive".into());
+        }
         if self.message_timeout_ms == 0 {
             p.push("kafka.message_timeout_ms: must be positive".into());
         }
@@ -112,64 +215,164 @@ impl KafkaSettings {
                 "kafka.max_in_flight_records: must be between 1 and {MAX_IN_FLIGHT}"
             ));
         }
-        for key in self.properties.keys() {
-            if PINNED.contains(&key.as_str()) {
+        let named = self
+            .properties
+            .keys()
+            .map(|k| (format!("kafka.properties.{k}"), k.as_str()))
+            .chain(
+                self.from_files
+                    .files
+                    .keys()
+                    .map(|k| ("kafka.properties_files".to_string(), k.as_str())),
+            );
+        for (place, key) in named {
+            let name = canonical(key.strip_suffix("_file").unwrap_or(key));
+            if PINNED.contains(&name.as_str()) {
+                let alias = if name == key {
+                    String::new()
+                } else {
+                    format!(" (librdkafka's {name})")
+                };
                 p.push(format!(
-                    "kafka.properties.{key}: is set by EWN and may not be overridden"
+                    "{place}: `{key}`{alias} is set by EWN and may not be overridden"
                 ));
             }
         }
         p
     }
 
-    fn base(&self, role: &str) -> ClientConfig {
+    /// Reads `properties_files` and every `<key>_file` property into `from_files`; every
+    /// problem names the key and the file. Call once after loading the configuration.
+    pub fn read_files(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut from = FileProperties::default();
+        for path in &self.properties_files {
+            match read_private(path).and_then(|t| parse_properties(&t)) {
+                Ok(props) => from.files.extend(props),
+                Err(e) => problems.push(format!("kafka.properties_files: {e}")),
+            }
+        }
+        for (key, path) in &self.properties {
+            if let Some(name) = key.strip_suffix("_file") {
+                match read_private(std::path::Path::new(path)) {
+                    Ok(value) => {
+                        from.secrets.insert(
+                            name.to_string(),
+                            value.trim_end_matches(['\n', '\r']).to_string(),
+                        );
+                    }
+                    Err(e) => problems.push(format!("kafka.properties.{key}: {e}")),
+                }
+            }
+        }
+        self.from_files = from;
+        problems
+    }
+
+    /// The user's properties by canonical name, lowest layer first: files, the table,
+    /// then the `_file` secrets.
+    fn user_properties(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in &self.from_files.files {
+            out.insert(canonical(k), v.clone());
+        }
+        for (k, v) in self
+            .properties
+            .iter()
+            .filter(|(k, _)| !k.ends_with("_file"))
+        {
+            out.insert(canonical(k), v.clone());
+        }
+        for (k, v) in &self.from_files.secrets {
+            out.insert(canonical(k), v.clone());
+        }
+        out
+    }
+
+    /// The client configuration: the user's properties, then what EWN sets for `role`
+    /// (`ewn`), which wins; each user setting EWN overrides is named in a warning.
+    fn compose(&self, role: &str, ewn: &[(&str, String)]) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers)
-            .set("client.id", format!("{}-{role}", self.client_id))
-            .set("socket.keepalive.enable", "true")
-            .set("request.timeout.ms", self.request_timeout_ms.to_string())
-            .set(
-                "statistics.interval.ms",
-                self.statistics_interval_ms.to_string(),
-            );
-        for (k, v) in &self.properties {
+        let user = self.user_properties();
+        for (k, v) in &user {
             c.set(k, v);
+        }
+        for (k, v) in ewn {
+            if let Some(theirs) = user.get(*k).filter(|theirs| *theirs != v) {
+                // Values may be secrets only for keys EWN never sets; these are not.
+                tracing::warn!(
+                    property = *k,
+                    configured = %theirs,
+                    used = %v,
+                    client = role,
+                    "kafka property overridden by EWN (set its kafka.* option instead)"
+                );
+            }
+            c.set(*k, v);
         }
         c
     }
 
+    fn base(&self, role: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("bootstrap.servers", self.brokers.clone()),
+            ("client.id", format!("{}-{role}", self.client_id)),
+            ("socket.keepalive.enable", "true".into()),
+            ("request.timeout.ms", self.request_timeout_ms.to_string()),
+            (
+                "statistics.interval.ms",
+                self.statistics_interval_ms.to_string(),
+            ),
+        ]
+    }
+
     /// An idempotent, `acks=all` producer configuration.
     pub fn producer_config(&self, role: &str) -> ClientConfig {
-        let mut c = self.base(role);
-        c.set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set("message.timeout.ms", self.message_timeout_ms.to_string())
-            .set("linger.ms", self.linger_ms.to_string())
-            .set(
+        let mut ewn = self.base(role);
+        ewn.extend([
+            ("acks", "all".to_string()),
+            ("enable.idempotence", "true".into()),
+            ("max.in.flight.requests.per.connection", "5".into()),
+            ("message.timeout.ms", self.message_timeout_ms.to_string()),
+            ("linger.ms", self.linger_ms.to_string()),
+            (
                 "queue.buffering.max.messages",
                 self.max_in_flight_records.to_string(),
-            );
+            ),
+        ]);
+        let mut c = self.compose(role, &ewn);
+        // zstd unless the user chose another codec: alerts carry evidence and compress well.
+        if !self.user_properties().contains_key("compression.type") {
+            c.set("compression.type", "zstd");
+        }
         c
     }
 
     /// A consumer configuration; offsets are committed explicitly by the caller, never
     /// automatically, so an offset is only committed once its record is fully handled.
     pub fn consumer_config(&self, role: &str, group_id: Option<&str>) -> ClientConfig {
-        let mut c = self.base(role);
-        c.set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
+        let mut ewn = self.base(role);
+        ewn.extend([
+            ("enable.auto.commit", "false".to_string()),
+            ("enable.auto.offset.store", "false".into()),
+            ("enable.partition.eof", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+            ("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string()),
+        ]);
         if let Some(group) = group_id {
-            c.set("group.id", group);
+            ewn.extend([
+                ("group.id", group.to_string()),
+                // New member-state topics are found within seconds; a dead member's
+                // partitions move within the session timeout.
+                ("topic.metadata.refresh.interval.ms", "2000".to_string()),
+                ("session.timeout.ms", "10000".to_string()),
+            ]);
         }
-        c
+        self.compose(role, &ewn)
     }
 
     pub fn admin_config(&self) -> ClientConfig {
-        self.base("admin")
+        self.compose("admin", &self.base("admin"))
     }
 
     pub(crate) fn check(&self) -> Result<()> {
@@ -207,5 +410,45 @@ mod tests {
                 .any(|p| p.starts_with("kafka.max_in_flight_records:"))
         );
         assert!(KafkaSettings::default().problems().is_empty());
+    }
+
+    #[test]
+    fn aliases_are_mapped_before_the_pinned_check_and_what_ewn_sets_wins() {
+        let with = |k: &str, v: &str| KafkaSettings {
+            properties: [(k.to_string(), v.to_string())].into(),
+            ..KafkaSettings::default()
+        };
+        let p = with("request.required.acks", "1").problems();
+        assert!(
+            p.iter()
+                .any(|p| p.contains("`request.required.acks` (librdkafka's acks)")),
+            "{p:?}"
+        );
+        assert!(!with("Metadata.Broker.List", "x:1").problems().is_empty());
+        // An alias of a setting EWN sets from its own option: EWN's value is used.
+        let c = with("queue.buffering.max.ms", "250").producer_config("p");
+        assert_eq!(c.get("linger.ms"), Some("5"));
+        assert_eq!(c.get("queue.buffering.max.ms"), None);
+        // Other properties pass through; zstd unless the user picks a codec.
+        assert_eq!(c.get("compression.type"), Some("zstd"));
+        let c = with("compression.codec", "lz4").producer_config("p");
+        assert_eq!(c.get("compression.type"), Some("lz4"));
+    }
+
+    #[test]
+    fn file_properties_never_reach_debug() {
+        let mut s = KafkaSettings::default();
+        s.from_files
+            .secrets
+            .insert("sasl.password".into(), "hunter2-secret".into());
+        let debug = format!("{s:?}");
+        assert!(
+            debug.contains("sasl.password") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        assert_eq!(
+            s.producer_config("p").get("sasl.password"),
+            Some("hunter2-secret")
+        );
     }
 }

@@ -126,6 +126,11 @@ impl Topics {
         format!("{}subscriptions", self.prefix)
     }
 
+    /// The processor's internal repartition topic.
+    pub fn rekeyed(&self) -> String {
+        format!("{}process.rekeyed", self.prefix)
+    }
+
     /// Does `topic` belong to `kind`? (`Incidents` matches every member state's topic.)
     pub fn matches(&self, kind: TopicKind, topic: &str) -> bool {
         match kind {
@@ -162,6 +167,57 @@ impl Topics {
         v.push(spec(self.subscriptions(), true));
         v
     }
+
+    /// Every topic `ewn topics create` makes: [`Topics::all`] and the processor's
+    /// repartition topic with `rekeyed_partitions`.
+    pub fn network(
+        &self,
+        states: &[String],
+        partitions: i32,
+        rekeyed_partitions: i32,
+    ) -> Vec<TopicSpec> {
+        let mut v = self.all(states, partitions);
+        v.push(TopicSpec {
+            name: self.rekeyed(),
+            partitions: rekeyed_partitions,
+            compacted: false,
+        });
+        v
+    }
+
+    /// What the processor reads and writes: every state's incidents and heartbeats,
+    /// rejected, alerts and its repartition topic.
+    pub fn for_processor(
+        &self,
+        states: &[String],
+        partitions: i32,
+        rekeyed_partitions: i32,
+    ) -> Vec<TopicSpec> {
+        let names: Vec<String> = states
+            .iter()
+            .flat_map(|s| [self.incidents(s), self.heartbeats(s)])
+            .chain([self.rejected(), self.alerts(), self.rekeyed()])
+            .collect();
+        self.network(states, partitions, rekeyed_partitions)
+            .into_iter()
+            .filter(|s| names.contains(&s.name))
+            .collect()
+    }
+
+    /// What the fan-out reads and writes.
+    pub fn for_fanout(&self, partitions: i32) -> Vec<TopicSpec> {
+        let names = [
+            self.alerts(),
+            self.deliveries(),
+            self.acks(),
+            self.retries(),
+            self.subscriptions(),
+        ];
+        self.all(&[], partitions)
+            .into_iter()
+            .filter(|s| names.contains(&s.name))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -183,5 +239,29 @@ mod tests {
         let all = t.all(&["kz".into()], 3);
         assert_eq!(all.len(), 8);
         assert!(all.iter().any(|s| s.name == "t1.ewn.heartbeats.kz"));
+        let network = t.network(&["kz".into()], 3, 6);
+        assert_eq!(network.len(), 9);
+        assert!(
+            network
+                .iter()
+                .any(|s| s.name == "t1.ewn.process.rekeyed" && s.partitions == 6)
+        );
+        let p: Vec<String> = t
+            .for_processor(&["kz".into()], 3, 6)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            p,
+            [
+                "t1.ewn.incidents.kz",
+                "t1.ewn.heartbeats.kz",
+                "t1.ewn.rejected",
+                "t1.ewn.alerts",
+                "t1.ewn.process.rekeyed"
+            ]
+        );
+        assert_eq!(t.for_fanout(3).len(), 5);
+        assert!(t.for_fanout(3).iter().any(|s| s.compacted));
     }
 }

@@ -22,6 +22,7 @@ pub struct ProcessorMetrics {
     pub watermark_lag: IntGaugeVec,
     pub state_keys: IntGaugeVec,
     pub rule_reloads: IntCounterVec,
+    pub trust_reloads: IntCounterVec,
     pub state_events: IntGaugeVec,
     pub state_bytes: prometheus::IntGauge,
     pub state_refused: IntCounterVec,
@@ -137,7 +138,12 @@ impl ProcessorMetrics {
             )?,
             rule_reloads: m.counter_vec(
                 "ewn_processor_rule_reloads_total",
-                "rule and trust-store reloads",
+                "rules-file reloads",
+                &["outcome"],
+            )?,
+            trust_reloads: m.counter_vec(
+                "ewn_processor_trust_reloads_total",
+                "trust-store reloads",
                 &["outcome"],
             )?,
             state_events: m.gauge_vec(

@@ -29,11 +29,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use ewn_kafka::admin::ensure_topics;
+use ewn_kafka::admin::check_topics;
 use ewn_kafka::producer::{Tally, Then};
 use ewn_kafka::{
     AssignedReader, Change, CommitOffset, ConfirmingProducer, GroupConsumer, KafkaMetrics,
-    KafkaSettings, StartAt, Subscription, TopicSpec, Topics,
+    KafkaSettings, StartAt, Subscription, Topics,
 };
 use ewn_model::validate::Limits;
 use ewn_model::{Alert, AvroRecord, RejectReason, Rejection, ScoredIncident};
@@ -122,7 +122,16 @@ impl ProcessorConfig {
     }
 
     pub fn rekeyed_topic(&self) -> String {
-        format!("{}process.rekeyed", self.kafka.topic_prefix)
+        Topics::new(&self.kafka.topic_prefix).rekeyed()
+    }
+
+    /// Partitions of the repartition topic (`process.rekeyed_partitions`, 0: `kafka.partitions`).
+    pub fn rekeyed_partitions(&self) -> i32 {
+        if self.process.rekeyed_partitions > 0 {
+            self.process.rekeyed_partitions
+        } else {
+            self.kafka.partitions
+        }
     }
 }
 
@@ -184,6 +193,7 @@ fn init_series(m: &ProcessorMetrics, config: &ProcessorConfig) {
     }
     for outcome in ["ok", "error"] {
         m.rule_reloads.with_label_values(&[outcome]);
+        m.trust_reloads.with_label_values(&[outcome]);
     }
     if let Ok(rules) = load_rules(&config.process) {
         for r in &rules {
@@ -235,7 +245,8 @@ fn load_verifier(config: &ProcessorConfig) -> Result<Verifier> {
     ))
 }
 
-/// Runs the processor until `shutdown` is set. Creates its topics first (idempotent).
+/// Runs the processor until `shutdown` is set. Checks its topics first: it fails, naming
+/// each, when one is missing or misconfigured (`ewn topics create` makes them).
 pub async fn run(
     config: ProcessorConfig,
     registry: &Registry,
@@ -258,18 +269,15 @@ pub async fn run_with_clock(
         return Err(Error::Config(problems));
     }
     let topics = Topics::new(&config.kafka.topic_prefix);
-    let mut specs = topics.all(&config.kafka.states, config.kafka.partitions);
-    let rekeyed_partitions = if config.process.rekeyed_partitions > 0 {
-        config.process.rekeyed_partitions
-    } else {
-        config.kafka.partitions
-    };
-    specs.push(TopicSpec {
-        name: config.rekeyed_topic(),
-        partitions: rekeyed_partitions,
-        compacted: false,
-    });
-    ensure_topics(&config.kafka, &specs).await?;
+    // Checked, never created here: the processor's principal needs no Create ACL.
+    let specs = topics.for_processor(
+        &config.kafka.states,
+        config.kafka.partitions,
+        config.rekeyed_partitions(),
+    );
+    for note in check_topics(&config.kafka, &specs).await? {
+        tracing::warn!(note = %note, "topic");
+    }
 
     // The files' times are taken before they are read, so a change made while they load
     // is seen by the first reload check rather than missed.
@@ -367,11 +375,14 @@ async fn reload_loop(ctx: &Ctx, seen: (Option<SystemTime>, Option<SystemTime>)) 
                     Ok(v) => {
                         tracing::info!(keys = v.store().len(), "trust store reloaded");
                         ctx.verifier.set(v);
-                        ctx.metrics.rule_reloads.with_label_values(&["ok"]).inc();
+                        ctx.metrics.trust_reloads.with_label_values(&["ok"]).inc();
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "trust store reload failed; keeping the previous one");
-                        ctx.metrics.rule_reloads.with_label_values(&["error"]).inc();
+                        ctx.metrics
+                            .trust_reloads
+                            .with_label_values(&["error"])
+                            .inc();
                     }
                 }
             }

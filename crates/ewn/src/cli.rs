@@ -42,6 +42,20 @@ pub struct Global {
     /// Log filter, e.g. `info` or `debug,rdkafka=warn` (log.level).
     #[arg(long, global = true)]
     pub log_level: Option<String>,
+    /// A librdkafka property, as kcat's -X (kafka.properties."KEY"; repeatable; overrides
+    /// the file and the environment). `-X KEY_file=PATH` reads KEY's value from a file.
+    #[arg(short = 'X', global = true, value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub kafka_property: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected KEY=VALUE"))?;
+    if k.trim().is_empty() {
+        return Err(format!("`{s}`: empty key"));
+    }
+    Ok((k.trim().to_string(), v.to_string()))
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -62,6 +76,8 @@ pub enum Command {
     Tail(cmd::tail::Args),
     /// Print each wire schema's name, Parsing Canonical Form and fingerprints.
     Schemas(cmd::schemas::Args),
+    /// Print every metric family the services export: name, type, services, labels, help.
+    Metrics(cmd::metrics::Args),
     /// Check a rules file and explain each rule, or run rule fixtures through the engine.
     Rules(cmd::rules::Args),
     /// Print the shell completion script for bash, zsh or fish.
@@ -111,10 +127,20 @@ impl Global {
         }
     }
 
+    /// Adds the `-X` properties (the highest layer) and reads the Kafka properties files
+    /// and `_file` secrets; the problems found.
+    pub fn complete(&self, settings: &mut Settings) -> Vec<String> {
+        for (k, v) in &self.kafka_property {
+            settings.kafka.properties.insert(k.clone(), v.clone());
+        }
+        settings.kafka.read_files()
+    }
+
     /// Loads and validates the settings (see [`Global::layers`]) and starts logging.
     pub fn settings(&self, extra: Vec<(String, String)>) -> anyhow::Result<Settings> {
-        let settings: Settings = ewn_ops::config::load(&self.layers(extra))?;
-        let problems = settings.problems();
+        let mut settings: Settings = ewn_ops::config::load(&self.layers(extra))?;
+        let mut problems = self.complete(&mut settings);
+        problems.extend(settings.problems());
         if !problems.is_empty() {
             return Err(ewn_ops::Error::Config(problems).into());
         }
@@ -136,6 +162,7 @@ impl Default for LogFormatArg {
 /// Exit codes: 0 success, 1 the command ran but not everything succeeded (rejected lines,
 /// unconfirmed records, unverified records when asked to fail on them), 2 it could not run.
 pub fn main() -> ExitCode {
+    ewn_ops::metrics::set_commit(env!("EWN_COMMIT"));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -160,6 +187,7 @@ pub fn main() -> ExitCode {
             Command::Schemas(args) => cmd::schemas::run(args),
             Command::Rules(args) => cmd::rules::run(args),
             Command::Completions(args) => cmd::completions::run(args),
+            Command::Metrics(args) => cmd::metrics::run(args),
             Command::Config(args) => cmd::config::run(&cli.global, args),
             Command::Process(args) => cmd::process::run(&cli.global, args).await,
             Command::Fanout(args) => cmd::fanout::run(&cli.global, args).await,

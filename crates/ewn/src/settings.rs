@@ -26,6 +26,7 @@ pub struct Settings {
 /// Keys whose `EWN__…` environment value is a comma-separated list.
 pub const LIST_KEYS: &[&str] = &[
     "kafka.states",
+    "kafka.properties_files",
     "fanout.webhook.allow_http_hosts",
     "fanout.webhook.allow_private_cidrs",
 ];

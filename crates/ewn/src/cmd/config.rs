@@ -12,7 +12,7 @@ use crate::settings::Settings;
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
-The global flags (--config, --brokers, --topic-prefix, --log-format, --log-level) and the \
+The global flags (--config, --brokers, --topic-prefix, --log-format, --log-level, -X) and the \
 EWN__SECTION__KEY environment variables apply as they do for every subcommand; a \
 subcommand's own flags (e.g. `process --rules`) are not part of this view.
 
@@ -47,12 +47,13 @@ pub enum Format {
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     let layers = global.layers(vec![]);
-    let settings: Settings = match load(&layers) {
+    let mut settings: Settings = match load(&layers) {
         Ok(s) => s,
         Err(ewn_ops::Error::Config(problems)) => return Ok(report(&problems)),
         Err(e) => return Err(e.into()),
     };
-    let problems = settings.problems();
+    let mut problems = global.complete(&mut settings);
+    problems.extend(settings.problems());
     match args.action {
         Action::Check => {
             if !problems.is_empty() {
@@ -66,7 +67,16 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Action::Show { format } => {
-            let entries = explain(&settings, &layers)?;
+            let mut entries = explain(&settings, &layers)?;
+            // `-X` properties are added after the layers: a flag.
+            for e in &mut entries {
+                if global.kafka_property.iter().any(|(k, _)| {
+                    e.key == format!("kafka.properties.\"{k}\"")
+                        || e.key == format!("kafka.properties.{k}")
+                }) {
+                    e.origin = Origin::Flag;
+                }
+            }
             let width = entries.iter().map(|e| e.key.len()).max().unwrap_or(0);
             for entry in entries.into_iter().map(redact) {
                 match format {

@@ -291,6 +291,13 @@ async fn run_network(
             ..ProcessSettings::default()
         },
     };
+    // The topics, made as `ewn topics create` makes them: the services only check theirs.
+    let specs = ewn_kafka::Topics::new(&kafka.topic_prefix).network(
+        &kafka.states,
+        kafka.partitions,
+        processor_config.rekeyed_partitions(),
+    );
+    ewn_kafka::admin::ensure_topics(&kafka, &specs).await?;
     let processor = {
         let (r, h, s) = (process_registry.clone(), health, shutdown.clone());
         tokio::spawn(async move { ewn_processor::run(processor_config, &r, h, s).await })

@@ -5,6 +5,7 @@ pub mod demo_posts;
 pub mod fanout;
 pub mod gateway;
 pub mod keygen;
+pub mod metrics;
 pub mod process;
 pub mod publish;
 pub mod rules;
