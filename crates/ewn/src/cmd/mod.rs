@@ -12,6 +12,7 @@ pub mod schemas;
 pub mod simulate;
 pub mod tail;
 pub mod topics;
+pub mod trust;
 
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> i64 {
