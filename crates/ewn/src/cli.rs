@@ -64,6 +64,8 @@ pub enum Command {
     Schemas(cmd::schemas::Args),
     /// Check a rules file and explain each rule, or run rule fixtures through the engine.
     Rules(cmd::rules::Args),
+    /// A desk's alerts through the fan-out's API: list (and follow), show, acknowledge.
+    Alerts(cmd::alerts::Args),
     /// List, add or revoke trust-store keys; check a key or a signed record against it.
     Trust(cmd::trust::Args),
     /// Print the shell completion script for bash, zsh or fish.
@@ -161,6 +163,7 @@ pub fn main() -> ExitCode {
             }
             Command::Schemas(args) => cmd::schemas::run(args),
             Command::Rules(args) => cmd::rules::run(args),
+            Command::Alerts(args) => cmd::alerts::run(args).await,
             Command::Trust(args) => cmd::trust::run(&cli.global, args),
             Command::Completions(args) => cmd::completions::run(args),
             Command::Config(args) => cmd::config::run(&cli.global, args),

@@ -1,3 +1,4 @@
+pub mod alerts;
 pub mod completions;
 pub mod config;
 pub mod demo;
