@@ -33,13 +33,34 @@ fn token(sub: &str) -> String {
 
 /// `ewn alerts ARGS` as desk `sub` (token from the environment).
 fn alerts(fanout: &Fanout, sub: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ewn"))
-        .arg("alerts")
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ewn"));
+    c.arg("alerts")
         .args(["--url", &fanout.url("")])
         .args(args)
-        .env("EWN_DESK_TOKEN", token(sub))
-        .output()
-        .unwrap()
+        .env("EWN_DESK_TOKEN", token(sub));
+    bounded(c)
+}
+
+/// Runs a command that must end by itself (a `list` that missed the end of the backlog
+/// would wait for ever): killed and failed after 60 s.
+fn bounded(mut c: Command) -> Output {
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(id.to_string()).status();
+            panic!("{c:?} did not end within 60 s");
+        }
+    }
 }
 
 fn text(o: &Output) -> String {
@@ -183,7 +204,7 @@ fn a_desk_lists_shows_acks_and_follows_only_what_it_may_see() {
         if let Some(t) = env {
             c.env("EWN_DESK_TOKEN", t);
         }
-        c.output().unwrap()
+        bounded(c)
     };
     let out = run(&file, None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -201,11 +222,10 @@ fn a_desk_lists_shows_acks_and_follows_only_what_it_may_see() {
         "{}",
         text(&out)
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_ewn"))
-        .args(["alerts", "--url", &fanout.url(""), "list"])
-        .env_remove("EWN_DESK_TOKEN")
-        .output()
-        .unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ewn"));
+    c.args(["alerts", "--url", &fanout.url(""), "list"])
+        .env_remove("EWN_DESK_TOKEN");
+    let out = bounded(c);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("no desk token"), "{}", text(&out));
 

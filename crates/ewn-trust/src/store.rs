@@ -428,6 +428,44 @@ mod tests {
     }
 
     #[test]
+    fn revoke_edits_one_entry_atomically_keeping_comments_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        fs::write(&path, "# operator's note\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        TrustStore::append_to_file(&path, &sample("kz-1")).unwrap();
+        TrustStore::append_to_file(&path, &sample("kz-2")).unwrap();
+        let revoked = TrustStore::revoke_in_file(&path, "kz-2", 1_780_000_000_000).unwrap();
+        assert_eq!(revoked.revoked_at, Some(1_780_000_000_000));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# operator's note\n"), "{text}");
+        let store = TrustStore::load(&path).unwrap();
+        assert_eq!(store.get("kz-1").unwrap().revoked_at, None);
+        assert_eq!(
+            store.get("kz-2").unwrap().revoked_at,
+            Some(1_780_000_000_000)
+        );
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+        assert!(matches!(
+            TrustStore::revoke_in_file(&path, "kz-2", 1_790_000_000_000),
+            Err(Error::AlreadyRevoked { .. })
+        ));
+        assert!(matches!(
+            TrustStore::revoke_in_file(&path, "kz-9", 1_790_000_000_000),
+            Err(Error::UnknownKey { .. })
+        ));
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            text,
+            "refusals change nothing"
+        );
+    }
+
+    #[test]
     fn native_toml_datetimes_are_accepted() {
         let key = sample("x").public_key_base64();
         let text = format!(

@@ -433,6 +433,8 @@ async fn list(
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 match Stream::open(client, base, token, 0, last.clone()).await {
                     Ok(s) => stream = s,
+                    // A token or desk refused is final; anything else is retried.
+                    Err(e) if e.is::<Refused>() => return Err(e),
                     Err(e) => {
                         eprintln!("warning: reconnecting: {e:#}");
                         stream.parser.last_event_id = last;
@@ -488,6 +490,18 @@ fn print_alert(a: &Value, format: Format) {
     }
 }
 
+/// The fan-out refused the token or the desk: retrying will not help.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// One thing read from the stream.
 enum Item {
     Alert(Value),
@@ -535,8 +549,8 @@ impl Stream {
         if !status.is_success() {
             let why = refusal(response).await;
             match status.as_u16() {
-                401 => bail!("the fan-out refused the token: {why}"),
-                403 => bail!("the fan-out refused this desk: {why}"),
+                401 => return Err(Refused(format!("the fan-out refused the token: {why}")).into()),
+                403 => return Err(Refused(format!("the fan-out refused this desk: {why}")).into()),
                 _ => bail!("the fan-out's stream answered {why}"),
             }
         }
