@@ -79,6 +79,8 @@ fn zsh_script_parses_and_defines_the_completer() {
         "simulate",
         "demo",
         "completions",
+        "alerts",
+        "trust",
     ] {
         assert!(text.contains(&format!("'{sub}:")), "{sub} is offered");
     }

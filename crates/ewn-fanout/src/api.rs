@@ -467,6 +467,10 @@ async fn cap_ack(
         .into_response()
 }
 
+/// The SSE comment sent once the backlog (`?history=N`, or the events after a
+/// `Last-Event-ID`) has been sent and live events follow.
+pub const BACKLOG_END: &str = "backlog-end";
+
 #[derive(Deserialize)]
 struct StreamQuery {
     #[serde(default)]
@@ -607,6 +611,16 @@ async fn feed(
         {
             return;
         }
+    }
+    // A comment (which EventSource and every SSE client ignore) marking the end of the
+    // backlog, so a reader such as `ewn alerts list` knows it has what it asked for
+    // without guessing from a quiet period. It carries nothing about any alert.
+    if tx
+        .send(Ok(Event::default().comment(BACKLOG_END)))
+        .await
+        .is_err()
+    {
+        return;
     }
     let mut stop = api.core.stop.clone();
     loop {

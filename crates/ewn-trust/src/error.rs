@@ -21,6 +21,10 @@ pub enum Error {
     Exists { path: PathBuf },
     #[error("trust store already holds key `{key_id}`")]
     DuplicateKey { key_id: String },
+    #[error("trust store holds no key `{key_id}`")]
+    UnknownKey { key_id: String },
+    #[error("key `{key_id}` is already revoked (at {at})")]
+    AlreadyRevoked { key_id: String, at: String },
     #[error("cannot sign incident: {0}")]
     Encode(#[from] ewn_model::Error),
 }

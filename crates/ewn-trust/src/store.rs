@@ -174,13 +174,126 @@ impl TrustStore {
             path: path.into(),
             problems,
         })?;
-        let tmp = path.with_extension("toml.tmp");
-        let mut file = fs::File::create(&tmp).map_err(Error::io(&tmp))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(Error::io(&tmp))?;
-        fs::rename(&tmp, path).map_err(Error::io(path))
+        write_atomically(path, &text)
     }
+
+    /// Sets `revoked_at` on the key `key_id` in the trust store file, keeping everything
+    /// else as written (comments, order, formatting). Refuses an unknown key, a key already
+    /// revoked, and a file that does not load (every problem named).
+    pub fn revoke_in_file(path: &Path, key_id: &str, revoked_at: i64) -> Result<KeyEntry> {
+        let text = fs::read_to_string(path).map_err(Error::io(path))?;
+        let bad = |problems: String| Error::BadTrustStore {
+            path: path.into(),
+            problems,
+        };
+        let store = TrustStore::parse(&text).map_err(bad)?;
+        let entry = store.get(key_id).ok_or_else(|| Error::UnknownKey {
+            key_id: printable(key_id),
+        })?;
+        if let Some(at) = entry.revoked_at {
+            return Err(Error::AlreadyRevoked {
+                key_id: printable(key_id),
+                at: rfc3339(at),
+            });
+        }
+        let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e| bad(format!("{e}")))?;
+        let table = doc
+            .get_mut("keys")
+            .and_then(|k| k.as_array_of_tables_mut())
+            .and_then(|keys| {
+                keys.iter_mut()
+                    .find(|t| t.get("key_id").and_then(|v| v.as_str()) == Some(key_id))
+            })
+            .ok_or_else(|| {
+                bad(format!(
+                    "key `{}` is not written as a [[keys]] table; edit the file by hand",
+                    printable(key_id)
+                ))
+            })?;
+        table["revoked_at"] = toml_edit::value(rfc3339(revoked_at));
+        let new_text = doc.to_string();
+        let reloaded = TrustStore::parse(&new_text).map_err(bad)?;
+        let revoked = reloaded
+            .get(key_id)
+            .filter(|e| e.revoked_at.is_some())
+            .cloned()
+            .ok_or_else(|| {
+                bad(format!(
+                    "key `{}`: revocation not recorded",
+                    printable(key_id)
+                ))
+            })?;
+        write_atomically(path, &new_text)?;
+        Ok(revoked)
+    }
+}
+
+/// Replaces `path` with `text` so that a reader sees the old file or the new one, never a
+/// part: a temporary file in the same directory, written and synced, renamed over `path`,
+/// then the directory synced. The file keeps its permission bits (a new file gets 0644:
+/// a trust store holds public keys only).
+pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Io {
+            path: path.into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let mode = match fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0o644,
+        Err(e) => {
+            return Err(Error::Io {
+                path: path.into(),
+                source: e,
+            });
+        }
+    };
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{:x}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let written = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        // Explicitly, so the umask does not narrow or the 0600 above widen what was there.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::Io {
+            path: tmp,
+            source: e,
+        });
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::Io {
+            path: path.into(),
+            source: e,
+        });
+    }
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))
+}
+
+fn rand_suffix() -> u64 {
+    use rand_core::RngCore;
+    rand_core::OsRng.next_u64()
 }
 
 fn entry(e: EntryForm) -> std::result::Result<KeyEntry, Vec<String>> {
@@ -312,6 +425,44 @@ mod tests {
             Some(1_780_000_000_000)
         );
         assert_eq!(store.get("kz-1").unwrap().not_before, 1_767_225_600_000);
+    }
+
+    #[test]
+    fn revoke_edits_one_entry_atomically_keeping_comments_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        fs::write(&path, "# operator's note\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        TrustStore::append_to_file(&path, &sample("kz-1")).unwrap();
+        TrustStore::append_to_file(&path, &sample("kz-2")).unwrap();
+        let revoked = TrustStore::revoke_in_file(&path, "kz-2", 1_780_000_000_000).unwrap();
+        assert_eq!(revoked.revoked_at, Some(1_780_000_000_000));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# operator's note\n"), "{text}");
+        let store = TrustStore::load(&path).unwrap();
+        assert_eq!(store.get("kz-1").unwrap().revoked_at, None);
+        assert_eq!(
+            store.get("kz-2").unwrap().revoked_at,
+            Some(1_780_000_000_000)
+        );
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left: {names:?}");
+        assert!(matches!(
+            TrustStore::revoke_in_file(&path, "kz-2", 1_790_000_000_000),
+            Err(Error::AlreadyRevoked { .. })
+        ));
+        assert!(matches!(
+            TrustStore::revoke_in_file(&path, "kz-9", 1_790_000_000_000),
+            Err(Error::UnknownKey { .. })
+        ));
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            text,
+            "refusals change nothing"
+        );
     }
 
     #[test]

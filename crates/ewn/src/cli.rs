@@ -80,6 +80,10 @@ pub enum Command {
     Metrics(cmd::metrics::Args),
     /// Check a rules file and explain each rule, or run rule fixtures through the engine.
     Rules(cmd::rules::Args),
+    /// A desk's alerts through the fan-out's API: list (and follow), show, acknowledge.
+    Alerts(cmd::alerts::Args),
+    /// List, add or revoke trust-store keys; check a key or a signed record against it.
+    Trust(cmd::trust::Args),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(cmd::completions::Args),
     /// Check the configuration, or show the effective one with each value's origin.
@@ -186,6 +190,8 @@ pub fn main() -> ExitCode {
             }
             Command::Schemas(args) => cmd::schemas::run(args),
             Command::Rules(args) => cmd::rules::run(args),
+            Command::Alerts(args) => cmd::alerts::run(args).await,
+            Command::Trust(args) => cmd::trust::run(&cli.global, args),
             Command::Completions(args) => cmd::completions::run(args),
             Command::Metrics(args) => cmd::metrics::run(args),
             Command::Config(args) => cmd::config::run(&cli.global, args),

@@ -1,3 +1,4 @@
+pub mod alerts;
 pub mod completions;
 pub mod config;
 pub mod demo;
@@ -13,6 +14,7 @@ pub mod schemas;
 pub mod simulate;
 pub mod tail;
 pub mod topics;
+pub mod trust;
 
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> i64 {
