@@ -435,7 +435,20 @@ async fn run_network(
     };
     // The posts report through KZ's gateway while the simulator runs.
     let stop_posts = shutdown.clone();
-    let posts = gateway.run_posts(relay, Duration::from_secs(args.duration), &stop_posts);
+    let verified = || {
+        ewn_ops::metrics::render(&process_registry)
+            .lines()
+            .filter(|l| l.starts_with("ewn_processor_incidents_verified_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            >= 20.0
+    };
+    let posts = gateway.run_posts(
+        relay,
+        Duration::from_secs(args.duration),
+        &stop_posts,
+        verified,
+    );
     // Ctrl-C stops the simulator too.
     let simulate = async {
         loop {

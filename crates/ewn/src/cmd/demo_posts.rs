@@ -166,7 +166,15 @@ impl DemoGateway {
         relay: &LinkRelay,
         duration: Duration,
         stop: &AtomicBool,
+        ready: impl Fn() -> bool,
     ) -> anyhow::Result<(Vec<String>, usize)> {
+        // The simulator's first report is a day old (the vanished exit): the posts' reports
+        // of today wait until the processor has taken it, or the partition's event time
+        // would already be past it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready() && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let client = reqwest::Client::new();
         let url = format!("http://{}/api/v1/incidents", self.addr);
         let started = Instant::now();
