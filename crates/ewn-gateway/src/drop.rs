@@ -135,13 +135,7 @@ impl FileDrop {
                         .intake
                         .prepare_reader(post, BufReader::with_capacity(256 * 1024, file))?;
                     let records = std::mem::take(&mut prepared.records);
-                    let accepted = records.len();
-                    let report = json!({
-                        "file": name, "post": post,
-                        "accepted": accepted, "rejected": prepared.rejected(),
-                        "results": prepared.results,
-                    });
-                    (report, records, Some(prepared))
+                    (report_of(name, post, &prepared), records, Some(prepared))
                 };
                 let n = records.len() as u64;
                 let invalid = report["rejected"].as_u64().unwrap_or(0);
@@ -163,12 +157,8 @@ impl FileDrop {
                                 m.with_label_values(&["file", "duplicate"])
                                     .inc_by(duplicate);
                                 m.with_label_values(&["file", "invalid"]).inc_by(rejected);
-                                let report = json!({
-                                    "file": name, "post": post, "accepted": accepted,
-                                    "duplicate": duplicate, "rejected": rejected,
-                                    "results": p.results,
-                                });
-                                serde_json::to_string_pretty(&report).unwrap_or_default()
+                                serde_json::to_string_pretty(&report_of(name, post, p))
+                                    .unwrap_or_default()
                             }
                             None => {
                                 m.with_label_values(&["file", "accepted"]).inc_by(n);
@@ -230,4 +220,13 @@ impl FileDrop {
         tracing::info!(post, outcome, "dropped file handled");
         Ok(())
     }
+}
+
+/// The report written beside a dropped file: its lines' counts and results.
+fn report_of(name: &str, post: &str, p: &crate::intake::Prepared) -> serde_json::Value {
+    let (accepted, duplicate, rejected) = p.counts();
+    json!({
+        "file": name, "post": post, "accepted": accepted, "duplicate": duplicate,
+        "rejected": rejected, "results": p.results,
+    })
 }

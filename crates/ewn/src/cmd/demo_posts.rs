@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ewn_gateway::{GatewayConfig, GatewaySettings};
@@ -137,14 +137,9 @@ pub async fn start(
 /// A low-grade routine report of `post` (scored LOW: it raises no correlation alert).
 fn report(post: &str, n: u64) -> String {
     let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let id = format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        0xdeb0_0000u32 | (post.len() as u32),
-        (n >> 48) as u16,
-        (n >> 36) as u16 & 0xfff,
-        (n >> 24) as u16 & 0xfff,
-        (n & 0xff_ffff_ffff) + if post == CUT_POST { 0 } else { 1 << 39 }
-    );
+    // A UUID of the post and the report's number (distinct per post and report).
+    let post_no = u64::from(post != CUT_POST);
+    let id = format!("00000000-0000-4000-8000-{:012x}", (post_no << 40) | n);
     serde_json::json!({
         "incident_id": id,
         "reporter": {"state": "KZ", "agency": "KZ-KNB-BORDER", "post_id": post},
@@ -178,7 +173,7 @@ impl DemoGateway {
         let client = reqwest::Client::new();
         let url = format!("http://{}/api/v1/incidents", self.addr);
         let started = Instant::now();
-        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let mut accepted = Vec::new();
         let mut while_down = 0usize;
         let mut down = false;
         let outage = duration >= OUTAGE_AT + OUTAGE + Duration::from_secs(10);
@@ -219,10 +214,7 @@ impl DemoGateway {
                     let v: serde_json::Value = r.json().await.unwrap_or_default();
                     for l in v["results"].as_array().into_iter().flatten() {
                         if let Some(id) = l["incident_id"].as_str() {
-                            accepted
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(id.to_string());
+                            accepted.push(id.to_string());
                             if down {
                                 while_down += 1;
                             }
@@ -235,8 +227,7 @@ impl DemoGateway {
         if down {
             relay.restore(GATEWAY_CLIENT);
         }
-        let ids = accepted.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok((ids, while_down))
+        Ok((accepted, while_down))
     }
 
     /// Reports waiting in the gateway's spool.
