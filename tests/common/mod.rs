@@ -176,6 +176,17 @@ impl Net {
         self.sent += 1;
     }
 
+    /// Replaces the producer (a new idempotent producer id) once everything sent is
+    /// confirmed: Tansu 0.6.0 answers "unknown broker error" to a producer that lived
+    /// through a broker restart (tests/chaos.rs).
+    pub fn renew_producer(&mut self) {
+        self.flush();
+        self.tally = Arc::new(Tally::default());
+        self.producer =
+            RecordProducer::new(&self.settings, "test", self.tally.clone(), None).unwrap();
+        self.sent = 0;
+    }
+
     pub fn flush(&self) {
         self.producer.flush(Duration::from_secs(30)).unwrap();
         let report = self.tally.report();

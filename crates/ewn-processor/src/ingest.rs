@@ -55,7 +55,9 @@ pub struct IngestBatch<'v> {
     verifier: &'v Verifier,
     now: i64,
     topics: Vec<String>,
-    origins: Vec<Origin>,
+    /// Where each pending record came from, with its size and SHA-256 (a rejection names
+    /// the record as it was on the topic, whichever stage rejects it).
+    origins: Vec<(Origin, usize, [u8; 32])>,
     pending: Vec<Pending<'v>>,
     early: Vec<(Origin, Rejected, usize, [u8; 32])>,
     offsets: BTreeMap<(usize, i32), i64>,
@@ -110,7 +112,7 @@ impl<'v> IngestBatch<'v> {
         let value = value.unwrap_or_default();
         match self.verifier.check_envelope(value, state, self.now) {
             Ok(p) => {
-                self.origins.push(origin);
+                self.origins.push((origin, value.len(), sha256(value)));
                 self.pending.push(p);
             }
             Err(rej) => self.early.push((origin, rej, value.len(), sha256(value))),
@@ -176,11 +178,9 @@ impl<'v> IngestBatch<'v> {
                 .collect()
         };
         let mut verified = Vec::with_capacity(pending.len());
-        for ((origin, pend), sig) in origins.into_iter().zip(pending).zip(checked) {
-            let size = pend.envelope.payload.len();
+        for (((origin, size, sha), pend), sig) in origins.into_iter().zip(pending).zip(checked) {
             match sig.and_then(|()| verifier.check_payload(pend, now)) {
                 Ok(v) if guard.repeated(&v.incident.incident_id, now) => {
-                    let sha = sha256(&v.envelope.payload);
                     let rej = Rejected {
                         reason: RejectReason::Duplicate,
                         detail: "incident id seen within the replay window".into(),
@@ -190,7 +190,7 @@ impl<'v> IngestBatch<'v> {
                     reject(&mut out, &origin, rej, size, sha);
                 }
                 Ok(v) => verified.push((origin, v)),
-                Err(rej) => reject(&mut out, &origin, rej, size, [0; 32]),
+                Err(rej) => reject(&mut out, &origin, rej, size, sha),
             }
         }
         out.verify_time = started.elapsed();
@@ -312,5 +312,52 @@ mod tests {
             out.rejected.get(&("duplicate".into(), "KZ".into())),
             Some(&1)
         );
+    }
+
+    /// Found by the chaos campaign: a record rejected after decoding (a forged signature, a
+    /// duplicate) carried the payload's digest or zeros, so the rejection did not name the
+    /// record on the topic. Every rejection names the record's own size and SHA-256.
+    #[test]
+    fn every_rejection_names_the_record_as_it_was_on_the_topic() {
+        let mut signer = IncidentSigner::new("kz-1", keys::generate());
+        let mut store = TrustStore::default();
+        store.insert(KeyEntry {
+            key_id: "kz-1".into(),
+            state: "KZ".into(),
+            public_key: signer.public_key(),
+            not_before: 0,
+            not_after: i64::MAX,
+            revoked_at: None,
+        });
+        let verifier = Verifier::new(Arc::new(store), VerifyPolicy::default());
+        let rules = RuleSet::new(default_rules(), ScoreWeights::default()).unwrap();
+        let incident = samples::incident();
+        let mut env = signer.sign(&incident, incident.reported_at).unwrap();
+        let good = env.to_avro().unwrap();
+        env.payload[20] ^= 0x20;
+        let forged = env.to_avro().unwrap();
+        for batch_verify in [true, false] {
+            let mut guard = ReplayGuard::new(3_600_000, 100);
+            let mut batch = IngestBatch::new(&verifier, incident.reported_at);
+            batch.add("ewn.incidents.kz", Some("kz"), 0, 1, Some(&forged));
+            batch.add("ewn.incidents.kz", Some("kz"), 0, 2, Some(&good));
+            batch.add("ewn.incidents.kz", Some("kz"), 0, 3, Some(&good));
+            batch.add("ewn.incidents.kz", Some("kz"), 0, 4, Some(b"garbage"));
+            let out = batch.finish(&rules, &mut guard, batch_verify, "test");
+            let got: Vec<(&str, i64, i64, [u8; 32])> = out
+                .rejections
+                .iter()
+                .map(|r| (r.reason.as_str(), r.offset, r.record_size, r.record_sha256))
+                .collect();
+            let named = |bytes: &[u8]| (bytes.len() as i64, sha256(bytes));
+            let want = [
+                ("UNDECODABLE", 4, named(b"garbage")),
+                ("BAD_SIGNATURE", 1, named(&forged)),
+                ("DUPLICATE", 3, named(&good)),
+            ];
+            let want: Vec<(&str, i64, i64, [u8; 32])> =
+                want.iter().map(|(r, o, (n, d))| (*r, *o, *n, *d)).collect();
+            assert_eq!(got, want, "batch_verify {batch_verify}");
+        }
     }
 }

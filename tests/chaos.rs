@@ -1,0 +1,757 @@
+//! The chaos campaign (issue 12): sustained load with planted scenarios through two
+//! processors and two fan-outs (child processes) to webhook receivers that record every
+//! delivery, while the harness kills services with SIGKILL at random points, kills the
+//! broker (Tansu, sqlite) and starts it again on the same data, and makes one endpoint hang,
+//! then fail, then come back. At the end it checks, from the topics and the receivers and
+//! not from the services' own metrics:
+//!
+//! - every planted scenario raised its alert, and every alert reached every desk cleared
+//!   for it;
+//! - every delivery of one message to one desk carried one `webhook-id`;
+//! - no alert id differs from an undisturbed run of the same input (the engine run offline
+//!   over the reports as published, in order);
+//! - every hostile report was rejected, with the expected reason, and no valid one was;
+//! - every service stops cleanly on SIGTERM and no process is left behind.
+//!
+//! Knobs (`make chaos` sets the long ones): `EWN_CHAOS_KILLS` kills per service (2 here),
+//! `EWN_CHAOS_BROKER_RESTARTS` (1), `EWN_CHAOS_SECS` of load (60), `EWN_CHAOS_RATE`
+//! background reports per second (10), `EWN_CHAOS_SEED` (printed; replays the schedule).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::hooks::*;
+use common::{Net, blinding, now_ms, wait_until};
+use ewn_kafka::KafkaSettings;
+use ewn_kafka::admin::record_counts;
+use ewn_model::{Alert, AvroRecord, Incident, MsgType, Tlp};
+use ewn_processor::correlate::EngineSettings;
+use ewn_processor::rules::default_rules;
+use ewn_processor::score::ScoreWeights;
+use ewn_sim::{Generator, GeneratorConfig, Planted, Scenario};
+use ewn_testkit::{Engine, RestartableBroker, free_port, unique_prefix, write_file};
+use sha2::{Digest, Sha256};
+
+/// Allowed lateness of the processors (the default, which the simulator's day-old exit is
+/// placed for) and of the offline run they are compared with.
+const LATENESS_SECS: i64 = 300;
+/// Desks: name, clearance. `flaky` hangs, then fails, then comes back.
+const DESKS: [(&str, Tlp); 3] = [
+    ("red", Tlp::Red),
+    ("amber", Tlp::Amber),
+    ("flaky", Tlp::Red),
+];
+/// Every this many reports, a forged copy (flipped payload byte) goes first: BAD_SIGNATURE.
+const HOSTILE_EVERY: usize = 40;
+/// A generator round: scenarios are planted anew every this long.
+const ROUND: Duration = Duration::from_secs(20);
+
+struct Knobs {
+    kills: usize,
+    broker_restarts: usize,
+    load: Duration,
+    rate: f64,
+    seed: u64,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn knobs() -> Knobs {
+    let random = now_ms() as u64 ^ u64::from(std::process::id()) << 32;
+    Knobs {
+        kills: env_or("EWN_CHAOS_KILLS", 2),
+        broker_restarts: env_or("EWN_CHAOS_BROKER_RESTARTS", 1),
+        load: Duration::from_secs(env_or("EWN_CHAOS_SECS", 60)),
+        rate: env_or("EWN_CHAOS_RATE", 10.0),
+        seed: env_or("EWN_CHAOS_SEED", random),
+    }
+}
+
+/// A service child process: SIGKILLed when dropped, so a failing test leaves nothing.
+struct Proc {
+    child: std::process::Child,
+}
+
+impl Proc {
+    fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `within` for a clean exit (status 0).
+    fn terminate(&mut self, within: Duration) -> Result<(), String> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + within;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("pid {pid} exited with {status}")),
+                Ok(None) if Instant::now() >= deadline => {
+                    self.sigkill();
+                    return Err(format!("pid {pid} still running {within:?} after SIGTERM"));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(format!("pid {pid}: {e}")),
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+/// How to start one instance of a service; every start appends to its own log.
+struct Service {
+    name: &'static str,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    dir: PathBuf,
+    instances: Vec<Option<Proc>>,
+    starts: usize,
+    kills: usize,
+}
+
+impl Service {
+    fn spawn(&mut self, i: usize) {
+        self.starts += 1;
+        let log = self.dir.join(format!("{}-{i}.log", self.name));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ewn"));
+        cmd.args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        if self.name == "process" {
+            // each instance its own metrics port
+            cmd.args(["--admin-listen", &format!("127.0.0.1:{}", free_port())]);
+        }
+        self.instances[i] = Some(Proc {
+            child: cmd.spawn().unwrap(),
+        });
+    }
+
+    fn kill_and_restart(&mut self, i: usize) {
+        if let Some(mut p) = self.instances[i].take() {
+            p.sigkill();
+            self.kills += 1;
+        }
+        self.spawn(i);
+    }
+
+    fn logs(&self) -> String {
+        (0..self.instances.len())
+            .map(|i| {
+                let path = self.dir.join(format!("{}-{i}.log", self.name));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!(
+                    "--- {} ---\n{}",
+                    path.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// What the load thread sent.
+#[derive(Default)]
+struct Sent {
+    /// Valid reports in the order produced.
+    valid: Vec<Incident>,
+    /// SHA-256 of every hostile record sent.
+    hostile: BTreeSet<[u8; 32]>,
+    planted: Vec<Planted>,
+}
+
+fn fanout_toml(dir: &Path, settings: &KafkaSettings, hooks: &Hooks) -> PathBuf {
+    let key_file = dir.join("fanout.key");
+    ewn_trust::secret::write_secret(
+        &key_file,
+        &ewn_fanout::keys::FanoutKey::generate().to_file_text(),
+    )
+    .unwrap();
+    let subs: String = DESKS
+        .iter()
+        .map(|(id, tlp)| {
+            format!(
+                "[[subscriptions]]\nid = \"{id}\"\nagency = \"AG-{id}\"\nclearance = \"{}\"\nwebhook = {{ url = \"{}\", secret = \"{}\" }}\n\n",
+                tlp.as_str(),
+                hooks.url(id),
+                secret_of(id)
+            )
+        })
+        .collect();
+    let path = dir.join("fanout.toml");
+    write_file(
+        &path,
+        &format!(
+            "[kafka]\nbrokers = \"{}\"\ntopic_prefix = \"{}\"\nmessage_timeout_ms = 5000\nstatistics_interval_ms = 0\n\n\
+             [fanout]\nlisten = \"127.0.0.1:0\"\nkey_file = \"{}\"\n\n[fanout.admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [fanout.webhook]\ninitial_backoff_ms = 100\nmax_backoff_ms = 2000\n{}\n{}",
+            settings.brokers,
+            settings.topic_prefix,
+            key_file.display(),
+            LOOPBACK_WEBHOOKS_TOML,
+            subs,
+        ),
+    );
+    path
+}
+
+/// The load: generator rounds (every scenario in the first, all but the vanished exit,
+/// whose day-old exit must come first in event time, in the later ones) plus background
+/// reports; every [`HOSTILE_EVERY`]th report also goes out as a forgery (a flipped payload
+/// byte under its signature) just before the real one. Paused while the broker is down (the harness's own producer is not under test):
+/// `idle` says it has nothing in flight.
+fn load(
+    net: &mut Net,
+    knobs: &Knobs,
+    paused: &AtomicBool,
+    idle: &AtomicBool,
+    stop_at: Instant,
+    sent: &Mutex<Sent>,
+) {
+    let topics = net.topics();
+    let mut round = 0u64;
+    let mut n = 0usize;
+    while Instant::now() < stop_at {
+        let scenarios = if round == 0 {
+            Scenario::ALL.to_vec()
+        } else {
+            Scenario::ALL
+                .into_iter()
+                .filter(|s| *s != Scenario::VanishedExit)
+                .collect()
+        };
+        let config = GeneratorConfig {
+            seed: knobs.seed.wrapping_add(round),
+            rate_per_sec: knobs.rate,
+            scenarios,
+        };
+        let mut generator = Generator::new(&config, blinding(), now_ms());
+        let mut batch: Vec<Incident> = generator
+            .prelude(now_ms())
+            .unwrap()
+            .into_iter()
+            .map(|g| g.incident)
+            .collect();
+        if round == 0 {
+            // The day-old exit must be correlated before any present-time report, or it is
+            // late (the processors read the states' topics side by side).
+            net.publish(&batch);
+            let want = common::rekeyed_count(&batch);
+            sent.lock().unwrap().valid.append(&mut batch);
+            let rekeyed = topics.rekeyed();
+            wait_until(
+                "the prelude to be correlated",
+                Duration::from_secs(120),
+                || {
+                    record_counts(&net.settings, |t| t == rekeyed)
+                        .unwrap()
+                        .iter()
+                        .map(|(_, n)| *n as u64)
+                        .sum::<u64>()
+                        >= want
+                },
+            );
+        }
+        let round_end = (Instant::now() + ROUND).min(stop_at);
+        loop {
+            if paused.load(Ordering::Acquire) {
+                while paused.load(Ordering::Acquire) {
+                    idle.store(true, Ordering::Release);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                idle.store(false, Ordering::Release);
+                net.renew_producer();
+            }
+            let mut out = Vec::new();
+            let last = Instant::now() >= round_end;
+            if last {
+                generator.finish(now_ms(), &mut out).unwrap();
+            } else {
+                generator.tick(now_ms(), &mut out).unwrap();
+            }
+            batch.extend(out.into_iter().map(|g| g.incident));
+            for incident in batch.drain(..) {
+                n += 1;
+                if n.is_multiple_of(HOSTILE_EVERY) {
+                    let mut env = net
+                        .signer(&incident.reporter.state)
+                        .sign(&incident, incident.reported_at)
+                        .unwrap();
+                    let at = 16 + n % (env.payload.len() - 16);
+                    env.payload[at] ^= 0x20;
+                    let bytes = env.to_avro().unwrap();
+                    sent.lock()
+                        .unwrap()
+                        .hostile
+                        .insert(Sha256::digest(&bytes).into());
+                    net.send(&topics.incidents(&incident.reporter.state), b"h", &bytes);
+                }
+                net.publish(std::slice::from_ref(&incident));
+                sent.lock().unwrap().valid.push(incident);
+            }
+            net.flush();
+            if last {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sent.lock().unwrap().planted.extend(generator.planted());
+        round += 1;
+    }
+}
+
+/// An action of the chaos schedule, at an offset into the load.
+#[derive(Debug)]
+enum Action {
+    Kill { service: usize, instance: usize },
+    Broker { down: Duration },
+}
+
+fn schedule(knobs: &Knobs) -> Vec<(Duration, Action)> {
+    let mut rng = ewn_sim::rng::Rng::new(knobs.seed);
+    let span = knobs.load.as_millis() as u64;
+    let mut plan = Vec::new();
+    for service in 0..2 {
+        for _ in 0..knobs.kills {
+            plan.push((
+                Duration::from_millis(1_000 + rng.below(span.saturating_sub(2_000).max(1))),
+                Action::Kill {
+                    service,
+                    instance: rng.below(2) as usize,
+                },
+            ));
+        }
+    }
+    for _ in 0..knobs.broker_restarts {
+        plan.push((
+            Duration::from_millis(5_000 + rng.below(span.saturating_sub(10_000).max(1))),
+            Action::Broker {
+                down: Duration::from_millis(2_000 + rng.below(6_000)),
+            },
+        ));
+    }
+    plan.sort_by_key(|(at, _)| *at);
+    plan
+}
+
+/// Processes whose command line mentions `needle` (this test's directory or prefix).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !name.chars().all(|c| c.is_ascii_digit()) || name == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(needle) {
+            found.push(format!("{name}: {text}"));
+        }
+    }
+    found
+}
+
+/// Whether the alerts raise `planted`: an episode of its rule and key whose messages name
+/// every report of the scenario (background reports in the same area or of the same
+/// subject may start the episode's window earlier than the scenario's own).
+fn raised(alerts: &[Alert], planted: &Planted) -> bool {
+    let named: BTreeSet<&String> = alerts
+        .iter()
+        .filter(|a| a.rule == planted.rule && a.key == planted.key)
+        .flat_map(|a| a.incident_ids.iter())
+        .collect();
+    planted.incident_ids.iter().all(|i| named.contains(i))
+}
+
+#[test]
+fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
+    let knobs = knobs();
+    let began = Instant::now();
+    eprintln!(
+        "chaos: seed {} ({} kills per service, {} broker restarts, {:?} of load at {}/s)",
+        knobs.seed, knobs.kills, knobs.broker_restarts, knobs.load, knobs.rate
+    );
+    let broker = RestartableBroker::start(Engine::Sqlite)
+        .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
+    let settings = KafkaSettings {
+        brokers: broker.addr.clone(),
+        topic_prefix: unique_prefix("chaos"),
+        partitions: 3,
+        statistics_interval_ms: 0,
+        message_timeout_ms: 5_000,
+        ..KafkaSettings::default()
+    };
+    // The harness's own producer waits out a loaded machine; the services get 5 s, so a
+    // broker restart makes their records time out (and their recovery is exercised).
+    let mut net = Net::on(KafkaSettings {
+        message_timeout_ms: 60_000,
+        ..settings.clone()
+    });
+    let dir = net.dir.path().to_path_buf();
+    let hooks = Hooks::start();
+    let fanout_config = fanout_toml(&dir, &settings, &hooks);
+    let log_level = std::env::var("EWN_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    let mut services = [
+        Service {
+            name: "process",
+            args: vec![
+                "--log-level".into(),
+                log_level.clone(),
+                "process".into(),
+                "--trust-store".into(),
+                net.store.display().to_string(),
+                "--brokers".into(),
+                settings.brokers.clone(),
+                "--topic-prefix".into(),
+                settings.topic_prefix.clone(),
+            ],
+            envs: vec![
+                (
+                    "EWN__PROCESS__ALLOWED_LATENESS_SECS".into(),
+                    LATENESS_SECS.to_string(),
+                ),
+                ("EWN__PROCESS__BATCH_WAIT_MS".into(), "10".into()),
+                ("EWN__KAFKA__STATISTICS_INTERVAL_MS".into(), "0".into()),
+                ("EWN__KAFKA__MESSAGE_TIMEOUT_MS".into(), "5000".into()),
+            ],
+            dir: dir.clone(),
+            instances: vec![None, None],
+            starts: 0,
+            kills: 0,
+        },
+        Service {
+            name: "fanout",
+            args: vec![
+                "--config".into(),
+                fanout_config.display().to_string(),
+                "--log-level".into(),
+                log_level,
+                "fanout".into(),
+            ],
+            envs: vec![],
+            dir: dir.clone(),
+            instances: vec![None, None],
+            starts: 0,
+            kills: 0,
+        },
+    ];
+    for s in services.iter_mut() {
+        s.spawn(0);
+        s.spawn(1);
+    }
+
+    let paused = Arc::new(AtomicBool::new(false));
+    let idle = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(Mutex::new(Sent::default()));
+    let stop_at = Instant::now() + knobs.load;
+    let plan = schedule(&knobs);
+    let result = std::thread::scope(|scope| {
+        let loader = {
+            let (paused, idle, sent, knobs) = (&paused, &idle, &sent, &knobs);
+            let net = &mut net;
+            scope.spawn(move || load(net, knobs, paused, idle, stop_at, sent))
+        };
+        let start = Instant::now();
+        // The flaky desk: hangs through the first third, fails through the second.
+        let third = knobs.load / 3;
+        let mut flaky_phase = 0;
+        hooks.set("flaky", Mode::Hang);
+        for (at, action) in plan {
+            while start.elapsed() < at {
+                if flaky_phase == 0 && start.elapsed() >= third {
+                    hooks.set("flaky", Mode::Status(503));
+                    flaky_phase = 1;
+                }
+                if flaky_phase == 1 && start.elapsed() >= 2 * third {
+                    hooks.set("flaky", Mode::Ok);
+                    flaky_phase = 2;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!("chaos: {:>6.1} s {action:?}", start.elapsed().as_secs_f64());
+            match action {
+                Action::Kill { service, instance } => services[service].kill_and_restart(instance),
+                Action::Broker { down } => {
+                    // the harness's producer has nothing in flight when the broker dies
+                    paused.store(true, Ordering::Release);
+                    wait_until("the load to pause", Duration::from_secs(30), || {
+                        idle.load(Ordering::Acquire) || loader.is_finished()
+                    });
+                    broker.kill9().unwrap();
+                    let until = Instant::now() + down;
+                    wait_until("the broker's downtime", down * 2, || {
+                        Instant::now() >= until
+                    });
+                    broker.restart().unwrap();
+                    paused.store(false, Ordering::Release);
+                }
+            }
+        }
+        hooks.set("flaky", Mode::Ok);
+        loader.join()
+    });
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
+    eprintln!(
+        "chaos: load done after {:.0} s: {} valid reports, {} hostile, {} scenarios planted; kills: process {}, fanout {}",
+        began.elapsed().as_secs_f64(),
+        sent.valid.len(),
+        sent.hostile.len(),
+        sent.planted.len(),
+        services[0].kills,
+        services[1].kills,
+    );
+
+    // The undisturbed run: the same reports through the engine offline, in order.
+    let offline = ewn_processor::offline::run(
+        default_rules(),
+        ScoreWeights::default(),
+        EngineSettings::with_lateness(LATENESS_SECS * 1000),
+        &sent.valid,
+    )
+    .unwrap();
+    let offline_ids: BTreeSet<String> = offline
+        .iter()
+        .filter(|a| a.msg_type == MsgType::Alert)
+        .map(|a| a.alert_id.clone())
+        .collect();
+    assert!(
+        !sent.planted.is_empty(),
+        "the load planted no scenario in full"
+    );
+    let offline_misses: Vec<String> = sent
+        .planted
+        .iter()
+        .filter(|p| !raised(&offline, p))
+        .map(|p| {
+            let same: Vec<String> = offline
+                .iter()
+                .filter(|a| a.rule == p.rule && a.key == p.key)
+                .map(|a| {
+                    format!(
+                        "{:?} {} [{}..{}] {} ids, {} of the scenario's",
+                        a.msg_type,
+                        a.alert_id,
+                        a.window_start,
+                        a.window_end,
+                        a.incident_ids.len(),
+                        p.incident_ids
+                            .iter()
+                            .filter(|i| a.incident_ids.contains(i))
+                            .count()
+                    )
+                })
+                .collect();
+            format!(
+                "{} {} {} at {} ({} reports): {same:?}",
+                p.scenario,
+                p.rule,
+                p.key,
+                p.window_start,
+                p.incident_ids.len()
+            )
+        })
+        .collect();
+    assert!(
+        offline_misses.is_empty(),
+        "the undisturbed run does not raise {offline_misses:?}"
+    );
+
+    let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // every planted alert raised
+        let live = || -> Vec<Alert> { net.alerts() };
+        let mut alerts: Vec<Alert>;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            alerts = live();
+            let missing: Vec<String> = sent
+                .planted
+                .iter()
+                .filter(|p| !raised(&alerts, p))
+                .map(|p| {
+                    format!(
+                        "{} ({} {} at {})",
+                        p.scenario, p.rule, p.key, p.window_start
+                    )
+                })
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "planted scenarios without their alert after 180 s: {missing:?}; {} alerts live; rejections {:?}",
+                    alerts.len(),
+                    net.rejections()
+                        .iter()
+                        .map(|r| format!("{} {}", r.reason.code(), r.detail))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // every message reached every desk cleared for it
+        let due = |desk: Tlp| -> BTreeSet<String> {
+            alerts
+                .iter()
+                .filter(|a| a.tlp <= desk)
+                .map(|a| a.alert_id.clone())
+                .collect()
+        };
+        wait_until(
+            "every message at every desk cleared for it",
+            Duration::from_secs(240),
+            || {
+                DESKS.iter().all(|(desk, tlp)| {
+                    let got: BTreeSet<String> =
+                        hooks.delivered(desk).iter().map(Hit::alert_id).collect();
+                    due(*tlp).is_subset(&got)
+                })
+            },
+        );
+        alerts
+    }));
+    let alerts = match check {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!(
+                "{}\n{}\n--- broker ---\n{}",
+                services[0].logs(),
+                services[1].logs(),
+                broker.log()
+            );
+            std::panic::resume_unwind(e);
+        }
+    };
+
+    // one webhook-id per (desk, message), every attempt signed
+    let mut ids: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for h in hooks.all() {
+        verify_standard_webhook(&secret_of(&h.name), &h).unwrap();
+        ids.entry((h.name.clone(), h.alert_id()))
+            .or_default()
+            .insert(h.webhook_id.clone());
+    }
+    let split: Vec<_> = ids.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(split.is_empty(), "messages with two webhook-ids: {split:?}");
+    // the amber desk never got a red alert's id
+    let red: BTreeSet<String> = alerts
+        .iter()
+        .filter(|a| a.tlp > Tlp::Amber)
+        .map(|a| a.alert_id.clone())
+        .collect();
+    assert!(
+        hooks
+            .all()
+            .iter()
+            .all(|h| h.name != "amber" || !red.contains(&h.alert_id())),
+        "the amber desk received a red alert's id"
+    );
+
+    // no alert id beyond the undisturbed run's
+    let live_ids: BTreeSet<String> = alerts
+        .iter()
+        .filter(|a| a.msg_type == MsgType::Alert)
+        .map(|a| a.alert_id.clone())
+        .collect();
+    let extra: Vec<_> = live_ids.difference(&offline_ids).collect();
+    assert!(
+        extra.is_empty(),
+        "alert ids an undisturbed run does not raise: {extra:?}"
+    );
+    let missing: Vec<_> = offline_ids.difference(&live_ids).collect();
+    eprintln!(
+        "chaos: {} alert ids live, {} offline; offline-only (decided by the final clock move, or never decided live): {}",
+        live_ids.len(),
+        offline_ids.len(),
+        missing.len()
+    );
+
+    // every hostile record rejected as BAD_SIGNATURE, and nothing else rejected
+    let mut rejected: BTreeMap<(String, i32, i64), String> = BTreeMap::new();
+    let mut hostile_seen = BTreeSet::new();
+    for r in net.rejections() {
+        rejected.insert((r.topic.clone(), r.partition, r.offset), r.reason.code());
+        if sent.hostile.contains(&r.record_sha256) {
+            hostile_seen.insert(r.record_sha256);
+        } else {
+            panic!(
+                "a valid report was rejected: {} {}",
+                r.reason.code(),
+                r.detail
+            );
+        }
+    }
+    let reasons: BTreeSet<&String> = rejected.values().collect();
+    assert_eq!(
+        reasons,
+        BTreeSet::from([&"bad_signature".to_string()]),
+        "rejection reasons"
+    );
+    assert_eq!(
+        hostile_seen.len(),
+        sent.hostile.len(),
+        "every hostile record rejected"
+    );
+    assert_eq!(
+        rejected.len(),
+        sent.hostile.len(),
+        "one rejection per record"
+    );
+
+    // a clean stop, and nothing left behind
+    for s in services.iter_mut() {
+        for p in s.instances.iter_mut() {
+            if let Some(mut p) = p.take() {
+                p.terminate(Duration::from_secs(30))
+                    .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            }
+        }
+    }
+    let left = processes_mentioning(&dir.display().to_string());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    let left = processes_mentioning(&settings.topic_prefix);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    eprintln!(
+        "chaos: passed in {:.0} s: {} planted scenarios, {} messages, {} deliveries, kills process {} fanout {}, broker restarts {}",
+        began.elapsed().as_secs_f64(),
+        sent.planted.len(),
+        alerts.len(),
+        hooks.all().len(),
+        services[0].kills,
+        services[1].kills,
+        knobs.broker_restarts
+    );
+    broker.stop().unwrap();
+}
