@@ -31,6 +31,13 @@ test: test-deps ## Install what is needed, then run every test against a real br
 	$(CARGO) build --workspace --locked --all-targets
 	$(CARGO) test --workspace --locked --no-fail-fast -- --test-threads=4
 
+CHAOS_KILLS ?= 20
+CHAOS_BROKER_RESTARTS ?= 3
+CHAOS_SECS ?= 600
+.PHONY: chaos
+chaos: broker ## Chaos campaign: 2 processors + 2 fan-outs under load, SIGKILLs (CHAOS_KILLS per service), broker restarts, a flaky desk; EWN_CHAOS_SEED=<seed> replays
+	EWN_CHAOS_KILLS=$(CHAOS_KILLS) EWN_CHAOS_BROKER_RESTARTS=$(CHAOS_BROKER_RESTARTS) EWN_CHAOS_SECS=$(CHAOS_SECS) $(CARGO) test --locked -p ewn --test chaos -- --nocapture
+
 HANG_SECS ?= 600
 CLEARANCE_CASES ?= 100000
 .PHONY: test-clearance-large
