@@ -267,6 +267,25 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
+    async fn ready_resolves_once_every_named_part_said_so() {
+        let health = Arc::new(Health::default());
+        let waiting = {
+            let h = health.clone();
+            tokio::spawn(async move { h.ready(&["ingest", "correlate"]).await })
+        };
+        health.set_ready("ingest");
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one of two parts is not enough");
+        health.set_ready("correlate");
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("ready within 5 s")
+            .unwrap();
+        // Already ready: resolves at once.
+        health.ready(&["correlate"]).await;
+    }
+
+    #[tokio::test]
     async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         let limits = HttpLimits {
             header_read_timeout_ms: 200,
