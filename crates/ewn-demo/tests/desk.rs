@@ -79,10 +79,10 @@ async fn signed_deliveries_verify_and_anything_else_is_refused() {
     );
 
     let got = receiver.received();
-    assert_eq!(got["a1"]["rcc-desk"], true);
-    assert_eq!(got["a3"]["rcc-desk"], false);
-    assert_eq!(got["a4"]["rcc-desk"], false);
-    assert_eq!(got["a5"]["rcc-desk"], false);
+    assert!(got["a1"]["rcc-desk"], "{got:?}");
+    for refused in ["a3", "a4", "a5"] {
+        assert!(!got[refused]["rcc-desk"], "{refused}: {got:?}");
+    }
     assert!(
         !got.contains_key("a2") && !got.contains_key("a6"),
         "{got:?}"

@@ -25,8 +25,8 @@ use crate::cmd::shutdown_flag;
   ewn demo --summary-json out.json           the summary for scripts as well
 
 Exit codes: 0 every planted scenario alerted (or Ctrl-C stopped the run); 1 a planted
-scenario raised no alert; 2 bad arguments; other errors (no Tansu, a service that did not
-start) exit 1 with the reason.")]
+scenario raised no alert; 2 it could not run (bad arguments, no Tansu binary, a service
+that did not start; the reason printed).")]
 pub struct Args {
     /// How long the simulated network runs, in seconds (Ctrl-C stops it earlier).
     #[arg(long, value_name = "SECS", default_value_t = 90)]
