@@ -280,3 +280,26 @@ fn ctrl_c_stops_the_demo_cleanly() {
     assert!(output.contains("== summary"), "{output}");
     assert_nothing_left(&summary, &output);
 }
+
+/// The broker's binary is what the command was given (the flag before `TANSU_BIN`); when it
+/// is missing the demo says which file and how to get it, and starts nothing.
+#[test]
+fn a_missing_broker_binary_is_named_and_nothing_starts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ewn"))
+        .args([
+            "demo",
+            "--duration",
+            "5",
+            "--tansu-bin",
+            "/nonexistent/tansu",
+        ])
+        .env("TANSU_BIN", "/elsewhere/tansu")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("/nonexistent/tansu not found"), "{text}");
+    assert!(text.contains("make broker"), "{text}");
+    assert!(!text.contains("/elsewhere/tansu"), "{text}");
+}

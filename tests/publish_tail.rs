@@ -980,3 +980,116 @@ fn tail_incidents_by_state_verified_or_not() {
     let (out, _) = tail_lines(&net, "acks", &["--state", "KZ"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `ewn tail --format raw` takes a record's bytes as the broker holds them, nothing added,
+/// and `ewn trust check --record` judges that file as the processor would: valid as
+/// published, refused once its key is revoked from before it signed, refused with one
+/// byte flipped.
+#[test]
+fn a_record_taken_raw_by_tail_is_checked_by_trust_check() {
+    let net = Net::new("raw-record");
+    let before = chrono::Utc::now().timestamp() - 60;
+    let input = net.path("in.jsonl");
+    write_file(&input, &(input_line(7) + "\n"));
+    let out = net.publish(&input, &[]);
+    assert!(out.status.success(), "publish: {}", text(&out.stderr));
+    let read = net.tail_incidents(1);
+    let (partition, offset) = (
+        read[0]["partition"].as_i64().unwrap().to_string(),
+        read[0]["offset"].as_i64().unwrap().to_string(),
+    );
+    let incident_id = read[0]["incident"]["incident_id"].as_str().unwrap();
+
+    let out = net.run(&[
+        "tail",
+        "--topic",
+        "incidents",
+        "--state",
+        "KZ",
+        "--partition",
+        &partition,
+        "--offset",
+        &offset,
+        "--count",
+        "1",
+        "--format",
+        "raw",
+        "--timeout-secs",
+        "60",
+    ]);
+    assert!(out.status.success(), "tail raw: {}", text(&out.stderr));
+    let bytes = out.stdout;
+    assert_eq!(&bytes[..2], &[0xC3, 0x01], "single-object encoding");
+    // Exactly one record value: it decodes and encodes back to the same bytes.
+    let signed = ewn_model::SignedIncident::from_avro(&bytes).unwrap();
+    assert_eq!(signed.to_avro().unwrap(), bytes, "nothing added or lost");
+    let record = net.path("record.bin");
+    std::fs::write(&record, &bytes).unwrap();
+
+    let check = |store: &str, file: &Path| {
+        let out = ewn(&[
+            "trust",
+            "check",
+            "--trust-store",
+            store,
+            "--record",
+            file.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+        (out.status.code().unwrap(), v)
+    };
+    let (code, v) = check(&net.p("trust.toml"), &record);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["key_id"], "kz-1", "{v}");
+    assert_eq!(v["incident_id"], incident_id, "{v}");
+
+    // One byte of the signature flipped (after the 10-byte header and the key id).
+    let mut flipped = bytes.clone();
+    let at = 10 + 1 + "kz-1".len() + 5;
+    flipped[at] ^= 0x01;
+    let flipped_file = net.path("flipped.bin");
+    std::fs::write(&flipped_file, &flipped).unwrap();
+    let (code, v) = check(&net.p("trust.toml"), &flipped_file);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["reason"], "bad_signature", "{v}");
+
+    // The key revoked from a minute before it signed, in a copy of the store.
+    let revoked = net.path("revoked.toml");
+    std::fs::copy(net.path("trust.toml"), &revoked).unwrap();
+    let at = chrono::DateTime::from_timestamp(before, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let out = ewn(&[
+        "trust",
+        "revoke",
+        "--trust-store",
+        revoked.to_str().unwrap(),
+        "kz-1",
+        "--at",
+        &at,
+    ]);
+    assert!(out.status.success(), "revoke: {}", text(&out.stderr));
+    let (code, v) = check(revoked.to_str().unwrap(), &record);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["reason"], "key_revoked", "{v}");
+    // In words, for people: what is wrong and that it is not valid.
+    let out = ewn(&[
+        "trust",
+        "check",
+        "--trust-store",
+        revoked.to_str().unwrap(),
+        "--record",
+        record.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("NOT VALID") && said.contains("key_revoked"),
+        "{said}"
+    );
+}

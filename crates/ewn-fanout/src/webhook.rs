@@ -60,6 +60,17 @@ impl WebhookSecret {
         mac.update(body);
         format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
     }
+
+    /// What a receiver checks, with this same signing code: one of the space-separated
+    /// signatures of a `webhook-signature` header is this secret's for `id`, `timestamp`
+    /// and `body` (compared in constant time). The timestamp's age is the caller's to judge.
+    pub fn verify(&self, id: &str, timestamp: i64, signatures: &str, body: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let expected = self.sign(id, timestamp, body);
+        signatures
+            .split(' ')
+            .any(|s| bool::from(s.as_bytes().ct_eq(expected.as_bytes())))
+    }
 }
 
 /// The message id of one alert for one recipient: the same on every retry and after a
@@ -212,6 +223,25 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn verify_accepts_the_signature_among_several_and_nothing_altered() {
+        let secret = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let (id, ts, body) = (
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        let good = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        assert!(secret.verify(id, ts, good, body));
+        assert!(secret.verify(id, ts, &format!("v1,b3RoZXI= {good}"), body));
+        assert!(!secret.verify(id, ts + 1, good, body));
+        assert!(!secret.verify("msg_other", ts, good, body));
+        assert!(!secret.verify(id, ts, good, br#"{"test": 2432232315}"#));
+        assert!(!secret.verify(id, ts, "", body));
+        let other = WebhookSecret::parse(&WebhookSecret::generate()).unwrap();
+        assert!(!other.verify(id, ts, good, body));
     }
 
     #[test]

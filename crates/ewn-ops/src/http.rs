@@ -40,13 +40,36 @@ impl Default for AdminSettings {
 }
 
 /// Liveness of a service's loops: each loop beats; `/healthz` fails when one has not
-/// beaten within `stale_after`.
-#[derive(Default)]
+/// beaten within `stale_after`. Also the parts' start-up signals: a part says once it is
+/// ready for work (a consumer given its partitions), and whoever started the service can
+/// wait for that (the demo starts its traffic then) rather than guess from metrics.
 pub struct Health {
     beats: Mutex<HashMap<&'static str, Instant>>,
+    ready: tokio::sync::watch::Sender<std::collections::BTreeSet<&'static str>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            beats: Mutex::default(),
+            ready: tokio::sync::watch::Sender::new(Default::default()),
+        }
+    }
 }
 
 impl Health {
+    /// `part` is ready for work; it stays so (a later rebalance does not take it back).
+    pub fn set_ready(&self, part: &'static str) {
+        self.ready.send_if_modified(|s| s.insert(part));
+    }
+
+    /// Resolves once every one of `parts` has said it is ready.
+    pub async fn ready(&self, parts: &[&str]) {
+        let mut rx = self.ready.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = rx.wait_for(|s| parts.iter().all(|p| s.contains(p))).await;
+    }
+
     pub fn beat(&self, part: &'static str) {
         self.beats
             .lock()
@@ -242,6 +265,25 @@ async fn healthz(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn ready_resolves_once_every_named_part_said_so() {
+        let health = Arc::new(Health::default());
+        let waiting = {
+            let h = health.clone();
+            tokio::spawn(async move { h.ready(&["ingest", "correlate"]).await })
+        };
+        health.set_ready("ingest");
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one of two parts is not enough");
+        health.set_ready("correlate");
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("ready within 5 s")
+            .unwrap();
+        // Already ready: resolves at once.
+        health.ready(&["correlate"]).await;
+    }
 
     #[tokio::test]
     async fn a_client_that_never_finishes_its_headers_is_cut_off() {

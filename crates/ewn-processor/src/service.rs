@@ -246,7 +246,9 @@ fn load_verifier(config: &ProcessorConfig) -> Result<Verifier> {
 }
 
 /// Runs the processor until `shutdown` is set. Checks its topics first: it fails, naming
-/// each, when one is missing or misconfigured (`ewn topics create` makes them).
+/// each, when one is missing or misconfigured (`ewn topics create` makes them). Its stages
+/// `ingest` and `correlate` each say on `health` when their group first gave them
+/// partitions ([`Health::ready`] waits for that).
 pub async fn run(
     config: ProcessorConfig,
     registry: &Registry,
@@ -580,6 +582,9 @@ fn ingest_loop(ctx: &Ctx) -> Result<()> {
         )?;
         for change in consumer.take_changes() {
             tracing::info!(?change, "ingest partitions changed");
+            if matches!(&change, Change::Assigned(list) if !list.is_empty()) {
+                ctx.health.set_ready("ingest");
+            }
         }
         if batch.is_empty() {
             continue;
@@ -763,6 +768,9 @@ fn correlate_loop(ctx: &Ctx) -> Result<()> {
                     }
                 }
                 Change::Assigned(list) => {
+                    if !list.is_empty() {
+                        ctx.health.set_ready("correlate");
+                    }
                     for (_, partition) in list {
                         parts.assign(partition);
                     }

@@ -5,10 +5,10 @@
 //! The broker dies with the test process (a watchdog shell polls the parent pid), and its
 //! directory is removed then.
 //!
-//! `ewn demo` starts its local broker with [`start_broker`] too, for the same guarantees:
-//! the broker goes when the demo goes, however it ends.
+//! The broker process itself is `ewn_demo::broker` (the demo starts its local broker the
+//! same way); this kit finds the binary for the tests (`TANSU_BIN`, `PATH`, `~/.cargo/bin`).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,14 +18,8 @@ use std::time::{Duration, Instant};
 
 use ewn_kafka::KafkaSettings;
 
-pub mod relay;
-pub use relay::LinkRelay;
-
-pub struct Broker {
-    /// `127.0.0.1:PORT`
-    pub addr: String,
-    pub dir: PathBuf,
-}
+pub use ewn_demo::broker::{Engine, LocalBroker as Broker};
+pub use ewn_demo::relay::LinkRelay;
 
 /// The Tansu binary: `$TANSU_BIN`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu`.
 pub fn tansu_bin() -> PathBuf {
@@ -92,101 +86,16 @@ pub fn broker() -> &'static Broker {
     })
 }
 
-/// Tansu's storage engines.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
-    /// `sqlite://broker.db`: durable; for anything that restarts or resumes.
-    Sqlite,
-    /// `memory://tansu/`: fast, not durable; for benchmarks.
-    Memory,
-}
-
 /// Starts a broker of its own (not the shared one) with `engine`; it stops when this
 /// process ends.
 pub fn start_broker(engine: Engine) -> Result<Broker, String> {
-    let port = free_port();
-    start_broker_advertising(engine, port, &format!("127.0.0.1:{port}"))
+    Broker::start(&tansu_bin(), engine).map_err(|e| e.to_string())
 }
 
-/// Starts a broker of its own behind a [`LinkRelay`]: the broker advertises the relay, so
-/// every client connects through it and the relay can cut chosen clients' links. Give
-/// clients the relay's `addr`; the broker's own `addr` is its listener.
+/// Starts a broker of its own behind a [`LinkRelay`] (see
+/// [`ewn_demo::broker::LocalBroker::start_behind_relay`]).
 pub fn start_broker_behind_relay(engine: Engine) -> Result<(Broker, LinkRelay), String> {
-    let port = free_port();
-    let relay = LinkRelay::start(format!("127.0.0.1:{port}"))?;
-    let broker = start_broker_advertising(engine, port, &relay.addr)?;
-    Ok((broker, relay))
-}
-
-/// Starts a broker listening on `port` and advertising `advertised` (`host:port`).
-fn start_broker_advertising(engine: Engine, port: u16, advertised: &str) -> Result<Broker, String> {
-    let bin = tansu_bin();
-    if !bin.is_file() {
-        return Err(format!(
-            "{} not found: run `make broker` (installs Tansu 0.6.0) or set TANSU_BIN",
-            bin.display()
-        ));
-    }
-    let dir = tempfile::Builder::new()
-        .prefix("ewn-tansu-")
-        .tempdir()
-        .map_err(|e| format!("temp dir: {e}"))?
-        .keep();
-    let addr = format!("127.0.0.1:{port}");
-    // The watchdog: start Tansu, then wait for this test process to end and stop it.
-    // Tansu opens `sqlite://broker.db` relative to its working directory (DESIGN.md).
-    let script = format!(
-        "'{bin}' broker --listener-url tcp://{addr} --advertised-listener-url tcp://{advertised} \
-         --storage-engine {storage} >tansu.log 2>&1 & child=$!; \
-         while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null && [ ! -e stop ]; do sleep 0.2; done; \
-         kill $child 2>/dev/null; wait $child 2>/dev/null; cd /; rm -rf '{dir}'",
-        bin = bin.display(),
-        storage = match engine {
-            Engine::Sqlite => "sqlite://broker.db",
-            Engine::Memory => "memory://tansu/",
-        },
-        parent = std::process::id(),
-        dir = dir.display(),
-    );
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("spawn sh: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if TcpStream::connect(&addr).is_ok() {
-            return Ok(Broker { addr, dir });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!(
-        "not listening on {addr} after 30 s; log: {}",
-        log_tail(&dir.join("tansu.log"))
-    ))
-}
-
-impl Broker {
-    /// Stops the broker now (rather than when this process ends) and waits until its port
-    /// is closed and its directory removed, up to 10 s.
-    pub fn stop(&self) -> Result<(), String> {
-        std::fs::write(self.dir.join("stop"), b"").map_err(|e| format!("stop file: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(&self.addr).is_err() && !self.dir.exists() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!(
-            "the broker at {} did not stop within 10 s",
-            self.addr
-        ))
-    }
+    Broker::start_behind_relay(&tansu_bin(), engine).map_err(|e| e.to_string())
 }
 
 /// A broker that a test can kill (`kill -9`) and start again on the same data directory
@@ -231,10 +140,7 @@ impl RestartableBroker {
              done; \
              kill $child 2>/dev/null; wait $child 2>/dev/null; cd /; rm -rf '{dir}'",
             bin = bin.display(),
-            storage = match engine {
-                Engine::Sqlite => "sqlite://broker.db",
-                Engine::Memory => "memory://tansu/",
-            },
+            storage = engine.url(),
             parent = std::process::id(),
             dir = dir.display(),
         );
@@ -336,15 +242,7 @@ impl RestartableBroker {
 }
 
 fn log_tail(path: &Path) -> String {
-    let mut text = String::new();
-    let _ = std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text));
-    text.chars()
-        .rev()
-        .take(2000)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect()
+    ewn_demo::broker::log_tail(path)
 }
 
 /// A topic prefix no other test of any run shares: `t<pid>-<n>-<name>.ewn.`.

@@ -2,7 +2,6 @@ pub mod alerts;
 pub mod completions;
 pub mod config;
 pub mod demo;
-pub mod demo_posts;
 pub mod fanout;
 pub mod gateway;
 pub mod keygen;

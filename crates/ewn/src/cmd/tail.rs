@@ -6,7 +6,9 @@
 //! of `RejectReason` plus a detail; a record that fails verification has its contents
 //! withheld: they are not trustworthy. `--no-verify` shows incidents decoded but unverified
 //! (`"verified": null`). Start, partition, key and state filters and `--exit-at-end` are
-//! what users of kcat expect (`--help` has examples). A record (or
+//! what users of kcat expect (`--help` has examples). `--format raw` writes each record's
+//! value bytes exactly as the broker holds them, nothing added (kcat's `-f '%s'`), so one
+//! record taken with `--count 1` is a file `ewn trust check --record` verifies. A record (or
 //! an incident's payload) written with a schema's legacy fingerprint, as EWN wrote before it
 //! followed the Avro specification, is read and marked `"legacy_fingerprint": true`, so an
 //! operator can tell when the migration period (README) is over.
@@ -39,6 +41,8 @@ Examples:
   ewn tail --topic alerts --offset @2026-11-22T03:00:00Z --format pretty
   ewn tail --topic alerts --partition 2 --offset 1500 --count 10
   ewn tail --topic incidents --no-verify --key 5d1e... --offset -100 --exit-at-end
+  ewn tail --topic incidents --partition 0 --offset 42 --count 1 --format raw > record.bin
+  ewn trust check --trust-store trust.toml --record record.bin   # the record's signature
 
 Exit codes: 0 done (--count reached, or --exit-at-end and caught up), 1 --timeout-secs \
 passed first, 2 it could not run (no such topic or partition, bad configuration, broker \
@@ -77,7 +81,10 @@ pub struct Args {
     /// shown with `"verified": null` (not trustworthy).
     #[arg(long, conflicts_with = "trust_store")]
     pub no_verify: bool,
-    /// `json`: one object a line; `pretty`: the same objects indented.
+    /// `json`: one object a line; `pretty`: the same objects indented; `raw`: each
+    /// record's value bytes as the broker holds them, nothing added and nothing checked
+    /// (kcat's `-f '%s'`; take one with `--count 1`, verify it with `ewn trust check
+    /// --record`).
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
     /// Stop after N records (those that pass the filters).
@@ -92,6 +99,13 @@ pub struct Args {
 pub enum Format {
     Json,
     Pretty,
+    Raw,
+}
+
+/// What one record gives: a line to print, or (`--format raw`) its value's bytes.
+enum Output {
+    Line(Value),
+    Raw(Vec<u8>),
 }
 
 fn parse_offset(s: &str) -> Result<StartAt, String> {
@@ -128,7 +142,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         .map(|p| ("trust.trust_store".to_string(), p.display().to_string()));
     let settings = global.settings(extra.into_iter().collect())?;
     let topics = Topics::new(&settings.kafka.topic_prefix);
+    let raw = args.format == Format::Raw;
     let check = match (args.topic, &settings.trust.trust_store) {
+        // The bytes go out as they are: `ewn trust check --record` verifies them.
+        (TopicKind::Incidents, _) if raw => None,
         (TopicKind::Incidents, _) if args.no_verify => Some(Check::DecodeOnly),
         (TopicKind::Incidents, Some(path)) => {
             let store = TrustStore::load(path)?;
@@ -212,6 +229,18 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             {
                 return None;
             }
+            if raw {
+                // A tombstone has no value to write.
+                let value = record.value?;
+                if let (Some(state), TopicKind::Alerts) = (&state, args.topic) {
+                    let names =
+                        Alert::from_avro(value).is_ok_and(|a| a.states.iter().any(|s| s == state));
+                    if !names {
+                        return None;
+                    }
+                }
+                return Some(Output::Raw(value.to_vec()));
+            }
             let line = match &check {
                 Some(Check::Verify(v)) => incident_line(v, &topics, &record),
                 Some(Check::DecodeOnly) => unverified_incident_line(&record),
@@ -223,15 +252,20 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                     .is_some_and(|states| states.iter().any(|s| s == state.as_str())),
                 _ => true,
             };
-            wanted.then_some(line)
+            wanted.then_some(Output::Line(line))
         })?;
         match line.flatten() {
-            Some(line) => {
-                match args.format {
-                    Format::Json => serde_json::to_writer(&mut out, &line)?,
-                    Format::Pretty => serde_json::to_writer_pretty(&mut out, &line)?,
+            Some(Output::Line(line)) => {
+                if args.format == Format::Pretty {
+                    serde_json::to_writer_pretty(&mut out, &line)?;
+                } else {
+                    serde_json::to_writer(&mut out, &line)?;
                 }
                 out.write_all(b"\n")?;
+                seen += 1;
+            }
+            Some(Output::Raw(bytes)) => {
+                out.write_all(&bytes)?;
                 seen += 1;
             }
             None => out.flush()?,

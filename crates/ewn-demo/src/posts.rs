@@ -3,8 +3,9 @@
 //! and catches up); the other goes quiet for good, and the network raises `source_silent`.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,9 +14,13 @@ use ewn_gateway::{GatewayConfig, GatewaySettings};
 use ewn_kafka::{AssignedReader, KafkaSettings, StartAt, Topics};
 use ewn_model::{AvroRecord, Incident, SignedIncident};
 use ewn_ops::http::Health;
-use ewn_testkit::LinkRelay;
 use ewn_trust::{KeyEntry, TrustStore, keys};
 use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::{Error, Result};
+use crate::relay::LinkRelay;
+use crate::{Event, now_ms};
 
 /// The post whose uplink drops for a while.
 pub const CUT_POST: &str = "KZ-DOSTYK-03";
@@ -31,13 +36,12 @@ const QUIET_AFTER: Duration = Duration::from_secs(8);
 
 pub struct DemoGateway {
     pub addr: SocketAddr,
-    registry: prometheus::Registry,
     task: tokio::task::JoinHandle<ewn_gateway::Result<()>>,
     tokens: [(String, String); 2],
 }
 
 /// What the posts sent and what reached the broker.
-#[derive(Serialize, Default, Clone)]
+#[derive(Serialize, Default, Clone, Debug)]
 pub struct GatewayOutcome {
     pub post: String,
     /// Reports its gateway accepted (202), and of those while its uplink was down.
@@ -57,13 +61,13 @@ fn token() -> String {
 }
 
 /// KZ's gateway signing key, made in `work` and entered in `trust_store`; its file.
-pub fn enroll(work: &Path, trust_store: &Path) -> anyhow::Result<std::path::PathBuf> {
+pub fn enroll(work: &Path, trust_store: &Path) -> Result<PathBuf> {
     let dir = work.join("kz-gateway");
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io("the gateway's directory", e))?;
     let key = keys::generate();
     let path = dir.join("signing.key");
     keys::save_signing_key(&path, &key)?;
-    let now = crate::cmd::now_ms();
+    let now = now_ms();
     TrustStore::append_to_file(
         trust_store,
         &KeyEntry {
@@ -82,10 +86,10 @@ pub fn enroll(work: &Path, trust_store: &Path) -> anyhow::Result<std::path::Path
 pub async fn start(
     work: &Path,
     kafka: &KafkaSettings,
-    signing_key: std::path::PathBuf,
+    signing_key: PathBuf,
     blinding: &Path,
     shutdown: Arc<AtomicBool>,
-) -> anyhow::Result<DemoGateway> {
+) -> Result<DemoGateway> {
     let dir = work.join("kz-gateway");
     let tokens = [
         (CUT_POST.to_string(), token()),
@@ -100,7 +104,7 @@ pub async fn start(
     }
     ewn_trust::secret::write_secret(&dir.join("tokens.toml"), &file)?;
     let mut g = GatewaySettings {
-        listen: "127.0.0.1:0".parse()?,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         state: "KZ".into(),
         key_id: "kz-gateway".into(),
         signing_key_file: Some(signing_key),
@@ -128,7 +132,6 @@ pub async fn start(
     .await?;
     Ok(DemoGateway {
         addr: running.addr,
-        registry,
         task: running.task,
         tokens,
     })
@@ -153,23 +156,19 @@ fn report(post: &str, n: u64) -> String {
 }
 
 impl DemoGateway {
-    /// Runs the posts for `duration`: one report a second from the cut post, whose
-    /// uplink drops for [`OUTAGE`]; the quiet post reports for a few seconds, then stops.
-    /// Returns the incident ids the cut post's gateway accepted, and which while down.
+    /// Runs the posts for `duration`, once `ready` resolves: one report a second from the
+    /// cut post, whose uplink drops for [`OUTAGE`]; the quiet post reports for a few
+    /// seconds, then stops. Returns the incident ids the cut post's gateway accepted, and
+    /// how many of them while its uplink was down.
     pub async fn run_posts(
         &self,
         relay: &LinkRelay,
         duration: Duration,
         stop: &AtomicBool,
-        ready: impl Fn() -> bool,
-    ) -> anyhow::Result<(Vec<String>, usize)> {
-        // The simulator's first report is a day old (the vanished exit): the posts' reports
-        // of today wait until the processor has taken it, or the partition's event time
-        // would already be past it.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready() && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        ready: impl Future<Output = ()>,
+        events: &UnboundedSender<Event>,
+    ) -> Result<(Vec<String>, usize)> {
+        ready.await;
         let client = reqwest::Client::new();
         let url = format!("http://{}/api/v1/incidents", self.addr);
         let started = Instant::now();
@@ -183,16 +182,16 @@ impl DemoGateway {
             if outage && !down && t >= OUTAGE_AT && t < OUTAGE_AT + OUTAGE {
                 relay.cut(GATEWAY_CLIENT);
                 down = true;
-                println!(
-                    "   --         {CUT_POST}: its gateway's uplink to the broker is down for {} s; the post keeps reporting",
-                    OUTAGE.as_secs()
-                );
+                let _ = events.send(Event::UplinkDown {
+                    post: CUT_POST.into(),
+                    secs: OUTAGE.as_secs(),
+                });
             } else if down && t >= OUTAGE_AT + OUTAGE {
                 relay.restore(GATEWAY_CLIENT);
                 down = false;
-                println!(
-                    "   --         {CUT_POST}: uplink back; its gateway forwards what it spooled"
-                );
+                let _ = events.send(Event::UplinkBack {
+                    post: CUT_POST.into(),
+                });
             }
             n += 1;
             for (post, token) in &self.tokens {
@@ -230,22 +229,20 @@ impl DemoGateway {
         Ok((accepted, while_down))
     }
 
-    /// Reports waiting in the gateway's spool.
-    pub fn spooled(&self) -> u64 {
-        ewn_ops::metrics::render(&self.registry)
-            .lines()
-            .filter(|l| l.starts_with("ewn_gateway_spool_records{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    }
-
     pub async fn stop(self) {
         let _ = self.task.await;
     }
 }
 
-/// How many of `ids` are on KZ's incidents topic.
-pub fn on_broker(kafka: &KafkaSettings, ids: &[String]) -> anyhow::Result<usize> {
+/// How many of `ids` are on KZ's incidents topic: it reads until it has found them all
+/// (the gateway forwards its spool after an outage) or `timeout` has passed; with
+/// `until_end`, it stops at the end of the topic instead (a run cut short by Ctrl-C).
+pub fn on_broker(
+    kafka: &KafkaSettings,
+    ids: &[String],
+    timeout: Duration,
+    until_end: bool,
+) -> Result<usize> {
     let topic = Topics::new(&kafka.topic_prefix).incidents("KZ");
     let reader = AssignedReader::new(
         kafka,
@@ -256,7 +253,7 @@ pub fn on_broker(kafka: &KafkaSettings, ids: &[String]) -> anyhow::Result<usize>
     )?;
     let want: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     let mut found: BTreeSet<String> = BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + timeout;
     while found.len() < want.len() && Instant::now() < deadline {
         let got = reader.poll(Duration::from_millis(200), |r| {
             let s = SignedIncident::from_avro(r.value?).ok()?;
@@ -267,7 +264,7 @@ pub fn on_broker(kafka: &KafkaSettings, ids: &[String]) -> anyhow::Result<usize>
                 found.insert(id);
             }
             Some(_) => {}
-            None if reader.caught_up()? => break,
+            None if until_end && reader.caught_up()? => break,
             None => {}
         }
     }
