@@ -13,9 +13,16 @@
 //! - `PHONE`: digits only, with a leading `+` kept and a leading `00` read as `+`;
 //! - `PERSON`: transliterated to one ASCII Latin form (ICAO Doc 9303 Part 3 for Cyrillic,
 //!   extended for Kazakh, Kyrgyz, Tajik, Uzbek and Turkmen letters), diacritics dropped,
-//!   Y read as I, runs of I collapsed, YE after a vowel as E, KH as H (ALIYEV = Алиев),
-//!   name parts sorted, dates of birth written `YYYYMMDD` after the name:
-//!   `Иванов Тимур 02.03.1987` = `TIMUR IVANOV 1987-03-02` = `IVANOV TIMUR 19870302`.
+//!   Y read as I, runs of I collapsed, IE and IO as E (ALIYEV = Алиев, KOVALYOV = Ковалёв),
+//!   KH as H, ZH and DZH as J, a patronymic dropped, name parts sorted, dates of birth
+//!   written `YYYYMMDD` after the name:
+//!   `Иванов Тимур Сергеевич 02.03.1987` = `TIMUR IVANOV 1987-03-02` = `IVANOV TIMUR 19870302`.
+//!   A person may also come by parts ([`PersonName`], [`BlindingKey::blind_person`]): the
+//!   same ref as the free text.
+//!
+//! Refused ([`BadIdentifier`], never quoting the identifier): unassigned, private-use and
+//! control code points; a person's word mixing Latin with Cyrillic or Greek letters; a form
+//! that normalises to nothing.
 //!
 //! Versions. The version is part of the HMAC input (`v2/`); version 1 (NFKC, upper case,
 //! collapsed whitespace, no tag) stays computable with [`BlindingKey::blind_with`]. A v1
@@ -25,7 +32,7 @@
 //! seen just before and just after the cut-over is not linked across it; that gap lasts
 //! one window. A network that cannot accept the gap publishes both refs for one window
 //! (`blind_with(V1, ..)` and `blind`) and treats them as one subject: that part (two refs
-//! per subject) is not built yet.
+//! per subject) is not built yet; README, "Versions and migration", says what it needs.
 
 use std::fmt;
 use std::path::Path;

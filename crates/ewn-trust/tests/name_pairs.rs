@@ -168,7 +168,7 @@ fn synthetic_population_false_match_rates() {
     let (full_n, full_rate) = shared_rate(&full);
     let (sd_n, sd_rate) = shared_rate(&surname_dob);
     let (name_n, name_rate) = shared_rate(&name_only);
-    println!(
+    eprintln!(
         "{} people ({} surnames, {} given names, Zipf): false-match rate \
          full name + date of birth {full_n} ({:.3}%), surname + date of birth {sd_n} ({:.3}%), \
          name only {name_n} ({:.1}%)",
