@@ -18,7 +18,7 @@ const CATALOGUES: [(&str, &str); 2] = [
 ];
 
 /// Messages every catalogue must hold.
-pub const REQUIRED: [&str; 15] = [
+pub const REQUIRED: [&str; 13] = [
     "level-LOW",
     "level-MEDIUM",
     "level-HIGH",
@@ -32,9 +32,6 @@ pub const REQUIRED: [&str; 15] = [
     "description-states",
     "event-generic",
     "instruction-generic",
-    // checked like the others; kept here so the list is the whole contract
-    "event-cross_border_movement",
-    "instruction-cross_border_movement",
 ];
 
 /// The default rules (`ewn_processor::rules::default_rules`), whose event name and
@@ -176,9 +173,9 @@ fn missing_messages(bundle: &FluentBundle<FluentResource>) -> Vec<String> {
         .map(|m| m.to_string())
         .chain(rule_messages)
         .filter(|m| {
-            !bundle
+            bundle
                 .get_message(m)
-                .is_some_and(|msg| msg.value().is_some())
+                .is_none_or(|msg| msg.value().is_none())
         })
         .collect()
 }
