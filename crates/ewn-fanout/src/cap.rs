@@ -1068,6 +1068,10 @@ mod tests {
     fn ordinary_alert_fits_the_initial_capacity() {
         let a = alert();
         let doc = render(&a, SENDER, &no_refs, &cat());
+        assert!(doc.len() <= capacity_hint(&a, SENDER), "{}", doc.len());
+        // one hint's worth per language
+        let both = Catalogue::load(&["en-US".to_string(), "ru-RU".to_string()]).unwrap();
+        let doc = render(&a, SENDER, &no_refs, &both);
         assert!(doc.len() <= 2 * capacity_hint(&a, SENDER), "{}", doc.len());
     }
 }
