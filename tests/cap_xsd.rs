@@ -133,6 +133,12 @@ fn alerts() -> Vec<(&'static str, Alert)> {
     ]
 }
 
+/// English and Russian: every document carries two `info` blocks, both validated.
+fn languages() -> ewn_fanout::i18n::Catalogue {
+    ewn_fanout::i18n::Catalogue::load(&["en-US".to_string(), "ru-RU".to_string()])
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
 /// The one sent time the test's "history" knows; the other references fall back.
 fn referenced_sent(id: &str) -> Option<i64> {
     (id == "50d1b5e5ed2029fad5f2824196909f6b").then_some(1_790_000_000_000)
@@ -143,13 +149,19 @@ fn rendered_alerts_validate_against_the_oasis_xsd() {
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
     for (name, alert) in alerts() {
-        let doc = cap::render(&alert, SENDER, &referenced_sent);
+        let doc = cap::render(&alert, SENDER, &referenced_sent, &languages());
         if alert.msg_type != MsgType::Alert {
             assert!(
                 doc.contains("<references>") && doc.contains(&format!("<references>{SENDER},")),
                 "{name}: an Update or Cancel carries references\n{doc}"
             );
         }
+        assert_eq!(
+            doc.matches("<info>").count(),
+            2,
+            "{name}: en-US and ru-RU\n{doc}"
+        );
+        assert!(doc.contains("<language>ru-RU</language>"), "{name}");
         let path = dir.path().join(format!("{name}.xml"));
         std::fs::write(&path, &doc).unwrap();
         files.push(path);
@@ -172,7 +184,7 @@ fn rendered_alerts_validate_against_the_oasis_xsd() {
 #[test]
 fn references_carry_the_known_sent_time_or_the_window_start() {
     let (_, update) = alerts().into_iter().nth(1).unwrap();
-    let doc = cap::render(&update, SENDER, &referenced_sent);
+    let doc = cap::render(&update, SENDER, &referenced_sent, &languages());
     assert!(doc.contains(
         "<references>ewn@rcc.example,50d1b5e5ed2029fad5f2824196909f6b,2026-09-21T14:13:20+00:00 \
          ewn@rcc.example,unknown-earlier,2026-09-21T14:13:20+00:00</references>"
@@ -182,7 +194,7 @@ fn references_carry_the_known_sent_time_or_the_window_start() {
 /// The validator must reject what is not CAP, or the test above would prove nothing.
 #[test]
 fn validator_rejects_invalid_documents() {
-    let good = cap::render(&base(), SENDER, &referenced_sent);
+    let good = cap::render(&base(), SENDER, &referenced_sent, &languages());
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         (

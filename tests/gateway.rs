@@ -535,19 +535,29 @@ fn the_intake_answers_line_by_line_and_never_echoes_raw_ids() {
     let bad_category = line(0, "KZ-POST-A", 1).replace("SUSPICIOUS_CROSSING", "ALIENS");
     let raw_number = line(0, "KZ-POST-A", 2).replace("\"Traveller 0 2\"", "19870302555");
     let other_post = line(1, "KZ-POST-B", 3);
+    // a Cyrillic е typed inside a Latin name; a structured surname with an unassigned code
+    // point: refused naming the field, the name never shown
+    let mixed_script =
+        line(0, "KZ-POST-A", 4).replace("\"Traveller 0 4\"", "\"Trav\u{435}ller 0 4\"");
+    let unassigned = line(0, "KZ-POST-A", 5).replace(
+        "\"id\":\"Traveller 0 5\"",
+        "\"person\":{\"surname\":\"Travel\\u0378ler\",\"given_names\":\"Timur\"}",
+    );
     let body = [
         line(0, "KZ-POST-A", 0),
         bad_category,
         raw_number,
         String::new(),
         other_post,
+        mixed_script,
+        unassigned,
     ]
     .join("\n");
     let (status, answer) =
         send(&http, &gw.addr, "KZ-POST-A", body, "application/x-ndjson").unwrap();
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["accepted"], 1);
-    assert_eq!(answer["rejected"], 3);
+    assert_eq!(answer["rejected"], 5, "{answer}");
     let results = answer["results"].as_array().unwrap();
     assert_eq!(results[0]["status"], "accepted");
     assert_eq!(results[0]["key_id"], "kz-gw-1");
@@ -563,6 +573,29 @@ fn the_intake_answers_line_by_line_and_never_echoes_raw_ids() {
     assert_eq!(results[2]["errors"][0]["field"], "subjects[0].id");
     assert_eq!(results[3]["line"], 5, "the blank line 4 is skipped");
     assert_eq!(results[3]["errors"][0]["field"], "reporter.post_id");
+    assert_eq!(
+        results[4]["errors"][0]["field"], "subjects[0].id",
+        "{answer}"
+    );
+    assert!(
+        results[4]["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("mixes Latin, Cyrillic or Greek letters"),
+        "{answer}"
+    );
+    assert_eq!(
+        results[5]["errors"][0]["field"], "subjects[0].person.surname",
+        "{answer}"
+    );
+    assert!(
+        results[5]["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unassigned"),
+        "{answer}"
+    );
+    assert!(!answer.to_string().contains("Trav"), "{answer}");
     assert!(!answer.to_string().contains("19870302555"), "{answer}");
     assert!(!answer.to_string().contains("Traveller"), "{answer}");
 
@@ -612,7 +645,8 @@ fn the_intake_answers_line_by_line_and_never_echoes_raw_ids() {
             "ewn_gateway_intake_reports_total",
             r#"outcome="invalid",via="http""#
         ),
-        4.0
+        // bad category, raw number, other post, mixed script, unassigned, and the lone `{`
+        6.0
     );
     let (by_id, seq) = site.delivered();
     assert_eq!(by_id.len(), 2);

@@ -17,8 +17,11 @@
 //! the TLP 2.0 label and its sharing rule in `restriction` (plus the named agencies for
 //! AMBER+STRICT and RED) and the label alone in `code`, e.g. `TLP:AMBER+STRICT`.
 //!
-//! One `info` (`en-US`): `event` is the rule's human name (`cross_border_movement` → "Cross
-//! border movement"), then:
+//! One `info` per configured language (`fanout.languages`, `en-US` and `ru-RU` by default, in
+//! that order), its texts from the language's Fluent catalogue ([`crate::i18n`]): `event` is
+//! the rule's name for people ("Cross-border movement"; a rule without its own message is
+//! humanised, `my_rule` → "My rule"), `headline`, `description` and `instruction` in that
+//! language; the codes and parameters are the same in every block. Then:
 //!
 //! | EWN category           | CAP `category`   |
 //! |------------------------|------------------|
@@ -53,6 +56,8 @@ use std::fmt::{self, Write as _};
 use chrono::{DateTime, Datelike, Timelike};
 use ewn_model::{Alert, Category, Level, MsgType, Tlp};
 
+use crate::i18n::{Catalogue, Texts};
+
 /// The media type of a rendered document, as OASIS registered it with IANA.
 pub const CONTENT_TYPE: &str = "application/cap+xml";
 
@@ -85,9 +90,12 @@ pub fn render(
     alert: &Alert,
     sender: &str,
     referenced_sent: &dyn Fn(&str) -> Option<i64>,
+    catalogue: &Catalogue,
 ) -> String {
     let mut d = Doc {
-        out: String::with_capacity(capacity_hint(alert, sender)),
+        out: String::with_capacity(
+            capacity_hint(alert, sender) * catalogue.languages().count().max(1),
+        ),
         depth: 0,
     };
     d.out
@@ -150,24 +158,50 @@ pub fn render(
         d.end("references");
     }
 
+    for language in catalogue.languages() {
+        let Some(texts) = catalogue.texts(language) else {
+            continue;
+        };
+        push_info(&mut d, alert, language, &texts);
+    }
+
+    d.depth = 0;
+    d.out.push_str("</alert>\n");
+    d.out
+}
+
+/// One `info` block in `language`: the texts from its catalogue, the rest as in every block.
+fn push_info(d: &mut Doc, alert: &Alert, language: &str, texts: &Texts<'_>) {
     d.open("info");
-    d.leaf_raw("language", "en-US");
+    d.start("language");
+    push_text(&mut d.out, language);
+    d.end("language");
     for category in cap_categories(&alert.categories) {
         d.leaf_raw("category", category);
     }
+    let event = event_text(texts, &alert.rule);
     d.start("event");
-    push_event(&mut d.out, &alert.rule);
+    push_text(&mut d.out, &event);
     d.end("event");
     d.leaf_raw("urgency", urgency(alert.level, alert.msg_type));
     d.leaf_raw("severity", severity(alert.level));
     d.leaf_raw("certainty", certainty(alert.score));
     d.leaf_raw("senderName", "EWN regional early-warning network");
     d.start("headline");
-    push_headline(&mut d.out, alert);
+    push_text(&mut d.out, &headline_text(texts, alert, &event));
     d.end("headline");
     d.start("description");
-    push_description(&mut d.out, alert);
+    push_description(&mut d.out, alert, texts);
     d.end("description");
+    d.start("instruction");
+    let own = format!("instruction-{}", alert.rule);
+    let instruction = if texts.has(&own) {
+        own.as_str()
+    } else {
+        "instruction-generic"
+    };
+    push_text(&mut d.out, &texts.get(instruction, &[]));
+    d.end("instruction");
     d.parameter("rule", |out| push_text(out, &alert.rule));
     d.parameter("level", |out| out.push_str(alert.level.as_str()));
     d.parameter("score", |out| put(out, format_args!("{}", alert.score)));
@@ -180,12 +214,38 @@ pub fn render(
     d.parameter("evidenceCount", |out| {
         put(out, format_args!("{}", alert.evidence.len()))
     });
-    push_area(&mut d, alert);
+    push_area(d, alert);
     d.close("info");
+}
 
-    d.depth = 0;
-    d.out.push_str("</alert>\n");
-    d.out
+/// The rule's event name in the catalogue's language: its own message for a default rule,
+/// otherwise the rule's name humanised (`my_rule` -> "My rule") through `event-generic`.
+fn event_text(texts: &Texts<'_>, rule: &str) -> String {
+    let own = format!("event-{rule}");
+    if texts.has(&own) {
+        return texts.get(&own, &[]);
+    }
+    texts.get("event-generic", &[("rule", &humanise(rule))])
+}
+
+fn level_text(texts: &Texts<'_>, level: Level) -> String {
+    texts.get(&format!("level-{}", level.as_str()), &[])
+}
+
+/// "HIGH: Cross-border movement (score 61)", prefixed for an update, shortened for a cancel.
+fn headline_text(texts: &Texts<'_>, alert: &Alert, event: &str) -> String {
+    let level = level_text(texts, alert.level);
+    let score = alert.score.to_string();
+    let args = [
+        ("level", level.as_str()),
+        ("event", event),
+        ("score", score.as_str()),
+    ];
+    match alert.msg_type {
+        MsgType::Alert => texts.get("headline", &args),
+        MsgType::Update => texts.get("headline-update", &args),
+        MsgType::Cancel => texts.get("headline-cancel", &args),
+    }
 }
 
 /// The output buffer and the indentation depth of the element being written.
@@ -442,62 +502,45 @@ fn push_joined(out: &mut String, items: &[String], sep: &str) {
     }
 }
 
-/// The rule's human name: `cross_border_movement` → "Cross border movement".
-fn push_event(out: &mut String, rule: &str) {
-    let mut buf = [0u8; 4];
+/// A rule's name for people: `_` as space, first letter upper case, cut at
+/// [`EVENT_MAX_CHARS`] characters; "EWN alert" for a name with nothing printable.
+fn humanise(rule: &str) -> String {
+    let mut out = String::new();
     let mut written = 0;
     for c in rule.chars().filter(|c| !is_dropped(*c)) {
         if written == EVENT_MAX_CHARS {
             out.push('…');
-            return;
+            return out;
         }
         let c = if c == '_' { ' ' } else { c };
         if written == 0 {
-            for u in c.to_uppercase() {
-                push_text(out, u.encode_utf8(&mut buf));
-            }
+            out.extend(c.to_uppercase());
         } else {
-            push_text(out, c.encode_utf8(&mut buf));
+            out.push(c);
         }
         written += 1;
     }
     if written == 0 {
         out.push_str("EWN alert");
     }
-}
-
-/// "HIGH: Cross border movement (score 61)", prefixed for an update, shortened for a cancel.
-fn push_headline(out: &mut String, alert: &Alert) {
-    match alert.msg_type {
-        MsgType::Alert => {}
-        MsgType::Update => out.push_str("Update, "),
-        MsgType::Cancel => {
-            out.push_str("Cancelled: ");
-            push_event(out, &alert.rule);
-            return;
-        }
-    }
-    out.push_str(alert.level.as_str());
-    out.push_str(": ");
-    push_event(out, &alert.rule);
-    put(out, format_args!(" (score {})", alert.score));
+    out
 }
 
 /// The explanation a desk reads: a summary line, then the reasons one per line, the incident
 /// ids and the states. Lists a redacted alert leaves empty are left out, not shown as empty.
-fn push_description(out: &mut String, alert: &Alert) {
-    out.push_str("Rule ");
-    push_text(out, &alert.rule);
-    put(
+fn push_description(out: &mut String, alert: &Alert, texts: &Texts<'_>) {
+    let level = level_text(texts, alert.level);
+    let score = alert.score.to_string();
+    push_text(
         out,
-        format_args!(
-            " raised level {} with score {}.",
-            alert.level.as_str(),
-            alert.score
+        &texts.get(
+            "description-summary",
+            &[("rule", &alert.rule), ("level", &level), ("score", &score)],
         ),
     );
     if !alert.reasons.is_empty() {
-        out.push_str("\nReasons (factor, contribution, detail):");
+        out.push('\n');
+        push_text(out, &texts.get("description-reasons", &[]));
         for r in &alert.reasons {
             out.push_str("\n- ");
             push_text(out, &r.factor);
@@ -506,11 +549,15 @@ fn push_description(out: &mut String, alert: &Alert) {
         }
     }
     if !alert.incident_ids.is_empty() {
-        out.push_str("\nIncidents: ");
+        out.push('\n');
+        push_text(out, &texts.get("description-incidents", &[]));
+        out.push(' ');
         push_joined(out, &alert.incident_ids, ", ");
     }
     if !alert.states.is_empty() {
-        out.push_str("\nStates: ");
+        out.push('\n');
+        push_text(out, &texts.get("description-states", &[]));
+        out.push(' ');
         push_joined(out, &alert.states, ", ");
     }
 }
@@ -602,6 +649,11 @@ mod tests {
 
     const SENDER: &str = "ewn@rcc.example";
 
+    /// English only: most tests look at one `info` block.
+    fn cat() -> Catalogue {
+        Catalogue::load(&["en-US".to_string()]).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
     fn no_refs(_: &str) -> Option<i64> {
         None
     }
@@ -677,7 +729,7 @@ mod tests {
         a.states = vec!["KZ\"'&".into()];
         a.named_agencies = vec!["<agency/>".into()];
         a.rule = "r&d_<rule>".into();
-        let doc = render(&a, SENDER, &no_refs);
+        let doc = render(&a, SENDER, &no_refs, &cat());
 
         assert!(doc.chars().all(xml_allowed), "{doc:?}");
         assert!(!doc.contains("<script>"));
@@ -709,7 +761,7 @@ mod tests {
 
         let mut a = alert();
         a.alert_id = "id with, <odd> & chars".into();
-        let doc = render(&a, "ewn @rcc", &no_refs);
+        let doc = render(&a, "ewn @rcc", &no_refs, &cat());
         assert_eq!(
             element(&doc, "identifier"),
             "id%20with%2C%20%3Codd&gt;%20%26%20chars"
@@ -727,26 +779,26 @@ mod tests {
         assert_eq!(time(MIN_MS), "0001-01-01T00:00:00+00:00");
         assert_eq!(time(MAX_MS), "9999-12-31T23:59:59+00:00");
 
-        let doc = render(&alert(), SENDER, &no_refs);
+        let doc = render(&alert(), SENDER, &no_refs, &cat());
         assert_eq!(element(&doc, "sent"), "2026-09-21T14:15:00+00:00");
     }
 
     #[test]
     fn msg_type_and_references() {
         let mut a = alert();
-        let doc = render(&a, SENDER, &no_refs);
+        let doc = render(&a, SENDER, &no_refs, &cat());
         assert_eq!(element(&doc, "msgType"), "Alert");
         assert!(!doc.contains("<references>"));
 
         // An Alert that happens to carry references still renders none: CAP ties them to
         // Update and Cancel.
         a.references = vec!["old".into()];
-        assert!(!render(&a, SENDER, &no_refs).contains("<references>"));
+        assert!(!render(&a, SENDER, &no_refs, &cat()).contains("<references>"));
 
         a.msg_type = MsgType::Update;
         a.references = vec!["known".into(), "lost one".into()];
         let sent = |id: &str| (id == "known").then_some(0);
-        let doc = render(&a, SENDER, &sent);
+        let doc = render(&a, SENDER, &sent, &cat());
         assert_eq!(element(&doc, "msgType"), "Update");
         assert_eq!(
             element(&doc, "references"),
@@ -756,17 +808,17 @@ mod tests {
         assert_eq!(element(&doc, "urgency"), "Expected");
 
         a.msg_type = MsgType::Cancel;
-        let doc = render(&a, SENDER, &sent);
+        let doc = render(&a, SENDER, &sent, &cat());
         assert_eq!(element(&doc, "msgType"), "Cancel");
         assert!(doc.contains("<references>ewn@rcc.example,known,"));
         assert_eq!(element(&doc, "urgency"), "Past");
         assert_eq!(
             element(&doc, "headline"),
-            "Cancelled: Cross border movement"
+            "Cancelled: Cross-border movement"
         );
 
         a.references.clear();
-        let doc = render(&a, SENDER, &sent);
+        let doc = render(&a, SENDER, &sent, &cat());
         assert_eq!(element(&doc, "msgType"), "Cancel");
         assert!(!doc.contains("<references>"));
     }
@@ -776,7 +828,7 @@ mod tests {
         let mut a = alert();
         a.msg_type = MsgType::Update;
         a.references = vec!["fedcba".into()];
-        let doc = render(&a, SENDER, &no_refs);
+        let doc = render(&a, SENDER, &no_refs, &cat());
         assert!(doc.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<alert xmlns="));
         let order = [
             "<identifier>",
@@ -826,7 +878,7 @@ mod tests {
         assert_eq!(element(&doc, "areaDesc"), "KZ-ZHT");
         assert_eq!(
             element(&doc, "headline"),
-            "Update, HIGH: Cross border movement (score 71)"
+            "Update, HIGH: Cross-border movement (score 71)"
         );
         for (name, value) in [
             ("rule", "cross_border_movement"),
@@ -851,7 +903,7 @@ mod tests {
 
     #[test]
     fn redacted_alert_has_no_area_and_a_short_description() {
-        let doc = render(&redacted(), SENDER, &no_refs);
+        let doc = render(&redacted(), SENDER, &no_refs, &cat());
         assert!(!doc.contains("<area>"));
         assert_eq!(doc.matches("<category>").count(), 1);
         assert_eq!(element(&doc, "category"), "Security");
@@ -884,7 +936,7 @@ mod tests {
                 lon: -0.25,
             },
         ];
-        let doc = render(&a, SENDER, &no_refs);
+        let doc = render(&a, SENDER, &no_refs, &cat());
         assert_eq!(
             element(&doc, "areaDesc"),
             "Locations of the contributing incidents"
@@ -894,14 +946,14 @@ mod tests {
         assert!(!doc.contains("<geocode>"));
 
         a.points[3].lat = 95.0;
-        assert!(!render(&a, SENDER, &no_refs).contains("<area>"));
+        assert!(!render(&a, SENDER, &no_refs, &cat()).contains("<area>"));
     }
 
     #[test]
     fn area_codes_name_their_scheme() {
         let mut a = redacted();
         a.areas = vec!["UZ-TK".into(), "".into(), "district 7 & co".into()];
-        let doc = render(&a, SENDER, &no_refs);
+        let doc = render(&a, SENDER, &no_refs, &cat());
         assert_eq!(element(&doc, "areaDesc"), "UZ-TK, district 7 &amp; co");
         assert!(doc.contains("<valueName>ISO3166-2</valueName>\n        <value>UZ-TK</value>"));
         assert!(doc.contains(
@@ -971,11 +1023,7 @@ mod tests {
 
     #[test]
     fn event_is_the_rules_human_name_cut_to_length() {
-        let ev = |rule: &str| {
-            let mut out = String::new();
-            push_event(&mut out, rule);
-            out
-        };
+        let ev = humanise;
         assert_eq!(ev("area_burst"), "Area burst");
         assert_eq!(ev("émigré_watch"), "Émigré watch");
         assert_eq!(ev(""), "EWN alert");
@@ -986,9 +1034,44 @@ mod tests {
     }
 
     #[test]
+    fn one_info_per_language_in_order_with_the_catalogues_texts() {
+        let both = Catalogue::load(&["en-US".to_string(), "ru-RU".to_string()]).unwrap();
+        let doc = render(&alert(), SENDER, &no_refs, &both);
+        assert_eq!(doc.matches("<info>").count(), 2);
+        let en = doc.find("<language>en-US</language>").unwrap();
+        let ru = doc.find("<language>ru-RU</language>").unwrap();
+        assert!(en < ru);
+        let russian = &doc[ru..];
+        assert!(russian.contains("<event>Пересечение границы между государствами</event>"));
+        assert!(
+            russian.contains("<headline>ВЫСОКИЙ: Пересечение границы"),
+            "{russian}"
+        );
+        assert!(
+            russian.contains("<instruction>Сверьте субъекта"),
+            "{russian}"
+        );
+        assert!(russian.contains("Инциденты: "), "{russian}");
+        // codes and parameters are not translated
+        assert!(russian.contains("<severity>Severe</severity>"));
+        assert!(russian.contains("<value>cross_border_movement</value>"));
+        assert!(doc[en..ru].contains("<instruction>Check the subject"));
+        // a rule without its own messages: humanised name, generic instruction
+        let mut a = alert();
+        a.rule = "night_crossings".into();
+        let doc = render(&a, SENDER, &no_refs, &both);
+        assert!(doc.contains("<event>Night crossings</event>"));
+        assert!(doc.contains("<instruction>Изучите оповещение"));
+    }
+
+    #[test]
     fn ordinary_alert_fits_the_initial_capacity() {
         let a = alert();
-        let doc = render(&a, SENDER, &no_refs);
+        let doc = render(&a, SENDER, &no_refs, &cat());
         assert!(doc.len() <= capacity_hint(&a, SENDER), "{}", doc.len());
+        // one hint's worth per language
+        let both = Catalogue::load(&["en-US".to_string(), "ru-RU".to_string()]).unwrap();
+        let doc = render(&a, SENDER, &no_refs, &both);
+        assert!(doc.len() <= 2 * capacity_hint(&a, SENDER), "{}", doc.len());
     }
 }

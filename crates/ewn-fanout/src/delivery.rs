@@ -133,9 +133,12 @@ impl Work {
             .collect();
         let bytes: Arc<[u8]> = match sub.format {
             Format::Json => render::webhook_json(&shaped, redacted).into(),
-            Format::Cap => cap::render(&shaped, &core.config.fanout.sender, &|id| {
-                core.sent_of(originals.get(id).copied().unwrap_or(id))
-            })
+            Format::Cap => cap::render(
+                &shaped,
+                &core.config.fanout.sender,
+                &|id| core.sent_of(originals.get(id).copied().unwrap_or(id)),
+                &core.catalogue,
+            )
             .into_bytes()
             .into(),
         };

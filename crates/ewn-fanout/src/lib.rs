@@ -15,6 +15,7 @@ mod delivery;
 pub mod destination;
 pub mod error;
 pub mod escalation;
+pub mod i18n;
 pub mod index;
 pub mod keys;
 pub mod metrics;

@@ -109,6 +109,8 @@ pub(crate) struct TopicNames {
 
 pub(crate) struct Core {
     pub config: FanoutConfig,
+    /// The CAP texts of `fanout.languages`, checked complete at start.
+    pub catalogue: crate::i18n::Catalogue,
     pub topics: Topics,
     /// The names of the topics written per delivery, made once.
     pub topic_names: TopicNames,
@@ -766,8 +768,11 @@ pub async fn start(
     let seal = crate::sealed::SealKey::new(&key);
     let client = webhook::client(&config.fanout.webhook)
         .map_err(|e| Error::Config(vec![format!("fanout.webhook: http client: {e}")]))?;
+    let catalogue =
+        crate::i18n::Catalogue::load(&config.fanout.languages).map_err(Error::Config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let core = Arc::new(Core {
+        catalogue,
         topic_names: TopicNames {
             deliveries: topics.deliveries(),
             retries: topics.retries(),

@@ -27,6 +27,9 @@ pub struct FanoutSettings {
     pub instance_id: String,
     /// The CAP `<sender>` of every rendered alert.
     pub sender: String,
+    /// The languages of a CAP alert's `info` blocks, in order (`ewn_fanout::i18n`): each
+    /// needs a complete compiled-in catalogue, checked at start.
+    pub languages: Vec<String>,
     /// A TOML file of `[[tokens]]` (name, role, sha256 of the token, subscription for a
     /// desk); mode 0600. Without it every authenticated endpoint answers 401.
     pub tokens_file: Option<PathBuf>,
@@ -70,6 +73,7 @@ impl Default for FanoutSettings {
             group_id: String::new(),
             instance_id: String::new(),
             sender: "ewn@rcc.ewn.invalid".into(),
+            languages: vec!["en-US".into(), "ru-RU".into()],
             tokens_file: None,
             key_file: None,
             batch_max: 500,
@@ -222,6 +226,9 @@ impl FanoutSettings {
         }
         if self.sender.is_empty() || self.sender.contains([' ', ',', '<', '&']) {
             p.push("fanout.sender: must be non-empty, without spaces, commas, < or &".into());
+        }
+        if let Err(problems) = crate::i18n::Catalogue::load(&self.languages) {
+            p.extend(problems);
         }
         p
     }

@@ -12,6 +12,7 @@ use ewn_model::{
     SubjectKind, Tlp,
 };
 use ewn_trust::BlindingKey;
+use ewn_trust::blind::PersonName;
 use serde::Deserialize;
 
 /// Longest input line accepted, in bytes; longer lines are rejected unread.
@@ -64,9 +65,28 @@ struct InputLocation {
 #[serde(deny_unknown_fields)]
 struct InputSubject {
     kind: SubjectKind,
-    id: String,
+    /// The raw identifier as free text (a person as "surname given-names date-of-birth" in
+    /// any order and script).
+    #[serde(default)]
+    id: Option<String>,
+    /// A person given by parts; exactly one of `id` and `person`.
+    #[serde(default)]
+    person: Option<InputPerson>,
     #[serde(default)]
     watchlist: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputPerson {
+    surname: String,
+    #[serde(default)]
+    given_names: String,
+    /// Accepted and never blinded (see `ewn_trust::blind::PersonName`).
+    #[serde(default)]
+    patronymic: Option<String>,
+    #[serde(default)]
+    date_of_birth: Option<String>,
 }
 
 /// Why one input line was not published: the line number and the field at fault.
@@ -121,20 +141,13 @@ pub fn parse_incident(
     let mut errors = Vec::new();
     let mut subjects = Vec::with_capacity(input.subjects.len());
     for (i, s) in input.subjects.into_iter().enumerate() {
-        if s.id.len() > MAX_RAW_ID_BYTES {
-            errors.push(err(
-                &format!("subjects[{i}].id"),
-                format!("is longer than {MAX_RAW_ID_BYTES} bytes"),
-            ));
-            continue;
-        }
-        match blinding.blind(s.kind, &s.id) {
+        match blind_subject(blinding, &s) {
             Ok(subject_ref) => subjects.push(Subject {
                 kind: s.kind,
                 subject_ref,
                 watchlist: s.watchlist,
             }),
-            Err(e) => errors.push(err(&format!("subjects[{i}].id"), e.to_string())),
+            Err((field, message)) => errors.push(err(&format!("subjects[{i}]{field}"), message)),
         }
     }
     let incident = Incident {
@@ -174,6 +187,55 @@ pub fn parse_incident(
         Ok(incident)
     } else {
         Err(errors)
+    }
+}
+
+/// The ref of one input subject, or the field (relative to the subject: `.id`,
+/// `.person.surname`) and a message that never quotes the identifier.
+fn blind_subject(blinding: &BlindingKey, s: &InputSubject) -> Result<String, (String, String)> {
+    let too_long = || format!("is longer than {MAX_RAW_ID_BYTES} bytes");
+    match (&s.id, &s.person) {
+        (Some(id), None) => {
+            if id.len() > MAX_RAW_ID_BYTES {
+                return Err((".id".into(), too_long()));
+            }
+            blinding
+                .blind(s.kind, id)
+                .map_err(|e| (".id".into(), e.to_string()))
+        }
+        (None, Some(p)) => {
+            if s.kind != SubjectKind::Person {
+                return Err((
+                    ".person".into(),
+                    format!("is only for kind PERSON, not {}", s.kind),
+                ));
+            }
+            let parts = [
+                ("surname", Some(&p.surname)),
+                ("given_names", Some(&p.given_names)),
+                ("patronymic", p.patronymic.as_ref()),
+                ("date_of_birth", p.date_of_birth.as_ref()),
+            ];
+            for (name, part) in parts {
+                if part.is_some_and(|v| v.len() > MAX_RAW_ID_BYTES) {
+                    return Err((format!(".person.{name}"), too_long()));
+                }
+            }
+            let name = PersonName {
+                surname: &p.surname,
+                given_names: &p.given_names,
+                patronymic: p.patronymic.as_deref(),
+                date_of_birth: p.date_of_birth.as_deref(),
+            };
+            blinding
+                .blind_person(&name)
+                .map_err(|(field, e)| (format!(".person.{}", field.as_str()), e.to_string()))
+        }
+        (Some(_), Some(_)) => Err((
+            String::new(),
+            "give one of `id` and `person`, not both".into(),
+        )),
+        (None, None) => Err((".id".into(), "missing field `id` (or `person`)".into())),
     }
 }
 
@@ -245,7 +307,7 @@ fn deserialize_error(line: usize, e: &serde_path_to_error::Error<serde_json::Err
     }
     // serde may quote the offending value; a raw identifier must never be echoed.
     let message = if field.starts_with("subjects[")
-        && field.ends_with("].id")
+        && (field.ends_with("].id") || field.contains("].person."))
         && !message.starts_with("missing")
     {
         "must be a string (value not shown: raw identifiers are never echoed)".to_string()
@@ -399,6 +461,59 @@ mod tests {
     }
 
     #[test]
+    fn structured_person_meets_free_text_and_bad_names_name_the_field() {
+        let with = |subject: &str| {
+            GOOD.replace(
+                r#"{"kind":"PERSON","id":"Aliyev Rustam 1987-03-02","watchlist":"UNSC-1267"}"#,
+                subject,
+            )
+        };
+        let free = parse(GOOD).unwrap().subjects[0].subject_ref.clone();
+        let parts = with(
+            r#"{"kind":"PERSON","person":{"surname":"Алиев","given_names":"Рустам","patronymic":"Рустамович","date_of_birth":"02.03.1987"}}"#,
+        );
+        assert_eq!(parse(&parts).unwrap().subjects[0].subject_ref, free);
+        // mixed scripts in one word: the field is named, the name never shown
+        let mixed =
+            with(r#"{"kind":"PERSON","person":{"surname":"Aлиев","given_names":"Рустам"}}"#);
+        let e = first(&mixed);
+        assert!(
+            e.starts_with("line 7: field `subjects[0].person.surname`: identifier mixes"),
+            "{e}"
+        );
+        assert!(!e.contains("лиев"), "{e}");
+        let bad_date =
+            with(r#"{"kind":"PERSON","person":{"surname":"Алиев","date_of_birth":"Рустам"}}"#);
+        let e = first(&bad_date);
+        assert!(
+            e.starts_with("line 7: field `subjects[0].person.date_of_birth`: is not a date"),
+            "{e}"
+        );
+        assert!(!e.contains("Рустам"), "{e}");
+        let unassigned = with(r#"{"kind":"DOCUMENT","id":"N\ue00012"}"#);
+        let e = first(&unassigned);
+        assert!(
+            e.starts_with("line 7: field `subjects[0].id`: identifier contains an unassigned"),
+            "{e}"
+        );
+        let both = with(r#"{"kind":"PERSON","id":"x","person":{"surname":"Алиев"}}"#);
+        assert_eq!(
+            first(&both),
+            "line 7: field `subjects[0]`: give one of `id` and `person`, not both"
+        );
+        let vehicle = with(r#"{"kind":"VEHICLE","person":{"surname":"Алиев"}}"#);
+        assert_eq!(
+            first(&vehicle),
+            "line 7: field `subjects[0].person`: is only for kind PERSON, not VEHICLE"
+        );
+        let nothing = with(r#"{"kind":"PERSON","person":{"surname":"ь"}}"#);
+        assert_eq!(
+            first(&nothing),
+            "line 7: field `subjects[0].person.surname`: identifier is empty after normalisation"
+        );
+    }
+
+    #[test]
     fn errors_name_line_and_field() {
         let missing = GOOD.replace(r#""category":"WATCHLIST_HIT","#, "");
         assert_eq!(
@@ -420,7 +535,7 @@ mod tests {
         let no_id = GOOD.replace(r#""id":"Aliyev Rustam 1987-03-02","#, "");
         assert_eq!(
             first(&no_id),
-            "line 7: field `subjects[0].id`: missing field `id`"
+            "line 7: field `subjects[0].id`: missing field `id` (or `person`)"
         );
         let long = GOOD.replace("watch-list hit at passport control", &"x".repeat(3000));
         assert_eq!(

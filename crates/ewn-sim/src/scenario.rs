@@ -4,11 +4,11 @@
 //!
 //! | scenario | rule | what is planted |
 //! |---|---|---|
-//! | `border_hop` | `cross_border_movement` | a person leaves KZ at Korday and enters KG at Ak-Zhol two seconds later (both reports within 2 minutes of event time) |
+//! | `border_hop` | `cross_border_movement` | a person leaves KZ at Zhibek Zholy and enters UZ at Gisht Kuprik two seconds later (both reports within 2 minutes of event time); KZ writes the name in Russian Cyrillic (`Хабибуллаев Зафар`), UZ in Uzbek Latin, given name first (`Zafar Xabibullayev`): the two blind alike |
 //! | `district_burst` | `area_burst` | five MEDIUM-or-higher reports from KG patrols in Batken (KG-B) within 2 minutes |
-//! | `watchlist_entry` | `watchlist_hit` | a person on a sanctions list enters UZ at Gisht Kuprik |
+//! | `watchlist_entry` | `watchlist_hit` | a person on a sanctions list enters UZ at Dustlik; their document number is typed with Cyrillic look-alikes (`СІМ...`), which blind as the Latin |
 //! | `vanished_exit` | `exit_without_entry` | a person leaves TJ at Karamyk and is never seen entering anywhere; the exit lies 24 h 10 min in the past, so the 24 h absence window has already elapsed |
-//! | `returnee_entry` | `ftf_returnee` | a returning foreign fighter enters KZ at Zhibek Zholy |
+//! | `returnee_entry` | `ftf_returnee` | a returning foreign fighter enters KZ at Temirbaba |
 //!
 //! Each scenario reports from its own region(s) and with its own subjects, which the
 //! background never uses, so no scenario feeds another's rule and no background report joins a
@@ -34,6 +34,34 @@ use ewn_model::{Category, Direction, Level, SourceReliability, SubjectKind, Tlp}
 use crate::error::{Error, Result};
 use crate::generator::{RawSubject, Spec};
 use crate::network::{Place, side_by_id};
+
+/// The border-hop traveller as Kazakhstan's Russian-language documents write him, and as
+/// Uzbekistan's Latin ones do (given name first): blinding v2 makes them one ref.
+pub const HOP_NAME_KZ: &str = "Хабибуллаев Зафар";
+pub const HOP_NAME_UZ: &str = "Zafar Xabibullayev";
+
+/// A document number as a clerk on a Cyrillic keyboard types it: every Latin letter that
+/// has a Cyrillic look-alike replaced by it (`SIM` -> `СІМ`). Blinding folds them back.
+fn cyrillic_lookalikes(id: &str) -> String {
+    id.chars()
+        .map(|c| match c {
+            'A' => 'А',
+            'B' => 'В',
+            'C' => 'С',
+            'E' => 'Е',
+            'H' => 'Н',
+            'I' => 'І',
+            'K' => 'К',
+            'M' => 'М',
+            'O' => 'О',
+            'P' => 'Р',
+            'S' => 'Ѕ',
+            'T' => 'Т',
+            'X' => 'Х',
+            _ => c,
+        })
+        .collect()
+}
 
 /// A planted scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,14 +106,15 @@ impl Scenario {
     pub fn describe(self) -> &'static str {
         match self {
             Scenario::BorderHop => {
-                "a person leaves KZ at Korday and enters KG at Ak-Zhol: reported by two states"
+                "a person leaves KZ at Zhibek Zholy and enters UZ at Gisht Kuprik: reported by \
+                 two states, in Cyrillic and in Latin"
             }
             Scenario::DistrictBurst => "five MEDIUM+ reports from Batken (KG-B) within minutes",
-            Scenario::WatchlistEntry => "a sanctions-listed person enters UZ at Gisht Kuprik",
+            Scenario::WatchlistEntry => "a sanctions-listed person enters UZ at Dustlik",
             Scenario::VanishedExit => {
                 "a person left TJ at Karamyk 24 h ago and never entered anywhere"
             }
-            Scenario::ReturneeEntry => "a returning foreign fighter enters KZ at Zhibek Zholy",
+            Scenario::ReturneeEntry => "a returning foreign fighter enters KZ at Temirbaba",
         }
     }
 
@@ -114,11 +143,11 @@ impl Scenario {
     /// of them.
     pub fn areas(self) -> &'static [&'static str] {
         match self {
-            Scenario::BorderHop => &["KZ-ZHA", "KG-C"],
+            Scenario::BorderHop => &["KZ-YUZ", "UZ-TO"],
             Scenario::DistrictBurst => &["KG-B"],
-            Scenario::WatchlistEntry => &["UZ-TO"],
+            Scenario::WatchlistEntry => &["UZ-AN"],
             Scenario::VanishedExit => &["TJ-RA"],
-            Scenario::ReturneeEntry => &["KZ-YUZ"],
+            Scenario::ReturneeEntry => &["KZ-MAN"],
         }
     }
 
@@ -146,17 +175,26 @@ impl Scenario {
         };
         match self {
             Scenario::BorderHop => {
-                let p = person(subject, None);
+                // One person, two states' spellings; the minted tail keeps them unique.
+                let minted = subject(SubjectKind::Person);
+                let tail = minted.strip_prefix("SIM PERSON ").unwrap_or(&minted);
+                let written = |name: &str| RawSubject {
+                    kind: SubjectKind::Person,
+                    id: format!("{name} {tail}"),
+                    watchlist: None,
+                };
+                let kz = written(HOP_NAME_KZ);
+                let uz = written(HOP_NAME_UZ);
                 vec![
                     step(
                         At::Present(1_000),
                         90_000,
                         Spec {
                             direction: Some(Direction::Exit),
-                            subjects: vec![p.clone()],
+                            subjects: vec![kz],
                             summary: "traveller left by road after secondary inspection; \
                                       inconsistent account of the journey",
-                            ..Spec::at(crossing("KZ-KORDAY"), 2, Category::SuspiciousCrossing)
+                            ..Spec::at(crossing("KZ-ZHIBEKZHOLY"), 2, Category::SuspiciousCrossing)
                         },
                     ),
                     step(
@@ -166,10 +204,10 @@ impl Scenario {
                             direction: Some(Direction::Entry),
                             severity: Level::Medium,
                             reliability: SourceReliability::B,
-                            subjects: vec![p],
+                            subjects: vec![uz],
                             summary: "arriving traveller flagged at passport control: \
                                       vague about the purpose of the visit",
-                            ..Spec::at(crossing("KG-AKZHOL"), 1, Category::SuspiciousCrossing)
+                            ..Spec::at(crossing("UZ-GISHTKUPRIK"), 1, Category::SuspiciousCrossing)
                         },
                     ),
                 ]
@@ -241,12 +279,12 @@ impl Scenario {
                         person(subject, Some("UNSC-1267")),
                         RawSubject {
                             kind: SubjectKind::Document,
-                            id: subject(SubjectKind::Document),
+                            id: cyrillic_lookalikes(&subject(SubjectKind::Document)),
                             watchlist: None,
                         },
                     ],
                     summary: "passport control match against a consolidated sanctions list entry",
-                    ..Spec::at(crossing("UZ-GISHTKUPRIK"), 3, Category::WatchlistHit)
+                    ..Spec::at(crossing("UZ-DUSTLIK"), 3, Category::WatchlistHit)
                 },
             )],
             Scenario::VanishedExit => vec![step(
@@ -271,7 +309,7 @@ impl Scenario {
                     subjects: vec![person(subject, None)],
                     summary: "returning national identified as a former member of a foreign \
                               armed group",
-                    ..Spec::at(crossing("KZ-ZHIBEKZHOLY"), 1, Category::FtfReturnee)
+                    ..Spec::at(crossing("KZ-TEMIRBABA"), 1, Category::FtfReturnee)
                 },
             )],
         }
@@ -362,6 +400,39 @@ mod tests {
                 assert!(seen.insert(*a), "area {a} used by two scenarios");
             }
         }
+    }
+
+    #[test]
+    fn hop_is_written_in_two_scripts_and_blinds_alike() {
+        let key = ewn_trust::BlindingKey::from_bytes([8; 32]);
+        let mut n = 0u64;
+        let mut mint = |kind| {
+            n += 1;
+            match kind {
+                SubjectKind::Person => format!("SIM PERSON 00C0FFEE00C0FFEE {n}"),
+                _ => format!("SIM00C0FFEE00C0FFEED{n}"),
+            }
+        };
+        let hop = Scenario::BorderHop.plan(&mut mint);
+        let (kz, uz) = (&hop[0].spec, &hop[1].spec);
+        assert_eq!((kz.place.state, uz.place.state), ("KZ", "UZ"));
+        let (a, b) = (&kz.subjects[0].id, &uz.subjects[0].id);
+        assert!(
+            a.chars().any(|c| ('\u{400}'..='\u{4ff}').contains(&c)),
+            "{a}"
+        );
+        assert!(b.is_ascii(), "{b}");
+        assert_eq!(
+            key.blind(SubjectKind::Person, a),
+            key.blind(SubjectKind::Person, b)
+        );
+        let watch = Scenario::WatchlistEntry.plan(&mut mint);
+        let doc = &watch[0].spec.subjects[1].id;
+        assert!(!doc.is_ascii(), "{doc}");
+        assert_eq!(
+            key.blind(SubjectKind::Document, doc),
+            key.blind(SubjectKind::Document, "SIM00C0FFEE00C0FFEED3")
+        );
     }
 
     #[test]

@@ -13,9 +13,16 @@
 //! - `PHONE`: digits only, with a leading `+` kept and a leading `00` read as `+`;
 //! - `PERSON`: transliterated to one ASCII Latin form (ICAO Doc 9303 Part 3 for Cyrillic,
 //!   extended for Kazakh, Kyrgyz, Tajik, Uzbek and Turkmen letters), diacritics dropped,
-//!   Y read as I, runs of I collapsed, YE after a vowel as E, KH as H (ALIYEV = Алиев),
-//!   name parts sorted, dates of birth written `YYYYMMDD` after the name:
-//!   `Иванов Тимур 02.03.1987` = `TIMUR IVANOV 1987-03-02` = `IVANOV TIMUR 19870302`.
+//!   Y read as I, runs of I collapsed, IE and IO as E (ALIYEV = Алиев, KOVALYOV = Ковалёв),
+//!   KH as H, ZH and DZH as J, a patronymic dropped, name parts sorted, dates of birth
+//!   written `YYYYMMDD` after the name:
+//!   `Иванов Тимур Сергеевич 02.03.1987` = `TIMUR IVANOV 1987-03-02` = `IVANOV TIMUR 19870302`.
+//!   A person may also come by parts ([`PersonName`], [`BlindingKey::blind_person`]): the
+//!   same ref as the free text.
+//!
+//! Refused ([`BadIdentifier`], never quoting the identifier): unassigned, private-use and
+//! control code points; a person's word mixing Latin with Cyrillic or Greek letters; a form
+//! that normalises to nothing.
 //!
 //! Versions. The version is part of the HMAC input (`v2/`); version 1 (NFKC, upper case,
 //! collapsed whitespace, no tag) stays computable with [`BlindingKey::blind_with`]. A v1
@@ -25,7 +32,7 @@
 //! seen just before and just after the cut-over is not linked across it; that gap lasts
 //! one window. A network that cannot accept the gap publishes both refs for one window
 //! (`blind_with(V1, ..)` and `blind`) and treats them as one subject: that part (two refs
-//! per subject) is not built yet.
+//! per subject) is not built yet; README, "Versions and migration", says what it needs.
 
 use std::fmt;
 use std::path::Path;
@@ -52,10 +59,57 @@ impl fmt::Debug for BlindingKey {
     }
 }
 
-/// Why a raw identifier cannot be blinded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("identifier is empty after normalisation")]
-pub struct EmptyIdentifier;
+/// Why a raw identifier cannot be blinded. The messages never quote the identifier (nor
+/// the offending character: one code point of a name is already part of the name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadIdentifier {
+    #[error("identifier is empty after normalisation")]
+    Empty,
+    /// A person's name with Latin and Cyrillic (or Greek) letters inside one word: a
+    /// look-alike typed by mistake, which would silently make a different person.
+    #[error("identifier mixes Latin, Cyrillic or Greek letters inside one word (value not shown)")]
+    MixedScripts,
+    /// A code point no Unicode version assigns, a private-use one or a control character:
+    /// what one system stores there another may not, so the ref would not be reproducible.
+    #[error(
+        "identifier contains an unassigned, private-use or control code point (value not shown)"
+    )]
+    Unassigned,
+    /// The structured date of birth is not a date (`YYYY-MM-DD`, `DD.MM.YYYY`, ...).
+    #[error("is not a date (YYYY-MM-DD or DD.MM.YYYY, value not shown)")]
+    BadDate,
+}
+
+/// A person given as parts rather than one free-text name. The patronymic is accepted and
+/// never blinded: one state's documents carry it, another's do not, and a person must blind
+/// alike in both (so the free-text form drops a patronymic too, see [`normalise`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PersonName<'a> {
+    pub surname: &'a str,
+    pub given_names: &'a str,
+    pub patronymic: Option<&'a str>,
+    pub date_of_birth: Option<&'a str>,
+}
+
+/// Which part of a [`PersonName`] is at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersonField {
+    Surname,
+    GivenNames,
+    Patronymic,
+    DateOfBirth,
+}
+
+impl PersonField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PersonField::Surname => "surname",
+            PersonField::GivenNames => "given_names",
+            PersonField::Patronymic => "patronymic",
+            PersonField::DateOfBirth => "date_of_birth",
+        }
+    }
+}
 
 impl BlindingKey {
     pub fn generate() -> Self {
@@ -88,7 +142,7 @@ impl BlindingKey {
     }
 
     /// The blinded reference of a raw identifier, under the current normalisation version.
-    pub fn blind(&self, kind: SubjectKind, raw_id: &str) -> Result<String, EmptyIdentifier> {
+    pub fn blind(&self, kind: SubjectKind, raw_id: &str) -> Result<String, BadIdentifier> {
         self.blind_with(NormVersion::CURRENT, kind, raw_id)
     }
 
@@ -99,10 +153,11 @@ impl BlindingKey {
         version: NormVersion,
         kind: SubjectKind,
         raw_id: &str,
-    ) -> Result<String, EmptyIdentifier> {
+    ) -> Result<String, BadIdentifier> {
+        check_identifier(kind, raw_id)?;
         let normalised = Zeroizing::new(normalise_with(version, kind, raw_id));
         if normalised.is_empty() {
-            return Err(EmptyIdentifier);
+            return Err(BadIdentifier::Empty);
         }
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_ref())
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
@@ -117,6 +172,95 @@ impl BlindingKey {
         mac.update(normalised.as_bytes());
         Ok(hex::encode(mac.finalize().into_bytes()))
     }
+
+    /// The ref of a structured person (under the current version): the same ref as the
+    /// free-text `"{surname} {given_names} {date_of_birth}"`, the patronymic left out. Each
+    /// part is checked on its own so an error names the part.
+    pub fn blind_person(
+        &self,
+        person: &PersonName<'_>,
+    ) -> Result<String, (PersonField, BadIdentifier)> {
+        let parts = [
+            (PersonField::Surname, Some(person.surname)),
+            (PersonField::GivenNames, Some(person.given_names)),
+            (PersonField::Patronymic, person.patronymic),
+        ];
+        for (field, part) in parts {
+            if let Some(part) = part {
+                check_identifier(SubjectKind::Person, part).map_err(|e| (field, e))?;
+            }
+        }
+        // a surname alone is allowed (partial report); a part that is given must not be
+        // empty, since an empty surname is a form filled in wrong, not a partial report
+        let upper: String = person.surname.nfkc().flat_map(char::to_uppercase).collect();
+        if person_tokens(&upper).0.is_empty() {
+            return Err((PersonField::Surname, BadIdentifier::Empty));
+        }
+        let date = match person.date_of_birth {
+            Some(d) => Some(
+                parse_date(d.trim()).ok_or((PersonField::DateOfBirth, BadIdentifier::BadDate))?,
+            ),
+            None => None,
+        };
+        let raw = Zeroizing::new(format!(
+            "{} {} {}",
+            person.surname,
+            person.given_names,
+            date.as_deref().unwrap_or("")
+        ));
+        self.blind(SubjectKind::Person, &raw)
+            .map_err(|e| (PersonField::Surname, e))
+    }
+}
+
+/// Refuses what cannot be blinded reproducibly: unassigned, private-use and control code
+/// points (any kind), and a person's name with letters of two scripts inside one word.
+/// Documents and plates are exempt from the script rule: their look-alikes are folded.
+fn check_identifier(kind: SubjectKind, raw: &str) -> Result<(), BadIdentifier> {
+    use unicode_general_category::{GeneralCategory as G, get_general_category};
+    for c in raw.chars() {
+        match get_general_category(c) {
+            G::Unassigned | G::PrivateUse | G::Surrogate => return Err(BadIdentifier::Unassigned),
+            G::Control if !c.is_whitespace() => return Err(BadIdentifier::Unassigned),
+            _ => {}
+        }
+    }
+    if kind == SubjectKind::Person {
+        let folded: String = raw.nfkc().collect();
+        for word in folded.split(|c: char| !c.is_alphabetic() && !is_combining_mark(c)) {
+            let mut seen = None;
+            for c in word.chars() {
+                let Some(script) = letter_script(c) else {
+                    continue;
+                };
+                match seen {
+                    None => seen = Some(script),
+                    Some(s) if s != script => return Err(BadIdentifier::MixedScripts),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Script {
+    Latin,
+    Cyrillic,
+    Greek,
+}
+
+/// The script of a letter, for the three that have look-alikes of each other. Modifier
+/// letters (Uzbek ʻ) and marks belong to none.
+fn letter_script(c: char) -> Option<Script> {
+    Some(match u32::from(c) {
+        0x41..=0x5A | 0x61..=0x7A | 0xC0..=0xD6 | 0xD8..=0xF6 | 0xF8..=0x24F => Script::Latin,
+        0x1E00..=0x1EFF | 0x2C60..=0x2C7F | 0xA720..=0xA7FF | 0xAB30..=0xAB6F => Script::Latin,
+        0x370..=0x3FF | 0x1F00..=0x1FFF => Script::Greek,
+        0x400..=0x52F | 0x1C80..=0x1C8F | 0x2DE0..=0x2DFF | 0xA640..=0xA69F => Script::Cyrillic,
+        _ => return None,
+    })
 }
 
 /// Which normalisation a ref was computed with. The version is part of the HMAC input, so
@@ -325,9 +469,19 @@ fn person_letter(c: char) -> Option<&'static str> {
 }
 
 /// A person's name (and date of birth, if given) in one Latin form: the name tokens
-/// transliterated, sorted and joined by one space, then the dates of birth as `YYYYMMDD`.
-/// The output is ASCII only.
+/// transliterated, a patronymic dropped (see [`drop_patronymic`]), the rest sorted and
+/// joined by one space, then the dates of birth as `YYYYMMDD`. The output is ASCII only.
 fn person_v2(upper: &str) -> String {
+    let (mut names, mut dates) = person_tokens(upper);
+    drop_patronymic(&mut names);
+    names.sort_unstable();
+    dates.sort_unstable();
+    names.extend(dates);
+    names.join(" ")
+}
+
+/// The transliterated, folded name tokens in input order, and the dates of birth.
+fn person_tokens(upper: &str) -> (Vec<String>, Vec<String>) {
     let mut names: Vec<String> = Vec::new();
     let mut dates: Vec<String> = Vec::new();
     for chunk in upper.split(|c: char| c.is_whitespace() || c == ',' || c == ';') {
@@ -350,10 +504,46 @@ fn person_v2(upper: &str) -> String {
             }
         }
     }
-    names.sort_unstable();
-    dates.sort_unstable();
-    names.extend(dates);
-    names.join(" ")
+    (names, dates)
+}
+
+/// Patronymic suffixes, as they read after [`fold_i_y`]: Russian -ОВИЧ/-ЕВИЧ, -ОВНА/-ЕВНА,
+/// -ИЧНА (also the Russian form of Central Asian patronymics, `Рустамович`), and Kazakh
+/// -ҰЛЫ/-ҚЫЗЫ written as one word (`Нұрланұлы` NURLANULI, `Серікқызы` SERIKKIZI).
+const PATRONYMIC_SUFFIXES: [&str; 7] = ["OVICH", "EVICH", "OVNA", "EVNA", "ICHNA", "ULI", "KIZI"];
+/// Patronymic markers written as their own word after the father's name: Kazakh ҰЛЫ/ҚЫЗЫ,
+/// Kyrgyz УУЛУ/КЫЗЫ, Uzbek OʻGʻLI/QIZI, Turkmen and Azerbaijani OGLY/OGLU (`Rustam oʻgʻli`).
+const PATRONYMIC_MARKERS: [&str; 6] = ["ULI", "UULU", "KIZI", "OGLI", "OGLU", "UGLI"];
+
+/// Drops a patronymic, since one state's documents write it and another's do not (ICAO
+/// passports never carry it). A marker word drops itself and the father's name before it.
+/// A one-word patronymic is recognised by its suffix, but only with at least two other name
+/// words (`ABRAMOVICH ROMAN` keeps its surname); when two words end that way
+/// (`Абрамович Роман Аркадьевич`) the last one goes, as national documents write
+/// surname, given name, patronymic.
+fn drop_patronymic(names: &mut Vec<String>) {
+    if let Some(i) = names
+        .iter()
+        .position(|n| PATRONYMIC_MARKERS.contains(&n.as_str()))
+    {
+        if i > 0 {
+            names.drain(i - 1..=i);
+        } else {
+            names.remove(i);
+        }
+        return;
+    }
+    if names.len() < 3 {
+        return;
+    }
+    let is_patronymic = |n: &String| {
+        PATRONYMIC_SUFFIXES
+            .iter()
+            .any(|s| n.len() >= s.len() + 3 && n.ends_with(s))
+    };
+    if let Some(i) = names.iter().rposition(is_patronymic) {
+        names.remove(i);
+    }
 }
 
 /// Y is read as I and runs of I as one: ICAO writes Я, Ю, Й, -ИЙ as IA, IU, I, II where
@@ -364,9 +554,13 @@ fn person_v2(upper: &str) -> String {
 /// KH is read as H: ICAO writes Х as KH, Turkmen and Tajik Latin as H (SHOHRAT = Шохрат);
 /// the price is that СХ meets Ш (ИСХАКОВ = ИШАКОВ) and KHAN meets HAN.
 ///
-/// Then the glide before E at the start of a name or after a vowel is dropped: Russian
-/// writes Е there and ICAO gives E, where Uzbek and Kazakh Latin write YE
-/// (KHABIBULLAYEV = Хабибуллаев, YERLAN = Ерлан).
+/// ZH and DZH read as J: Uzbek Latin writes Ж and ДЖ as J, Tajik Ҷ is J (JASUR = Жасур,
+/// JAMSHED = Джамшед = Ҷамшед); the price is that Ж and ДЖ no longer differ.
+///
+/// Then IE and IO read as E: ICAO writes Е and Ё as E, where Uzbek and Kazakh Latin write YE
+/// and YO (KHABIBULLAYEV = Хабибуллаев, YERLAN = Ерлан, KOVALYOV = Ковалёв, NIYOZOV =
+/// Ниёзов, whose ICAO form NIEZOV meets it too). The price: ИЕ, ИО, ЙО, Ё and Е meet
+/// (АЛИЕВ = АЛЕВ, ИОСИФ = ЕСИФ).
 fn fold_i_y(token: &str) -> String {
     let mut out = String::with_capacity(token.len());
     for c in token.chars() {
@@ -374,17 +568,31 @@ fn fold_i_y(token: &str) -> String {
         if c == 'I' && out.ends_with('I') {
             continue;
         }
+        if c == 'J' && out.ends_with('D') {
+            // DJ (older Latin spellings of ДЖ: DJURAEV)
+            out.pop();
+        }
         if c == 'H' {
             // KH (ICAO and Uzbek X for Х) reads as H (Turkmen, Tajik, Kazakh Latin)
             while out.ends_with('K') {
                 out.pop();
             }
-        }
-        if c == 'E' && out.ends_with('I') {
-            let before = out[..out.len() - 1].chars().next_back();
-            if before.is_none_or(|b| matches!(b, 'A' | 'E' | 'I' | 'O' | 'U')) {
+            if out.ends_with('Z') {
+                // ZH (Ж) and DZH (ДЖ) read as J: Uzbek Latin writes both J, Tajik Ҷ is J
+                // (JASUR = Жасур, JAMSHID = Джамшид = Ҷамшед)
                 out.pop();
+                if out.ends_with('D') {
+                    out.pop();
+                }
+                out.push('J');
+                continue;
             }
+        }
+        if matches!(c, 'E' | 'O') && out.ends_with('I') {
+            // IE and IO read as E: Е and Ё are E in ICAO, YE and YO in the region's Latin
+            out.pop();
+            out.push('E');
+            continue;
         }
         out.push(c);
     }
@@ -512,7 +720,7 @@ mod tests {
         let key = BlindingKey::from_bytes([1; 32]);
         assert_eq!(
             key.blind(SubjectKind::Phone, " - ( ) "),
-            Err(EmptyIdentifier)
+            Err(BadIdentifier::Empty)
         );
     }
 
@@ -559,7 +767,7 @@ mod tests {
     #[test]
     fn icao_russian_table() {
         let p = |s| v2(SubjectKind::Person, s);
-        assert_eq!(p("Жуков"), "ZHUKOV");
+        assert_eq!(p("Жуков"), "JUKOV");
         assert_eq!(p("Хрущёв"), "HRUSHCHEV");
         assert_eq!(p("Цой"), "TSOI");
         assert_eq!(p("Юлия"), "IULIA");
@@ -569,7 +777,10 @@ mod tests {
         assert_eq!(p("Ерлан Хабибуллаев"), p("YERLAN XABIBULLAYEV"));
         assert_eq!(p("Щербаков"), "SHCHERBAKOV");
         assert_eq!(p("Ильич"), "ILICH");
-        assert_eq!(p("Подъячев"), "PODIEIACHEV");
+        assert_eq!(p("Подъячев"), "PODEIACHEV");
+        assert_eq!(p("Ковалёв"), p("KOVALYOV"));
+        assert_eq!(p("Джамшед"), p("Jamshed"));
+        assert_eq!(p("Жасур"), p("Jasur"));
         assert_eq!(p("Рыбаков"), "RIBAKOV");
         assert_eq!(p("Эльдар"), "ELDAR");
     }
@@ -587,7 +798,7 @@ mod tests {
         assert_eq!(p("G'ulomov O'tkir"), "GULOMOV OTKIR");
         assert_eq!(p("Qodirov Xurshid"), p("Қодиров Хуршид"));
         // Turkmen Latin against Russian Cyrillic
-        assert_eq!(p("Çaryýew Şöhrat"), "CHARIEV SHOHRAT");
+        assert_eq!(p("Çaryýew Şöhrat"), "CHAREV SHOHRAT");
         assert_eq!(p("Annaýew Žanna"), p("Аннаыев Жанна"));
         // Tajik
         assert_eq!(p("Ҷӯраев Ҳамид"), "HAMID JURAEV");
@@ -604,9 +815,12 @@ mod tests {
         let key = BlindingKey::from_bytes([1; 32]);
         assert_eq!(
             key.blind(SubjectKind::Person, " - ' , "),
-            Err(EmptyIdentifier)
+            Err(BadIdentifier::Empty)
         );
-        assert_eq!(key.blind(SubjectKind::Person, "Ь"), Err(EmptyIdentifier));
+        assert_eq!(
+            key.blind(SubjectKind::Person, "Ь"),
+            Err(BadIdentifier::Empty)
+        );
     }
 
     #[test]
@@ -673,6 +887,95 @@ mod tests {
             v2(SubjectKind::Person, "IVANOV-19870302 TIMUR"),
             "IVANOV TIMUR 19870302"
         );
+    }
+
+    #[test]
+    fn bad_input_is_refused_by_kind_without_the_value() {
+        let key = BlindingKey::from_bytes([3; 32]);
+        // Latin "a" inside a Cyrillic word
+        let e = key.blind(SubjectKind::Person, "Ивaнов Тимур").unwrap_err();
+        assert_eq!(e, BadIdentifier::MixedScripts);
+        assert!(!e.to_string().contains("Ив"));
+        // separate words in two scripts are fine (a Latin given name, a Cyrillic surname)
+        assert!(key.blind(SubjectKind::Person, "Иванов Timur").is_ok());
+        // documents fold look-alikes instead
+        assert!(key.blind(SubjectKind::Document, "АB1234").is_ok());
+        for raw in ["IVANOV \u{0378}", "AB\u{E000}12", "N\u{0007}1"] {
+            for kind in [SubjectKind::Person, SubjectKind::Document] {
+                assert_eq!(
+                    key.blind(kind, raw),
+                    Err(BadIdentifier::Unassigned),
+                    "{raw:?}"
+                );
+            }
+        }
+        assert_eq!(
+            key.blind(SubjectKind::Person, "Ь-'"),
+            Err(BadIdentifier::Empty)
+        );
+    }
+
+    #[test]
+    fn patronymics_are_dropped() {
+        let p = |s| v2(SubjectKind::Person, s);
+        assert_eq!(p("Иванов Тимур Сергеевич"), p("IVANOV TIMUR"));
+        assert_eq!(p("Тимур Сергеевич Иванов"), p("IVANOV TIMUR"));
+        assert_eq!(p("Смирнова Юлия Андреевна"), p("SMIRNOVA YULIYA"));
+        assert_eq!(p("Әбілқасымов Нұрлан Серікұлы"), p("ABILKASYMOV NURLAN"));
+        assert_eq!(p("Karimov Akmal Rustam oʻgʻli"), p("KARIMOV AKMAL"));
+        assert_eq!(p("Нурбек Асан уулу"), p("NURBEK"));
+        // a lone -OVICH surname stays; with two, the last (the patronymic) goes
+        assert_eq!(p("Абрамович Роман"), "ABRAMOVICH ROMAN");
+        assert_eq!(p("Абрамович Роман Аркадьевич"), "ABRAMOVICH ROMAN");
+    }
+
+    #[test]
+    fn structured_person_is_the_free_text_ref() {
+        let key = BlindingKey::from_bytes([4; 32]);
+        let person = PersonName {
+            surname: "Иванов",
+            given_names: "Тимур",
+            patronymic: Some("Сергеевич"),
+            date_of_birth: Some("02.03.1987"),
+        };
+        assert_eq!(
+            key.blind_person(&person),
+            Ok(key
+                .blind(SubjectKind::Person, "TIMUR IVANOV 1987-03-02")
+                .unwrap())
+        );
+        let bad_date = PersonName {
+            date_of_birth: Some("1987-02-30x"),
+            ..person
+        };
+        assert_eq!(
+            key.blind_person(&bad_date),
+            Err((PersonField::DateOfBirth, BadIdentifier::BadDate))
+        );
+        let mixed = PersonName {
+            given_names: "Тимуp",
+            ..person
+        };
+        assert_eq!(
+            key.blind_person(&mixed),
+            Err((PersonField::GivenNames, BadIdentifier::MixedScripts))
+        );
+        let empty = PersonName {
+            surname: " - ",
+            ..person
+        };
+        assert_eq!(
+            key.blind_person(&empty),
+            Err((PersonField::Surname, BadIdentifier::Empty))
+        );
+        // a surname with a date of birth is enough (a partial report)
+        let partial = PersonName {
+            surname: "Иванов",
+            given_names: "",
+            patronymic: None,
+            date_of_birth: Some("1987-03-02"),
+        };
+        assert!(key.blind_person(&partial).is_ok());
     }
 
     mod props {
