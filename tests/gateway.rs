@@ -1083,9 +1083,11 @@ fn file_drop_moves_good_files_to_done_and_reports_bad_lines() {
 
     let done = post_dir.join("done");
     let rejected = post_dir.join("rejected");
+    // Counted last, after the report and the move: once both counters say so, both files
+    // are fully handled.
     wait_until("both files handled", Duration::from_secs(30), || {
-        done.join("good.jsonl.report.json").exists()
-            && rejected.join("bad.jsonl.report.json").exists()
+        gw.metric("ewn_gateway_drop_files_total", r#"outcome="done""#) >= 1.0
+            && gw.metric("ewn_gateway_drop_files_total", r#"outcome="rejected""#) >= 1.0
     });
     assert!(done.join("good.jsonl").exists() && !post_dir.join("good.jsonl").exists());
     assert!(rejected.join("bad.jsonl").exists() && !post_dir.join("bad.jsonl").exists());
