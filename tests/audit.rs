@@ -1,0 +1,286 @@
+//! `ewn audit`: an alert's bundle assembled from a real broker verifies offline; any field
+//! changed makes verify fail naming it; trust-store roles keep service and state keys apart.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::hooks::*;
+use common::{HOUR, Net, incident, now_ms, rekeyed_count, start, wait_until};
+use ewn::cmd::audit::{assemble, verify};
+use ewn_model::{Category, Tlp};
+use ewn_trust::audit::AuditSigner;
+use ewn_trust::{KeyEntry, TrustStore, keys};
+use serde_json::Value;
+
+fn ewn(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ewn"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Every leaf of `v` with its path (`messages[0].record.offset`).
+fn leaves(v: &Value, path: String, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                leaves(x, p, out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                leaves(x, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => out.push(path),
+    }
+}
+
+fn pointer(path: &str) -> String {
+    let mut p = String::new();
+    for part in path.split('.') {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        p.push('/');
+        p.push_str(name);
+        for idx in rest.split('[').filter(|s| !s.is_empty()) {
+            p.push('/');
+            p.push_str(idx.trim_end_matches(']'));
+        }
+    }
+    p
+}
+
+/// The item a leaf belongs to: `messages[0]`, `header`, `format`.
+fn item_of(path: &str) -> &str {
+    let top = path.split('.').next().unwrap();
+    top
+}
+
+fn flip(v: &mut Value) {
+    *v = match v {
+        Value::String(s) => {
+            // Change one character, keeping base64 text base64 where it is.
+            let mut chars: Vec<char> = s.chars().collect();
+            match chars.first_mut() {
+                Some(c) => *c = if *c == 'A' { 'B' } else { 'A' },
+                None => chars.push('A'),
+            }
+            Value::String(chars.into_iter().collect())
+        }
+        Value::Number(n) => Value::from(n.as_i64().unwrap_or(0) + 1),
+        Value::Bool(b) => Value::Bool(!*b),
+        Value::Null => Value::from(0),
+        _ => unreachable!("leaves only"),
+    };
+}
+
+#[test]
+fn a_bundle_verifies_offline_and_any_changed_field_is_named() {
+    let net = Net::new("audit");
+    let mut net = net;
+    let p = start(net.config(3600));
+    let hooks = Hooks::start();
+    let full = webhook_sub(&hooks, "full", "KZ-DESK", Tlp::Green);
+    let mut low = webhook_sub(&hooks, "low", "TM-DESK", Tlp::Clear);
+    low.redacted = true;
+    let fanout = start_fanout(fanout_config(&net.settings, vec![full, low]));
+
+    let base = now_ms() - 10 * HOUR;
+    let incidents = vec![
+        incident(1, "KZ", base, Category::SuspiciousCrossing, &["mover"]),
+        incident(
+            2,
+            "KG",
+            base + HOUR,
+            Category::SuspiciousCrossing,
+            &["mover"],
+        ),
+        incident(
+            3,
+            "TJ",
+            base + 2 * HOUR,
+            Category::SuspiciousCrossing,
+            &["mover"],
+        ),
+    ];
+    net.publish(&incidents);
+    p.wait_correlated(rekeyed_count(&incidents));
+    let mut id = String::new();
+    wait_until(
+        "the alert and both receipts",
+        Duration::from_secs(60),
+        || {
+            let alerts = net.alerts();
+            let Some(a) = alerts.iter().find(|a| a.rule == "cross_border_movement") else {
+                return false;
+            };
+            id = a.alert_id.clone();
+            let ids: Vec<_> = alerts.iter().map(|a| a.alert_id.clone()).collect();
+            net.receipts()
+                .iter()
+                .filter(|r| ids.contains(&r.alert_id))
+                .count()
+                >= 2
+        },
+    );
+
+    // The assembling service's key, added to the trust store with role `service`.
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("audit.pem");
+    let key = keys::generate();
+    keys::save_signing_key(&pem, &key).unwrap();
+    let store_path = net.store.display().to_string();
+    let out = ewn(&[
+        "trust",
+        "add",
+        "--trust-store",
+        &store_path,
+        "--key-id",
+        "audit-1",
+        "--role",
+        "service",
+        "--service",
+        "audit",
+        "--public-key",
+        pem.to_str().unwrap(),
+        "--not-before",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = ewn(&[
+        "trust",
+        "list",
+        "--trust-store",
+        &store_path,
+        "--format",
+        "json",
+    ]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("\"audit-1\"") && l.contains("\"role\":\"service\"")),
+        "{listed}"
+    );
+
+    let signer = AuditSigner::new("audit-1", "audit", key.clone());
+    let bundle = assemble(
+        &net.settings,
+        &id,
+        &signer,
+        now_ms(),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(!bundle.messages.is_empty());
+    assert_eq!(bundle.incidents.len(), 3, "the full incident set");
+    assert!(bundle.receipts.len() >= 2);
+    assert!(!bundle.subscriptions.is_empty());
+    let text = serde_json::to_string_pretty(&bundle).unwrap();
+    assert!(!text.contains("whsec_"), "no webhook secret in a bundle");
+    let store = TrustStore::load(&net.store).unwrap();
+    let report = verify(&text, &store, now_ms());
+    assert!(report.ok(), "{:#?}", report.failures());
+    for check in [
+        "attestation",
+        "signature",
+        "digest",
+        "derivation",
+        "score",
+        "clearance",
+    ] {
+        assert!(
+            report.checks.iter().any(|c| c.check == check && c.ok),
+            "{check} ran"
+        );
+    }
+    let redacted = report.checks.iter().any(|c| {
+        c.check == "clearance"
+            && c.detail
+                .contains("low (TM-DESK, clearance CLEAR) received the redacted form")
+    });
+    assert!(redacted, "{:#?}", report.checks);
+
+    // The command line: a verdict per check, exit 0; --json.
+    let file = dir.path().join("bundle.json");
+    std::fs::write(&file, &text).unwrap();
+    let out = ewn(&[
+        "audit",
+        "verify",
+        file.to_str().unwrap(),
+        "--trust-store",
+        &store_path,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("ok    clearance"), "{stdout}");
+    assert!(stdout.contains("VERIFIED"), "{stdout}");
+
+    // Flip every field in turn: verify fails, naming the item the field belongs to.
+    let original: Value = serde_json::from_str(&text).unwrap();
+    let mut paths = Vec::new();
+    leaves(&original, String::new(), &mut paths);
+    assert!(paths.len() > 50, "{}", paths.len());
+    for path in &paths {
+        let mut v = original.clone();
+        flip(v.pointer_mut(&pointer(path)).unwrap());
+        let report = verify(&v.to_string(), &store, now_ms());
+        let item = item_of(path);
+        assert!(!report.ok(), "{path} changed, still verified");
+        assert!(
+            report.failures().iter().any(|c| c.what.starts_with(item)),
+            "{path} changed: no failure names {item}: {:#?}",
+            report.failures()
+        );
+    }
+    let mut changed = original.clone();
+    flip(changed.pointer_mut("/receipts/0/record/value").unwrap());
+    std::fs::write(&file, changed.to_string()).unwrap();
+    let out = ewn(&[
+        "audit",
+        "verify",
+        file.to_str().unwrap(),
+        "--trust-store",
+        &store_path,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ok"], false);
+
+    // Roles: the same key held as a state key may not attest audit records.
+    let mut as_state = TrustStore::default();
+    for k in store.entries() {
+        as_state.insert(k.clone());
+    }
+    as_state.insert(KeyEntry {
+        key_id: "audit-1".into(),
+        state: "KZ".into(),
+        public_key: signer.public_key(),
+        not_before: 0,
+        not_after: i64::MAX,
+        revoked_at: None,
+    });
+    let report = verify(&text, &as_state, now_ms());
+    assert!(!report.ok());
+    assert!(
+        report.failures().iter().any(|c| c.check == "attestation"
+            && c.detail.contains("a state key may not sign audit records")),
+        "{:#?}",
+        report.failures()
+    );
+    fanout.stop();
+    p.stop();
+}
