@@ -467,19 +467,26 @@ fn in_group(i: &Incident, group: &str, value: &str) -> bool {
     }
 }
 
-/// The members of `alert` among `candidates`: the first `incident_count` in arrival order
-/// or in event-time order, whichever reproduces the digest; none when neither does.
+/// The members of `alert` among `candidates`: its sampled ids (members by construction),
+/// completed by the first others in arrival order or in event-time order, whichever
+/// reproduces the digest; none when neither does.
 fn find_members(alert: &Alert, candidates: &[(Raw, Incident)]) -> Vec<String> {
     let n = usize::try_from(alert.incident_count).unwrap_or(0);
-    let mut by_arrival: Vec<&(Raw, Incident)> = candidates.iter().collect();
+    let sampled: BTreeSet<&str> = alert.incident_ids.iter().map(String::as_str).collect();
+    let mut by_arrival: Vec<&(Raw, Incident)> = candidates
+        .iter()
+        .filter(|(_, i)| !sampled.contains(i.incident_id.as_str()))
+        .collect();
     by_arrival.sort_by_key(|(r, _)| (r.timestamp, r.offset));
     let mut by_event = by_arrival.clone();
     by_event.sort_by_key(|(_, i)| i.occurred_at);
     for order in [by_arrival, by_event] {
-        let ids: Vec<String> = order
+        let ids: Vec<String> = alert
+            .incident_ids
             .iter()
+            .cloned()
+            .chain(order.iter().map(|(_, i)| i.incident_id.clone()))
             .take(n)
-            .map(|(_, i)| i.incident_id.clone())
             .collect();
         if ids.len() == n
             && incident_digest(ids.iter().map(String::as_str)) == alert.incident_digest[..]
