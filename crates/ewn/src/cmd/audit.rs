@@ -86,6 +86,36 @@ pub enum Sub {
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         timeout_secs: u64,
     },
+    /// Read the audit log (`<prefix>audit`): one line per administrative act; --verify checks
+    /// each record's signature by its service's key (role `service`) in the trust store.
+    #[command(after_help = "\
+Examples:
+  ewn audit log --since 24h
+  ewn audit log --actor ops-admin --verify --trust-store trust.toml
+  ewn audit log --verify --trust-store trust.toml --json | jq 'select(.verified|not)'
+
+Exit codes: 0 read (and, with --verify, every record verified), 1 a record did not verify, \
+2 it could not run.")]
+    Log {
+        /// Only records at or after this time: RFC 3339, or a duration back from now (90s,
+        /// 30m, 6h, 2d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only records of this actor.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Check each record's signature against --trust-store.
+        #[arg(long, requires = "trust_store")]
+        verify: bool,
+        #[arg(long, value_name = "FILE")]
+        trust_store: Option<PathBuf>,
+        /// One JSON object a line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// How long to read the topic before giving up.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        timeout_secs: u64,
+    },
     /// Check a bundle offline against a trust store: a verdict per check.
     Verify {
         bundle: PathBuf,
@@ -130,6 +160,53 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Sub::Log {
+            since,
+            actor,
+            verify,
+            trust_store,
+            json,
+            timeout_secs,
+        } => {
+            let settings = global.settings(Vec::new())?;
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let store = match (verify, trust_store) {
+                (true, Some(p)) => Some(TrustStore::load(&p)?),
+                _ => None,
+            };
+            let now = now_ms();
+            let lines = log(
+                &settings.kafka,
+                since,
+                actor.as_deref(),
+                store.as_ref(),
+                now,
+                Duration::from_secs(timeout_secs),
+            )?;
+            let mut failed = 0;
+            for line in &lines {
+                if line["verified"] == false {
+                    failed += 1;
+                }
+                if json {
+                    println!("{line}");
+                } else {
+                    println!("{}", log_text(line));
+                }
+            }
+            if !json {
+                println!(
+                    "{} records{}",
+                    lines.len(),
+                    if store.is_some() {
+                        format!(", {failed} not verified")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(ExitCode::from(u8::from(failed > 0)))
+        }
         Sub::Verify {
             bundle,
             trust_store,
@@ -147,6 +224,110 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(u8::from(!report.ok())))
         }
     }
+}
+
+/// `--since`: RFC 3339, or a duration back from now.
+fn parse_since(s: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = n.parse().with_context(|| {
+        format!(
+            "--since `{}`: an RFC 3339 time or 90s, 30m, 6h, 2d",
+            printable(s)
+        )
+    })?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!(
+            "--since `{}`: an RFC 3339 time or 90s, 30m, 6h, 2d",
+            printable(s)
+        ),
+    };
+    Ok(now_ms() - n.saturating_mul(secs * 1000))
+}
+
+/// The records of `<prefix>audit`, filtered, one JSON object each; with a store, each
+/// carries `verified` and, when false, `why`.
+pub fn log(
+    settings: &KafkaSettings,
+    since: Option<i64>,
+    actor: Option<&str>,
+    store: Option<&TrustStore>,
+    now: i64,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Value>> {
+    let topic = Topics::new(&settings.topic_prefix).audit();
+    let mut out = Vec::new();
+    for raw in read_all(settings, "the audit topic", |t| t == topic, timeout)? {
+        let where_ = json!({"partition": raw.partition, "offset": raw.offset});
+        let r = match ewn_model::AuditRecord::from_avro(&raw.value) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(
+                    json!({"at": where_, "verified": false, "why": format!("undecodable: {e}")}),
+                );
+                continue;
+            }
+        };
+        if since.is_some_and(|t| r.at < t) || actor.is_some_and(|a| r.actor != a) {
+            continue;
+        }
+        let mut line = json!({
+            "partition": raw.partition,
+            "offset": raw.offset,
+            "at": rfc3339(r.at),
+            "service": printable(&r.service),
+            "instance_id": printable(&r.instance_id),
+            "actor": printable(&r.actor),
+            "action": printable(&r.action),
+            "object": printable(&r.object),
+            "before_sha256": r.before_sha256.as_deref().map(printable),
+            "after_sha256": r.after_sha256.as_deref().map(printable),
+            "detail": r.detail.as_deref().map(printable),
+            "key_id": printable(&r.key_id),
+        });
+        if let Some(store) = store {
+            let known = ewn_model::AuditRecord::ACTIONS.contains(&r.action.as_str());
+            match ewn_trust::audit::verify_record(store, &r, now, 0) {
+                Ok(_) if known => line["verified"] = json!(true),
+                Ok(_) => {
+                    line["verified"] = json!(false);
+                    line["why"] = json!("action is not one of the audit actions");
+                }
+                Err(e) => {
+                    line["verified"] = json!(false);
+                    line["why"] = json!(e.to_string());
+                }
+            }
+        }
+        out.push(line);
+    }
+    Ok(out)
+}
+
+fn log_text(line: &Value) -> String {
+    let s = |k: &str| line[k].as_str().unwrap_or("-").to_string();
+    let verdict = match &line["verified"] {
+        Value::Bool(true) => "verified".to_string(),
+        Value::Bool(false) => format!("NOT VERIFIED: {}", s("why")),
+        _ => String::new(),
+    };
+    format!(
+        "{}  {}/{}  {}  {}  {}  before={} after={}  {verdict}",
+        s("at"),
+        s("service"),
+        s("instance_id"),
+        s("actor"),
+        s("action"),
+        s("object"),
+        s("before_sha256"),
+        s("after_sha256"),
+    )
 }
 
 /// A record as a topic holds it.
