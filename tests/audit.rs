@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::hooks::*;
-use common::{HOUR, Net, incident, now_ms, rekeyed_count, start};
+use common::{HOUR, Net, incident, now_ms, rekeyed_count, start, wait_until};
 use ewn::cmd::audit::{assemble, verify};
 use ewn_model::{Category, Tlp};
 use ewn_trust::audit::AuditSigner;
@@ -482,4 +482,160 @@ fn the_audit_log_is_read_filtered_and_verified() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("ack  al-1"), "{text}");
     assert!(text.contains("1 records, 0 not verified"), "{text}");
+}
+
+#[test]
+fn the_fanout_logs_each_administrative_act_signed_by_its_own_key() {
+    let mut net = Net::new("auditfan");
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("fanout.pem");
+    keys::save_signing_key(&pem, &keys::generate()).unwrap();
+    let store_path = net.store.display().to_string();
+    let out = ewn(&[
+        "trust",
+        "add",
+        "--trust-store",
+        &store_path,
+        "--key-id",
+        "fanout-1",
+        "--role",
+        "service",
+        "--service",
+        "fanout",
+        "--public-key",
+        pem.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let hooks = Hooks::start();
+    let mut config = fanout_config(
+        &net.settings,
+        vec![webhook_sub(&hooks, "kz-desk", "KZ-DESK", Tlp::Amber)],
+    );
+    config.fanout.audit = ewn_fanout::settings::AuditSettings {
+        signing_key_file: Some(pem.clone()),
+        key_id: "fanout-1".into(),
+        queue_max: 16,
+    };
+    let fanout = start_fanout(config);
+    // The series exist from the start, at 0, with the bound.
+    assert_eq!(
+        fanout.metric("ewn_fanout_audit_queue_bound_records", ""),
+        16.0
+    );
+    assert_eq!(
+        fanout.metric("ewn_fanout_audit_records_total", "outcome=\"dropped\""),
+        0.0
+    );
+
+    // An administrator creates, changes and deletes a subscription.
+    let client = reqwest::blocking::Client::new();
+    let send = |r: reqwest::blocking::RequestBuilder, body: Option<&Value>| {
+        let r = r.bearer_auth(ADMIN_TOKEN);
+        let r = match body {
+            Some(b) => r
+                .header("content-type", "application/json")
+                .body(b.to_string()),
+            None => r,
+        };
+        r.send().unwrap().status().as_u16()
+    };
+    let mut body = serde_json::json!({
+        "id": "kg-desk", "agency": "KG-GKNB", "clearance": "AMBER", "min_level": "MEDIUM",
+        "format": "json",
+        "webhook": { "url": hooks.url("kg-desk"), "secret": secret_of("kg-desk") },
+    });
+    let url = fanout.url("/api/v1/subscriptions/kg-desk");
+    assert_eq!(
+        send(
+            client.post(fanout.url("/api/v1/subscriptions")),
+            Some(&body)
+        ),
+        201
+    );
+    body["min_level"] = "CRITICAL".into();
+    assert_eq!(send(client.put(&url), Some(&body)), 200);
+    assert_eq!(send(client.delete(&url), None), 204);
+
+    // A desk acknowledges an alert it received.
+    let a = alert(1, Tlp::Green, ewn_model::Level::High);
+    net.publish_alerts(std::slice::from_ref(&a));
+    wait_until("the desk's delivery", Duration::from_secs(60), || {
+        !hooks.delivered("kz-desk").is_empty()
+    });
+    let status = client
+        .post(fanout.url(&format!("/api/v1/alerts/{}/ack", a.alert_id)))
+        .bearer_auth(format!("{DESK_TOKEN_PREFIX}kz-desk"))
+        .header("content-type", "application/json")
+        .body(r#"{"actor":"duty-officer","note":"seen"}"#)
+        .send()
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ewn"))
+            .args(args)
+            .env("EWN__KAFKA__BROKERS", &net.settings.brokers)
+            .env("EWN__KAFKA__TOPIC_PREFIX", &net.prefix)
+            .env("EWN__LOG__LEVEL", "warn")
+            .output()
+            .unwrap()
+    };
+    let mut lines: Vec<Value> = Vec::new();
+    wait_until("five audit records", Duration::from_secs(60), || {
+        let out = run(&[
+            "audit",
+            "log",
+            "--json",
+            "--verify",
+            "--trust-store",
+            &store_path,
+        ]);
+        lines = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines.len() >= 5
+    });
+    let acts: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["actor"].as_str().unwrap(),
+                l["action"].as_str().unwrap(),
+                l["object"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        acts,
+        [
+            ("config", "subscription_created", "kz-desk"),
+            ("test-admin", "subscription_created", "kg-desk"),
+            ("test-admin", "subscription_changed", "kg-desk"),
+            ("test-admin", "subscription_deleted", "kg-desk"),
+            ("duty-officer", "ack", a.alert_id.as_str()),
+        ]
+    );
+    for l in &lines {
+        assert_eq!(l["verified"], true, "{l}");
+        assert_eq!(l["service"], "fanout");
+    }
+    // Before and after: created has no before, deleted no after, a change both, differing.
+    assert!(lines[1]["before_sha256"].is_null() && lines[1]["after_sha256"].is_string());
+    assert_eq!(lines[2]["before_sha256"], lines[1]["after_sha256"]);
+    assert_ne!(lines[2]["before_sha256"], lines[2]["after_sha256"]);
+    assert!(lines[3]["after_sha256"].is_null());
+    let text = lines.iter().map(Value::to_string).collect::<String>();
+    assert!(!text.contains("whsec_"), "no secret in the audit log");
+    wait_until("the written count", Duration::from_secs(10), || {
+        fanout.metric("ewn_fanout_audit_records_total", "outcome=\"written\"") == 5.0
+    });
+    fanout.stop();
 }

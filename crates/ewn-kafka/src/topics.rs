@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(all.len(), 9);
         assert!(all.iter().any(|s| s.name == "t1.ewn.heartbeats.kz"));
         let network = t.network(&["kz".into()], 3, 6);
-        assert_eq!(network.len(), 9);
+        assert_eq!(network.len(), 10);
         assert!(
             network
                 .iter()
@@ -269,7 +269,12 @@ mod tests {
                 "t1.ewn.process.rekeyed"
             ]
         );
-        assert_eq!(t.for_fanout(3).len(), 5);
+        assert_eq!(t.for_fanout(3).len(), 6);
+        assert!(
+            t.for_fanout(3)
+                .iter()
+                .any(|s| s.name == "t1.ewn.audit" && !s.compacted)
+        );
         assert!(t.for_fanout(3).iter().any(|s| s.compacted));
     }
 }

@@ -251,8 +251,9 @@ fn parse_since(s: &str) -> anyhow::Result<i64> {
     Ok(now_ms() - n.saturating_mul(secs * 1000))
 }
 
-/// The records of `<prefix>audit`, filtered, one JSON object each; with a store, each
-/// carries `verified` and, when false, `why`.
+/// The records of `<prefix>audit`, filtered, one JSON object each, in the order of their
+/// `at` (records are keyed by object, so partitions interleave); with a store, each carries
+/// `verified` and, when false, `why`.
 pub fn log(
     settings: &KafkaSettings,
     since: Option<i64>,
@@ -262,15 +263,16 @@ pub fn log(
     timeout: Duration,
 ) -> anyhow::Result<Vec<Value>> {
     let topic = Topics::new(&settings.topic_prefix).audit();
-    let mut out = Vec::new();
+    let mut out: Vec<(i64, Value)> = Vec::new();
     for raw in read_all(settings, "the audit topic", |t| t == topic, timeout)? {
-        let where_ = json!({"partition": raw.partition, "offset": raw.offset});
         let r = match ewn_model::AuditRecord::from_avro(&raw.value) {
             Ok(r) => r,
             Err(e) => {
-                out.push(
-                    json!({"at": where_, "verified": false, "why": format!("undecodable: {e}")}),
-                );
+                out.push((
+                    raw.timestamp,
+                    json!({"partition": raw.partition, "offset": raw.offset,
+                           "verified": false, "why": format!("undecodable: {e}")}),
+                ));
                 continue;
             }
         };
@@ -305,9 +307,10 @@ pub fn log(
                 }
             }
         }
-        out.push(line);
+        out.push((r.at, line));
     }
-    Ok(out)
+    out.sort_by_key(|(at, _)| *at);
+    Ok(out.into_iter().map(|(_, l)| l).collect())
 }
 
 fn log_text(line: &Value) -> String {
