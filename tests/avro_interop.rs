@@ -171,6 +171,7 @@ fn records() -> Vec<(&'static str, Vec<u8>, Value)> {
         one("ScoredIncident.avsc", samples::scored_incident()),
         one("Heartbeat.avsc", samples::heartbeat()),
         one("SignedHeartbeat.avsc", samples::signed_heartbeat()),
+        one("AuditRecord.avsc", samples::audit_record()),
     ]
 }
 

@@ -419,6 +419,22 @@ async fn record_ack(
             "the acknowledgement could not be recorded; retry",
         ));
     }
+    api.core.audit.record(crate::audit::Act {
+        actor: &record.actor,
+        action: "ack",
+        object: alert_id,
+        at: now,
+        before: None,
+        after: ewn_model::AvroRecord::to_avro(&record)
+            .ok()
+            .map(|b| crate::audit::digest(&b)),
+        detail: Some(format!(
+            "agency {} (subscription {}) via {}",
+            record.agency,
+            sub.id,
+            via.as_str()
+        )),
+    });
     let m = &api.core.metrics;
     m.acks
         .with_label_values(&[&sub.agency, &via.as_str().to_ascii_lowercase()])
@@ -745,6 +761,7 @@ async fn store(api: &Api, admin: &str, config: SubscriptionConfig, status: Statu
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    let held = api.core.subs.get(&record.id);
     if let Err(e) = api.core.put_subscription(record.clone()).await {
         tracing::error!(error = %e, "subscription not stored");
         return error(
@@ -753,6 +770,8 @@ async fn store(api: &Api, admin: &str, config: SubscriptionConfig, status: Statu
         );
     }
     tracing::info!(subscription = %record.id, admin, "subscription stored");
+    api.core
+        .audit_subscription(admin, held.as_deref(), Some(&record));
     (status, axum::Json(SubscriptionView::from(&record))).into_response()
 }
 
@@ -761,9 +780,9 @@ async fn delete_subscription(
     AdminCaller(admin): AdminCaller,
     Path(id): Path<String>,
 ) -> Response {
-    if !is_name(&id) || api.core.subs.get(&id).is_none() {
+    let Some(held) = api.core.subs.get(&id).filter(|_| is_name(&id)) else {
         return error(StatusCode::NOT_FOUND, "no such subscription");
-    }
+    };
     tracing::info!(subscription = %id, admin, "subscription deleted");
     if let Err(e) = api.core.delete_subscription(&id).await {
         tracing::error!(error = %e, "subscription not deleted");
@@ -772,5 +791,6 @@ async fn delete_subscription(
             "the subscription could not be deleted; retry",
         );
     }
+    api.core.audit_subscription(&admin, Some(&held), None);
     StatusCode::NO_CONTENT.into_response()
 }

@@ -899,6 +899,8 @@ impl Core {
             tracing::error!(error = %e, subscription = %sub.id, "cannot record the disabled subscription; disabled here only");
             // A held subscription: never refused as one too many.
             let _ = self.subs.apply(&s.id.clone(), Some(s));
+        } else {
+            self.audit_subscription("system", Some(sub), Some(&s));
         }
     }
 }

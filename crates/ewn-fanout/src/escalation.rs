@@ -50,6 +50,11 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
+    /// The scheduler's clock (injected, so tests need not wait).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     pub fn new(max_chains: usize, clock: Arc<dyn Clock>) -> Scheduler {
         Scheduler {
             pending: Mutex::new(BTreeMap::new()),
@@ -165,6 +170,19 @@ fn take(core: &Arc<Core>, e: Escalation) {
         .with_label_values(&[&n.to_string()])
         .inc();
     tracing::warn!(alert_id = %alert.alert_id, step = n, subscription = %owner.id, "unacknowledged; escalating");
+    core.audit.record(crate::audit::Act {
+        actor: "system",
+        action: "escalation",
+        object: &alert.alert_id,
+        at: core.escalation_now(),
+        before: None,
+        after: None,
+        detail: Some(format!(
+            "step {n} of subscription {} to {}",
+            owner.id,
+            step.targets.join(", ")
+        )),
+    });
     let view = &e.work.view;
     for target in &step.targets {
         let Some(t) = core.subs.get(target) else {

@@ -42,7 +42,7 @@ pub struct Marking {
 }
 
 impl Marking {
-    fn of(alert: &Alert) -> Marking {
+    pub fn of(alert: &Alert) -> Marking {
         Marking {
             tlp: alert.tlp,
             level: alert.level,
@@ -53,7 +53,7 @@ impl Marking {
         }
     }
 
-    fn absorb(&mut self, other: &Marking) {
+    pub fn absorb(&mut self, other: &Marking) {
         self.tlp = self.tlp.max(other.tlp);
         self.level = self.level.max(other.level);
         self.named_agencies

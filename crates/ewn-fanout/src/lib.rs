@@ -8,6 +8,7 @@
 //! whole service, so tests start it in-process.
 
 mod api;
+pub mod audit;
 pub mod auth;
 pub mod cap;
 pub mod cap_ack;

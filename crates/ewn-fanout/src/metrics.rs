@@ -36,6 +36,11 @@ pub struct FanoutMetrics {
     pub receipts_failing: IntGauge,
     pub escalations_pending: IntGauge,
     pub subscription_records_refused: IntCounterVec,
+    /// Audit records waiting to be signed and written, and the queue's bound.
+    pub audit_queue: IntGauge,
+    pub audit_queue_bound: IntGauge,
+    /// Audit records by outcome (`AUDIT_OUTCOMES`).
+    pub audit_records: IntCounterVec,
     /// Entries of each in-memory set (`MEMORY_SETS`) and the bound each is held to.
     pub memory_entries: IntGaugeVec,
     pub memory_bound: IntGaugeVec,
@@ -53,6 +58,11 @@ pub const MEMORY_SETS: [&str; 7] = [
     "endpoint_workers",
     "revoked_sessions",
 ];
+
+/// The values of `outcome` in `ewn_fanout_audit_records_total`: written (confirmed by the
+/// broker), dropped (the queue was at `fanout.audit.queue_max`), failed (not signed or not
+/// confirmed).
+pub const AUDIT_OUTCOMES: [&str; 3] = ["written", "dropped", "failed"];
 
 /// The values of `outcome` in `ewn_fanout_deliveries_total`.
 pub const OUTCOMES: [&str; 3] = ["delivered", "dead_letter", "endpoint_gone"];
@@ -130,8 +140,26 @@ impl FanoutMetrics {
         for r in crate::sealed::Refused::ALL {
             subscription_records_refused.with_label_values(&[r.label()]);
         }
+        let audit_records = m.counter_vec(
+            "ewn_fanout_audit_records_total",
+            "audit records of administrative acts: written, dropped at fanout.audit.queue_max, \
+             or failed (not signed or not confirmed)",
+            &["outcome"],
+        )?;
+        for o in AUDIT_OUTCOMES {
+            audit_records.with_label_values(&[o]);
+        }
         Ok(FanoutMetrics {
             subscription_records_refused,
+            audit_records,
+            audit_queue: m.gauge(
+                "ewn_fanout_audit_queue_records",
+                "audit records waiting to be signed and written",
+            )?,
+            audit_queue_bound: m.gauge(
+                "ewn_fanout_audit_queue_bound_records",
+                "fanout.audit.queue_max: past it a new audit record is dropped and counted",
+            )?,
             alerts: m.counter_vec(
                 "ewn_fanout_alerts_total",
                 "alert records read, by message type",

@@ -137,6 +137,8 @@ pub(crate) struct Core {
     /// The live path's queue of each webhook endpoint.
     pub endpoints: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<Job>>>,
     pub escalation: Scheduler,
+    /// The audit log of administrative acts (`audit.rs`): never waits.
+    pub audit: crate::audit::AuditLog,
     /// (alert id, subscription id, escalation step) with a receipt on the topic.
     pub receipts: Mutex<Seen>,
     /// Deliveries started on the live path and not yet terminal (or parked).
@@ -269,6 +271,45 @@ impl Core {
         }
         self.metrics.subscriptions.set(self.subs.len() as i64);
         Ok(())
+    }
+
+    /// Queues the audit record of a subscription change: created, changed, disabled (it
+    /// became disabled) or deleted (`after` none), with SHA-256 digests of its definition
+    /// before and after (the Avro form, secret removed).
+    pub fn audit_subscription(
+        &self,
+        actor: &str,
+        before: Option<&Subscription>,
+        after: Option<&Subscription>,
+    ) {
+        let digest = |s: &Subscription| {
+            let mut s = s.clone();
+            s.webhook_secret = None;
+            s.to_avro().ok().map(|b| crate::audit::digest(&b))
+        };
+        let action = match (before, after) {
+            (_, None) => "subscription_deleted",
+            (None, Some(_)) => "subscription_created",
+            (Some(b), Some(a)) if a.disabled_at.is_some() && b.disabled_at.is_none() => {
+                "subscription_disabled"
+            }
+            _ => "subscription_changed",
+        };
+        let object = after.or(before).map(|s| s.id.as_str()).unwrap_or_default();
+        self.audit.record(crate::audit::Act {
+            actor,
+            action,
+            object,
+            at: now_ms(),
+            before: before.and_then(digest),
+            after: after.and_then(digest),
+            detail: after.and_then(|s| s.disabled_reason.clone()),
+        });
+    }
+
+    /// The escalation scheduler's clock.
+    pub fn escalation_now(&self) -> i64 {
+        self.escalation.now_ms()
     }
 
     /// Deletes by an authenticated deletion record, then a tombstone for compaction (a
@@ -766,6 +807,28 @@ pub async fn start(
         Some(kafka_metrics.clone()),
     )?));
     let seal = crate::sealed::SealKey::new(&key);
+    let instance = match config.fanout.instance_id.as_str() {
+        "" => format!("fanout-{}", std::process::id()),
+        id => id.to_string(),
+    };
+    let (audit, audit_queue) = match &config.fanout.audit.signing_key_file {
+        Some(path) => {
+            let key = ewn_trust::keys::load_signing_key(path)
+                .map_err(|e| Error::Config(vec![format!("fanout.audit.signing_key_file: {e}")]))?;
+            let signer = ewn_trust::audit::AuditSigner::new(
+                config.fanout.audit.key_id.clone(),
+                "fanout",
+                key,
+            );
+            let (log, rx) = crate::audit::AuditLog::new(
+                config.fanout.audit.queue_max,
+                instance,
+                metrics.clone(),
+            );
+            (log, Some((rx, Arc::new(signer))))
+        }
+        None => (crate::audit::AuditLog::disabled(metrics.clone()), None),
+    };
     let client = webhook::client(&config.fanout.webhook)
         .map_err(|e| Error::Config(vec![format!("fanout.webhook: http client: {e}")]))?;
     let catalogue =
@@ -797,6 +860,7 @@ pub async fn start(
         seal,
         endpoints: Mutex::new(HashMap::new()),
         escalation: Scheduler::new(config.fanout.index.max_messages, Arc::new(SystemClock)),
+        audit,
         parked: Mutex::new(HashMap::new()),
         inflight: Mutex::new(HashSet::new()),
         escalated: Mutex::new(Seen::new(config.fanout.index.max_messages)),
@@ -878,6 +942,27 @@ pub async fn start(
             }));
         }
         let escalation = tokio::spawn(escalation_loop(core.clone()));
+        let audit = audit_queue.map(|(rx, signer)| {
+            let writer_core = core.clone();
+            let topic = core.topics.audit();
+            let mut stop = core.stop.clone();
+            tokio::spawn(async move {
+                let metrics = writer_core.metrics.clone();
+                let produce = move |key: String, value: Vec<u8>| {
+                    let core = writer_core.clone();
+                    let topic = topic.clone();
+                    async move {
+                        core.produce_confirmed(&topic, &key, Some(&value))
+                            .await
+                            .is_ok()
+                    }
+                };
+                tokio::select! {
+                    _ = crate::audit::writer(rx, signer, metrics, now_ms, produce) => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            })
+        });
         let receipts = tokio::spawn(receipt_loop(core.clone()));
         // Turns the shared flag into a wake-up for every sleeping task and stream.
         let watcher = {
@@ -902,6 +987,9 @@ pub async fn start(
         }
         let _ = watcher.await;
         let _ = escalation.await;
+        if let Some(a) = audit {
+            let _ = a.await;
+        }
         let _ = receipts.await;
         let _ = server.await;
         // Dropping the queues ends the endpoint tasks, which hold the core (and with it the
@@ -945,7 +1033,10 @@ async fn seed(core: &Arc<Core>) -> Result<()> {
         let record = c.to_record(now_ms()).map_err(|e| Error::Config(vec![e]))?;
         match core.subs.get(&c.id) {
             Some(held) if same_definition(&held, &record) => {}
-            _ => core.put_subscription(record).await?,
+            held => {
+                core.put_subscription(record.clone()).await?;
+                core.audit_subscription("config", held.as_deref(), Some(&record));
+            }
         }
     }
     Ok(())

@@ -59,6 +59,7 @@ pub struct FanoutSettings {
     /// workers (one per webhook subscription), and with `max_pending_alerts` the
     /// deliveries in flight and parked (at most one per pending alert and subscription).
     pub max_subscriptions: usize,
+    pub audit: AuditSettings,
 }
 
 impl Default for FanoutSettings {
@@ -87,6 +88,32 @@ impl Default for FanoutSettings {
             session_ttl_secs: 12 * 3600,
             max_revoked_sessions: 10_000,
             max_subscriptions: 10_000,
+            audit: AuditSettings::default(),
+        }
+    }
+}
+
+/// The `[fanout.audit]` section: the audit log of administrative acts on `<prefix>audit`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// The fan-out's own Ed25519 key (PKCS#8 PEM, mode 0600), in the trust store with role
+    /// `service` and service `fanout`. Unset: no audit records are written.
+    pub signing_key_file: Option<PathBuf>,
+    /// Its id in the trust store.
+    pub key_id: String,
+    /// Records waiting to be signed and written; past it a new record is dropped and counted
+    /// (`ewn_fanout_audit_records_total{outcome="dropped"}`): the act itself still happens,
+    /// an audit record never delays a subscription change or an acknowledgement.
+    pub queue_max: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            signing_key_file: None,
+            key_id: String::new(),
+            queue_max: 1024,
         }
     }
 }
@@ -188,6 +215,12 @@ impl Default for IndexSettings {
 impl FanoutSettings {
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
+        if self.audit.queue_max == 0 {
+            p.push("fanout.audit.queue_max: must be at least 1".into());
+        }
+        if self.audit.signing_key_file.is_some() && self.audit.key_id.is_empty() {
+            p.push("fanout.audit.key_id: needed with fanout.audit.signing_key_file".into());
+        }
         let w = &self.webhook;
         if w.timeout_ms == 0 {
             p.push("fanout.webhook.timeout_ms: must be positive".into());

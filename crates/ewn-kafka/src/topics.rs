@@ -126,6 +126,11 @@ impl Topics {
         format!("{}subscriptions", self.prefix)
     }
 
+    /// The append-only log of administrative acts, each signed by the service that did it.
+    pub fn audit(&self) -> String {
+        format!("{}audit", self.prefix)
+    }
+
     /// The processor's internal repartition topic.
     pub fn rekeyed(&self) -> String {
         format!("{}process.rekeyed", self.prefix)
@@ -165,6 +170,8 @@ impl Topics {
         v.push(spec(self.acks(), false));
         v.push(spec(self.retries(), false));
         v.push(spec(self.subscriptions(), true));
+        // Append-only: never compacted, kept for `kafka.retention_ms` like the others.
+        v.push(spec(self.audit(), false));
         v
     }
 
@@ -212,6 +219,7 @@ impl Topics {
             self.acks(),
             self.retries(),
             self.subscriptions(),
+            self.audit(),
         ];
         self.all(&[], partitions)
             .into_iter()
@@ -237,10 +245,10 @@ mod tests {
         assert_eq!(t.heartbeats_state_of("t1.ewn.incidents.kz"), None);
         assert_eq!(t.state_of("t1.ewn.heartbeats.kz"), None);
         let all = t.all(&["kz".into()], 3);
-        assert_eq!(all.len(), 8);
+        assert_eq!(all.len(), 9);
         assert!(all.iter().any(|s| s.name == "t1.ewn.heartbeats.kz"));
         let network = t.network(&["kz".into()], 3, 6);
-        assert_eq!(network.len(), 9);
+        assert_eq!(network.len(), 10);
         assert!(
             network
                 .iter()
@@ -261,7 +269,12 @@ mod tests {
                 "t1.ewn.process.rekeyed"
             ]
         );
-        assert_eq!(t.for_fanout(3).len(), 5);
+        assert_eq!(t.for_fanout(3).len(), 6);
+        assert!(
+            t.for_fanout(3)
+                .iter()
+                .any(|s| s.name == "t1.ewn.audit" && !s.compacted)
+        );
         assert!(t.for_fanout(3).iter().any(|s| s.compacted));
     }
 }

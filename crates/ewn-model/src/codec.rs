@@ -287,6 +287,7 @@ schemas! {
     ScoredIncident => "ScoredIncident.avsc" ["ScoredIncident.v1.avsc"],
     Heartbeat => "Heartbeat.avsc" [],
     SignedHeartbeat => "SignedHeartbeat.avsc" [],
+    AuditRecord => "AuditRecord.avsc" [],
 }
 
 /// Finds the schema a single-object-encoded message was written with, by its specification

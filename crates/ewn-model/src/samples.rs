@@ -236,3 +236,21 @@ pub fn signed_heartbeat() -> SignedHeartbeat {
         signed_at: 1_790_000_060_000,
     }
 }
+
+pub fn audit_record() -> AuditRecord {
+    AuditRecord {
+        record_id: "6f1c2a9e-0b7d-4f3e-9a51-2c8d4e6f7a10".into(),
+        service: "fanout".into(),
+        instance_id: "fanout-a".into(),
+        actor: "ops-admin".into(),
+        action: "subscription_changed".into(),
+        object: "kz-desk".into(),
+        at: 1_767_268_800_000,
+        before_sha256: Some("ab".repeat(32)),
+        after_sha256: Some("cd".repeat(32)),
+        detail: None,
+        key_id: "fanout-2026-01".into(),
+        signed_at: 1_767_268_800_001,
+        signature: [9; 64],
+    }
+}

@@ -344,6 +344,40 @@ pub struct DeliveryRetry {
     pub mac: Vec<u8>,
 }
 
+/// One administrative act on `<prefix>audit`, signed by the service that did it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub record_id: String,
+    pub service: String,
+    pub instance_id: String,
+    pub actor: String,
+    /// One of [`AuditRecord::ACTIONS`].
+    pub action: String,
+    pub object: String,
+    pub at: i64,
+    pub before_sha256: Option<String>,
+    pub after_sha256: Option<String>,
+    pub detail: Option<String>,
+    pub key_id: String,
+    pub signed_at: i64,
+    #[serde(with = "apache_avro::serde::fixed")]
+    pub signature: [u8; 64],
+}
+
+impl AuditRecord {
+    /// The closed set of actions, also the `action` label of the audit metrics.
+    pub const ACTIONS: [&'static str; 8] = [
+        "subscription_created",
+        "subscription_changed",
+        "subscription_disabled",
+        "subscription_deleted",
+        "ack",
+        "escalation",
+        "trust_store_reloaded",
+        "rules_reloaded",
+    ];
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub alert_id: String,

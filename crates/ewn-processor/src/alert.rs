@@ -99,6 +99,27 @@ pub fn alert_id(rule: &str, key: &str, window_start: i64) -> String {
     digest_id(&[rule.as_bytes(), key.as_bytes(), &window_start.to_be_bytes()])
 }
 
+/// The id of an UPDATE of the episode `first` once it holds `count` incidents and refused
+/// `refused`: a reprocessed episode yields the same ids.
+pub fn update_id(first: &str, count: u64, refused: u64) -> String {
+    digest_id(&[
+        first.as_bytes(),
+        b"update",
+        &count.to_be_bytes(),
+        &refused.to_be_bytes(),
+    ])
+}
+
+/// The id of the UPDATE saying the episode `first` lost its key to the state budget.
+pub fn evicted_id(first: &str) -> String {
+    digest_id(&[first.as_bytes(), b"evicted"])
+}
+
+/// The id of the CANCEL ending the episode `first`.
+pub fn cancel_id(first: &str) -> String {
+    digest_id(&[first.as_bytes(), b"cancel"])
+}
+
 /// What an alert message is about, apart from its evidence.
 pub struct Head<'a> {
     pub rule: &'a Rule,

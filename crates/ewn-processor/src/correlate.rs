@@ -38,7 +38,7 @@ use ewn_model::{Alert, MsgType, Tlp};
 use serde::{Deserialize, Serialize};
 
 pub use crate::alert::alert_id;
-use crate::alert::{AlertSettings, Head, build, digest_id};
+use crate::alert::{AlertSettings, Head, build, cancel_id, evicted_id, update_id};
 use crate::event::Sym;
 pub use crate::event::{Event, event_of};
 use crate::rules::{Condition, GroupBy, Rule, RuleConfig};
@@ -899,12 +899,7 @@ impl PartitionState {
         }
         let full_key = rule.alert_key(key);
         let first = ep.id.clone();
-        let id = digest_id(&[
-            first.as_bytes(),
-            b"update",
-            &(members.len() as u64).to_be_bytes(),
-            &refused.to_be_bytes(),
-        ]);
+        let id = update_id(&first, members.len() as u64, refused);
         let alert = self.rules.build(
             Head {
                 rule,
@@ -954,7 +949,7 @@ impl PartitionState {
                 rule,
                 key: &full_key,
                 msg_type: MsgType::Update,
-                alert_id: digest_id(&[ep.id.as_bytes(), b"evicted"]),
+                alert_id: evicted_id(&ep.id),
                 references: vec![ep.id.clone()],
                 start,
                 now_ms: now,
@@ -989,7 +984,7 @@ impl PartitionState {
                 rule,
                 key: &full_key,
                 msg_type: MsgType::Cancel,
-                alert_id: digest_id(&[ep.id.as_bytes(), b"cancel"]),
+                alert_id: cancel_id(&ep.id),
                 references: vec![ep.id],
                 start,
                 now_ms: now,

@@ -45,6 +45,9 @@ impl Verifier {
         let envelope = SignedHeartbeat::from_avro(value)
             .map_err(|e| Rejected::new(RejectReason::Undecodable, format!("envelope: {e}")))?;
         let Some(key) = self.store().get(&envelope.key_id) else {
+            if let Some(service) = self.store().service_key(&envelope.key_id) {
+                return Err(crate::verify::service_key_refused(service).key(&envelope.key_id));
+            }
             return Err(Rejected::new(
                 RejectReason::UnknownKey,
                 format!(

@@ -10,11 +10,14 @@
 //!   validity is judged at the signing time, bounded by the verifier's clock.
 //! - [`heartbeat`]: verification of `SignedHeartbeat` records, signed by the same keys in
 //!   their own domain (`"ewn/heartbeat/v1" || signed_at || payload`) and held to the same rules.
+//! - [`audit`]: signatures of services (keys of role `service`) over audit records, in
+//!   their own domain (`"ewn/audit/v1" || signed_at || body`).
 //! - [`blind`]: normalisation and HMAC blinding of subject identifiers.
 //! - [`secret`]: reading and writing secret files with restrictive modes.
 //!
 //! No Kafka, no network. Time is passed in, never read here.
 
+pub mod audit;
 pub mod blind;
 pub mod ed25519;
 pub mod error;
@@ -29,7 +32,7 @@ pub use ed25519::PublicKey;
 pub use error::{Error, Result};
 pub use heartbeat::VerifiedHeartbeat;
 pub use keys::{DOMAIN, HEARTBEAT_DOMAIN, IncidentSigner, LEGACY_DOMAIN, SignedPrefix};
-pub use store::{KeyEntry, TrustStore};
+pub use store::{AnyKey, KeyEntry, KeyRole, ServiceKey, TrustStore};
 pub use verify::{
     Pending, Rejected, SigningTime, TrustSettings, Verified, Verifier, VerifyPolicy,
     check_signatures, judge_signing_time,

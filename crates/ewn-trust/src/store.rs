@@ -8,7 +8,24 @@
 //! not_before = "2026-01-01T00:00:00Z"
 //! not_after = "2027-01-01T00:00:00Z"
 //! revoked_at = "2026-06-01T00:00:00Z"   # optional
+//!
+//! [[keys]]
+//! key_id = "fanout-2026-01"
+//! role = "service"          # signs audit records for one service, never an incident
+//! service = "fanout"
+//! public_key = "..."
+//! not_before = "2026-01-01T00:00:00Z"
+//! not_after = "2027-01-01T00:00:00Z"
 //! ```
+//!
+//! Every key has a role. `state` (the default, so every store written before roles existed
+//! loads unchanged) signs incidents and heartbeats for one member state; `service` signs
+//! audit records for one named service (`fanout`, `processor`, `gateway`, `audit`...). A key
+//! never serves two roles: the incident verifier finds only state keys ([`TrustStore::get`])
+//! and the audit verifier only service keys ([`TrustStore::service_key`]), so a signature
+//! made under one role is refused in the other. (An `agency` role, X25519 keys that case
+//! replies are encrypted to, is reserved for those replies; a store naming it is refused
+//! until they exist.)
 
 use std::collections::HashMap;
 use std::fs;
@@ -37,9 +54,134 @@ pub struct KeyEntry {
     pub revoked_at: Option<i64>,
 }
 
+/// The role of a key in the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRole {
+    /// Signs incidents and heartbeats for one member state.
+    State,
+    /// Signs audit records for one named service.
+    Service,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::State => "state",
+            KeyRole::Service => "service",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyRole> {
+        match s {
+            "state" => Some(KeyRole::State),
+            "service" => Some(KeyRole::Service),
+            _ => None,
+        }
+    }
+}
+
+/// A trusted public key of a service: it signs that service's audit records, nothing else.
+#[derive(Clone, Debug)]
+pub struct ServiceKey {
+    pub key_id: String,
+    /// The service it signs for (`fanout`, `processor`, `gateway`, `audit`...).
+    pub service: String,
+    pub public_key: PublicKey,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl ServiceKey {
+    /// The key-validity rule of incidents, for a record signed at `signed_at` and judged at
+    /// `now_ms`: the signing time no later than `now + skew`, not revoked at
+    /// `max(now, signing time)`, `not_before <= t < not_after`. Pure: the clock is passed in.
+    pub fn judge(
+        &self,
+        signed_at: i64,
+        now_ms: i64,
+        skew_ms: i64,
+    ) -> std::result::Result<(), String> {
+        if signed_at > now_ms.saturating_add(skew_ms) {
+            return Err(format!(
+                "signed_at is {} ms ahead of this clock (at most {skew_ms} ms)",
+                signed_at.saturating_sub(now_ms)
+            ));
+        }
+        if let Some(r) = self.revoked_at
+            && r <= now_ms.max(signed_at)
+        {
+            return Err(format!("key {}: revoked", printable(&self.key_id)));
+        }
+        if signed_at < self.not_before {
+            return Err(format!(
+                "key {}: not yet valid at signed_at",
+                printable(&self.key_id)
+            ));
+        }
+        if signed_at >= self.not_after {
+            return Err(format!(
+                "key {}: expired at signed_at",
+                printable(&self.key_id)
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn public_key_base64(&self) -> String {
+        B64.encode(self.public_key.as_bytes())
+    }
+
+    fn to_toml(&self) -> String {
+        let mut s = format!(
+            "[[keys]]\nkey_id = {}\nrole = \"service\"\nservice = {}\npublic_key = \"{}\"\nnot_before = \"{}\"\nnot_after = \"{}\"\n",
+            toml_string(&self.key_id),
+            toml_string(&self.service),
+            self.public_key_base64(),
+            rfc3339(self.not_before),
+            rfc3339(self.not_after),
+        );
+        if let Some(r) = self.revoked_at {
+            s.push_str(&format!("revoked_at = \"{}\"\n", rfc3339(r)));
+        }
+        s
+    }
+}
+
+/// An entry of either role, as the file holds it.
+#[derive(Clone, Debug)]
+pub enum AnyKey {
+    State(KeyEntry),
+    Service(ServiceKey),
+}
+
+impl AnyKey {
+    pub fn key_id(&self) -> &str {
+        match self {
+            AnyKey::State(k) => &k.key_id,
+            AnyKey::Service(k) => &k.key_id,
+        }
+    }
+
+    pub fn role(&self) -> KeyRole {
+        match self {
+            AnyKey::State(_) => KeyRole::State,
+            AnyKey::Service(_) => KeyRole::Service,
+        }
+    }
+
+    pub fn revoked_at(&self) -> Option<i64> {
+        match self {
+            AnyKey::State(k) => k.revoked_at,
+            AnyKey::Service(k) => k.revoked_at,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct TrustStore {
     keys: HashMap<String, KeyEntry>,
+    services: HashMap<String, ServiceKey>,
 }
 
 #[derive(Deserialize)]
@@ -53,7 +195,9 @@ struct FileForm {
 #[serde(deny_unknown_fields)]
 struct EntryForm {
     key_id: String,
-    state: String,
+    role: Option<String>,
+    state: Option<String>,
+    service: Option<String>,
     public_key: String,
     not_before: TimeForm,
     not_after: TimeForm,
@@ -99,50 +243,95 @@ impl TrustStore {
         let form: FileForm = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut problems = Vec::new();
         let mut keys = HashMap::new();
+        let mut services: HashMap<String, ServiceKey> = HashMap::new();
         for (i, e) in form.keys.into_iter().enumerate() {
             let at = format!("keys[{i}] (key_id `{}`)", printable(&e.key_id));
             match entry(e) {
                 Ok(entry) => {
-                    if keys.contains_key(&entry.key_id) {
+                    let id = entry.key_id().to_string();
+                    if keys.contains_key(&id) || services.contains_key(&id) {
                         problems.push(format!("{at}: duplicate key_id"));
                     } else {
-                        keys.insert(entry.key_id.clone(), entry);
+                        match entry {
+                            AnyKey::State(k) => {
+                                keys.insert(id, k);
+                            }
+                            AnyKey::Service(k) => {
+                                services.insert(id, k);
+                            }
+                        }
                     }
                 }
                 Err(errs) => problems.extend(errs.into_iter().map(|p| format!("{at}: {p}"))),
             }
         }
         if problems.is_empty() {
-            Ok(TrustStore { keys })
+            Ok(TrustStore { keys, services })
         } else {
             Err(problems.join("; "))
         }
     }
 
+    /// The state key `key_id`: only keys of role `state` sign incidents and heartbeats.
     pub fn get(&self, key_id: &str) -> Option<&KeyEntry> {
         self.keys.get(key_id)
     }
 
-    /// Every entry, in no particular order.
+    /// The service key `key_id`: only keys of role `service` sign audit records.
+    pub fn service_key(&self, key_id: &str) -> Option<&ServiceKey> {
+        self.services.get(key_id)
+    }
+
+    /// The role of `key_id`, whichever it is.
+    pub fn role_of(&self, key_id: &str) -> Option<KeyRole> {
+        if self.keys.contains_key(key_id) {
+            Some(KeyRole::State)
+        } else if self.services.contains_key(key_id) {
+            Some(KeyRole::Service)
+        } else {
+            None
+        }
+    }
+
+    /// Every state key, in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
         self.keys.values()
     }
 
+    /// Every service key, in no particular order.
+    pub fn service_keys(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.services.values()
+    }
+
+    /// How many keys of every role.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys.len() + self.services.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
     pub fn insert(&mut self, entry: KeyEntry) {
         self.keys.insert(entry.key_id.clone(), entry);
     }
 
+    pub fn insert_service(&mut self, entry: ServiceKey) {
+        self.services.insert(entry.key_id.clone(), entry);
+    }
+
+    /// Appends a service key to the trust store file, as [`TrustStore::append_to_file`].
+    pub fn append_service_to_file(path: &Path, entry: &ServiceKey) -> Result<()> {
+        Self::append_text(path, &entry.key_id, &entry.to_toml())
+    }
+
     /// Appends a key to the trust store file (created if missing), keeping what is there,
     /// comments included. Refuses a key id the store already holds.
     pub fn append_to_file(path: &Path, entry: &KeyEntry) -> Result<()> {
+        Self::append_text(path, &entry.key_id, &entry.to_toml())
+    }
+
+    fn append_text(path: &Path, key_id: &str, toml: &str) -> Result<()> {
         let existing = match fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -157,9 +346,9 @@ impl TrustStore {
             path: path.into(),
             problems,
         })?;
-        if store.get(&entry.key_id).is_some() {
+        if store.role_of(key_id).is_some() {
             return Err(Error::DuplicateKey {
-                key_id: entry.key_id.clone(),
+                key_id: key_id.to_string(),
             });
         }
         let mut text = existing;
@@ -169,7 +358,7 @@ impl TrustStore {
         if !text.is_empty() {
             text.push('\n');
         }
-        text.push_str(&entry.to_toml());
+        text.push_str(toml);
         TrustStore::parse(&text).map_err(|problems| Error::BadTrustStore {
             path: path.into(),
             problems,
@@ -180,17 +369,17 @@ impl TrustStore {
     /// Sets `revoked_at` on the key `key_id` in the trust store file, keeping everything
     /// else as written (comments, order, formatting). Refuses an unknown key, a key already
     /// revoked, and a file that does not load (every problem named).
-    pub fn revoke_in_file(path: &Path, key_id: &str, revoked_at: i64) -> Result<KeyEntry> {
+    pub fn revoke_in_file(path: &Path, key_id: &str, revoked_at: i64) -> Result<AnyKey> {
         let text = fs::read_to_string(path).map_err(Error::io(path))?;
         let bad = |problems: String| Error::BadTrustStore {
             path: path.into(),
             problems,
         };
         let store = TrustStore::parse(&text).map_err(bad)?;
-        let entry = store.get(key_id).ok_or_else(|| Error::UnknownKey {
+        let entry = store.any(key_id).ok_or_else(|| Error::UnknownKey {
             key_id: printable(key_id),
         })?;
-        if let Some(at) = entry.revoked_at {
+        if let Some(at) = entry.revoked_at() {
             return Err(Error::AlreadyRevoked {
                 key_id: printable(key_id),
                 at: rfc3339(at),
@@ -214,9 +403,8 @@ impl TrustStore {
         let new_text = doc.to_string();
         let reloaded = TrustStore::parse(&new_text).map_err(bad)?;
         let revoked = reloaded
-            .get(key_id)
-            .filter(|e| e.revoked_at.is_some())
-            .cloned()
+            .any(key_id)
+            .filter(|e| e.revoked_at().is_some())
             .ok_or_else(|| {
                 bad(format!(
                     "key `{}`: revocation not recorded",
@@ -225,6 +413,15 @@ impl TrustStore {
             })?;
         write_atomically(path, &new_text)?;
         Ok(revoked)
+    }
+
+    /// The key `key_id` of either role.
+    pub fn any(&self, key_id: &str) -> Option<AnyKey> {
+        self.keys
+            .get(key_id)
+            .cloned()
+            .map(AnyKey::State)
+            .or_else(|| self.services.get(key_id).cloned().map(AnyKey::Service))
     }
 }
 
@@ -296,16 +493,51 @@ fn rand_suffix() -> u64 {
     rand_core::OsRng.next_u64()
 }
 
-fn entry(e: EntryForm) -> std::result::Result<KeyEntry, Vec<String>> {
+fn entry(e: EntryForm) -> std::result::Result<AnyKey, Vec<String>> {
     let mut problems = Vec::new();
     if e.key_id.is_empty() || e.key_id.len() > 64 || e.key_id.chars().any(char::is_control) {
         problems.push("key_id must be 1..64 printable characters".to_string());
     }
-    if !is_state_code(&e.state) {
-        problems.push(format!(
-            "state `{}` is not an upper-case ISO 3166-1 alpha-2 code",
-            printable(&e.state)
-        ));
+    let role = match e.role.as_deref() {
+        None => Some(KeyRole::State),
+        Some(r) => KeyRole::parse(r).or_else(|| {
+            problems.push(format!(
+                "role `{}` is not one of state, service",
+                printable(r)
+            ));
+            None
+        }),
+    };
+    match (role, &e.state, &e.service) {
+        (Some(KeyRole::State), Some(state), None) => {
+            if !is_state_code(state) {
+                problems.push(format!(
+                    "state `{}` is not an upper-case ISO 3166-1 alpha-2 code",
+                    printable(state)
+                ));
+            }
+        }
+        (Some(KeyRole::State), None, _) => {
+            problems.push("state is missing (a key of role `state` names its member state)".into())
+        }
+        (Some(KeyRole::State), Some(_), Some(_)) => {
+            problems.push("service is only for keys of role `service`".into())
+        }
+        (Some(KeyRole::Service), _, service) => {
+            if e.state.is_some() {
+                problems.push("state is only for keys of role `state`".into());
+            }
+            match service {
+                Some(s) if is_service_name(s) => {}
+                Some(s) => problems.push(format!(
+                    "service `{}` is not 1..32 characters of a-z, 0-9, '-'",
+                    printable(s)
+                )),
+                None => problems
+                    .push("service is missing (a key of role `service` names its service)".into()),
+            }
+        }
+        (None, _, _) => {}
     }
     let public_key = match B64
         .decode(e.public_key.trim())
@@ -343,17 +575,34 @@ fn entry(e: EntryForm) -> std::result::Result<KeyEntry, Vec<String>> {
         (Some(public_key), Some(not_before), Some(not_after), revoked_at)
             if problems.is_empty() =>
         {
-            Ok(KeyEntry {
-                key_id: e.key_id,
-                state: e.state,
-                public_key,
-                not_before,
-                not_after,
-                revoked_at: revoked_at.flatten(),
+            Ok(match (role, e.state, e.service) {
+                (Some(KeyRole::Service), _, Some(service)) => AnyKey::Service(ServiceKey {
+                    key_id: e.key_id,
+                    service,
+                    public_key,
+                    not_before,
+                    not_after,
+                    revoked_at: revoked_at.flatten(),
+                }),
+                (_, state, _) => AnyKey::State(KeyEntry {
+                    key_id: e.key_id,
+                    state: state.unwrap_or_default(),
+                    public_key,
+                    not_before,
+                    not_after,
+                    revoked_at: revoked_at.flatten(),
+                }),
             })
         }
         _ => Err(problems),
     }
+}
+
+/// A service name: 1..32 characters of `a-z`, `0-9`, `-`.
+pub fn is_service_name(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -437,7 +686,7 @@ mod tests {
         TrustStore::append_to_file(&path, &sample("kz-1")).unwrap();
         TrustStore::append_to_file(&path, &sample("kz-2")).unwrap();
         let revoked = TrustStore::revoke_in_file(&path, "kz-2", 1_780_000_000_000).unwrap();
-        assert_eq!(revoked.revoked_at, Some(1_780_000_000_000));
+        assert_eq!(revoked.revoked_at(), Some(1_780_000_000_000));
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# operator's note\n"), "{text}");
         let store = TrustStore::load(&path).unwrap();
@@ -463,6 +712,83 @@ mod tests {
             text,
             "refusals change nothing"
         );
+    }
+
+    #[test]
+    fn roles_default_to_state_and_service_keys_are_kept_apart() {
+        let key = sample("x").public_key_base64();
+        let text = format!(
+            "[[keys]]\nkey_id = \"kz\"\nstate = \"KZ\"\npublic_key = \"{key}\"\nnot_before = 2026-01-01T00:00:00Z\nnot_after = 2027-01-01T00:00:00Z\n\n[[keys]]\nkey_id = \"fo\"\nrole = \"service\"\nservice = \"fanout\"\npublic_key = \"{key}\"\nnot_before = 2026-01-01T00:00:00Z\nnot_after = 2027-01-01T00:00:00Z\n"
+        );
+        let store = TrustStore::parse(&text).unwrap();
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.role_of("kz"), Some(KeyRole::State));
+        assert_eq!(store.role_of("fo"), Some(KeyRole::Service));
+        assert!(store.get("fo").is_none(), "a service key is no state key");
+        assert!(
+            store.service_key("kz").is_none(),
+            "a state key is no service key"
+        );
+        assert_eq!(store.service_key("fo").unwrap().service, "fanout");
+        // Appending and revoking a service key keep its role.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        fs::write(&path, &text).unwrap();
+        let svc = ServiceKey {
+            key_id: "proc".into(),
+            service: "processor".into(),
+            public_key: PublicKey::from(&generate()),
+            not_before: 1_767_225_600_000,
+            not_after: 1_798_761_600_000,
+            revoked_at: None,
+        };
+        TrustStore::append_service_to_file(&path, &svc).unwrap();
+        assert!(matches!(
+            TrustStore::append_service_to_file(&path, &svc),
+            Err(Error::DuplicateKey { .. })
+        ));
+        let revoked = TrustStore::revoke_in_file(&path, "proc", 1_780_000_000_000).unwrap();
+        assert_eq!(revoked.role(), KeyRole::Service);
+        let store = TrustStore::load(&path).unwrap();
+        assert_eq!(
+            store.service_key("proc").unwrap().revoked_at,
+            Some(1_780_000_000_000)
+        );
+    }
+
+    #[test]
+    fn role_problems_are_named() {
+        let key = sample("x").public_key_base64();
+        let tail = format!(
+            "public_key = \"{key}\"\nnot_before = 2026-01-01T00:00:00Z\nnot_after = 2027-01-01T00:00:00Z\n"
+        );
+        for (head, expect) in [
+            (
+                "role = \"agency\"\nstate = \"KZ\"\n",
+                "role `agency` is not one of state, service",
+            ),
+            ("role = \"service\"\n", "service is missing"),
+            (
+                "role = \"service\"\nservice = \"Fan Out\"\n",
+                "service `Fan Out` is not",
+            ),
+            (
+                "role = \"service\"\nservice = \"fanout\"\nstate = \"KZ\"\n",
+                "state is only for keys of role `state`",
+            ),
+            (
+                "service = \"fanout\"\nstate = \"KZ\"\n",
+                "service is only for keys of role `service`",
+            ),
+            ("role = \"state\"\n", "state is missing"),
+        ] {
+            let text = format!("[[keys]]\nkey_id = \"k\"\n{head}{tail}");
+            let err = TrustStore::parse(&text).unwrap_err();
+            assert!(
+                err.contains(&format!("keys[0] (key_id `k`): {expect}")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

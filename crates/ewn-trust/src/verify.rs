@@ -212,6 +212,9 @@ impl Verifier {
         let envelope = SignedIncident::from_avro(value)
             .map_err(|e| Rejected::new(RejectReason::Undecodable, format!("envelope: {e}")))?;
         let Some(key) = self.store.get(&envelope.key_id) else {
+            if let Some(service) = self.store.service_key(&envelope.key_id) {
+                return Err(service_key_refused(service).key(&envelope.key_id));
+            }
             return Err(Rejected::new(
                 RejectReason::UnknownKey,
                 format!(
@@ -335,6 +338,19 @@ impl Verifier {
             incident,
         })
     }
+}
+
+/// A record of a state's (an incident, a heartbeat) signed by a key of role `service`:
+/// service keys sign audit records only. `KEY_STATE_MISMATCH`: the key signs for no state.
+pub(crate) fn service_key_refused(service: &crate::store::ServiceKey) -> Rejected {
+    Rejected::new(
+        RejectReason::KeyStateMismatch,
+        format!(
+            "key {} has role `service` ({}): it signs audit records, not a state's records",
+            printable(&service.key_id),
+            printable(&service.service)
+        ),
+    )
 }
 
 /// The time a key is judged at.

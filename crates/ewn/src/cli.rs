@@ -84,6 +84,8 @@ pub enum Command {
     Alerts(cmd::alerts::Args),
     /// List, add or revoke trust-store keys; check a key or a signed record against it.
     Trust(cmd::trust::Args),
+    /// Assemble the evidence of an alert into a bundle; verify a bundle offline.
+    Audit(cmd::audit::Args),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(cmd::completions::Args),
     /// Check the configuration, or show the effective one with each value's origin.
@@ -192,6 +194,9 @@ pub fn main() -> ExitCode {
             Command::Rules(args) => cmd::rules::run(args),
             Command::Alerts(args) => cmd::alerts::run(args).await,
             Command::Trust(args) => cmd::trust::run(&cli.global, args),
+            Command::Audit(args) => {
+                tokio::task::block_in_place(|| cmd::audit::run(&cli.global, args))
+            }
             Command::Completions(args) => cmd::completions::run(args),
             Command::Metrics(args) => cmd::metrics::run(args),
             Command::Config(args) => cmd::config::run(&cli.global, args),

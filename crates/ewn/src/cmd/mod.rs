@@ -1,4 +1,5 @@
 pub mod alerts;
+pub mod audit;
 pub mod completions;
 pub mod config;
 pub mod demo;

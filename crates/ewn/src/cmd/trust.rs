@@ -13,7 +13,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Duration};
 use ewn_model::validate::{is_state_code, printable};
 use ewn_trust::{
-    KeyEntry, PublicKey, SigningTime, TrustStore, Verifier, VerifyPolicy, judge_signing_time, keys,
+    AnyKey, KeyEntry, KeyRole, PublicKey, ServiceKey, SigningTime, TrustStore, Verifier,
+    VerifyPolicy, judge_signing_time, keys,
 };
 use serde_json::{Value, json};
 
@@ -28,6 +29,8 @@ The trust store is `--trust-store FILE`, or `trust.trust_store` of the configura
 Examples:
   ewn trust list --trust-store trust.toml
   ewn trust add --trust-store trust.toml --key-id kg-2027-01 --state KG --public-key kg.pem
+  ewn trust add --trust-store trust.toml --key-id fanout-2027-01 --role service \
+      --service fanout --public-key fanout.pem
   ewn trust revoke --trust-store trust.toml kg-2026-01 --at 2026-11-30T12:00:00Z
   ewn trust check --trust-store trust.toml kg-2027-01 --at 2027-03-01T00:00:00Z
   ewn trust check --trust-store trust.toml --record signed-incident.hex
@@ -44,7 +47,8 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Sub {
-    /// List every key: id, the state it signs for, validity, revocation, status now.
+    /// List every key: id, role, the state or service it signs for, validity, revocation,
+    /// status now.
     #[command(after_help = "\
 Examples:
   ewn trust list --trust-store trust.toml
@@ -59,8 +63,9 @@ Exit codes: 0 listed, 2 the store cannot be read or does not load.")]
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         at: Option<i64>,
     },
-    /// Add a member state's public key with its validity window (the file is created if
-    /// missing). Weak keys (small-order, mixed-order, non-canonical) and a key id or public
+    /// Add a member state's public key (role `state`, the default) or a service's (role
+    /// `service`: it signs that service's audit records, never an incident) with its
+    /// validity window (the file is created if missing). Weak keys (small-order, mixed-order, non-canonical) and a key id or public
     /// key the store already holds are refused.
     #[command(after_help = "\
 The public key file may be the private key `ewn keygen --secret-out` wrote (PKCS#8 PEM, \
@@ -79,9 +84,22 @@ written; the store is unchanged.")]
         /// each envelope.
         #[arg(long)]
         key_id: String,
-        /// Member state the key signs for (ISO 3166-1 alpha-2).
-        #[arg(long, value_name = "CC")]
-        state: String,
+        /// `state`: the key signs incidents and heartbeats for --state; `service`: it signs
+        /// audit records for --service.
+        #[arg(long, value_enum, default_value_t = Role::State)]
+        role: Role,
+        /// Member state the key signs for (ISO 3166-1 alpha-2); role `state` only.
+        #[arg(long, value_name = "CC", required_if_eq("role", "state"))]
+        state: Option<String>,
+        /// Service the key signs for (`fanout`, `processor`, `gateway`, `audit`...); role
+        /// `service` only.
+        #[arg(
+            long,
+            value_name = "NAME",
+            required_if_eq("role", "service"),
+            conflicts_with = "state"
+        )]
+        service: Option<String>,
         /// File holding the public key (see below).
         #[arg(long, value_name = "FILE")]
         public_key: PathBuf,
@@ -168,28 +186,43 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         Sub::List { format, at } => list(&path, format, at.unwrap_or_else(now_ms)),
         Sub::Add {
             key_id,
+            role,
             state,
+            service,
             public_key,
             not_before,
             not_after,
             valid_days,
-        } => add(
-            &path,
-            key_id,
-            &state,
-            &public_key,
-            not_before,
-            not_after,
-            valid_days,
-        ),
+        } => {
+            let signs_for = match (role, state, service) {
+                (Role::State, Some(state), None) => SignsFor::State(state),
+                (Role::Service, None, Some(service)) => SignsFor::Service(service),
+                (Role::State, ..) => bail!("--role state takes --state CC, not --service"),
+                (Role::Service, ..) => bail!("--role service takes --service NAME, not --state"),
+            };
+            add(
+                &path,
+                key_id,
+                signs_for,
+                &public_key,
+                Validity {
+                    not_before,
+                    not_after,
+                    valid_days,
+                },
+            )
+        }
         Sub::Revoke { key_id, at } => {
             let at = at.unwrap_or_else(now_ms);
             let entry = TrustStore::revoke_in_file(&path, &key_id, at)?;
+            let signs_for = match &entry {
+                AnyKey::State(k) => k.state.clone(),
+                AnyKey::Service(k) => format!("service {}", k.service),
+            };
             println!(
-                "revoked key {} ({}) at {} in {}",
-                entry.key_id,
-                entry.state,
-                rfc3339(entry.revoked_at.unwrap_or(at)),
+                "revoked key {} ({signs_for}) at {} in {}",
+                entry.key_id(),
+                rfc3339(entry.revoked_at().unwrap_or(at)),
                 path.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -232,7 +265,26 @@ fn entry_json(entry: &KeyEntry, at: i64) -> Value {
     };
     json!({
         "key_id": entry.key_id,
+        "role": KeyRole::State.as_str(),
         "state": entry.state,
+        "public_key": entry.public_key_base64(),
+        "not_before": rfc3339(entry.not_before),
+        "not_after": rfc3339(entry.not_after),
+        "revoked_at": entry.revoked_at.map(rfc3339),
+        "status": status,
+        "detail": detail,
+    })
+}
+
+fn service_json(entry: &ServiceKey, at: i64) -> Value {
+    let (status, detail) = match entry.judge(at, at, 0) {
+        Ok(()) => ("valid".to_string(), None),
+        Err(detail) => ("not_valid".to_string(), Some(detail)),
+    };
+    json!({
+        "key_id": entry.key_id,
+        "role": KeyRole::Service.as_str(),
+        "service": entry.service,
         "public_key": entry.public_key_base64(),
         "not_before": rfc3339(entry.not_before),
         "not_after": rfc3339(entry.not_after),
@@ -244,9 +296,12 @@ fn entry_json(entry: &KeyEntry, at: i64) -> Value {
 
 fn list(path: &Path, format: Format, at: i64) -> anyhow::Result<ExitCode> {
     let store = TrustStore::load(path)?;
-    let mut entries: Vec<&KeyEntry> = store.entries().collect();
-    entries.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-    let rows: Vec<Value> = entries.iter().map(|e| entry_json(e, at)).collect();
+    let mut rows: Vec<Value> = store
+        .entries()
+        .map(|e| entry_json(e, at))
+        .chain(store.service_keys().map(|e| service_json(e, at)))
+        .collect();
+    rows.sort_by(|a, b| a["key_id"].as_str().cmp(&b["key_id"].as_str()));
     match format {
         Format::Json => {
             for row in rows {
@@ -254,13 +309,18 @@ fn list(path: &Path, format: Format, at: i64) -> anyhow::Result<ExitCode> {
             }
         }
         Format::Table => {
-            let cells: Vec<[String; 6]> = rows
+            let cells: Vec<[String; 7]> = rows
                 .iter()
                 .map(|r| {
                     let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
                     [
                         s("key_id"),
-                        s("state"),
+                        s("role"),
+                        r["state"]
+                            .as_str()
+                            .or(r["service"].as_str())
+                            .unwrap_or("-")
+                            .to_string(),
                         s("not_before"),
                         s("not_after"),
                         s("revoked_at"),
@@ -271,7 +331,8 @@ fn list(path: &Path, format: Format, at: i64) -> anyhow::Result<ExitCode> {
             print_table(
                 &[
                     "KEY_ID",
-                    "STATE",
+                    "ROLE",
+                    "STATE/SERVICE",
                     "NOT_BEFORE",
                     "NOT_AFTER",
                     "REVOKED_AT",
@@ -312,22 +373,56 @@ pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     }
 }
 
-fn add(
-    path: &Path,
-    key_id: String,
-    state: &str,
-    public_key: &Path,
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    State,
+    Service,
+}
+
+enum SignsFor {
+    State(String),
+    Service(String),
+}
+
+struct Validity {
     not_before: Option<i64>,
     not_after: Option<i64>,
     valid_days: Option<i64>,
+}
+
+fn add(
+    path: &Path,
+    key_id: String,
+    signs_for: SignsFor,
+    public_key: &Path,
+    validity: Validity,
 ) -> anyhow::Result<ExitCode> {
-    let state = state.to_ascii_uppercase();
-    if !is_state_code(&state) {
-        bail!(
-            "--state `{}` is not an ISO 3166-1 alpha-2 code",
-            printable(&state)
-        );
-    }
+    let Validity {
+        not_before,
+        not_after,
+        valid_days,
+    } = validity;
+    let signs_for = match signs_for {
+        SignsFor::State(state) => {
+            let state = state.to_ascii_uppercase();
+            if !is_state_code(&state) {
+                bail!(
+                    "--state `{}` is not an ISO 3166-1 alpha-2 code",
+                    printable(&state)
+                );
+            }
+            SignsFor::State(state)
+        }
+        SignsFor::Service(service) => {
+            if !ewn_trust::store::is_service_name(&service) {
+                bail!(
+                    "--service `{}` is not 1..32 characters of a-z, 0-9, '-'",
+                    printable(&service)
+                );
+            }
+            SignsFor::Service(service)
+        }
+    };
     let bytes = read_public_key(public_key)?;
     let key = PublicKey::from_bytes(&bytes).map_err(|why| {
         anyhow::anyhow!(
@@ -350,11 +445,20 @@ fn add(
     }
     match TrustStore::load(path) {
         Ok(store) => {
-            if let Some(same) = store.entries().find(|e| e.public_key == key) {
+            let same = store
+                .entries()
+                .find(|e| e.public_key == key)
+                .map(|e| e.key_id.clone())
+                .or_else(|| {
+                    store
+                        .service_keys()
+                        .find(|e| e.public_key == key)
+                        .map(|e| e.key_id.clone())
+                });
+            if let Some(same) = same {
                 bail!(
-                    "{}: this public key is already trusted as `{}`; one key, one id",
+                    "{}: this public key is already trusted as `{same}`; one key, one id, one role",
                     path.display(),
-                    same.key_id
                 );
             }
         }
@@ -362,21 +466,38 @@ fn add(
             if source.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
-    let entry = KeyEntry {
-        key_id,
-        state,
-        public_key: key,
-        not_before,
-        not_after,
-        revoked_at: None,
+    let shown = match signs_for {
+        SignsFor::State(state) => {
+            let entry = KeyEntry {
+                key_id: key_id.clone(),
+                state: state.clone(),
+                public_key: key,
+                not_before,
+                not_after,
+                revoked_at: None,
+            };
+            TrustStore::append_to_file(path, &entry)
+                .with_context(|| format!("{}", path.display()))?;
+            state
+        }
+        SignsFor::Service(service) => {
+            let entry = ServiceKey {
+                key_id: key_id.clone(),
+                service: service.clone(),
+                public_key: key,
+                not_before,
+                not_after,
+                revoked_at: None,
+            };
+            TrustStore::append_service_to_file(path, &entry)
+                .with_context(|| format!("{}", path.display()))?;
+            format!("service {service}")
+        }
     };
-    TrustStore::append_to_file(path, &entry).with_context(|| format!("{}", path.display()))?;
     println!(
-        "added key {} ({}), valid {} to {}, to {}",
-        entry.key_id,
-        entry.state,
-        rfc3339(entry.not_before),
-        rfc3339(entry.not_after),
+        "added key {key_id} ({shown}), valid {} to {}, to {}",
+        rfc3339(not_before),
+        rfc3339(not_after),
         path.display()
     );
     Ok(ExitCode::SUCCESS)
@@ -432,6 +553,30 @@ fn check_key(
     at: i64,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(service) = store.service_key(key_id) {
+        let mut out = service_json(service, at);
+        out["at"] = json!(rfc3339(at));
+        let verdict = service.judge(at, at, 0);
+        out["valid"] = json!(verdict.is_ok());
+        let text = match &verdict {
+            Ok(()) => format!(
+                "key {} (service {}): valid at {} for audit records (valid {} to {})",
+                service.key_id,
+                service.service,
+                rfc3339(at),
+                rfc3339(service.not_before),
+                rfc3339(service.not_after)
+            ),
+            Err(detail) => format!(
+                "key {} (service {}): NOT VALID at {}: {detail}",
+                service.key_id,
+                service.service,
+                rfc3339(at)
+            ),
+        };
+        emit(format, &out, &text);
+        return Ok(ExitCode::from(u8::from(verdict.is_err())));
+    }
     let Some(entry) = store.get(key_id) else {
         let out = json!({"key_id": printable(key_id), "valid": false, "reason": "unknown_key",
                          "detail": "not in the trust store", "at": rfc3339(at)});
