@@ -349,6 +349,25 @@ mod tests {
     }
 
     #[test]
+    fn text_given_loads_as_the_file_would() {
+        let text = "[kafka]\nbrokerz = \"x\"\n";
+        let f = file(text);
+        let from_file = load::<Settings>(&Layers {
+            file: Some(f.path()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        let from_text = load_str::<Settings>(f.path(), text, &Layers::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(from_file, from_text);
+        let s: Settings =
+            load_str(f.path(), "[kafka]\npartitions = 4\n", &Layers::default()).unwrap();
+        assert_eq!(s.kafka.partitions, 4);
+    }
+
+    #[test]
     fn bad_type_from_env_names_the_variable() {
         let layers = Layers {
             env: vec![("EWN__KAFKA__PARTITIONS".into(), "many".into())],
