@@ -29,10 +29,8 @@ fi
 start=$(date +%s)
 cargo fuzz build -s none --fuzz-dir fuzz
 built=$(date +%s)
-target_dir="$(cargo metadata --manifest-path fuzz/Cargo.toml --format-version 1 --no-deps \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-host="$(rustc -vV | sed -n 's/^host: //p')"
-"$target_dir/$host/release/seeds" fuzz/corpus
+EWN_FUZZ_SEEDS="$PWD/fuzz/corpus" cargo fuzz run -s none --fuzz-dir fuzz seeds -- -runs=1 \
+  >fuzz/seeds.log 2>&1 || { cat fuzz/seeds.log >&2; exit 1; }
 
 results=()
 failed=0

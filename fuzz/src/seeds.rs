@@ -1,8 +1,10 @@
-//! Writes the seed corpora, one directory a target under `fuzz/corpus/`, from the files the
-//! project already holds (`schemas/examples`, `deploy/config`) and the samples the tests
-//! use. `make fuzz` runs it before the targets; the corpora are not committed.
-//!
-//! Usage: `seeds <corpus-dir>`.
+//! Writes the seed corpora, one directory a target under `$EWN_FUZZ_SEEDS`, from the files
+//! the project already holds (`schemas/examples`, `deploy/config`) and the samples the tests
+//! use. `make fuzz` runs it before the targets (`cargo fuzz run seeds -- -runs=1`); the
+//! corpora are not committed. A libFuzzer binary like the targets, not a plain `main`: built
+//! with the fuzzer's coverage flags, a binary must link libFuzzer, which defines the
+//! coverage symbols.
+#![no_main]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,11 +27,18 @@ const ACK: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
   <note>seen &amp; passed to the duty officer</note>
 </alert>"#;
 
-fn main() {
-    let Some(out) = std::env::args().nth(1).map(PathBuf::from) else {
-        eprintln!("usage: seeds <corpus-dir>");
-        std::process::exit(2);
-    };
+libfuzzer_sys::fuzz_target!(|_data: &[u8]| {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let out = std::env::var_os("EWN_FUZZ_SEEDS").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"),
+            PathBuf::from,
+        );
+        write_seeds(out);
+    });
+});
+
+fn write_seeds(out: PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let read = |p: &str| fs::read_to_string(root.join(p)).expect(p);
     let mut seeds = Seeds { out, n: 0 };
