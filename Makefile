@@ -57,6 +57,21 @@ GATEWAY_DOWN_SECS ?= 120
 test-gateway-broker-down: broker ## The gateway while Tansu is killed for 2 min (GATEWAY_DOWN_SECS=n; 15 s in `make test`): nothing accepted lost, order per post
 	EWN_GATEWAY_BROKER_DOWN_SECS=$(GATEWAY_DOWN_SECS) $(CARGO) test --locked -p ewn --test gateway -- a_broker_down --nocapture
 
+FUZZ_SECS ?= 60
+FUZZ_LONG_SECS ?= 3600
+.PHONY: fuzz
+fuzz: ## cargo-fuzz (libFuzzer, installed if absent) on every parser of outside input, FUZZ_SECS (60) s per target: executions and crashes per target
+	@scripts/fuzz.sh $(FUZZ_SECS)
+
+.PHONY: fuzz-long
+fuzz-long: ## make fuzz for FUZZ_LONG_SECS (3600) s per target; the corpora under fuzz/corpus/ grow across runs
+	@scripts/fuzz.sh $(FUZZ_LONG_SECS)
+
+HOSTILE_RECORDS ?= 10000
+.PHONY: test-hostile
+test-hostile: broker ## The hostile corpus (HOSTILE_RECORDS=n, default 10,000; EWN_HOSTILE_SEED=n) against the processor while planted scenarios flow: rejections per reason
+	EWN_HOSTILE_RECORDS=$(HOSTILE_RECORDS) $(CARGO) test --locked -p ewn --test hostile_corpus -- --nocapture
+
 .PHONY: lint
 lint: promtool ## rustfmt, clippy (warnings as errors), promtool check/test of the alert rules, deploy/check.py
 	$(CARGO) fmt --all -- --check

@@ -4,6 +4,7 @@
 
 pub mod cases;
 pub mod hooks;
+pub mod hostile;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -374,6 +375,11 @@ impl<E: std::fmt::Debug> InProcess<E> {
         if let Some(t) = self.thread.take() {
             t.join().unwrap().unwrap();
         }
+    }
+
+    /// Still running: it has not stopped (or failed) since it started.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Waits for it to end by itself (it failed to start, say) and gives its outcome.

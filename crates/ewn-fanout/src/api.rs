@@ -203,13 +203,17 @@ fn desk(
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    parse_body(body).map_err(|message| error(StatusCode::BAD_REQUEST, message))
+}
+
+/// Decodes a JSON request body; the error names the field (`body: webhook.url: ...`). The
+/// API's one parser of bodies (subscriptions, acknowledgements, log-in), which the fuzz
+/// targets drive.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("body: {path}: {}", e.into_inner()),
-        )
+        format!("body: {path}: {}", e.into_inner())
     })
 }
 
@@ -304,11 +308,32 @@ async fn me(State(api): Shared, Caller(principal): Caller) -> Response {
     }
 }
 
-#[derive(Deserialize, Default)]
+/// The body of `POST .../ack`: who acknowledged (default: the desk's name) and a note.
+#[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
-struct AckBody {
-    actor: Option<String>,
-    note: Option<String>,
+pub struct AckBody {
+    pub actor: Option<String>,
+    pub note: Option<String>,
+}
+
+impl AckBody {
+    /// Parses and bounds an acknowledgement body (an empty body is allowed); `desk` is the
+    /// actor when the body names none. Returns the actor and the note.
+    pub fn parse(body: &[u8], desk: String) -> Result<(String, Option<String>), String> {
+        let body: AckBody = if body.is_empty() {
+            AckBody::default()
+        } else {
+            parse_body(body)?
+        };
+        let actor = body.actor.filter(|a| !a.trim().is_empty()).unwrap_or(desk);
+        if !bounded_text(&actor, 64) {
+            return Err("actor: at most 64 printable characters".into());
+        }
+        if body.note.as_deref().is_some_and(|n| !bounded_text(n, 1000)) {
+            return Err("note: at most 1000 printable characters".into());
+        }
+        Ok((actor, body.note))
+    }
 }
 
 fn bounded_text(s: &str, max: usize) -> bool {
@@ -321,13 +346,9 @@ async fn ack(
     Path(alert_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let body: AckBody = if body.is_empty() {
-        AckBody::default()
-    } else {
-        match parse_json(&body) {
-            Ok(b) => b,
-            Err(r) => return r,
-        }
+    let (actor, note) = match AckBody::parse(&body, name) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     if alert_id.len() > 128 || !alert_id.bytes().all(|b| b.is_ascii_graphic()) {
         return error(
@@ -335,24 +356,11 @@ async fn ack(
             "alert id: printable ASCII, at most 128 bytes",
         );
     }
-    let actor = body.actor.filter(|a| !a.trim().is_empty()).unwrap_or(name);
-    if !bounded_text(&actor, 64) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "actor: at most 64 printable characters",
-        );
-    }
-    if body.note.as_deref().is_some_and(|n| !bounded_text(n, 1000)) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "note: at most 1000 printable characters",
-        );
-    }
     let via = match via {
         Via::Cookie => AckVia::Console,
         Via::Bearer => AckVia::Api,
     };
-    match record_ack(&api, &sub, &alert_id, actor, body.note, via).await {
+    match record_ack(&api, &sub, &alert_id, actor, note, via).await {
         Ok(now) => (
             StatusCode::CREATED,
             axum::Json(json!({ "alert_id": alert_id, "acked_at": crate::render::rfc3339(now) })),

@@ -30,7 +30,7 @@ pub mod stream;
 pub mod subscriptions;
 pub mod webhook;
 
-pub use api::BACKLOG_END;
+pub use api::{AckBody, BACKLOG_END, parse_body};
 pub use delivery::channel_label;
 pub use error::{Error, Result};
 pub use service::{FanoutConfig, Running, run, start};

@@ -31,18 +31,36 @@ pub fn load<T>(layers: &Layers<'_>) -> Result<T>
 where
     T: Serialize + DeserializeOwned + Default,
 {
-    let defaults = Config::try_from(&T::default())
-        .map_err(|e| Error::Config(vec![format!("built-in defaults: {e}")]))?;
-    let mut builder = Config::builder().add_source(defaults);
     let file_text = match layers.file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
-            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
             Some((path, text))
         }
         None => None,
     };
+    layered(layers, file_text.as_ref().map(|(p, t)| (*p, t.as_str())))
+}
+
+/// [`load`] with the file's text given rather than read (`path` only names it in errors;
+/// `layers.file` is ignored): the parser of outside input the fuzz target `config` drives.
+pub fn load_str<T>(path: &Path, text: &str, layers: &Layers<'_>) -> Result<T>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    layered(layers, Some((path, text)))
+}
+
+fn layered<T>(layers: &Layers<'_>, file_text: Option<(&Path, &str)>) -> Result<T>
+where
+    T: Serialize + DeserializeOwned + Default,
+{
+    let defaults = Config::try_from(&T::default())
+        .map_err(|e| Error::Config(vec![format!("built-in defaults: {e}")]))?;
+    let mut builder = Config::builder().add_source(defaults);
+    if let Some((_, text)) = file_text {
+        builder = builder.add_source(File::from_str(text, FileFormat::Toml));
+    }
     let env: HashMap<String, String> = layers
         .env
         .iter()
@@ -72,12 +90,7 @@ where
     })?;
     serde_path_to_error::deserialize::<_, T>(merged).map_err(|e| {
         let key = e.path().to_string();
-        let origin = origin(
-            &key,
-            file_text.as_ref().map(|(p, t)| (*p, t.as_str())),
-            &env,
-            &layers.overrides,
-        );
+        let origin = origin(&key, file_text, &env, &layers.overrides);
         Error::Config(vec![format!("{key} ({origin}): {}", e.inner())])
     })
 }
@@ -333,6 +346,25 @@ mod tests {
         assert!(text.contains("kafka.brokerz"), "{text}");
         assert!(text.contains(&f.path().display().to_string()), "{text}");
         assert!(text.contains("unknown field `brokerz`"), "{text}");
+    }
+
+    #[test]
+    fn text_given_loads_as_the_file_would() {
+        let text = "[kafka]\nbrokerz = \"x\"\n";
+        let f = file(text);
+        let from_file = load::<Settings>(&Layers {
+            file: Some(f.path()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        let from_text = load_str::<Settings>(f.path(), text, &Layers::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(from_file, from_text);
+        let s: Settings =
+            load_str(f.path(), "[kafka]\npartitions = 4\n", &Layers::default()).unwrap();
+        assert_eq!(s.kafka.partitions, 4);
     }
 
     #[test]

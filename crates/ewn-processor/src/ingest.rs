@@ -17,12 +17,15 @@ use crate::correlate::RuleSet;
 use crate::event::event_of;
 use crate::replay::ReplayGuard;
 
-/// Where a record came from.
+/// Where a record came from, and what a dead letter names it by: its value's size and
+/// SHA-256, whichever stage rejects it.
 #[derive(Clone, Debug)]
 struct Origin {
     topic: usize,
     partition: i32,
     offset: i64,
+    size: usize,
+    sha256: [u8; 32],
 }
 
 /// What a batch produced.
@@ -55,11 +58,9 @@ pub struct IngestBatch<'v> {
     verifier: &'v Verifier,
     now: i64,
     topics: Vec<String>,
-    /// Where each pending record came from, with its size and SHA-256 (a rejection names
-    /// the record as it was on the topic, whichever stage rejects it).
-    origins: Vec<(Origin, usize, [u8; 32])>,
+    origins: Vec<Origin>,
     pending: Vec<Pending<'v>>,
-    early: Vec<(Origin, Rejected, usize, [u8; 32])>,
+    early: Vec<(Origin, Rejected)>,
     offsets: BTreeMap<(usize, i32), i64>,
     received: BTreeMap<String, u64>,
 }
@@ -98,10 +99,13 @@ impl<'v> IngestBatch<'v> {
                 self.topics.len() - 1
             }
         };
+        let value = value.unwrap_or_default();
         let origin = Origin {
             topic: t,
             partition,
             offset,
+            size: value.len(),
+            sha256: sha256(value),
         };
         self.offsets
             .insert((t, partition), offset.saturating_add(1));
@@ -109,13 +113,12 @@ impl<'v> IngestBatch<'v> {
             .received
             .entry(state.unwrap_or("??").to_ascii_uppercase())
             .or_default() += 1;
-        let value = value.unwrap_or_default();
         match self.verifier.check_envelope(value, state, self.now) {
             Ok(p) => {
-                self.origins.push((origin, value.len(), sha256(value)));
+                self.origins.push(origin);
                 self.pending.push(p);
             }
-            Err(rej) => self.early.push((origin, rej, value.len(), sha256(value))),
+            Err(rej) => self.early.push((origin, rej)),
         }
     }
 
@@ -147,7 +150,7 @@ impl<'v> IngestBatch<'v> {
             ..IngestOutput::default()
         };
         let state_of = |origin: &Origin| -> String { ewn_model_state(&topics[origin.topic]) };
-        let reject = |out: &mut IngestOutput, origin: &Origin, r: Rejected, size: usize, sha| {
+        let reject = |out: &mut IngestOutput, origin: &Origin, r: Rejected| {
             let state = state_of(origin);
             *out.rejected.entry((r.reason.code(), state)).or_default() += 1;
             out.rejections.push(Rejection {
@@ -158,14 +161,14 @@ impl<'v> IngestBatch<'v> {
                 offset: origin.offset,
                 key_id: r.key_id,
                 incident_id: r.incident_id,
-                record_size: size as i64,
-                record_sha256: sha,
+                record_size: origin.size as i64,
+                record_sha256: origin.sha256,
                 rejected_at: now,
                 rejected_by: instance.to_string(),
             });
         };
-        for (origin, r, size, sha) in early {
-            reject(&mut out, &origin, r, size, sha);
+        for (origin, r) in early {
+            reject(&mut out, &origin, r);
         }
 
         let started = Instant::now();
@@ -178,7 +181,7 @@ impl<'v> IngestBatch<'v> {
                 .collect()
         };
         let mut verified = Vec::with_capacity(pending.len());
-        for (((origin, size, sha), pend), sig) in origins.into_iter().zip(pending).zip(checked) {
+        for ((origin, pend), sig) in origins.into_iter().zip(pending).zip(checked) {
             match sig.and_then(|()| verifier.check_payload(pend, now)) {
                 Ok(v) if guard.repeated(&v.incident.incident_id, now) => {
                     let rej = Rejected {
@@ -187,10 +190,10 @@ impl<'v> IngestBatch<'v> {
                         key_id: Some(v.envelope.key_id.clone()),
                         incident_id: Some(v.incident.incident_id.clone()),
                     };
-                    reject(&mut out, &origin, rej, size, sha);
+                    reject(&mut out, &origin, rej);
                 }
                 Ok(v) => verified.push((origin, v)),
-                Err(rej) => reject(&mut out, &origin, rej, size, sha),
+                Err(rej) => reject(&mut out, &origin, rej),
             }
         }
         out.verify_time = started.elapsed();
@@ -314,11 +317,11 @@ mod tests {
         );
     }
 
-    /// Found by the chaos campaign: a record rejected after decoding (a forged signature, a
-    /// duplicate) carried the payload's digest or zeros, so the rejection did not name the
-    /// record on the topic. Every rejection names the record's own size and SHA-256.
+    /// Found by the hostile corpus (tests/hostile_corpus.rs): a record refused after its
+    /// envelope decoded (bad signature, payload checks) named no record in its dead letter
+    /// (a zero digest, the payload's size), and a duplicate the payload's digest.
     #[test]
-    fn every_rejection_names_the_record_as_it_was_on_the_topic() {
+    fn every_dead_letter_names_the_record_value_by_size_and_digest() {
         let mut signer = IncidentSigner::new("kz-1", keys::generate());
         let mut store = TrustStore::default();
         store.insert(KeyEntry {
@@ -331,33 +334,46 @@ mod tests {
         });
         let verifier = Verifier::new(Arc::new(store), VerifyPolicy::default());
         let rules = RuleSet::new(default_rules(), ScoreWeights::default()).unwrap();
+        let mut guard = ReplayGuard::new(3_600_000, 100);
         let incident = samples::incident();
-        let mut env = signer.sign(&incident, incident.reported_at).unwrap();
-        let good = env.to_avro().unwrap();
-        env.payload[20] ^= 0x20;
-        let forged = env.to_avro().unwrap();
-        for batch_verify in [true, false] {
-            let mut guard = ReplayGuard::new(3_600_000, 100);
-            let mut batch = IngestBatch::new(&verifier, incident.reported_at);
-            batch.add("ewn.incidents.kz", Some("kz"), 0, 1, Some(&forged));
-            batch.add("ewn.incidents.kz", Some("kz"), 0, 2, Some(&good));
-            batch.add("ewn.incidents.kz", Some("kz"), 0, 3, Some(&good));
-            batch.add("ewn.incidents.kz", Some("kz"), 0, 4, Some(b"garbage"));
-            let out = batch.finish(&rules, &mut guard, batch_verify, "test");
-            let got: Vec<(&str, i64, i64, [u8; 32])> = out
-                .rejections
-                .iter()
-                .map(|r| (r.reason.as_str(), r.offset, r.record_size, r.record_sha256))
-                .collect();
-            let named = |bytes: &[u8]| (bytes.len() as i64, sha256(bytes));
-            let want = [
-                ("UNDECODABLE", 4, named(b"garbage")),
-                ("BAD_SIGNATURE", 1, named(&forged)),
-                ("DUPLICATE", 3, named(&good)),
-            ];
-            let want: Vec<(&str, i64, i64, [u8; 32])> =
-                want.iter().map(|(r, o, (n, d))| (*r, *o, *n, *d)).collect();
-            assert_eq!(got, want, "batch_verify {batch_verify}");
+        let now = incident.reported_at;
+        let good = signer.sign(&incident, now).unwrap().to_avro().unwrap();
+        let mut flipped = signer.sign(&incident, now).unwrap();
+        flipped.payload[3] ^= 1;
+        let flipped = flipped.to_avro().unwrap();
+        let mut invalid = incident.clone();
+        invalid.incident_id = "another".into();
+        invalid.summary = "s".repeat(10_000);
+        let invalid = signer.sign(&invalid, now).unwrap().to_avro().unwrap();
+        let mut batch = IngestBatch::new(&verifier, now);
+        let records: [&[u8]; 5] = [&good, &good, &flipped, &invalid, b"garbage"];
+        for (offset, value) in records.iter().enumerate() {
+            batch.add(
+                "ewn.incidents.kz",
+                Some("kz"),
+                0,
+                offset as i64,
+                Some(value),
+            );
         }
+        let out = batch.finish(&rules, &mut guard, true, "test");
+        let named: Vec<(String, i64, [u8; 32])> = out
+            .rejections
+            .iter()
+            .map(|r| (r.reason.code(), r.record_size, r.record_sha256))
+            .collect();
+        let mut want: Vec<(String, i64, [u8; 32])> = [
+            ("duplicate", &good[..]),
+            ("bad_signature", &flipped[..]),
+            ("invalid", &invalid[..]),
+            ("undecodable", &b"garbage"[..]),
+        ]
+        .into_iter()
+        .map(|(code, v)| (code.to_string(), v.len() as i64, sha256(v)))
+        .collect();
+        let mut named_sorted = named.clone();
+        named_sorted.sort();
+        want.sort();
+        assert_eq!(named_sorted, want);
     }
 }
