@@ -387,14 +387,22 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 /// Whether the alerts raise `planted`: an episode of its rule and key whose messages name
 /// every report of the scenario (background reports in the same area or of the same
-/// subject may start the episode's window earlier than the scenario's own).
+/// subject may start the episode's window earlier than the scenario's own); or, when a
+/// later round plants the same scenario inside an episode still open, a message of that
+/// episode covering the scenario's start whose list of reports is a sample (an alert names
+/// at most `evidence_sample` of them; its count and digest cover all).
 fn raised(alerts: &[Alert], planted: &Planted) -> bool {
-    let named: BTreeSet<&String> = alerts
+    let same: Vec<&Alert> = alerts
         .iter()
         .filter(|a| a.rule == planted.rule && a.key == planted.key)
-        .flat_map(|a| a.incident_ids.iter())
         .collect();
+    let named: BTreeSet<&String> = same.iter().flat_map(|a| a.incident_ids.iter()).collect();
     planted.incident_ids.iter().all(|i| named.contains(i))
+        || same.iter().any(|a| {
+            a.window_start <= planted.window_start
+                && planted.window_start <= a.window_end
+                && a.incident_count as usize > a.incident_ids.len()
+        })
 }
 
 #[test]
