@@ -36,7 +36,7 @@ CHAOS_BROKER_RESTARTS ?= 3
 CHAOS_SECS ?= 600
 .PHONY: chaos
 chaos: broker ## Chaos campaign: 2 processors + 2 fan-outs under load, SIGKILLs (CHAOS_KILLS per service), broker restarts, a flaky desk; EWN_CHAOS_SEED=<seed> replays
-	EWN_CHAOS_KILLS=$(CHAOS_KILLS) EWN_CHAOS_BROKER_RESTARTS=$(CHAOS_BROKER_RESTARTS) EWN_CHAOS_SECS=$(CHAOS_SECS) $(CARGO) test --locked -p ewn --test chaos -- --nocapture
+	EWN_CHAOS_KILLS=$(CHAOS_KILLS) EWN_CHAOS_BROKER_RESTARTS=$(CHAOS_BROKER_RESTARTS) EWN_CHAOS_SECS=$(CHAOS_SECS) $(CARGO) test --locked -p ewn --test chaos -- --include-ignored --nocapture
 
 HANG_SECS ?= 600
 CLEARANCE_CASES ?= 100000
