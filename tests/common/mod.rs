@@ -5,6 +5,8 @@
 pub mod cases;
 pub mod hooks;
 pub mod hostile;
+pub mod posts;
+pub mod proc;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -195,7 +197,8 @@ impl Net {
         assert_eq!(report.confirmed as usize, self.sent);
     }
 
-    fn read_all<T: AvroRecord>(&self, topic: &str) -> Vec<T> {
+    /// Every record value of `topic`, as the broker holds them, in partition order.
+    pub fn read_values(&self, topic: &str) -> Vec<Vec<u8>> {
         let total: i64 = record_counts(&self.settings, |t| t == topic)
             .unwrap()
             .iter()
@@ -217,12 +220,19 @@ impl Net {
         while (out.len() as i64) < total && Instant::now() < deadline {
             reader
                 .poll(Duration::from_millis(100), |r| {
-                    out.push(T::from_avro(r.value.unwrap()).unwrap())
+                    out.push(r.value.unwrap_or_default().to_vec())
                 })
                 .unwrap();
         }
         assert_eq!(out.len() as i64, total, "read every record of {topic}");
         out
+    }
+
+    fn read_all<T: AvroRecord>(&self, topic: &str) -> Vec<T> {
+        self.read_values(topic)
+            .iter()
+            .map(|v| T::from_avro(v).unwrap())
+            .collect()
     }
 
     pub fn alerts(&self) -> Vec<Alert> {
