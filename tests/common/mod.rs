@@ -180,21 +180,55 @@ impl Net {
     }
 
     /// Replaces the producer (a new idempotent producer id) once everything sent is
-    /// confirmed: Tansu 0.6.0 answers "unknown broker error" to a producer that lived
-    /// through a broker restart (tests/chaos.rs).
+    /// confirmed, and waits until the new one is served: a probe record on a topic of its
+    /// own, nobody's input, confirmed (up to 60 s). Tansu 0.6.0 answers "unknown broker
+    /// error" to a producer that lived through a broker restart, and for a few seconds
+    /// after a restart to new ones too (tests/chaos.rs).
     pub fn renew_producer(&mut self) {
         self.flush();
-        self.tally = Arc::new(Tally::default());
-        self.producer =
-            RecordProducer::new(&self.settings, "test", self.tally.clone(), None).unwrap();
-        self.sent = 0;
+        let probe = format!("{}probe", self.prefix);
+        block_on(ensure_topics(
+            &self.settings,
+            &[ewn_kafka::TopicSpec {
+                name: probe.clone(),
+                partitions: 1,
+                compacted: false,
+            }],
+        ))
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            self.tally = Arc::new(Tally::default());
+            self.producer =
+                RecordProducer::new(&self.settings, "test", self.tally.clone(), None).unwrap();
+            self.sent = 0;
+            self.send(&probe, b"probe", b"probe");
+            match self.try_flush() {
+                Ok(()) => return,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("no new producer served within 60 s: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
     }
 
     pub fn flush(&self) {
-        self.producer.flush(Duration::from_secs(30)).unwrap();
+        self.try_flush().unwrap();
+    }
+
+    fn try_flush(&self) -> Result<(), String> {
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(|e| e.to_string())?;
         let report = self.tally.report();
-        assert!(report.failed.is_empty(), "unconfirmed: {:?}", report.failed);
-        assert_eq!(report.confirmed as usize, self.sent);
+        if !report.failed.is_empty() {
+            return Err(format!("unconfirmed: {:?}", report.failed));
+        }
+        if report.confirmed as usize != self.sent {
+            return Err(format!("{} of {} confirmed", report.confirmed, self.sent));
+        }
+        Ok(())
     }
 
     /// Every record value of `topic`, as the broker holds them, in partition order.
