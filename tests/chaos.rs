@@ -108,6 +108,13 @@ impl Service {
         self.starts += 1;
         let log = self.dir.join(format!("{}-{i}.log", self.name));
         let mut args = self.args.clone();
+        if std::env::var("EWN_CHAOS_STATIC").is_ok_and(|v| v == "1") && self.name != "gateway" {
+            // static group membership: a restarted instance takes its predecessor's place
+            args.splice(
+                0..0,
+                ["-X".to_string(), format!("group.instance.id={}-{i}", self.name)],
+            );
+        }
         if self.name == "process" {
             // each instance its own metrics port
             args.extend([
