@@ -112,7 +112,10 @@ impl Service {
             // static group membership: a restarted instance takes its predecessor's place
             args.splice(
                 0..0,
-                ["-X".to_string(), format!("group.instance.id={}-{i}", self.name)],
+                [
+                    "-X".to_string(),
+                    format!("group.instance.id={}-{i}", self.name),
+                ],
             );
         }
         if self.name == "process" {

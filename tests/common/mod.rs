@@ -28,6 +28,7 @@ use ewn_processor::{ProcessSettings, ProcessorConfig};
 use ewn_testkit::{kafka_settings, unique_prefix};
 use ewn_trust::{BlindingKey, IncidentSigner, KeyEntry, TrustSettings, TrustStore, keys};
 use prometheus::Registry;
+use sha2::{Digest, Sha256};
 
 pub const MIN: i64 = 60_000;
 pub const HOUR: i64 = 60 * MIN;
@@ -63,6 +64,13 @@ pub struct Net {
     producer: RecordProducer<Arc<Tally>>,
     tally: Arc<Tally>,
     sent: usize,
+    /// Records sent since the last flush (topic, key, value), by send id: sent again when
+    /// the broker refused them.
+    unconfirmed: Vec<(String, Vec<u8>, Option<Vec<u8>>)>,
+    /// SHA-256 of every value sent again after the broker refused it: when the broker had
+    /// written it after all, the copy is on the topic twice (and a processor rejects the
+    /// second as `duplicate`).
+    pub resent: BTreeSet<[u8; 32]>,
 }
 
 impl Net {
@@ -114,6 +122,8 @@ impl Net {
             producer,
             tally,
             sent: 0,
+            unconfirmed: Vec::new(),
+            resent: BTreeSet::new(),
         }
     }
 
@@ -165,27 +175,35 @@ impl Net {
 
     /// Produces raw bytes to a state's incidents topic (flush separately).
     pub fn send(&mut self, topic: &str, key: &[u8], value: &[u8]) {
-        self.producer
-            .send(topic, Some(key), Some(value), self.sent)
-            .unwrap();
-        self.sent += 1;
+        self.send_record(topic, key, Some(value));
     }
 
     /// Produces a tombstone (a key without a value; flush separately).
     pub fn tombstone(&mut self, topic: &str, key: &[u8]) {
+        self.send_record(topic, key, None);
+    }
+
+    fn send_record(&mut self, topic: &str, key: &[u8], value: Option<&[u8]>) {
         self.producer
-            .send(topic, Some(key), None, self.sent)
+            .send(topic, Some(key), value, self.sent)
             .unwrap();
+        self.unconfirmed
+            .push((topic.to_string(), key.to_vec(), value.map(<[u8]>::to_vec)));
         self.sent += 1;
     }
 
     /// Replaces the producer (a new idempotent producer id) once everything sent is
-    /// confirmed, and waits until the new one is served: a probe record on a topic of its
-    /// own, nobody's input, confirmed (up to 60 s). Tansu 0.6.0 answers "unknown broker
-    /// error" to a producer that lived through a broker restart, and for a few seconds
-    /// after a restart to new ones too (tests/chaos.rs).
+    /// confirmed: Tansu 0.6.0 answers "unknown broker error" to a producer that lived
+    /// through a broker restart (tests/chaos.rs).
     pub fn renew_producer(&mut self) {
         self.flush();
+        self.fresh_producer();
+    }
+
+    /// A new producer, once it is served: a probe record on a topic of its own, nobody's
+    /// input, confirmed (up to 60 s). For a few seconds after a restart, and now and then
+    /// under load, Tansu 0.6.0 answers "unknown broker error" to new producers too.
+    fn fresh_producer(&mut self) {
         let probe = format!("{}probe", self.prefix);
         block_on(ensure_topics(
             &self.settings,
@@ -202,9 +220,13 @@ impl Net {
             self.producer =
                 RecordProducer::new(&self.settings, "test", self.tally.clone(), None).unwrap();
             self.sent = 0;
+            self.unconfirmed.clear();
             self.send(&probe, b"probe", b"probe");
             match self.try_flush() {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.unconfirmed.clear();
+                    return;
+                }
                 Err(e) if Instant::now() >= deadline => {
                     panic!("no new producer served within 60 s: {e}")
                 }
@@ -213,8 +235,42 @@ impl Net {
         }
     }
 
-    pub fn flush(&self) {
+    /// Waits until the broker confirmed everything sent. What it refused goes again (the
+    /// same bytes) through a new producer, up to 5 times; a value sent again is noted in
+    /// [`Net::resent`].
+    pub fn flush(&mut self) {
+        for _ in 0..5 {
+            let failed: Vec<usize> = match self.try_flush() {
+                Ok(()) => {
+                    self.unconfirmed.clear();
+                    return;
+                }
+                Err(e) => {
+                    let failed: Vec<usize> = self
+                        .tally
+                        .report()
+                        .failed
+                        .iter()
+                        .map(|(id, _)| *id)
+                        .collect();
+                    assert!(!failed.is_empty(), "{e}");
+                    failed
+                }
+            };
+            let again: Vec<_> = failed
+                .into_iter()
+                .map(|id| self.unconfirmed[id].clone())
+                .collect();
+            self.fresh_producer();
+            for (topic, key, value) in again {
+                if let Some(v) = &value {
+                    self.resent.insert(Sha256::digest(v).into());
+                }
+                self.send_record(&topic, &key, value.as_deref());
+            }
+        }
         self.try_flush().unwrap();
+        self.unconfirmed.clear();
     }
 
     fn try_flush(&self) -> Result<(), String> {
