@@ -428,6 +428,17 @@ fn an_overseer_reads_receipts_and_the_audit_log_at_its_clearance_and_every_read_
     wait_until("the audit reads counted", Duration::from_secs(10), || {
         served("audit") == 2.0
     });
+    eprintln!(
+        "oversight reads: {} receipts reads in {:.2} s",
+        fanout.metric(
+            "ewn_fanout_oversight_read_seconds_count",
+            "endpoint=\"receipts\""
+        ),
+        fanout.metric(
+            "ewn_fanout_oversight_read_seconds_sum",
+            "endpoint=\"receipts\""
+        )
+    );
     fanout.stop();
 }
 
