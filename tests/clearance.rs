@@ -1803,6 +1803,15 @@ fn property_round(
         }
     }
     stats.messages += published as usize;
+    // Every message is published and settled: the overseers read (section 4) while the
+    // streams are waited for and the bodies checked.
+    let oversight = oversight_fetch(
+        fanout.url(""),
+        &overseers,
+        &episodes,
+        round_started - 1000,
+        &mut rng,
+    );
 
     // Where each message stands: its episode and position.
     let mut where_: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -2267,13 +2276,11 @@ fn property_round(
         }
         let _ = forms;
     }
-    // What overseers may read of the round (section 4).
-    oversight_reads(
-        &fanout,
+    // What the overseers read of the round (section 4).
+    oversight_check(
+        oversight.join().unwrap(),
         &overseers,
         &episodes,
-        round_started - 1000,
-        &mut rng,
         stats,
         &mut failures,
     );
@@ -2342,39 +2349,15 @@ fn urlencode(s: &str) -> String {
 /// What one overseer read: (what, body) pairs, and the reads that failed.
 type OverseerReads = (Vec<(String, String)>, Vec<String>);
 
-/// Each overseer reads every page of the round's receipts, the receipts of a few sampled
-/// alerts, and the audit log. No body may carry the key or an incident id of an episode
-/// above its clearance, nor an acknowledgement's note about one; an alert is shown with
-/// content only when its episode is cleared, and (the index knowing every episode by now)
-/// always then.
-fn oversight_reads(
-    fanout: &Fanout,
+/// Each overseer, on a thread of its own, reads every page of the round's receipts, the
+/// receipts of two sampled alerts, and the audit log (`base`: the fan-out's URL).
+fn oversight_fetch(
+    base: String,
     overseers: &[(String, Tlp)],
     episodes: &[Episode],
     since_ms: i64,
     rng: &mut Rng,
-    stats: &mut Stats,
-    failures: &mut Vec<String>,
-) {
-    let client = reqwest::blocking::Client::new();
-    let get = |path: &str, token: &str| -> (u16, String) {
-        let r = client
-            .get(fanout.url(path))
-            .bearer_auth(token)
-            .send()
-            .unwrap();
-        (r.status().as_u16(), r.text().unwrap())
-    };
-    let episode_of: BTreeMap<&str, usize> = episodes
-        .iter()
-        .enumerate()
-        .flat_map(|(e, ep)| ep.msgs.iter().map(move |m| (m.alert_id.as_str(), e)))
-        .collect();
-    let since = chrono::DateTime::from_timestamp_millis(since_ms)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let started = Instant::now();
-    let bodies_before = stats.oversight_bodies;
+) -> std::thread::JoinHandle<(Vec<OverseerReads>, f64)> {
     // The alerts each overseer asks about, drawn here so a seed replays them.
     let samples: Vec<Vec<String>> = overseers
         .iter()
@@ -2387,60 +2370,99 @@ fn oversight_reads(
                 .collect()
         })
         .collect();
-    // The overseers read at once (the fan-out serves `max_concurrent_reads` of them).
-    let read: Vec<OverseerReads> = std::thread::scope(|scope| {
-        let handles: Vec<_> = overseers
-            .iter()
-            .zip(&samples)
-            .map(|((token, clearance), sample)| {
-                let get = &get;
-                let since = &since;
-                scope.spawn(move || {
-                    let mut bodies: Vec<(String, String)> = Vec::new();
-                    let mut failed = Vec::new();
-                    let mut path = format!("/api/v1/oversight/receipts?since={}", urlencode(since));
-                    for page in 0.. {
-                        if page == 100 {
-                            failed.push(format!("overseer at {clearance}: pages do not end"));
-                            break;
+    let since = chrono::DateTime::from_timestamp_millis(since_ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let overseers = overseers.to_vec();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let client = reqwest::blocking::Client::new();
+        let get = |path: &str, token: &str| -> (u16, String) {
+            let r = client
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .unwrap();
+            (r.status().as_u16(), r.text().unwrap())
+        };
+        let read = std::thread::scope(|scope| {
+            let handles: Vec<_> = overseers
+                .iter()
+                .zip(&samples)
+                .map(|((token, clearance), sample)| {
+                    let get = &get;
+                    let since = &since;
+                    scope.spawn(move || {
+                        let mut bodies: Vec<(String, String)> = Vec::new();
+                        let mut failed = Vec::new();
+                        let mut path =
+                            format!("/api/v1/oversight/receipts?since={}", urlencode(since));
+                        for page in 0.. {
+                            if page == 100 {
+                                failed.push(format!("overseer at {clearance}: pages do not end"));
+                                break;
+                            }
+                            let (status, text) = get(&path, token);
+                            if status != 200 {
+                                failed.push(format!(
+                                    "overseer at {clearance}: page {page}: {status} {text}"
+                                ));
+                                break;
+                            }
+                            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                            let next = v["next"].as_str().unwrap().to_string();
+                            let more = v["more"] == true;
+                            bodies.push((format!("receipts page {page}"), text));
+                            if !more {
+                                break;
+                            }
+                            path = format!("/api/v1/oversight/receipts?after={}", urlencode(&next));
                         }
-                        let (status, text) = get(&path, token);
+                        for id in sample {
+                            let (status, text) =
+                                get(&format!("/api/v1/oversight/receipts?alert={id}"), token);
+                            if status != 200 {
+                                failed.push(format!(
+                                    "overseer at {clearance}: receipts of {id}: {status}"
+                                ));
+                            }
+                            bodies.push((format!("receipts of {id}"), text));
+                        }
+                        let (status, text) = get("/api/v1/oversight/audit", token);
                         if status != 200 {
-                            failed.push(format!(
-                                "overseer at {clearance}: page {page}: {status} {text}"
-                            ));
-                            break;
+                            failed.push(format!("overseer at {clearance}: audit: {status}"));
                         }
-                        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-                        let next = v["next"].as_str().unwrap().to_string();
-                        let more = v["more"] == true;
-                        bodies.push((format!("receipts page {page}"), text));
-                        if !more {
-                            break;
-                        }
-                        path = format!("/api/v1/oversight/receipts?after={}", urlencode(&next));
-                    }
-                    for id in sample {
-                        let (status, text) =
-                            get(&format!("/api/v1/oversight/receipts?alert={id}"), token);
-                        if status != 200 {
-                            failed.push(format!(
-                                "overseer at {clearance}: receipts of {id}: {status}"
-                            ));
-                        }
-                        bodies.push((format!("receipts of {id}"), text));
-                    }
-                    let (status, text) = get("/api/v1/oversight/audit", token);
-                    if status != 200 {
-                        failed.push(format!("overseer at {clearance}: audit: {status}"));
-                    }
-                    bodies.push(("audit".into(), text));
-                    (bodies, failed)
+                        bodies.push(("audit".into(), text));
+                        (bodies, failed)
+                    })
                 })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<OverseerReads>>()
+        });
+        (read, started.elapsed().as_secs_f64())
+    })
+}
+
+/// Checks what the overseers read. No body may carry the key or an incident id of an
+/// episode above the overseer's clearance, nor an acknowledgement's note about one; an
+/// alert is shown with content only when its episode is cleared, and (the index knowing
+/// every episode by then) always then, marked as its episode is.
+fn oversight_check(
+    (read, secs): (Vec<OverseerReads>, f64),
+    overseers: &[(String, Tlp)],
+    episodes: &[Episode],
+    stats: &mut Stats,
+    failures: &mut Vec<String>,
+) {
+    let episode_of: BTreeMap<&str, usize> = episodes
+        .iter()
+        .enumerate()
+        .flat_map(|(e, ep)| ep.msgs.iter().map(move |m| (m.alert_id.as_str(), e)))
+        .collect();
+    let bodies_before = stats.oversight_bodies;
     for ((_, clearance), (bodies, failed)) in overseers.iter().zip(read) {
         failures.extend(failed);
         for (what, text) in &bodies {
@@ -2532,11 +2554,10 @@ fn oversight_reads(
         }
     }
     eprintln!(
-        "oversight: {} overseers ({:?}), {} bodies checked in {:.1} s",
+        "oversight: {} overseers ({:?}), {} bodies read in {secs:.1} s (while the streams were checked)",
         overseers.len(),
         overseers.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
         stats.oversight_bodies - bodies_before,
-        started.elapsed().as_secs_f64()
     );
 }
 
