@@ -256,6 +256,8 @@ fn read_page(
     limit: usize,
     deadline: Instant,
     mut keep: impl FnMut(usize, i32, i64, &[u8]) -> Option<Item>,
+    // Records whose key says they are not wanted, skipped without decoding them.
+    skip_key: impl Fn(&[u8]) -> bool,
 ) -> ewn_kafka::Result<Page> {
     let index_of = |t: &str| topics.iter().position(|x| x == t);
     let reader = match AssignedReader::with_partition_starts(
@@ -299,6 +301,9 @@ fn read_page(
         reader.poll(wait, |r| {
             let Some(t) = index_of(r.topic) else { return };
             next.insert((t, r.partition), r.offset + 1);
+            if r.key.is_some_and(&skip_key) {
+                return;
+            }
             if let Some(v) = r.value {
                 match keep(t, r.partition, r.offset, v) {
                     Some(item) => items.push(item),
@@ -457,6 +462,14 @@ async fn serve(
                             record,
                             value: v.to_vec(),
                         }),
+                },
+                // Receipts and acks are keyed by their alert id: for one episode, a record
+                // keyed by another alert is not read any further.
+                |key| {
+                    endpoint == Endpoint::Receipts
+                        && wanted
+                            .as_ref()
+                            .is_some_and(|w| std::str::from_utf8(key).is_ok_and(|k| !w.contains(k)))
                 },
             )
         })
