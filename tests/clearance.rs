@@ -10,6 +10,12 @@
 //! Channels: webhooks (JSON and CAP, first deliveries and escalations), live streams, and
 //! every desk's console (a session-cookie login following the stream).
 //!
+//! The oversight role (section 4, in every property round): overseers at random
+//! clearances read the round's receipts, sampled alerts' receipts and the audit log through
+//! `/api/v1/oversight/...`; no body may carry content of an episode above the overseer's
+//! clearance (its key, its incident ids, an acknowledgement's note), and content is shown
+//! exactly for the episodes at or below it.
+//!
 //! `EWN_CLEARANCE_CASES` sets how many (subscription, message) pairs the property test
 //! checks (default 5,000, rounds of at most 6,000; `make test-clearance-large` runs
 //! 100,000); `EWN_CLEARANCE_SEED` replays a run (the seed is printed, with each round's).
