@@ -2283,8 +2283,10 @@ fn property_round(
         let _ = forms;
     }
     // What the overseers read of the round (section 4).
+    let joined = Instant::now();
+    let (read, secs) = oversight.join().unwrap();
     oversight_check(
-        oversight.join().unwrap(),
+        (read, secs, joined.elapsed().as_secs_f64()),
         &overseers,
         &episodes,
         stats,
@@ -2457,7 +2459,7 @@ fn oversight_fetch(
 /// alert is shown with content only when its episode is cleared, and (the index knowing
 /// every episode by then) always then, marked as its episode is.
 fn oversight_check(
-    (read, secs): (Vec<OverseerReads>, f64),
+    (read, secs, added): (Vec<OverseerReads>, f64, f64),
     overseers: &[(String, Tlp)],
     episodes: &[Episode],
     stats: &mut Stats,
@@ -2560,7 +2562,7 @@ fn oversight_check(
         }
     }
     eprintln!(
-        "oversight: {} overseers ({:?}), {} bodies read in {secs:.1} s (while the streams were checked)",
+        "oversight: {} overseers ({:?}), {} bodies read in {secs:.1} s, of which {added:.1} s after the round's own checks (the time they add)",
         overseers.len(),
         overseers.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
         stats.oversight_bodies - bodies_before,
