@@ -475,6 +475,63 @@ fn without_an_audit_log_an_oversight_read_shows_nothing() {
     fanout.stop();
 }
 
+/// A read that reaches `fanout.oversight.read_timeout_ms` returns what it read with
+/// `cut_at_deadline` and a cursor, is still logged, and is counted `deadline`.
+#[test]
+fn a_read_cut_at_its_deadline_says_so_and_is_still_logged() {
+    let mut net = Net::new("oversight-deadline");
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("fanout.pem");
+    keys::save_signing_key(&pem, &keys::generate()).unwrap();
+    let hooks = Hooks::start();
+    let mut config = fanout_config(
+        &net.settings,
+        vec![webhook_sub(&hooks, "kz-desk", "KZ-KNB", Tlp::Amber)],
+    );
+    config.fanout.audit = ewn_fanout::settings::AuditSettings {
+        signing_key_file: Some(pem),
+        key_id: "fanout-1".into(),
+        queue_max: 64,
+    };
+    // Shorter than opening a reader takes: every read ends at its deadline.
+    config.fanout.oversight.read_timeout_ms = 1;
+    config.tokens.push((
+        OVERSIGHT_TOKEN.into(),
+        Principal::Oversight {
+            name: OVERSEER.into(),
+            clearance: Tlp::Amber,
+        },
+    ));
+    let fanout = start_fanout(config);
+    let a = alert(1, Tlp::Green, Level::High);
+    net.publish_alerts(std::slice::from_ref(&a));
+    wait_until("the receipt on the topic", Duration::from_secs(60), || {
+        !net.receipts().is_empty()
+    });
+    let (status, body) = get(
+        &fanout.url(&format!("/api/v1/oversight/receipts?alert={}", a.alert_id)),
+        Some(OVERSIGHT_TOKEN),
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["cut_at_deadline"], true, "{body}");
+    assert_eq!(v["more"], true);
+    assert!(v["next"].is_string());
+    assert_eq!(
+        fanout.metric(
+            "ewn_fanout_oversight_reads_total",
+            "endpoint=\"receipts\",outcome=\"deadline\""
+        ),
+        1.0
+    );
+    wait_until(
+        "the read's audit record written",
+        Duration::from_secs(10),
+        || fanout.metric("ewn_fanout_audit_records_total", "outcome=\"written\"") >= 2.0,
+    );
+    fanout.stop();
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
