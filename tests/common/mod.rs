@@ -64,9 +64,11 @@ pub struct Net {
     producer: RecordProducer<Arc<Tally>>,
     tally: Arc<Tally>,
     sent: usize,
-    /// Records sent since the last flush (topic, key, value), by send id: sent again when
-    /// the broker refused them.
+    /// Records sent since the last flush (topic, key, value), by send id less `flushed`:
+    /// sent again when the broker refused them.
     unconfirmed: Vec<(String, Vec<u8>, Option<Vec<u8>>)>,
+    /// Send ids below this were confirmed by an earlier flush.
+    flushed: usize,
     /// SHA-256 of every value sent again after the broker refused it: when the broker had
     /// written it after all, the copy is on the topic twice (and a processor rejects the
     /// second as `duplicate`).
@@ -123,6 +125,7 @@ impl Net {
             tally,
             sent: 0,
             unconfirmed: Vec::new(),
+            flushed: 0,
             resent: BTreeSet::new(),
         }
     }
@@ -221,10 +224,11 @@ impl Net {
                 RecordProducer::new(&self.settings, "test", self.tally.clone(), None).unwrap();
             self.sent = 0;
             self.unconfirmed.clear();
+            self.flushed = 0;
             self.send(&probe, b"probe", b"probe");
             match self.try_flush() {
                 Ok(()) => {
-                    self.unconfirmed.clear();
+                    self.confirmed();
                     return;
                 }
                 Err(e) if Instant::now() >= deadline => {
@@ -242,7 +246,7 @@ impl Net {
         for _ in 0..5 {
             let failed: Vec<usize> = match self.try_flush() {
                 Ok(()) => {
-                    self.unconfirmed.clear();
+                    self.confirmed();
                     return;
                 }
                 Err(e) => {
@@ -259,7 +263,7 @@ impl Net {
             };
             let again: Vec<_> = failed
                 .into_iter()
-                .map(|id| self.unconfirmed[id].clone())
+                .map(|id| self.unconfirmed[id - self.flushed].clone())
                 .collect();
             self.fresh_producer();
             for (topic, key, value) in again {
@@ -270,7 +274,13 @@ impl Net {
             }
         }
         self.try_flush().unwrap();
+        self.confirmed();
+    }
+
+    /// Everything sent so far is confirmed.
+    fn confirmed(&mut self) {
         self.unconfirmed.clear();
+        self.flushed = self.sent;
     }
 
     fn try_flush(&self) -> Result<(), String> {
