@@ -593,7 +593,12 @@ fn event_for(api: &Api, sub_id: &str, e: &HubEvent) -> Option<Event> {
     };
     let (shaped, redacted) = policy::shape(&sub, &view, form, &api.core.ids);
     let data = serde_json::to_string(&StreamAlert {
-        alert: AlertJson::new(&shaped, redacted),
+        // Every configured language: the console switches between them in the page.
+        alert: AlertJson::new(
+            &shaped,
+            redacted,
+            crate::render::all_local_texts(&shaped, &api.core.catalogue),
+        ),
         // Whether it was acknowledged is part of the alert: not for a redacted recipient.
         acked: !redacted && api.core.index.acked_at(&e.alert.alert_id).is_some(),
     })
@@ -756,6 +761,16 @@ async fn store(api: &Api, admin: &str, config: SubscriptionConfig, status: Statu
                 api.core.subs.capacity()
             ),
         );
+    }
+    // A well-formed body asking for a language this fan-out does not serve: 422, naming
+    // the field and the languages it does serve.
+    let problems = config.language_problems("body", &api.core.config.fanout.languages);
+    if !problems.is_empty() {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({ "error": "invalid subscription", "problems": problems })),
+        )
+            .into_response();
     }
     let problems = config.problems("body", &api.core.config.fanout.webhook);
     if !problems.is_empty() {
