@@ -107,7 +107,13 @@ fn json_webhooks_carry_the_languages_their_subscription_asked_for() {
     assert_eq!(t[1]["headline"], "HIGH: Cross-border movement (score 61)");
 
     // No languages asked: the first of fanout.languages.
-    let t = texts(&hooks.delivered("default")[0]);
+    let plain = &hooks.delivered("default")[0];
+    eprintln!(
+        "webhook body: {} bytes with en-US texts, {} bytes with ru-RU + en-US",
+        plain.body.len(),
+        hit.body.len()
+    );
+    let t = texts(plain);
     assert_eq!(tags(&t), ["en-US"]);
     assert_eq!(t[0]["event"], "Cross-border movement");
 
