@@ -75,9 +75,21 @@ fn json_webhooks_carry_the_languages_their_subscription_asked_for() {
     let text = r.text().unwrap();
     assert!(text.contains("body.languages[0]: the tag"), "{text}");
     assert!(!text.contains("img"), "a hostile tag is not echoed: {text}");
-    let r = post(body(serde_json::json!(["ru-RU"])));
-    assert_eq!(r.status(), 201);
+    // Every problem at once: a bad id and a bad language, both named.
+    let mut both = body(serde_json::json!(["kk-KZ"]));
+    both["id"] = "bad id".into();
+    let r = post(both);
+    assert_eq!(r.status(), 422);
     let v: serde_json::Value = r.json().unwrap();
+    let problems = v["problems"].to_string();
+    assert!(
+        problems.contains("body.id:") && problems.contains("body.languages[0]:"),
+        "{v}"
+    );
+    let r = post(body(serde_json::json!(["ru-RU"])));
+    let status = r.status();
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(status, 201, "{v}");
     assert_eq!(v["languages"], serde_json::json!(["ru-RU"]));
 
     let mut a = alert(1, Tlp::Amber, Level::High);

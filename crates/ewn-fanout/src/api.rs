@@ -762,20 +762,20 @@ async fn store(api: &Api, admin: &str, config: SubscriptionConfig, status: Statu
             ),
         );
     }
-    // A well-formed body asking for a language this fan-out does not serve: 422, naming
-    // the field and the languages it does serve.
-    let problems = config.language_problems("body", &api.core.config.fanout.languages);
+    // Every problem at once. A language this fan-out does not serve makes it a 422 (the
+    // body is well formed; the fan-out cannot honour it), naming the field and the
+    // languages it serves; any other problem alone stays a 400.
+    let language_problems = config.language_problems("body", &api.core.config.fanout.languages);
+    let refused = if language_problems.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let mut problems = config.problems("body", &api.core.config.fanout.webhook);
+    problems.extend(language_problems);
     if !problems.is_empty() {
         return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            axum::Json(json!({ "error": "invalid subscription", "problems": problems })),
-        )
-            .into_response();
-    }
-    let problems = config.problems("body", &api.core.config.fanout.webhook);
-    if !problems.is_empty() {
-        return (
-            StatusCode::BAD_REQUEST,
+            refused,
             axum::Json(json!({ "error": "invalid subscription", "problems": problems })),
         )
             .into_response();
