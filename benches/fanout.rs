@@ -413,7 +413,11 @@ fn main() {
         "EWN fan-out bench: Tansu (memory engine) on {}, {endpoints_are}, 3 partitions",
         broker.addr
     );
-    let body = ewn_fanout::render::webhook_json(&alert(u64::MAX), false);
+    let catalogue = ewn_fanout::i18n::Catalogue::load(
+        &ewn_fanout::settings::FanoutSettings::default().languages,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let body = ewn_fanout::render::webhook_json(&alert(u64::MAX), false, &catalogue, &[]);
     println!(
         "  webhook body: {} bytes (JSON, signed); fan-out and endpoints on 2 runtime threads each",
         body.len()

@@ -112,6 +112,16 @@ fn ewn_schemas_agrees_with_fastavro() {
         .unwrap();
     assert_eq!(incident["fingerprint"], "63b89ba68d5a8fd4");
     assert_eq!(incident["legacy_fingerprint"], "bfa513b70d847e14");
+    // Subscription v2 (issue 16: `languages`) lists v1, still read.
+    let subscription = printed
+        .iter()
+        .find(|l| l["name"] == "ewn.v1.Subscription")
+        .unwrap();
+    assert_eq!(subscription["fingerprint"], "ec67a8dc900aac8b");
+    assert_eq!(
+        subscription["earlier_fingerprints"],
+        serde_json::json!(["693fd2c3de0aa255"])
+    );
 }
 
 #[test]

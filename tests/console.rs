@@ -98,6 +98,109 @@ fn header(r: &Response, name: impl reqwest::header::AsHeaderName) -> String {
         .to_string()
 }
 
+/// Runs the browser check with `args`, its JSON report on success.
+fn browser_check(args: &[&str]) -> serde_json::Value {
+    let mut cmd = Command::new(ewn_testkit::python().unwrap_or_else(|e| panic!("{e}")));
+    cmd.arg(driver()).args(args);
+    let started = Instant::now();
+    let run = run_with_limit(cmd, BROWSER_KILL_AFTER);
+    let browser_secs = started.elapsed().as_secs_f64();
+    match run.status.code() {
+        Some(0) => {}
+        Some(2) => panic!(
+            "the browser could not be started ({}): {SETUP_HINT}\nstdout: {}\nstderr: {}",
+            run.status, run.stdout, run.stderr
+        ),
+        _ => panic!(
+            "console check failed ({})\nstdout: {}\nstderr: {}",
+            run.status, run.stdout, run.stderr
+        ),
+    }
+    let shown: serde_json::Value = serde_json::from_str(run.stdout.trim())
+        .unwrap_or_else(|e| panic!("console_check.py output is not JSON ({e}): {}", run.stdout));
+    eprintln!("browser check took {browser_secs:.1}s: {shown}");
+    shown
+}
+
+/// Issue 16: the officer switches the console to Russian. The alert is shown again with
+/// its headline and instruction from the ru-RU catalogue, the console's own strings are
+/// Russian, the acknowledgement still works, and after a reload the choice holds.
+#[test]
+fn the_console_switches_to_russian_and_remembers_the_choice() {
+    let mut net = Net::new("console-ru");
+    let hooks = Hooks::start();
+    let mut desk = webhook_sub(&hooks, DESK, DESK_AGENCY, Tlp::Amber);
+    desk.webhook = None;
+    desk.channel = Some(ChannelName::Console);
+    let fanout = start_fanout(fanout_config(&net.settings, vec![desk]));
+    let desk_token = format!("{DESK_TOKEN_PREFIX}{DESK}");
+    let mut a = alert(3, Tlp::Amber, Level::High);
+    a.rule = "cross_border_movement".into();
+    net.publish_alerts(std::slice::from_ref(&a));
+    let headline = format!(
+        "ВЫСОКИЙ: Пересечение границы между государствами (оценка {})",
+        a.score
+    );
+    let shown = browser_check(&[
+        "--url",
+        &fanout.url(""),
+        "--token",
+        &desk_token,
+        "--alert-id",
+        &a.alert_id,
+        "--actor",
+        ACTOR,
+        "--language",
+        "ru-RU",
+        "--expect-headline",
+        &headline,
+        "--expect-ack-label",
+        "Подтвердить",
+        "--expect-page-text",
+        "Дежурная часть EWN",
+        "--expect-page-text",
+        "Сотрудник",
+        "--expect-page-text",
+        "Основания (",
+        "--expect-page-text",
+        "Язык",
+        "--timeout",
+        &BROWSER_TIMEOUT_SECS.to_string(),
+    ]);
+    let lang = &shown["language"];
+    // First shown in English (a fresh browser profile, --lang=en-US), then in Russian.
+    assert_eq!(lang["page_lang_before"], "en-US", "{shown}");
+    assert_eq!(lang["headline_lang_before"], "en-US", "{shown}");
+    assert_eq!(
+        lang["headline_before"],
+        format!("HIGH: Cross-border movement (score {})", a.score),
+        "{shown}"
+    );
+    assert_eq!(lang["page_lang"], "ru-RU", "{shown}");
+    assert_eq!(lang["selector"], "ru-RU", "{shown}");
+    assert_eq!(lang["headline"], headline.as_str(), "{shown}");
+    assert!(
+        lang["instruction"]
+            .as_str()
+            .unwrap()
+            .starts_with("Сверьте субъекта"),
+        "{shown}"
+    );
+    assert_eq!(shown["ack_label"], "Подтвердить", "{shown}");
+    assert_eq!(shown["ack_button_after"], "Подтверждено", "{shown}");
+    // Remembered in the browser: after a reload, still Russian.
+    let remembered = &shown["remembered"];
+    assert_eq!(remembered["stored"], "ru-RU", "{shown}");
+    assert_eq!(remembered["page_lang"], "ru-RU", "{shown}");
+    assert_eq!(remembered["headline"], headline.as_str(), "{shown}");
+    assert_eq!(shown["ack_button"], "Подтверждено", "{shown}");
+    // The acknowledgement made in Russian is on the acks topic like any other.
+    wait_until("the ack on <prefix>acks", Duration::from_secs(60), || {
+        net.acks().iter().any(|k| k.alert_id == a.alert_id)
+    });
+    fanout.stop();
+}
+
 #[test]
 fn an_officer_sees_and_acknowledges_a_cleared_alert_in_a_real_browser() {
     let mut net = Net::new("console");
@@ -121,8 +224,7 @@ fn an_officer_sees_and_acknowledges_a_cleared_alert_in_a_real_browser() {
     net.publish_alerts(&[red.clone(), amber.clone()]);
 
     // The browser: log in, see the AMBER alert (not the RED one), acknowledge it.
-    let mut cmd = Command::new(ewn_testkit::python().unwrap_or_else(|e| panic!("{e}")));
-    cmd.arg(driver()).args([
+    let shown = browser_check(&[
         "--url",
         &fanout.url(""),
         "--token",
@@ -138,23 +240,6 @@ fn an_officer_sees_and_acknowledges_a_cleared_alert_in_a_real_browser() {
         "--timeout",
         &BROWSER_TIMEOUT_SECS.to_string(),
     ]);
-    let started = Instant::now();
-    let run = run_with_limit(cmd, BROWSER_KILL_AFTER);
-    let browser_secs = started.elapsed().as_secs_f64();
-    match run.status.code() {
-        Some(0) => {}
-        Some(2) => panic!(
-            "the browser could not be started ({}): {SETUP_HINT}\nstdout: {}\nstderr: {}",
-            run.status, run.stdout, run.stderr
-        ),
-        _ => panic!(
-            "console check failed ({})\nstdout: {}\nstderr: {}",
-            run.status, run.stdout, run.stderr
-        ),
-    }
-    let shown: serde_json::Value = serde_json::from_str(run.stdout.trim())
-        .unwrap_or_else(|e| panic!("console_check.py output is not JSON ({e}): {}", run.stdout));
-    eprintln!("browser check took {browser_secs:.1}s: {shown}");
     assert_eq!(shown["level"], "HIGH", "{shown}");
     assert_eq!(shown["tlp"], "TLP:AMBER", "{shown}");
     assert_eq!(shown["redacted"], false, "{shown}");

@@ -10,16 +10,25 @@ prints the reason, the browser's console log and the page text to stderr (exit 1
 when the browser cannot be started at all).
 
     python3 tests/support/console_check.py --url http://127.0.0.1:PORT --token TOKEN \
-        --alert-id ID [--timeout 60] [--actor NAME] [--expect-absent ID ...]
+        --alert-id ID [--timeout 60] [--actor NAME] [--expect-absent ID ...] \
+        [--language ru-RU --expect-headline TEXT --expect-page-text TEXT ...]
+
+With --language, the alert is first seen in the page's initial language, then the officer
+switches the language selector: the alert must be shown again with its headline and
+instruction in that language (--expect-headline), the page's own strings too
+(--expect-page-text, --expect-ack-label), and after a reload the choice must still hold
+(remembered in the browser's localStorage).
 
 Needs selenium (tests/requirements.txt) and Debian's `chromium` and `chromium-driver`; `make test-deps`
 installs them.
 
 DOM contract with crates/ewn-fanout/src/console (keep both sides in step):
   login:  form#login-form, input#token, button[data-action="login"], p#login-error
-  desk:   #desk (hidden until logged in), input#actor, #conn[data-status]
+  desk:   #desk (hidden until logged in), input#actor, #conn[data-status],
+          select#language (option values are language tags; <html lang> follows it)
   alert:  [data-alert-id="<id>"] with data-acked="true"|"false", data-redacted="true",
-          [data-field="rule"|"level"|"tlp"|"score"], details[data-section="reasons"|
+          [data-field="rule"|"level"|"tlp"|"score"|"headline"|"instruction"] (the last two
+          with lang="<tag>"), details[data-section="reasons"|
           "evidence"] > table > tbody > tr, button[data-action="ack"]
 """
 
@@ -64,6 +73,11 @@ def parse_args():
     p.add_argument("--min-reasons", type=int, default=1, help="reasons rows required (default 1)")
     p.add_argument("--expect-absent", action="append", default=[], metavar="ID",
                    help="an alert id that must not be shown (repeatable)")
+    p.add_argument("--language", help="switch the console to this language tag once the alert is shown")
+    p.add_argument("--expect-headline", help="the alert's headline after the switch")
+    p.add_argument("--expect-ack-label", help="the Acknowledge button's label after the switch")
+    p.add_argument("--expect-page-text", action="append", default=[], metavar="TEXT",
+                   help="text the page must show after the switch (repeatable)")
     p.add_argument("--chromium", default=os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
     p.add_argument("--chromedriver", default=os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver"))
     return p.parse_args()
@@ -85,7 +99,7 @@ def start_browser(args, profile_dir):
     opts.binary_location = args.chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-                 "--window-size=1280,1024", f"--user-data-dir={profile_dir}"):
+                 "--window-size=1280,1024", "--lang=en-US", f"--user-data-dir={profile_dir}"):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:
@@ -169,6 +183,11 @@ def check(args, run):
 
     assert_absent("when the wanted alert appeared")
 
+    language = None
+    if args.language is not None:
+        language = switch_language(args, run, alert)
+        alert = language.pop("alert")
+
     rule = alert.find_element(By.CSS_SELECTOR, '[data-field="rule"]').text.strip()
     if not rule:
         raise CheckFailed("the alert shows no rule")
@@ -193,6 +212,9 @@ def check(args, run):
 
     acked_on_arrival = alert.get_attribute("data-acked") == "true"
     button = alert.find_element(By.CSS_SELECTOR, 'button[data-action="ack"]')
+    ack_label = button.text
+    if args.expect_ack_label is not None and ack_label != args.expect_ack_label:
+        raise CheckFailed(f"the Acknowledge button reads {ack_label!r}, expected {args.expect_ack_label!r}")
     if not acked_on_arrival:
         button.click()
     run.wait("the alert to show data-acked=\"true\"",
@@ -202,6 +224,14 @@ def check(args, run):
     if button.is_enabled():
         raise CheckFailed("the Acknowledge button is still enabled after the ack")
     assert_absent("after the acknowledgement")
+    result_extra = {}
+    if language is not None:
+        result_extra["language"] = language
+        result_extra["ack_label"] = ack_label
+        result_extra["ack_button_after"] = button.text
+        result_extra["remembered"] = check_remembered(args, run)
+        alert = run.js(FIND_ALERT_JS, args.alert_id)
+        button = alert.find_element(By.CSS_SELECTOR, 'button[data-action="ack"]')
 
     run.drain_log()
     bad = [e for e in run.log
@@ -231,7 +261,72 @@ def check(args, run):
         "alerts_shown": len(run.js(ALERT_IDS_JS)),
         "connection": d.find_element(By.ID, "conn").get_attribute("data-status"),
         "seen_after_login_secs": round(seen_after, 3),
+        **result_extra,
     }
+
+
+def local_field(alert, name):
+    """(text, lang) of the alert's [data-field=name], or (None, None) when it has none."""
+    from selenium.webdriver.common.by import By
+
+    found = alert.find_elements(By.CSS_SELECTOR, f'[data-field="{name}"]')
+    if not found:
+        return None, None
+    return found[0].text, found[0].get_attribute("lang")
+
+
+def switch_language(args, run, alert):
+    """Switches the selector to --language; the alert must be shown again in it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    before, before_lang = local_field(alert, "headline")
+    page_lang_before = run.js("return document.documentElement.lang")
+    Select(run.d.find_element(By.ID, "language")).select_by_value(args.language)
+    run.wait(f"<html lang={args.language}>", lambda: run.js("return document.documentElement.lang") == args.language)
+
+    def relocalised():
+        a = run.js(FIND_ALERT_JS, args.alert_id)
+        return a if a is not None and local_field(a, "headline")[1] == args.language else None
+
+    alert = run.wait(f"the alert's headline in {args.language}", relocalised)
+    headline, _ = local_field(alert, "headline")
+    instruction, instruction_lang = local_field(alert, "instruction")
+    if args.expect_headline is not None and headline != args.expect_headline:
+        raise CheckFailed(f"the headline reads {headline!r}, expected {args.expect_headline!r}")
+    if instruction_lang != args.language or not instruction:
+        raise CheckFailed(f"the instruction is not in {args.language}: {instruction!r} ({instruction_lang})")
+    page = run.js("return document.body.innerText")
+    for text in args.expect_page_text:
+        if text not in page:
+            raise CheckFailed(f"the page does not show {text!r} in {args.language}")
+    return {
+        "alert": alert,
+        "page_lang_before": page_lang_before,
+        "headline_before": before,
+        "headline_lang_before": before_lang,
+        "page_lang": run.js("return document.documentElement.lang"),
+        "headline": headline,
+        "instruction": instruction,
+        "selector": Select(run.d.find_element(By.ID, "language")).first_selected_option.get_attribute("value"),
+    }
+
+
+def check_remembered(args, run):
+    """After a reload (the session cookie keeps the desk logged in), the language holds."""
+    from selenium.webdriver.common.by import By
+
+    run.d.refresh()
+    run.wait("the desk after a reload", lambda: run.visible("desk"))
+    alert = run.wait(f"alert {args.alert_id} after a reload", lambda: run.js(FIND_ALERT_JS, args.alert_id))
+    headline, lang = local_field(alert, "headline")
+    selector = run.d.find_element(By.ID, "language").get_attribute("value")
+    page_lang = run.js("return document.documentElement.lang")
+    stored = run.js("return localStorage.getItem('ewn.console.language')")
+    if (selector, page_lang, lang) != (args.language, args.language, args.language):
+        raise CheckFailed(f"after a reload the console is not in {args.language}: selector {selector!r}, "
+                          f"<html lang> {page_lang!r}, headline lang {lang!r}")
+    return {"selector": selector, "page_lang": page_lang, "headline": headline, "stored": stored}
 
 
 def report_failure(run, message):

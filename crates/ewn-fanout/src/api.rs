@@ -599,7 +599,12 @@ fn event_for(api: &Api, sub_id: &str, e: &HubEvent) -> Option<Event> {
     };
     let (shaped, redacted) = policy::shape(&sub, &view, form, &api.core.ids);
     let data = serde_json::to_string(&StreamAlert {
-        alert: AlertJson::new(&shaped, redacted),
+        // Every configured language: the console switches between them in the page.
+        alert: AlertJson::new(
+            &shaped,
+            redacted,
+            crate::render::all_local_texts(&shaped, &api.core.catalogue),
+        ),
         // Whether it was acknowledged is part of the alert: not for a redacted recipient.
         acked: !redacted && api.core.index.acked_at(&e.alert.alert_id).is_some(),
     })
@@ -763,10 +768,20 @@ async fn store(api: &Api, admin: &str, config: SubscriptionConfig, status: Statu
             ),
         );
     }
-    let problems = config.problems("body", &api.core.config.fanout.webhook);
+    // Every problem at once. A language this fan-out does not serve makes it a 422 (the
+    // body is well formed; the fan-out cannot honour it), naming the field and the
+    // languages it serves; any other problem alone stays a 400.
+    let language_problems = config.language_problems("body", &api.core.config.fanout.languages);
+    let refused = if language_problems.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let mut problems = config.problems("body", &api.core.config.fanout.webhook);
+    problems.extend(language_problems);
     if !problems.is_empty() {
         return (
-            StatusCode::BAD_REQUEST,
+            refused,
             axum::Json(json!({ "error": "invalid subscription", "problems": problems })),
         )
             .into_response();

@@ -72,10 +72,6 @@ const CIRCLE_RADIUS_KM: f64 = 1.0;
 const AREA_GEOCODE_ISO: &str = "ISO3166-2";
 const AREA_GEOCODE_EWN: &str = "EWN-AREA";
 
-/// Headline and event text are for a person scanning a list; CAP advises headlines under 160
-/// characters, so the rule's part is cut well before.
-const EVENT_MAX_CHARS: usize = 80;
-
 /// Renders one alert as a CAP 1.2 `<alert>` document (UTF-8, with XML declaration).
 ///
 /// `sender`: the CAP sender (e.g. `"ewn@rcc.example"`). `referenced_sent(id)` gives the
@@ -179,7 +175,7 @@ fn push_info(d: &mut Doc, alert: &Alert, language: &str, texts: &Texts<'_>) {
     for category in cap_categories(&alert.categories) {
         d.leaf_raw("category", category);
     }
-    let event = event_text(texts, &alert.rule);
+    let event = texts.event(&alert.rule);
     d.start("event");
     push_text(&mut d.out, &event);
     d.end("event");
@@ -188,19 +184,13 @@ fn push_info(d: &mut Doc, alert: &Alert, language: &str, texts: &Texts<'_>) {
     d.leaf_raw("certainty", certainty(alert.score));
     d.leaf_raw("senderName", "EWN regional early-warning network");
     d.start("headline");
-    push_text(&mut d.out, &headline_text(texts, alert, &event));
+    push_text(&mut d.out, &texts.headline(alert, &event));
     d.end("headline");
     d.start("description");
     push_description(&mut d.out, alert, texts);
     d.end("description");
     d.start("instruction");
-    let own = format!("instruction-{}", alert.rule);
-    let instruction = if texts.has(&own) {
-        own.as_str()
-    } else {
-        "instruction-generic"
-    };
-    push_text(&mut d.out, &texts.get(instruction, &[]));
+    push_text(&mut d.out, &texts.instruction(&alert.rule));
     d.end("instruction");
     d.parameter("rule", |out| push_text(out, &alert.rule));
     d.parameter("level", |out| out.push_str(alert.level.as_str()));
@@ -216,36 +206,6 @@ fn push_info(d: &mut Doc, alert: &Alert, language: &str, texts: &Texts<'_>) {
     });
     push_area(d, alert);
     d.close("info");
-}
-
-/// The rule's event name in the catalogue's language: its own message for a default rule,
-/// otherwise the rule's name humanised (`my_rule` -> "My rule") through `event-generic`.
-fn event_text(texts: &Texts<'_>, rule: &str) -> String {
-    let own = format!("event-{rule}");
-    if texts.has(&own) {
-        return texts.get(&own, &[]);
-    }
-    texts.get("event-generic", &[("rule", &humanise(rule))])
-}
-
-fn level_text(texts: &Texts<'_>, level: Level) -> String {
-    texts.get(&format!("level-{}", level.as_str()), &[])
-}
-
-/// "HIGH: Cross-border movement (score 61)", prefixed for an update, shortened for a cancel.
-fn headline_text(texts: &Texts<'_>, alert: &Alert, event: &str) -> String {
-    let level = level_text(texts, alert.level);
-    let score = alert.score.to_string();
-    let args = [
-        ("level", level.as_str()),
-        ("event", event),
-        ("score", score.as_str()),
-    ];
-    match alert.msg_type {
-        MsgType::Alert => texts.get("headline", &args),
-        MsgType::Update => texts.get("headline-update", &args),
-        MsgType::Cancel => texts.get("headline-cancel", &args),
-    }
 }
 
 /// The output buffer and the indentation depth of the element being written.
@@ -436,7 +396,7 @@ fn push_time(out: &mut String, ms: i64) {
 /// Characters that never reach the document: those XML 1.0 forbids (C0 controls other than
 /// tab, LF and CR; U+FFFE, U+FFFF), those it discourages (DEL, C1 controls), and the
 /// bidirectional overrides and isolates, which can make text display as something else.
-fn is_dropped(c: char) -> bool {
+pub(crate) fn is_dropped(c: char) -> bool {
     matches!(c,
         '\u{0}'..='\u{8}' | '\u{B}' | '\u{C}' | '\u{E}'..='\u{1F}' | '\u{7F}'..='\u{9F}'
         | '\u{FFFE}' | '\u{FFFF}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
@@ -502,42 +462,10 @@ fn push_joined(out: &mut String, items: &[String], sep: &str) {
     }
 }
 
-/// A rule's name for people: `_` as space, first letter upper case, cut at
-/// [`EVENT_MAX_CHARS`] characters; "EWN alert" for a name with nothing printable.
-fn humanise(rule: &str) -> String {
-    let mut out = String::new();
-    let mut written = 0;
-    for c in rule.chars().filter(|c| !is_dropped(*c)) {
-        if written == EVENT_MAX_CHARS {
-            out.push('…');
-            return out;
-        }
-        let c = if c == '_' { ' ' } else { c };
-        if written == 0 {
-            out.extend(c.to_uppercase());
-        } else {
-            out.push(c);
-        }
-        written += 1;
-    }
-    if written == 0 {
-        out.push_str("EWN alert");
-    }
-    out
-}
-
 /// The explanation a desk reads: a summary line, then the reasons one per line, the incident
 /// ids and the states. Lists a redacted alert leaves empty are left out, not shown as empty.
 fn push_description(out: &mut String, alert: &Alert, texts: &Texts<'_>) {
-    let level = level_text(texts, alert.level);
-    let score = alert.score.to_string();
-    push_text(
-        out,
-        &texts.get(
-            "description-summary",
-            &[("rule", &alert.rule), ("level", &level), ("score", &score)],
-        ),
-    );
+    push_text(out, &texts.summary(alert));
     if !alert.reasons.is_empty() {
         out.push('\n');
         push_text(out, &texts.get("description-reasons", &[]));
@@ -1023,6 +951,7 @@ mod tests {
 
     #[test]
     fn event_is_the_rules_human_name_cut_to_length() {
+        use crate::i18n::{EVENT_MAX_CHARS, humanise};
         let ev = humanise;
         assert_eq!(ev("area_burst"), "Area burst");
         assert_eq!(ev("émigré_watch"), "Émigré watch");

@@ -46,8 +46,8 @@ impl Ticket {
 
 /// What a body depends on besides the message: its form, format and marking, the
 /// recipient for a redacted form (its ids are the recipient's own), and the episode's
-/// marking (which only grows, so its sizes identify it).
-type BodyShape = (Form, Format, Tlp, Option<String>, [usize; 6]);
+/// marking (which only grows, so its sizes identify it), and the languages of a JSON body.
+type BodyShape = (Form, Format, Tlp, Option<String>, [usize; 6], Vec<String>);
 
 /// A rendered body and the id it shows.
 type Rendered = (Arc<[u8]>, String);
@@ -106,12 +106,19 @@ impl Work {
             view.states.len(),
             view.areas.len(),
         ];
+        // A JSON body carries the texts of the subscription's languages; CAP every
+        // configured language's, whatever the subscription asks.
+        let languages = match sub.format {
+            Format::Json => sub.languages.clone(),
+            Format::Cap => Vec::new(),
+        };
         let key = (
             form,
             sub.format,
             marking,
             redacted.then(|| sub.id.clone()),
             sizes,
+            languages,
         );
         let mut bodies = self.bodies.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((b, id)) = bodies.get(&key) {
@@ -132,7 +139,9 @@ impl Work {
             .zip(view.references.iter().map(String::as_str))
             .collect();
         let bytes: Arc<[u8]> = match sub.format {
-            Format::Json => render::webhook_json(&shaped, redacted).into(),
+            Format::Json => {
+                render::webhook_json(&shaped, redacted, &core.catalogue, &sub.languages).into()
+            }
             Format::Cap => cap::render(
                 &shaped,
                 &core.config.fanout.sender,

@@ -7,6 +7,7 @@
 //! must never receive a blank or half-translated warning at send time. A rule outside the
 //! default set uses `event-generic` (its name, humanised) and `instruction-generic`.
 
+use ewn_model::{Alert, Level, MsgType};
 use fluent_bundle::concurrent::FluentBundle;
 use fluent_bundle::{FluentArgs, FluentResource};
 use unic_langid::LanguageIdentifier;
@@ -146,6 +147,85 @@ impl Texts<'_> {
     pub fn has(&self, id: &str) -> bool {
         self.bundle.has_message(id)
     }
+
+    /// The rule's event name: its own message for a default rule, otherwise the rule's
+    /// name humanised (`my_rule` -> "My rule") through `event-generic`.
+    pub fn event(&self, rule: &str) -> String {
+        let own = format!("event-{rule}");
+        if self.has(&own) {
+            return self.get(&own, &[]);
+        }
+        self.get("event-generic", &[("rule", &humanise(rule))])
+    }
+
+    pub fn level(&self, level: Level) -> String {
+        self.get(&format!("level-{}", level.as_str()), &[])
+    }
+
+    /// "HIGH: Cross-border movement (score 61)", prefixed for an update, shortened for a
+    /// cancel.
+    pub fn headline(&self, alert: &Alert, event: &str) -> String {
+        let level = self.level(alert.level);
+        let score = alert.score.to_string();
+        let args = [
+            ("level", level.as_str()),
+            ("event", event),
+            ("score", score.as_str()),
+        ];
+        match alert.msg_type {
+            MsgType::Alert => self.get("headline", &args),
+            MsgType::Update => self.get("headline-update", &args),
+            MsgType::Cancel => self.get("headline-cancel", &args),
+        }
+    }
+
+    /// The description's first line: rule, level and score.
+    pub fn summary(&self, alert: &Alert) -> String {
+        let level = self.level(alert.level);
+        let score = alert.score.to_string();
+        self.get(
+            "description-summary",
+            &[("rule", &alert.rule), ("level", &level), ("score", &score)],
+        )
+    }
+
+    /// The rule's own instruction, or `instruction-generic`.
+    pub fn instruction(&self, rule: &str) -> String {
+        let own = format!("instruction-{rule}");
+        if self.has(&own) {
+            self.get(&own, &[])
+        } else {
+            self.get("instruction-generic", &[])
+        }
+    }
+}
+
+/// Headline and event text are for a person scanning a list; CAP advises headlines under 160
+/// characters, so the rule's part is cut well before.
+pub(crate) const EVENT_MAX_CHARS: usize = 80;
+
+/// A rule's name for people: `_` as space, first letter upper case, cut at
+/// [`EVENT_MAX_CHARS`] characters; "EWN alert" for a name with nothing printable.
+pub(crate) fn humanise(rule: &str) -> String {
+    let mut out = String::new();
+    let mut written = 0;
+    for c in rule.chars().filter(|c| !crate::cap::is_dropped(*c)) {
+        if written == EVENT_MAX_CHARS {
+            out.push('…');
+            return out;
+        }
+        let c = if c == '_' { ' ' } else { c };
+        if written == 0 {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        written += 1;
+    }
+    if written == 0 {
+        out.push_str("EWN alert");
+    }
+    out
 }
 
 fn bundle(tag: &str, source: &str) -> Result<FluentBundle<FluentResource>, String> {

@@ -368,6 +368,7 @@ mod tests {
             updated_at: 0,
             disabled_at: None,
             disabled_reason: None,
+            languages: vec![],
         }
     }
 

@@ -610,7 +610,8 @@ fn receipts_body(core: &Core, clearance: Tlp, page: &Page) -> Value {
                     cleared_ids.insert(id);
                     core.hub.find(id).and_then(|a| {
                         let view = core.index.view(&a);
-                        serde_json::to_value(AlertJson::new(&view, false)).ok()
+                        let texts = crate::render::all_local_texts(&view, &core.catalogue);
+                        serde_json::to_value(AlertJson::new(&view, false, texts)).ok()
                     })
                 } else {
                     None

@@ -346,6 +346,7 @@ mod tests {
             updated_at: 1_700_000_000_000,
             disabled_at: None,
             disabled_reason: None,
+            languages: vec![],
         }
     }
 

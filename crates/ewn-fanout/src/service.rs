@@ -89,6 +89,7 @@ impl FanoutConfig {
         let mut ids = HashSet::new();
         for (i, s) in self.subscriptions.iter().enumerate() {
             p.extend(s.problems(&format!("subscriptions[{i}]"), &self.fanout.webhook));
+            p.extend(s.language_problems(&format!("subscriptions[{i}]"), &self.fanout.languages));
             if !ids.insert(s.id.as_str()) {
                 p.push(format!("subscriptions[{i}].id: `{}` given twice", s.id));
             }

@@ -383,6 +383,11 @@ pub struct SubscriptionConfig {
     pub redacted: bool,
     #[serde(default)]
     pub escalation: Vec<StepConfig>,
+    /// The languages (BCP 47 tags, each one of `fanout.languages`) a JSON body carries the
+    /// alert's headline, description and instruction in; empty: the first of
+    /// `fanout.languages`. CAP carries every configured language whatever this says.
+    #[serde(default)]
+    pub languages: Vec<String>,
 }
 
 fn lowest_level() -> Level {
@@ -417,6 +422,7 @@ impl SubscriptionConfig {
             }),
             redacted: false,
             escalation: vec![],
+            languages: vec![],
         }
     }
 
@@ -490,6 +496,38 @@ impl SubscriptionConfig {
         p
     }
 
+    /// Each requested language that the fan-out does not serve (`configured` is
+    /// `fanout.languages`), naming the field; a tag is echoed only when it is a short
+    /// printable language tag, so a hostile body is never reflected.
+    pub fn language_problems(&self, at: &str, configured: &[String]) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.languages.len() > configured.len() {
+            p.push(format!(
+                "{at}.languages: at most {} languages (those of fanout.languages)",
+                configured.len()
+            ));
+        }
+        for (i, tag) in self.languages.iter().enumerate() {
+            let shown = if tag.len() <= 35
+                && !tag.is_empty()
+                && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                format!("`{tag}`")
+            } else {
+                "the tag".to_string()
+            };
+            if self.languages[..i].contains(tag) {
+                p.push(format!("{at}.languages[{i}]: {shown} is listed twice"));
+            } else if !configured.contains(tag) {
+                p.push(format!(
+                    "{at}.languages[{i}]: {shown} is not one of fanout.languages ({})",
+                    configured.join(", ")
+                ));
+            }
+        }
+        p
+    }
+
     pub fn channel(&self) -> Channel {
         match self.channel {
             Some(ChannelName::Webhook) => Channel::Webhook,
@@ -547,6 +585,7 @@ impl SubscriptionConfig {
             updated_at: now_ms,
             disabled_at: None,
             disabled_reason: None,
+            languages: self.languages.clone(),
         })
     }
 }
@@ -571,6 +610,7 @@ pub struct SubscriptionView<'a> {
     pub updated_at: i64,
     pub disabled_at: Option<i64>,
     pub disabled_reason: Option<&'a str>,
+    pub languages: &'a [String],
 }
 
 impl<'a> From<&'a Subscription> for SubscriptionView<'a> {
@@ -593,6 +633,7 @@ impl<'a> From<&'a Subscription> for SubscriptionView<'a> {
             updated_at: s.updated_at,
             disabled_at: s.disabled_at,
             disabled_reason: s.disabled_reason.as_deref(),
+            languages: &s.languages,
         }
     }
 }
@@ -679,6 +720,34 @@ escalation = [{ after_secs = 0, targets = [] }]
         ] {
             assert!(p.contains(needle), "{needle} missing from:\n{p}");
         }
+    }
+
+    #[test]
+    fn requested_languages_must_be_configured() {
+        let configured = vec!["en-US".to_string(), "ru-RU".to_string()];
+        let mut s = parse("id='a'\nagency='b'\nclearance='GREEN'\nlanguages=['ru-RU']\n");
+        assert!(s.language_problems("body", &configured).is_empty());
+        assert_eq!(s.to_record(0).unwrap().languages, ["ru-RU"]);
+        s.languages = vec!["kk-KZ".into(), "ru-RU".into(), "ru-RU".into()];
+        let p = s.language_problems("body", &configured);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("body.languages: at most 2"), "{p:?}");
+        assert!(
+            p[1].starts_with("body.languages[0]: `kk-KZ` is not one of fanout.languages"),
+            "{p:?}"
+        );
+        assert!(
+            p[2].contains("body.languages[2]: `ru-RU` is listed twice"),
+            "{p:?}"
+        );
+        // A hostile tag is named by its position, never echoed.
+        s.languages = vec!["<script>x</script>".into()];
+        let p = s.language_problems("body", &configured).join("\n");
+        assert!(p.contains("body.languages[0]: the tag is not one"), "{p}");
+        assert!(!p.contains("script"), "{p}");
+        // Absent: empty, the first configured language.
+        let none = parse("id='a'\nagency='b'\nclearance='GREEN'\n");
+        assert!(none.languages.is_empty());
     }
 
     #[test]

@@ -283,7 +283,7 @@ schemas! {
     DeliveryReceipt => "DeliveryReceipt.avsc" [],
     DeliveryRetry => "DeliveryRetry.avsc" [],
     Ack => "Ack.avsc" [],
-    Subscription => "Subscription.avsc" [],
+    Subscription => "Subscription.avsc" ["Subscription.v1.avsc"],
     ScoredIncident => "ScoredIncident.avsc" ["ScoredIncident.v1.avsc"],
     Heartbeat => "Heartbeat.avsc" [],
     SignedHeartbeat => "SignedHeartbeat.avsc" [],

@@ -171,6 +171,7 @@ pub fn subscription() -> Subscription {
         updated_at: 1_790_000_000_000,
         disabled_at: None,
         disabled_reason: None,
+        languages: vec![],
     }
 }
 

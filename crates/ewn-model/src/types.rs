@@ -417,6 +417,10 @@ pub struct Subscription {
     pub updated_at: i64,
     pub disabled_at: Option<i64>,
     pub disabled_reason: Option<String>,
+    /// The languages (BCP 47 tags, each one of `fanout.languages`) a JSON body carries the
+    /// alert's texts in; empty: the fan-out's first configured language.
+    #[serde(default)]
+    pub languages: Vec<String>,
 }
 
 impl fmt::Debug for Subscription {
@@ -442,6 +446,7 @@ impl fmt::Debug for Subscription {
             .field("updated_at", &self.updated_at)
             .field("disabled_at", &self.disabled_at)
             .field("disabled_reason", &self.disabled_reason)
+            .field("languages", &self.languages)
             .finish()
     }
 }

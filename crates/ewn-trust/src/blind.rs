@@ -32,7 +32,9 @@
 //! seen just before and just after the cut-over is not linked across it; that gap lasts
 //! one window. A network that cannot accept the gap publishes both refs for one window
 //! (`blind_with(V1, ..)` and `blind`) and treats them as one subject: that part (two refs
-//! per subject) is not built yet; README, "Versions and migration", says what it needs.
+//! per subject) is not built yet; README, "Versions and migration", gives the design
+//! (`alias_refs` on the subject, the processor keying by the oldest version present, and
+//! leaving the transition by a replay keyed by the new ref).
 
 use std::fmt;
 use std::path::Path;

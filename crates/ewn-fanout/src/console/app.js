@@ -9,12 +9,182 @@ const MAX_STATES = 2000;
 const LEVELS = ['LOW', 'MEDIUM', 'HIGH', 'CRITICAL'];
 const TLPS = ['CLEAR', 'GREEN', 'AMBER', 'AMBER_STRICT', 'RED'];
 const ACTOR_KEY = 'ewn.console.actor';
+const LANGUAGE_KEY = 'ewn.console.language';
+
+// The console's own strings per language. The alert's texts (event, headline,
+// description, instruction) are not here: the server sends them in every configured
+// language, from the same Fluent catalogues as CAP (crates/ewn-fanout/i18n/*.ftl).
+const UI = {
+  'en-US': {
+    'console-title': 'EWN desk console',
+    'token-label': 'Desk token',
+    login: 'Log in',
+    'desk-title': 'EWN desk',
+    officer: 'Officer',
+    agency: 'Agency',
+    subscription: 'Subscription',
+    clearance: 'Clearance',
+    'actor-label': 'Your name for acknowledgements',
+    'language-label': 'Language',
+    logout: 'Log out',
+    dismiss: 'Dismiss',
+    empty: 'No alerts yet. New alerts appear here as they are raised.',
+    'alerts-label': 'Live alerts, newest first',
+    score: 'score',
+    'update-of': 'UPDATE of ',
+    'cancel-of': 'CANCEL of ',
+    'unknown-alert': 'unknown alert',
+    redacted: 'REDACTED: details withheld at your clearance',
+    'cancelled-by': 'CANCELLED by ',
+    'superseded-by': 'SUPERSEDED by ',
+    states: 'States',
+    areas: 'Areas',
+    categories: 'Categories',
+    window: 'Window',
+    'alert-id': 'Alert id',
+    reasons: 'Reasons',
+    factor: 'Factor',
+    contribution: 'Contribution',
+    detail: 'Detail',
+    evidence: 'Evidence',
+    incident: 'Incident',
+    'topic-partition-offset': 'Topic/partition/offset',
+    'key-id': 'Key id',
+    signature: 'Signature',
+    'payload-sha256': 'Payload SHA-256',
+    none: 'None.',
+    acknowledge: 'Acknowledge',
+    acknowledged: 'Acknowledged',
+    sending: 'Sending…',
+    'acked-at': 'at ',
+    'session-ended': 'Your session has ended; log in again.',
+    'ack-unknown': 'Not acknowledged: alert unknown to the server.',
+    'ack-status': 'Not acknowledged: server answered ',
+    'ack-network': 'Not acknowledged: network error, try again.',
+    'gap-default': 'Some alerts may have been missed.',
+    'gap-prefix': 'Some alerts may have been missed: ',
+    'unreachable-retrying': 'The server cannot be reached; retrying.',
+    unreachable: 'The server cannot be reached.',
+    'token-refused': 'That token was not accepted.',
+    'login-failed': 'Login failed ',
+    'logged-out': 'Logged out.',
+    offline: 'offline',
+    connecting: 'connecting',
+    connected: 'connected',
+    reconnecting: 'reconnecting',
+  },
+  'ru-RU': {
+    'console-title': 'Консоль дежурного EWN',
+    'token-label': 'Токен дежурной части',
+    login: 'Войти',
+    'desk-title': 'Дежурная часть EWN',
+    officer: 'Сотрудник',
+    agency: 'Ведомство',
+    subscription: 'Подписка',
+    clearance: 'Допуск',
+    'actor-label': 'Ваше имя для подтверждений',
+    'language-label': 'Язык',
+    logout: 'Выйти',
+    dismiss: 'Закрыть',
+    empty: 'Оповещений пока нет. Новые оповещения появляются здесь по мере поступления.',
+    'alerts-label': 'Оповещения в реальном времени, новые сверху',
+    score: 'оценка',
+    'update-of': 'ОБНОВЛЕНИЕ ',
+    'cancel-of': 'ОТМЕНА ',
+    'unknown-alert': 'неизвестного оповещения',
+    redacted: 'СКРЫТО: подробности недоступны при вашем допуске',
+    'cancelled-by': 'ОТМЕНЕНО: ',
+    'superseded-by': 'ЗАМЕНЕНО: ',
+    states: 'Государства',
+    areas: 'Районы',
+    categories: 'Категории',
+    window: 'Окно',
+    'alert-id': 'Идентификатор оповещения',
+    reasons: 'Основания',
+    factor: 'Фактор',
+    contribution: 'Вклад',
+    detail: 'Подробности',
+    evidence: 'Доказательства',
+    incident: 'Инцидент',
+    'topic-partition-offset': 'Топик/раздел/смещение',
+    'key-id': 'Ключ',
+    signature: 'Подпись',
+    'payload-sha256': 'SHA-256 данных',
+    none: 'Нет.',
+    acknowledge: 'Подтвердить',
+    acknowledged: 'Подтверждено',
+    sending: 'Отправка…',
+    'acked-at': 'в ',
+    'session-ended': 'Сеанс завершён; войдите снова.',
+    'ack-unknown': 'Не подтверждено: оповещение неизвестно серверу.',
+    'ack-status': 'Не подтверждено: ответ сервера ',
+    'ack-network': 'Не подтверждено: ошибка сети, попробуйте ещё раз.',
+    'gap-default': 'Некоторые оповещения могли быть пропущены.',
+    'gap-prefix': 'Некоторые оповещения могли быть пропущены: ',
+    'unreachable-retrying': 'Сервер недоступен; повторная попытка.',
+    unreachable: 'Сервер недоступен.',
+    'token-refused': 'Этот токен не принят.',
+    'login-failed': 'Вход не выполнен ',
+    'logged-out': 'Вы вышли.',
+    offline: 'нет связи',
+    connecting: 'подключение',
+    connected: 'подключено',
+    reconnecting: 'переподключение',
+  },
+};
+const LANGUAGES = Object.keys(UI);
 
 const $ = (id) => document.getElementById(id);
 const shown = new Map(); // alert_id -> <li>
 const states = new Map(); // alert_id -> {kind: 'superseded' | 'cancelled', by}
+const received = new Map(); // alert_id -> the alert as received, to render it again in another language
 let source = null;
 let retryTimer = null;
+let language = 'en-US';
+
+// ---- language ------------------------------------------------------------------
+
+function t(key) {
+  const table = UI[language] || UI['en-US'];
+  return key in table ? table[key] : UI['en-US'][key];
+}
+
+// The stored choice, else the browser's language when the console has it, else English.
+function initialLanguage() {
+  try {
+    const stored = localStorage.getItem(LANGUAGE_KEY);
+    if (LANGUAGES.includes(stored)) return stored;
+  } catch (err) { /* storage disabled */ }
+  const nav = str(navigator.language).toLowerCase();
+  return LANGUAGES.find((l) => nav === l.toLowerCase() || nav === l.slice(0, 2)) || 'en-US';
+}
+
+function applyLanguage(lang, remember) {
+  language = LANGUAGES.includes(lang) ? lang : 'en-US';
+  document.documentElement.lang = language;
+  if (remember) {
+    try {
+      localStorage.setItem(LANGUAGE_KEY, language);
+    } catch (err) { /* storage disabled: the choice lasts for this page only */ }
+  }
+  $('language').value = language;
+  document.title = t('console-title');
+  for (const node of document.querySelectorAll('[data-i18n]')) node.textContent = t(node.getAttribute('data-i18n'));
+  for (const node of document.querySelectorAll('[data-i18n-label]')) {
+    node.setAttribute('aria-label', t(node.getAttribute('data-i18n-label')));
+  }
+  const conn = $('conn');
+  conn.textContent = t(conn.getAttribute('data-status'));
+  // Every alert again (addAlert replaces each in place, keeping its acknowledgement and
+  // its superseded/cancelled state; the order is by creation time as before).
+  for (const a of [...received.values()]) addAlert(a);
+}
+
+// The alert's texts in the chosen language, else in the first language it came with.
+function localText(a) {
+  const texts = Array.isArray(a.texts) ? a.texts.filter((x) => x && typeof x === 'object') : [];
+  return texts.find((x) => x.language === language) || texts[0] || null;
+}
 
 // ---- small DOM helpers -------------------------------------------------------
 
@@ -65,7 +235,7 @@ function table(caption, heads, rows) {
 function section(name, title, heads, rows) {
   return el('details', { 'data-section': name },
     el('summary', { text: `${title} (${rows.length})` }),
-    rows.length ? table(title, heads, rows) : el('p', { class: 'muted', text: 'None.' }));
+    rows.length ? table(title, heads, rows) : el('p', { class: 'muted', text: t('none') }));
 }
 
 // ---- API -----------------------------------------------------------------------
@@ -98,26 +268,34 @@ function renderAlert(a) {
     el('span', { class: 'level level-' + level, 'data-field': 'level', text: a.level }),
     tlpBadge(a.tlp),
     el('strong', { class: 'rule', 'data-field': 'rule', text: a.rule }),
-    el('span', { class: 'score', 'data-field': 'score', text: 'score ' + str(a.score) }),
+    el('span', { class: 'score', 'data-field': 'score', text: t('score') + ' ' + str(a.score) }),
     timeEl(a.created_at, 'time'));
   if (a.msg_type === 'UPDATE' || a.msg_type === 'CANCEL') {
-    const verb = a.msg_type === 'UPDATE' ? 'UPDATE of ' : 'CANCEL of ';
+    const verb = a.msg_type === 'UPDATE' ? t('update-of') : t('cancel-of');
     head.append(el('span', { class: 'msg-type msg-' + a.msg_type.toLowerCase(), 'data-field': 'msg-type',
-      text: verb + (list(a.references) || 'unknown alert') }));
+      text: verb + (list(a.references) || t('unknown-alert')) }));
   }
   if (a.redacted === true) {
-    head.append(el('span', { class: 'redacted-badge', 'data-field': 'redacted',
-      text: 'REDACTED: details withheld at your clearance' }));
+    head.append(el('span', { class: 'redacted-badge', 'data-field': 'redacted', text: t('redacted') }));
   }
   head.append(el('span', { class: 'state-badge', 'data-field': 'state', hidden: '' }));
 
+  // The catalogue's texts in the chosen language (headline, instruction), as CAP shows them.
+  const local = localText(a);
+  const headline = local
+    ? el('p', { class: 'headline', 'data-field': 'headline', lang: str(local.language), text: local.headline })
+    : null;
+  const instruction = local
+    ? el('p', { class: 'instruction', 'data-field': 'instruction', lang: str(local.language), text: local.instruction })
+    : null;
+
   const facts = el('dl', { class: 'facts' });
   const fact = (name, value) => { if (value) facts.append(el('dt', { text: name }), el('dd', { text: value })); };
-  fact('States', list(a.states));
-  fact('Areas', list(a.areas));
-  fact('Categories', list(a.categories));
-  fact('Window', a.window_start ? `${fmtTime(a.window_start)} – ${fmtTime(a.window_end)}` : '');
-  fact('Alert id', id);
+  fact(t('states'), list(a.states));
+  fact(t('areas'), list(a.areas));
+  fact(t('categories'), list(a.categories));
+  fact(t('window'), a.window_start ? `${fmtTime(a.window_start)} – ${fmtTime(a.window_end)}` : '');
+  fact(t('alert-id'), id);
 
   const reasons = (Array.isArray(a.reasons) ? a.reasons : []).map((r) =>
     [str(r && r.factor), str(r && r.contribution), str(r && r.detail)]);
@@ -129,13 +307,14 @@ function renderAlert(a) {
     str(e && e.payload_sha256).slice(0, 16),
   ]);
 
-  const ackBtn = el('button', { type: 'button', 'data-action': 'ack', text: 'Acknowledge' });
+  const ackBtn = el('button', { type: 'button', 'data-action': 'ack', text: t('acknowledge') });
   const ackStatus = el('span', { class: 'ack-status', role: 'status' });
   ackBtn.addEventListener('click', () => acknowledge(id, li));
 
-  li.append(head, facts,
-    section('reasons', 'Reasons', ['Factor', 'Contribution', 'Detail'], reasons),
-    section('evidence', 'Evidence', ['Incident', 'Topic/partition/offset', 'Key id', 'Signature', 'Payload SHA-256'], evidence),
+  li.append(head, headline, instruction, facts,
+    section('reasons', t('reasons'), [t('factor'), t('contribution'), t('detail')], reasons),
+    section('evidence', t('evidence'),
+      [t('incident'), t('topic-partition-offset'), t('key-id'), t('signature'), t('payload-sha256')], evidence),
     el('div', { class: 'actions' }, ackBtn, ackStatus));
   if (a.acked === true) markAcked(li, '');
   return li;
@@ -145,14 +324,14 @@ function markAcked(li, note) {
   li.setAttribute('data-acked', 'true');
   const btn = li.querySelector('[data-action="ack"]');
   btn.disabled = true;
-  btn.textContent = 'Acknowledged';
+  btn.textContent = t('acknowledged');
   li.querySelector('.ack-status').textContent = note;
 }
 
 function applyState(li, st) {
   li.setAttribute('data-state', st.kind);
   const badge = li.querySelector('[data-field="state"]');
-  badge.textContent = (st.kind === 'cancelled' ? 'CANCELLED by ' : 'SUPERSEDED by ') + st.by;
+  badge.textContent = (st.kind === 'cancelled' ? t('cancelled-by') : t('superseded-by')) + st.by;
   badge.hidden = false;
 }
 
@@ -164,6 +343,8 @@ function createdAt(li) {
 function addAlert(a) {
   if (!a || typeof a !== 'object' || typeof a.alert_id !== 'string' || !a.alert_id) return;
   const li = renderAlert(a);
+  received.delete(a.alert_id);
+  received.set(a.alert_id, a);
   const old = shown.get(a.alert_id);
   if (old && old.getAttribute('data-acked') === 'true') markAcked(li, old.querySelector('.ack-status').textContent);
   if (old) old.remove();
@@ -191,6 +372,7 @@ function addAlert(a) {
   while (ol.children.length > MAX_ALERTS) {
     const last = ol.lastElementChild;
     shown.delete(last.getAttribute('data-alert-id'));
+    received.delete(last.getAttribute('data-alert-id'));
     last.remove();
   }
   $('empty').hidden = ol.children.length > 0;
@@ -200,7 +382,7 @@ async function acknowledge(id, li) {
   const btn = li.querySelector('[data-action="ack"]');
   const status = li.querySelector('.ack-status');
   btn.disabled = true;
-  status.textContent = 'Sending…';
+  status.textContent = t('sending');
   const body = {};
   const actor = $('actor').value.trim();
   if (actor) body.actor = actor;
@@ -211,17 +393,16 @@ async function acknowledge(id, li) {
       try {
         at = fmtTime((await res.json()).acked_at);
       } catch (err) { /* the ack stands without its time */ }
-      markAcked(li, at ? 'at ' + at : '');
+      markAcked(li, at ? t('acked-at') + at : '');
       return;
     }
     if (res.status === 401) {
-      showLogin('Your session has ended; log in again.');
+      showLogin(t('session-ended'));
       return;
     }
-    status.textContent = res.status === 404 ? 'Not acknowledged: alert unknown to the server.'
-      : `Not acknowledged: server answered ${res.status}.`;
+    status.textContent = res.status === 404 ? t('ack-unknown') : `${t('ack-status')}${res.status}.`;
   } catch (err) {
-    status.textContent = 'Not acknowledged: network error, try again.';
+    status.textContent = t('ack-network');
   }
   btn.disabled = false;
 }
@@ -231,7 +412,7 @@ async function acknowledge(id, li) {
 function setConn(status) {
   const c = $('conn');
   c.setAttribute('data-status', status);
-  c.textContent = status;
+  c.textContent = t(status);
 }
 
 function openStream() {
@@ -247,10 +428,10 @@ function openStream() {
     }
   });
   source.addEventListener('gap', (ev) => {
-    let msg = 'Some alerts may have been missed.';
+    let msg = t('gap-default');
     try {
       const m = JSON.parse(ev.data).message;
-      if (m) msg = 'Some alerts may have been missed: ' + str(m);
+      if (m) msg = t('gap-prefix') + str(m);
     } catch (err) { /* keep the default text */ }
     $('gap-text').textContent = msg;
     $('gap').hidden = false;
@@ -309,7 +490,7 @@ async function start() {
       setConn('reconnecting');
       retryTimer = setTimeout(start, 5000);
     } else {
-      showLogin('The server cannot be reached; retrying.');
+      showLogin(t('unreachable-retrying'));
       retryTimer = setTimeout(start, 5000);
     }
   }
@@ -324,9 +505,9 @@ async function login(ev) {
     const res = await api('POST', '/api/v1/session', { token: token.value });
     token.value = '';
     if (res.status === 204 || res.ok) return start();
-    err.textContent = res.status === 401 ? 'That token was not accepted.' : `Login failed (${res.status}).`;
+    err.textContent = res.status === 401 ? t('token-refused') : `${t('login-failed')}(${res.status}).`;
   } catch (e) {
-    err.textContent = 'The server cannot be reached.';
+    err.textContent = t('unreachable');
   }
   err.hidden = false;
 }
@@ -339,12 +520,15 @@ async function logout() {
   $('alerts').replaceChildren();
   shown.clear();
   states.clear();
+  received.clear();
   $('empty').hidden = false;
   $('gap').hidden = true;
-  showLogin('Logged out.');
+  showLogin(t('logged-out'));
 }
 
 document.addEventListener('DOMContentLoaded', () => {
+  applyLanguage(initialLanguage(), false);
+  $('language').addEventListener('change', (ev) => applyLanguage(ev.target.value, true));
   $('login-form').addEventListener('submit', login);
   $('logout').addEventListener('click', logout);
   $('gap-dismiss').addEventListener('click', () => { $('gap').hidden = true; });

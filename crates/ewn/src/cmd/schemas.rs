@@ -67,6 +67,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "file": format!("schemas/{}", info.file),
                     "fingerprint": fingerprint,
                     "legacy_fingerprint": legacy,
+                    "earlier_fingerprints": codec
+                        .earlier_fingerprints()
+                        .iter()
+                        .map(|[spec, _]| fingerprint_hex(*spec))
+                        .collect::<Vec<_>>(),
                     "canonical_form": codec.canonical_form(),
                 })
             ),
@@ -82,6 +87,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "apache-avro 0.22, accepted on read"
                 };
                 println!("  legacy fingerprint  {legacy}  ({note})");
+                // Earlier versions (schemas/history/), oldest first: still read.
+                for (v, [spec, old_legacy]) in codec.earlier_fingerprints().iter().enumerate() {
+                    println!(
+                        "  earlier version v{} {}  (legacy {}, read into the current version)",
+                        v + 1,
+                        fingerprint_hex(*spec),
+                        fingerprint_hex(*old_legacy)
+                    );
+                }
                 println!("  canonical form      {}", codec.canonical_form());
             }
         }
