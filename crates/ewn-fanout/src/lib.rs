@@ -22,6 +22,7 @@ pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod render;
+mod requests;
 pub(crate) mod retry;
 pub mod sealed;
 mod service;

@@ -425,12 +425,12 @@ fn attest<T: Serialize>(
     })
 }
 
-struct Raw {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    timestamp: i64,
-    value: Vec<u8>,
+pub(crate) struct Raw {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) timestamp: i64,
+    pub(crate) value: Vec<u8>,
 }
 
 impl Raw {
@@ -446,7 +446,7 @@ impl Raw {
 
 /// Every record of the topics `select` keeps, from the beginning to the end as it was
 /// when opened.
-fn read_all(
+pub(crate) fn read_all(
     settings: &KafkaSettings,
     what: &str,
     select: impl Fn(&str) -> bool,
