@@ -646,6 +646,38 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
         assert_eq!(key.service, by, "{}", r.action);
         assert_eq!(r.object, green.alert_id);
     }
+    // The alert's audit bundle lists both requests and their outcome, not their content.
+    let auditor = keys::generate();
+    trust_service(&net.store, "audit-test", "audit", &auditor);
+    let bundle = ewn::cmd::audit::assemble(
+        &net.settings,
+        &green.alert_id,
+        &AuditSigner::new("audit-test", "audit", auditor),
+        now_ms(),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(bundle.cases.len(), 2);
+    assert!(bundle.cases.iter().all(|c| c.record.decision == "APPROVE"
+        && c.record.decided_by.as_deref() == Some("kz-duty-officer")
+        && c.record.agency == "RCC"));
+    let text = serde_json::to_string(&bundle).unwrap();
+    assert!(!text.contains("Ivanov"));
+    let report = ewn::cmd::audit::verify(&text, &TrustStore::load(&net.store).unwrap(), now_ms());
+    let cases: Vec<_> = report
+        .checks
+        .iter()
+        .filter(|c| c.check == "cases")
+        .collect();
+    assert_eq!(cases.len(), 2, "{:#?}", report.checks);
+    assert!(cases.iter().all(|c| c.ok), "{cases:#?}");
+    assert!(
+        report
+            .checks
+            .iter()
+            .filter(|c| c.check == "attestation" && c.what.starts_with("cases"))
+            .all(|c| c.ok)
+    );
     drop(hooks);
     fanout.stop();
     gw.service.stop();
