@@ -727,6 +727,30 @@ fn a_declined_request_carries_its_reason_and_every_step_is_audited() {
             .metric("ewn_gateway_case_requests_total", "outcome=\"invalid\"")
             >= 1.0
     );
+    // Hostile or mistaken answers are refused, naming what is wrong.
+    let (s, b) = operator(
+        &gw,
+        reqwest::Method::POST,
+        &format!("/api/v1/requests/{}/decline", req.request_id),
+        Some(json!({"reason": "   "})),
+    );
+    assert_eq!(s, 422, "{b}");
+    assert_eq!(b["field"], "reason");
+    let (s, b) = operator(
+        &gw,
+        reqwest::Method::POST,
+        &format!("/api/v1/requests/{}/decline", req.request_id),
+        Some(json!({"reason": "x", "secret": "never echoed"})),
+    );
+    assert_eq!(s, 422, "{b}");
+    assert!(!b.to_string().contains("never echoed"), "{b}");
+    let (s, b) = operator(
+        &gw,
+        reqwest::Method::POST,
+        "/api/v1/requests/no-such-request/approve",
+        None,
+    );
+    assert_eq!(s, 404, "{b}");
     let (s, b) = operator(
         &gw,
         reqwest::Method::POST,

@@ -74,8 +74,9 @@ fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<std::thread::
         .map_err(|e| Error::Stopped(format!("cannot start {name}: {e}")))
 }
 
-/// Starts the gateway. It neither creates topics nor reads any (its Kafka principal may
-/// only write its state's incidents topic, deploy/README.md, "Topics and ACLs").
+/// Starts the gateway. It never creates topics; it reads only its state's case requests,
+/// and only with `gateway.requests.enabled` (its Kafka principal's grants are in
+/// deploy/README.md, "Topics and ACLs").
 pub async fn start(
     config: GatewayConfig,
     registry: &Registry,

@@ -794,6 +794,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_agency_key_is_x25519_and_an_ed25519_key_is_not_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("kz.pem");
+        keys::save_signing_key(&pem, &keys::generate()).unwrap();
+        let err = read_public_key(&pem, KeyRole::Agency)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("an agency key is X25519"), "{err}");
+        let secret = dir.path().join("rcc.key");
+        let agency = ewn_trust::case::AgencySecret::generate();
+        agency.save(&secret).unwrap();
+        assert_eq!(
+            read_public_key(&secret, KeyRole::Agency).unwrap(),
+            agency.public_key()
+        );
+        let err = read_public_key(&secret, KeyRole::State)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only --role agency takes it"), "{err}");
+    }
+
+    #[test]
     fn times_parse_or_say_what_is_wrong() {
         assert_eq!(parse_time("2027-01-01T00:00:00Z"), Ok(1_798_761_600_000));
         let err = parse_time("tomorrow").unwrap_err();
