@@ -532,6 +532,21 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
     let created: Value = serde_json::from_slice(&out.stdout).unwrap();
     let second_id = created["request_id"].as_str().unwrap().to_string();
 
+    let count = |o: &str| {
+        fanout.metric(
+            "ewn_fanout_case_requests_total",
+            &format!("outcome=\"{o}\""),
+        )
+    };
+    assert_eq!(
+        (
+            count("sent"),
+            count("refused"),
+            count("invalid"),
+            count("failed")
+        ),
+        (2.0, 3.0, 1.0, 0.0)
+    );
     wait_until(
         "both requests pending at the gateway",
         Duration::from_secs(60),

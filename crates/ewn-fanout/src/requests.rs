@@ -59,8 +59,30 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<String, Response
     Ok(v.to_string())
 }
 
-/// Handles one request of desk `name` (subscription `sub`) about `alert_id`.
+/// Handles one request of desk `name` (subscription `sub`) about `alert_id`, counted by
+/// outcome.
 pub(crate) async fn create(
+    core: &Arc<Core>,
+    name: &str,
+    sub: &Subscription,
+    alert_id: &str,
+    body: &[u8],
+) -> Response {
+    let response = handle(core, name, sub, alert_id, body).await;
+    let outcome = match response.status() {
+        StatusCode::CREATED => "sent",
+        StatusCode::FORBIDDEN => "refused",
+        StatusCode::BAD_REQUEST => "invalid",
+        _ => "failed",
+    };
+    core.metrics
+        .case_requests
+        .with_label_values(&[outcome])
+        .inc();
+    response
+}
+
+async fn handle(
     core: &Arc<Core>,
     name: &str,
     sub: &Subscription,
