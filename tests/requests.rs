@@ -616,6 +616,33 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
             .contains("Ivanov Ivan 1980-01-02"),
         "{opened}"
     );
+    // Opened again, logged this time with the desk's own service key.
+    let desk_key = keys::generate();
+    let desk_pem = keys_dir.path().join("desk-audit.pem");
+    keys::save_signing_key(&desk_pem, &desk_key).unwrap();
+    trust_service(&net.store, "rcc-desk-audit", "desk", &desk_key);
+    let out = ewn(&[
+        "--brokers",
+        &net.settings.brokers,
+        "--topic-prefix",
+        &net.prefix,
+        "requests",
+        "open",
+        &approved_id,
+        "--key",
+        rcc_key.to_str().unwrap(),
+        "--trust-store",
+        net.store.to_str().unwrap(),
+        "--audit-signing-key",
+        desk_pem.to_str().unwrap(),
+        "--audit-key-id",
+        "rcc-desk-audit",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A third agency holding every topic (and the reply) cannot.
     let out = open(&net, &approved_id, &third_key);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -645,7 +672,7 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
             .map(|(_, _, v)| AuditRecord::from_avro(&v).unwrap())
             .collect();
         let of = |action: &str| records.iter().filter(|r| r.action == action).count();
-        of("case_requested") == 2 && of("case_approved") == 2
+        of("case_requested") == 2 && of("case_approved") == 2 && of("case_opened") == 1
     });
     for r in read(&net, &net.topics().audit())
         .into_iter()
@@ -653,10 +680,10 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
         .filter(|r| r.action.starts_with("case_"))
     {
         let key = ewn_trust::audit::verify_record(&store, &r, now_ms(), 0).unwrap();
-        let by = if r.action == "case_requested" {
-            "fanout"
-        } else {
-            "gateway"
+        let by = match r.action.as_str() {
+            "case_requested" => "fanout",
+            "case_opened" => "desk",
+            _ => "gateway",
         };
         assert_eq!(key.service, by, "{}", r.action);
         assert_eq!(r.object, green.alert_id);

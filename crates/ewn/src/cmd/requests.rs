@@ -117,6 +117,13 @@ pub enum Sub {
         /// How long to wait for the reply on the topic.
         #[arg(long, value_name = "SECS", default_value_t = 30)]
         wait_secs: u64,
+        /// Log the opening as an audit record (`case_opened`) on `<prefix>audit`, signed
+        /// with this key (PKCS#8 PEM; a trust-store key of role `service`, service `desk`).
+        #[arg(long, value_name = "FILE", requires = "audit_key_id")]
+        audit_signing_key: Option<PathBuf>,
+        /// The key id of --audit-signing-key.
+        #[arg(long, value_name = "ID", requires = "audit_signing_key")]
+        audit_key_id: Option<String>,
     },
 }
 
@@ -280,6 +287,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             key,
             trust_store,
             wait_secs,
+            audit_signing_key,
+            audit_key_id,
         } => {
             let extra = trust_store
                 .as_ref()
@@ -292,10 +301,24 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             };
             let store = TrustStore::load(&store_path)?;
             let secret = AgencySecret::load(&key).context("--key")?;
+            let auditor = match (audit_signing_key, audit_key_id) {
+                (Some(path), Some(id)) => Some(ewn_trust::audit::AuditSigner::new(
+                    id,
+                    "desk",
+                    ewn_trust::keys::load_signing_key(&path).context("--audit-signing-key")?,
+                )),
+                _ => None,
+            };
             let reply = tokio::task::block_in_place(|| {
                 find_response(&settings.kafka, &response, Duration::from_secs(wait_secs))
             })?;
-            open(&store, &secret, &reply)
+            let code = open(&store, &secret, &reply)?;
+            if let Some(signer) = auditor
+                && code == ExitCode::SUCCESS
+            {
+                log_opened(&settings.kafka, &signer, &reply).await?;
+            }
+            Ok(code)
         }
     }
 }
@@ -346,6 +369,47 @@ fn find_response(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Writes the `case_opened` audit record of an opened reply and waits for the broker.
+async fn log_opened(
+    kafka: &ewn_kafka::KafkaSettings,
+    signer: &ewn_trust::audit::AuditSigner,
+    reply: &CaseResponse,
+) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let now = now_ms();
+    let record = ewn_model::AuditRecord {
+        record_id: hex::encode(sha2::Sha256::digest(
+            format!("{}/{}/{now}", reply.request_id, signer.key_id()).as_bytes(),
+        ))[..32]
+            .to_string(),
+        service: String::new(),
+        instance_id: "ewn-requests-open".into(),
+        actor: reply.agency.clone(),
+        action: "case_opened".into(),
+        object: reply.alert_id.clone(),
+        at: now,
+        before_sha256: None,
+        after_sha256: Some(hex::encode(sha2::Sha256::digest(reply.to_avro()?))),
+        detail: Some(format!(
+            "request {} incident {} state {}",
+            reply.request_id, reply.incident_id, reply.state
+        )),
+        key_id: String::new(),
+        signed_at: 0,
+        signature: [0; 64],
+    };
+    let value = ewn_trust::audit::sign_record(signer, record, now)?.to_avro()?;
+    let producer = ewn_kafka::ConfirmingProducer::new(kafka, "requests-open", (), None)?;
+    let topic = ewn_kafka::Topics::new(&kafka.topic_prefix).audit();
+    producer
+        .send_async(&topic, Some(reply.alert_id.as_bytes()), Some(&value))
+        .await?
+        .await
+        .map_err(|e| anyhow::anyhow!("the case_opened audit record was not confirmed: {e}"))?;
+    eprintln!("logged case_opened on {topic}");
+    Ok(())
 }
 
 /// Verifies and, for an approval, decrypts; prints one JSON object.
