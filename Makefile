@@ -33,10 +33,11 @@ test: test-deps ## Install what is needed, then run every test against a real br
 
 CHAOS_KILLS ?= 20
 CHAOS_BROKER_RESTARTS ?= 3
+CHAOS_LINK_CUTS ?= 5
 CHAOS_SECS ?= 600
 .PHONY: chaos
-chaos: broker ## Chaos campaign: 2 processors + 2 fan-outs under load, SIGKILLs (CHAOS_KILLS per service), broker restarts, a flaky desk; EWN_CHAOS_SEED=<seed> replays
-	EWN_CHAOS_KILLS=$(CHAOS_KILLS) EWN_CHAOS_BROKER_RESTARTS=$(CHAOS_BROKER_RESTARTS) EWN_CHAOS_SECS=$(CHAOS_SECS) $(CARGO) test --locked -p ewn --test chaos -- --include-ignored --nocapture
+chaos: broker ## Chaos campaign: 2 processors + 2 fan-outs + a gateway under load, SIGKILLs (CHAOS_KILLS per service), broker restarts, gateway link cuts, a flaky desk; EWN_CHAOS_SEED=<seed> replays
+	EWN_CHAOS_KILLS=$(CHAOS_KILLS) EWN_CHAOS_BROKER_RESTARTS=$(CHAOS_BROKER_RESTARTS) EWN_CHAOS_LINK_CUTS=$(CHAOS_LINK_CUTS) EWN_CHAOS_SECS=$(CHAOS_SECS) $(CARGO) test --locked -p ewn --test chaos -- --include-ignored --nocapture
 
 HANG_SECS ?= 600
 CLEARANCE_CASES ?= 100000
@@ -105,8 +106,13 @@ bench-fanout: broker ## Fan-out bench on Tansu: webhook deliveries/s and alert-t
 bench-gateway: broker ## Gateway bench on Tansu: intake-to-broker reports/s (spool synced per request and per batch), intake p99
 	$(CARGO) bench --locked -p ewn --bench gateway
 
+SOAK_SECS ?= 1800
 .PHONY: soak
-soak: ## 24 h of event time at 50 incidents/s through the processor's state (release build; not in CI): state held, peak RSS
+soak: broker ## The whole pipeline (2 processors, 2 fan-outs, a gateway and its posts, desks) under steady load for SOAK_SECS (1800), no faults: peak RSS per service, lag, alert-to-delivery percentiles at the start and the end
+	EWN_CHAOS_KILLS=0 EWN_CHAOS_BROKER_RESTARTS=0 EWN_CHAOS_LINK_CUTS=0 EWN_CHAOS_FLAKY=0 EWN_CHAOS_SAMPLE_SECS=60 EWN_CHAOS_SECS=$(SOAK_SECS) $(CARGO) test --locked -p ewn --test chaos -- --include-ignored --nocapture
+
+.PHONY: soak-state
+soak-state: ## 24 h of event time at 50 incidents/s through the processor's state (release build; not in CI): state held, peak RSS
 	$(CARGO) bench --locked -p ewn --bench soak
 
 DEMO_SECS ?= 90

@@ -6,7 +6,7 @@
 //! budgets turned away, the alerts, and this process's peak RSS (VmHWM), to compare with
 //! the 1 GiB pod limit in `deploy/k8s`.
 //!
-//! `make soak` (`cargo bench -p ewn --bench soak`); `EWN_SOAK_HOURS` (24) and
+//! `make soak-state` (`cargo bench -p ewn --bench soak`); `EWN_SOAK_HOURS` (24) and
 //! `EWN_SOAK_RATE` (50) change the load. Not part of CI.
 //!
 //! What it leaves out, and why that is fair: signature checks and Kafka I/O hold no state

@@ -23,7 +23,7 @@ use common::hooks::*;
 use common::{Net, wait_until};
 use ewn_kafka::KafkaSettings;
 use ewn_model::{Alert, DeliveryOutcome, Level, Tlp};
-use ewn_testkit::{Engine, RestartableBroker, unique_prefix};
+use ewn_testkit::{Broker, Engine, start_broker, unique_prefix};
 
 const SUBS: [&str; 3] = ["slow", "fast-1", "fast-2"];
 
@@ -56,7 +56,7 @@ fn wait_health(fanout: &Fanout, want: u16, timeout: Duration) -> (Duration, Stri
 }
 
 /// Prints the end of Tansu's log when the test fails.
-struct LogOnPanic<'a>(&'a RestartableBroker);
+struct LogOnPanic<'a>(&'a Broker);
 
 impl Drop for LogOnPanic<'_> {
     fn drop(&mut self) {
@@ -83,8 +83,8 @@ impl Drop for LogOnPanic<'_> {
 #[test]
 fn a_broker_killed_mid_delivery_loses_no_delivery_and_no_receipt() {
     let began = Instant::now();
-    let broker = RestartableBroker::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
+    let broker =
+        start_broker(Engine::Sqlite).unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
     let _log = LogOnPanic(&broker);
     let settings = KafkaSettings {
         brokers: broker.addr.clone(),
@@ -284,8 +284,8 @@ fn a_broker_killed_mid_delivery_loses_no_delivery_and_no_receipt() {
 /// same sqlite data, from a fresh producer. Separates Tansu's recovery from the fan-out's.
 #[test]
 fn a_broker_killed_and_restarted_takes_records_again() {
-    let broker = RestartableBroker::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
+    let broker =
+        start_broker(Engine::Sqlite).unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
     let _log = LogOnPanic(&broker);
     let settings = KafkaSettings {
         brokers: broker.addr.clone(),
@@ -309,8 +309,8 @@ fn a_broker_killed_and_restarted_takes_records_again() {
 /// restart, as a long-running service's producer (the fan-out's receipts) does.
 #[test]
 fn a_producer_that_lived_through_the_crash_produces_after_the_restart() {
-    let broker = RestartableBroker::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
+    let broker =
+        start_broker(Engine::Sqlite).unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
     let _log = LogOnPanic(&broker);
     let settings = KafkaSettings {
         brokers: broker.addr.clone(),
@@ -342,8 +342,8 @@ fn a_producer_whose_records_timed_out_while_down_produces_after_the_restart() {
     use ewn_kafka::RecordProducer;
     use ewn_kafka::producer::Tally;
 
-    let broker = RestartableBroker::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
+    let broker =
+        start_broker(Engine::Sqlite).unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
     let _log = LogOnPanic(&broker);
     let settings = KafkaSettings {
         brokers: broker.addr.clone(),

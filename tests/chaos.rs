@@ -24,21 +24,22 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::hooks::*;
+use common::posts::{Ledger, id, posts_sending, token};
+use common::proc::Proc;
 use common::{Net, blinding, now_ms, wait_until};
-use ewn_kafka::KafkaSettings;
 use ewn_kafka::admin::record_counts;
+use ewn_kafka::{KafkaSettings, Topics};
 use ewn_model::{Alert, AvroRecord, Incident, MsgType, Tlp};
 use ewn_processor::correlate::EngineSettings;
 use ewn_processor::rules::default_rules;
 use ewn_processor::score::ScoreWeights;
 use ewn_sim::{Generator, GeneratorConfig, Planted, Scenario};
-use ewn_testkit::{Engine, RestartableBroker, free_port, unique_prefix, write_file};
+use ewn_testkit::{Engine, free_port, start_broker_behind_relay, unique_prefix, write_file};
 use sha2::{Digest, Sha256};
 
 /// Allowed lateness of the processors (the default, which the simulator's day-old exit is
@@ -60,6 +61,11 @@ const ROUND: Duration = Duration::from_secs(20);
 struct Knobs {
     kills: usize,
     broker_restarts: usize,
+    link_cuts: usize,
+    /// Whether the flaky desk hangs, then fails, through the first two thirds.
+    flaky: bool,
+    /// How often memory and lag are sampled.
+    sample: Duration,
     load: Duration,
     rate: f64,
     seed: u64,
@@ -77,46 +83,12 @@ fn knobs() -> Knobs {
     Knobs {
         kills: env_or("EWN_CHAOS_KILLS", 2),
         broker_restarts: env_or("EWN_CHAOS_BROKER_RESTARTS", 0),
+        link_cuts: env_or("EWN_CHAOS_LINK_CUTS", 2),
+        flaky: env_or("EWN_CHAOS_FLAKY", 1) == 1,
+        sample: Duration::from_secs(env_or("EWN_CHAOS_SAMPLE_SECS", 10)),
         load: Duration::from_secs(env_or("EWN_CHAOS_SECS", 60)),
         rate: env_or("EWN_CHAOS_RATE", 10.0),
         seed: env_or("EWN_CHAOS_SEED", random),
-    }
-}
-
-/// A service child process: SIGKILLed when dropped, so a failing test leaves nothing.
-struct Proc {
-    child: std::process::Child,
-}
-
-impl Proc {
-    fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then waits up to `within` for a clean exit (status 0).
-    fn terminate(&mut self, within: Duration) -> Result<(), String> {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + within;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
-                Ok(Some(status)) => return Err(format!("pid {pid} exited with {status}")),
-                Ok(None) if Instant::now() >= deadline => {
-                    self.sigkill();
-                    return Err(format!("pid {pid} still running {within:?} after SIGTERM"));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => return Err(format!("pid {pid}: {e}")),
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.sigkill();
     }
 }
 
@@ -135,24 +107,25 @@ impl Service {
     fn spawn(&mut self, i: usize) {
         self.starts += 1;
         let log = self.dir.join(format!("{}-{i}.log", self.name));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ewn"));
-        cmd.args(&self.args)
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
+        let mut args = self.args.clone();
+        if std::env::var("EWN_CHAOS_STATIC").is_ok_and(|v| v == "1") && self.name != "gateway" {
+            // static group membership: a restarted instance takes its predecessor's place
+            args.splice(
+                0..0,
+                [
+                    "-X".to_string(),
+                    format!("group.instance.id={}-{i}", self.name),
+                ],
+            );
+        }
         if self.name == "process" {
             // each instance its own metrics port
-            cmd.args(["--admin-listen", &format!("127.0.0.1:{}", free_port())]);
+            args.extend([
+                "--admin-listen".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ]);
         }
-        self.instances[i] = Some(Proc {
-            child: cmd.spawn().unwrap(),
-        });
+        self.instances[i] = Some(Proc::ewn(&args, &self.envs, Some(&log)));
     }
 
     fn kill_and_restart(&mut self, i: usize) {
@@ -168,7 +141,12 @@ impl Service {
             .map(|i| {
                 let path = self.dir.join(format!("{}-{i}.log", self.name));
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                // every change of partitions (EWN_TEST_LOG=info), then the last lines
+                let changes = text
+                    .lines()
+                    .filter(|l| l.contains("partitions changed") || l.contains("re-joining"));
+                let last: Vec<&str> = text.lines().rev().take(30).collect();
+                let tail: Vec<&str> = changes.rev().chain(last).collect();
                 format!(
                     "--- {} ---\n{}",
                     path.display(),
@@ -226,6 +204,100 @@ fn fanout_toml(dir: &Path, settings: &KafkaSettings, hooks: &Hooks) -> PathBuf {
         ),
     );
     path
+}
+
+/// The gateway's state, its posts, and the client-id prefix of its broker link (what the
+/// relay cuts).
+const GATEWAY_STATE: &str = "TJ";
+const GATEWAY_POSTS: [&str; 3] = ["TJ-POST-1", "TJ-POST-2", "TJ-POST-3"];
+const GATEWAY_LINK: &str = "tjgw";
+/// Each post sends a report this often.
+const GATEWAY_EVERY: Duration = Duration::from_millis(300);
+
+/// Tajikistan's gateway (`ewn gateway`, one instance: its spool is its own disk): its
+/// signing key (trusted in the network's store), the network's blinding key, its posts'
+/// tokens, a spool, quick forwarding retries; it reaches the broker as client `tjgw`, whose
+/// link the harness cuts.
+fn gateway_toml(dir: &Path, settings: &KafkaSettings, store: &Path, port: u16) -> PathBuf {
+    let key = ewn_trust::keys::generate();
+    ewn_trust::keys::save_signing_key(&dir.join("tj-gw.key"), &key).unwrap();
+    let now = now_ms();
+    ewn_trust::TrustStore::append_to_file(
+        store,
+        &ewn_trust::KeyEntry {
+            key_id: "tj-gw-1".into(),
+            state: GATEWAY_STATE.into(),
+            public_key: ewn_trust::PublicKey::from(&key),
+            not_before: now - 3_600_000,
+            not_after: now + 30 * 86_400_000,
+            revoked_at: None,
+        },
+    )
+    .unwrap();
+    blinding().save(&dir.join("blinding.key")).unwrap();
+    let tokens: String = GATEWAY_POSTS
+        .iter()
+        .map(|p| {
+            format!(
+                "[[tokens]]\nname = \"terminal-{p}\"\npost_id = \"{p}\"\nsha256 = \"{}\"\n",
+                hex::encode(ewn_ops::tokens::token_hash(&token(p)))
+            )
+        })
+        .collect();
+    ewn_trust::secret::write_secret(&dir.join("tj-tokens.toml"), &tokens).unwrap();
+    let mut g = ewn_gateway::GatewaySettings {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        state: GATEWAY_STATE.into(),
+        signing_key_file: Some(dir.join("tj-gw.key")),
+        key_id: "tj-gw-1".into(),
+        blinding_key_file: Some(dir.join("blinding.key")),
+        tokens_file: Some(dir.join("tj-tokens.toml")),
+        ..ewn_gateway::GatewaySettings::default()
+    };
+    g.admin.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    g.spool.path = Some(dir.join("tj-spool.db"));
+    g.forward.initial_backoff_ms = 200;
+    g.forward.max_backoff_ms = 2_000;
+    let kafka = KafkaSettings {
+        client_id: GATEWAY_LINK.into(),
+        message_timeout_ms: 5_000,
+        statistics_interval_ms: 0,
+        ..settings.clone()
+    };
+    let file = toml::to_string(&toml::Table::from_iter([
+        ("kafka".to_string(), toml::Value::try_from(&kafka).unwrap()),
+        ("gateway".to_string(), toml::Value::try_from(&g).unwrap()),
+    ]))
+    .unwrap();
+    let path = dir.join("gateway.toml");
+    write_file(&path, &file);
+    path
+}
+
+/// Report `n` of a Tajik post, as its terminal writes it: a low-graded entry, each subject
+/// and area its own, so that it raises no alert (the undisturbed run, which has no
+/// gateway, is compared alert for alert); `reported_at` given, so a resend is the same
+/// report.
+fn gateway_line(post_index: usize, post: &str, n: u64) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(now_ms() - 1_000)
+        .unwrap()
+        .to_rfc3339();
+    serde_json::json!({
+        "incident_id": id(post_index, n),
+        "occurred_at": t,
+        "reported_at": t,
+        "reporter": {"state": GATEWAY_STATE, "agency": "TJ-GKNB", "post_id": post},
+        "category": "SUSPICIOUS_CROSSING",
+        "severity": "LOW",
+        "source_reliability": "C",
+        "info_credibility": 3,
+        "tlp": "GREEN",
+        "location": {"lat": 38.5, "lon": 68.8, "area": format!("TJ-P{post_index}-{n}")},
+        "direction": "ENTRY",
+        "subjects": [{"kind": "PERSON", "id": format!("Traveller {post_index} {n}")}],
+        "summary": "entered"
+    })
+    .to_string()
 }
 
 /// The load: generator rounds (every scenario in the first, all but the vanished exit,
@@ -334,27 +406,181 @@ fn load(
     }
 }
 
+/// Messages of `topics` that `group` has not committed yet, per partition: the high
+/// watermark minus the committed offset (the low watermark when none is committed).
+fn group_lag(
+    settings: &KafkaSettings,
+    group: &str,
+    topics: &[String],
+) -> Result<Vec<(String, i32, i64)>, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(5);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", group)
+        .set("client.id", "chaos-lag")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut list = TopicPartitionList::new();
+    for t in topics {
+        let meta = consumer
+            .fetch_metadata(Some(t), timeout)
+            .map_err(|e| e.to_string())?;
+        for topic in meta.topics() {
+            for p in topic.partitions() {
+                list.add_partition(t, p.id());
+            }
+        }
+    }
+    let committed = consumer
+        .committed_offsets(list, timeout)
+        .map_err(|e| e.to_string())?;
+    let mut lag = Vec::new();
+    for e in committed.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(e.topic(), e.partition(), timeout)
+            .map_err(|e| e.to_string())?;
+        let at = match e.offset() {
+            Offset::Offset(n) => n,
+            _ => low,
+        };
+        lag.push((e.topic().to_string(), e.partition(), (high - at).max(0)));
+    }
+    Ok(lag)
+}
+
+/// The services' consumer groups and the topics each reads.
+fn groups(settings: &KafkaSettings) -> [(String, Vec<String>); 3] {
+    let topics = Topics::new(&settings.topic_prefix);
+    let prefix = &settings.topic_prefix;
+    let incidents: Vec<String> = settings
+        .states
+        .iter()
+        .map(|s| topics.incidents(s))
+        .collect();
+    [
+        (format!("{prefix}process-ingest"), incidents),
+        (format!("{prefix}process-correlate"), vec![topics.rekeyed()]),
+        (format!("{prefix}fanout"), vec![topics.alerts()]),
+    ]
+}
+
+/// What the harness samples while the load runs: each service's peak resident memory (the
+/// highest VmHWM of any of its processes) and the lag of each consumer group, from the
+/// broker.
+#[derive(Default)]
+struct Gauges {
+    peak_rss_mib: [f64; 3],
+    /// (offset into the load, lag of the processors' ingest and correlate groups and of
+    /// the fan-outs' group).
+    lag: Vec<(Duration, [i64; 3])>,
+}
+
+impl Gauges {
+    fn sample(&mut self, at: Duration, settings: &KafkaSettings, services: &[Service]) {
+        for (i, s) in services.iter().enumerate() {
+            for p in s.instances.iter().flatten() {
+                if let Some(m) = p.peak_rss_mib() {
+                    self.peak_rss_mib[i] = self.peak_rss_mib[i].max(m);
+                }
+            }
+        }
+        let lag = groups(settings).map(|(group, topics)| {
+            group_lag(settings, &group, &topics).map_or(-1, |l| l.iter().map(|(_, _, n)| n).sum())
+        });
+        eprintln!(
+            "chaos: {:>6.1} s lag (messages) ingest {} correlate {} fan-out {}; peak RSS (MiB) process {:.0} fan-out {:.0} gateway {:.0}",
+            at.as_secs_f64(),
+            lag[0],
+            lag[1],
+            lag[2],
+            self.peak_rss_mib[0],
+            self.peak_rss_mib[1],
+            self.peak_rss_mib[2]
+        );
+        self.lag.push((at, lag));
+    }
+}
+
+/// Milliseconds from each message's creation by a processor to its first successful
+/// delivery to `desk`, for the messages created in `[from_ms, to_ms)`.
+fn delivery_latencies(
+    alerts: &[Alert],
+    hooks: &Hooks,
+    desk: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Vec<i64> {
+    let mut first: BTreeMap<String, i64> = BTreeMap::new();
+    for h in hooks.delivered(desk) {
+        let at = first.entry(h.alert_id()).or_insert(h.at_ms);
+        *at = (*at).min(h.at_ms);
+    }
+    let mut out: Vec<i64> = alerts
+        .iter()
+        .filter(|a| (from_ms..to_ms).contains(&a.created_at))
+        .filter_map(|a| first.get(&a.alert_id).map(|at| at - a.created_at))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// p50/p95/p99 of sorted values, as text.
+fn percentiles(sorted: &[i64]) -> String {
+    if sorted.is_empty() {
+        return "none".into();
+    }
+    let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "p50 {} ms, p95 {} ms, p99 {} ms ({} messages)",
+        at(0.5),
+        at(0.95),
+        at(0.99),
+        sorted.len()
+    )
+}
+
 /// An action of the chaos schedule, at an offset into the load.
 #[derive(Debug)]
 enum Action {
-    Kill { service: usize, instance: usize },
-    Broker { down: Duration },
+    Kill {
+        service: usize,
+        instance: usize,
+    },
+    Broker {
+        down: Duration,
+    },
+    /// The gateway's link to the broker cut (its posts still reach it).
+    Cut {
+        down: Duration,
+    },
 }
 
 fn schedule(knobs: &Knobs) -> Vec<(Duration, Action)> {
     let mut rng = ewn_sim::rng::Rng::new(knobs.seed);
     let span = knobs.load.as_millis() as u64;
     let mut plan = Vec::new();
-    for service in 0..2 {
+    // processors and fan-outs run two instances each, the gateway one
+    for (service, instances) in [(0, 2), (1, 2), (2, 1)] {
         for _ in 0..knobs.kills {
             plan.push((
                 Duration::from_millis(1_000 + rng.below(span.saturating_sub(2_000).max(1))),
                 Action::Kill {
                     service,
-                    instance: rng.below(2) as usize,
+                    instance: rng.below(instances) as usize,
                 },
             ));
         }
+    }
+    for _ in 0..knobs.link_cuts {
+        plan.push((
+            Duration::from_millis(2_000 + rng.below(span.saturating_sub(4_000).max(1))),
+            Action::Cut {
+                down: Duration::from_millis(2_000 + rng.below(8_000)),
+            },
+        ));
     }
     for _ in 0..knobs.broker_restarts {
         plan.push((
@@ -418,10 +644,11 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
         "chaos: seed {} ({} kills per service, {} broker restarts, {:?} of load at {}/s)",
         knobs.seed, knobs.kills, knobs.broker_restarts, knobs.load, knobs.rate
     );
-    let broker = RestartableBroker::start(Engine::Sqlite)
+    // every client reaches the broker through a relay that can cut the gateway's link
+    let (broker, relay) = start_broker_behind_relay(Engine::Sqlite)
         .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
     let settings = KafkaSettings {
-        brokers: broker.addr.clone(),
+        brokers: relay.addr.clone(),
         topic_prefix: unique_prefix("chaos"),
         partitions: 3,
         statistics_interval_ms: 0,
@@ -437,6 +664,8 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
     let dir = net.dir.path().to_path_buf();
     let hooks = Hooks::start();
     let fanout_config = fanout_toml(&dir, &settings, &hooks);
+    let gateway_port = free_port();
+    let gateway_config = gateway_toml(&dir, &settings, &net.store, gateway_port);
     let log_level = std::env::var("EWN_TEST_LOG").unwrap_or_else(|_| "warn".into());
     let mut services = [
         Service {
@@ -474,7 +703,7 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
                 "--config".into(),
                 fanout_config.display().to_string(),
                 "--log-level".into(),
-                log_level,
+                log_level.clone(),
                 "-X".into(),
                 MAX_POLL.into(),
                 "fanout".into(),
@@ -485,17 +714,47 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
             starts: 0,
             kills: 0,
         },
+        Service {
+            name: "gateway",
+            args: vec![
+                "--config".into(),
+                gateway_config.display().to_string(),
+                "--log-level".into(),
+                log_level,
+                "gateway".into(),
+            ],
+            envs: vec![],
+            dir: dir.clone(),
+            instances: vec![None],
+            starts: 0,
+            kills: 0,
+        },
     ];
     for s in services.iter_mut() {
-        s.spawn(0);
-        s.spawn(1);
+        for i in 0..s.instances.len() {
+            s.spawn(i);
+        }
     }
+    // Tajikistan's posts report through its gateway, each retrying a report until the
+    // gateway acknowledges it.
+    let posts_stop = Arc::new(AtomicBool::new(false));
+    let ledger = Arc::new(Ledger::default());
+    let posts = posts_sending(
+        gateway_line,
+        Arc::new(Mutex::new(format!("127.0.0.1:{gateway_port}"))),
+        GATEWAY_POSTS.map(String::from).to_vec(),
+        GATEWAY_EVERY,
+        posts_stop.clone(),
+        ledger.clone(),
+    );
 
     let paused = Arc::new(AtomicBool::new(false));
     let idle = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(Mutex::new(Sent::default()));
     let stop_at = Instant::now() + knobs.load;
     let plan = schedule(&knobs);
+    let mut gauges = Gauges::default();
+    let load_began_ms = now_ms();
     let result = std::thread::scope(|scope| {
         let loader = {
             let (paused, idle, sent, knobs) = (&paused, &idle, &sent, &knobs);
@@ -505,20 +764,34 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
         let start = Instant::now();
         // The flaky desk: hangs through the first third, fails through the second.
         let third = knobs.load / 3;
-        let mut flaky_phase = 0;
-        hooks.set("flaky", Mode::Hang);
-        for (at, action) in plan {
-            while start.elapsed() < at {
-                if flaky_phase == 0 && start.elapsed() >= third {
-                    hooks.set("flaky", Mode::Status(503));
-                    flaky_phase = 1;
-                }
-                if flaky_phase == 1 && start.elapsed() >= 2 * third {
-                    hooks.set("flaky", Mode::Ok);
-                    flaky_phase = 2;
+        let mut flaky_phase = if knobs.flaky { 0 } else { 2 };
+        if knobs.flaky {
+            hooks.set("flaky", Mode::Hang);
+        }
+        let mut plan = plan.into_iter().peekable();
+        let mut next_sample = Instant::now();
+        loop {
+            if flaky_phase == 0 && start.elapsed() >= third {
+                hooks.set("flaky", Mode::Status(503));
+                flaky_phase = 1;
+            }
+            if flaky_phase == 1 && start.elapsed() >= 2 * third {
+                hooks.set("flaky", Mode::Ok);
+                flaky_phase = 2;
+            }
+            if Instant::now() >= next_sample {
+                gauges.sample(start.elapsed(), &settings, &services);
+                next_sample += knobs.sample;
+            }
+            let due = plan.peek().is_some_and(|(at, _)| start.elapsed() >= *at);
+            if !due {
+                if plan.peek().is_none() && loader.is_finished() {
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
+                continue;
             }
+            let (_, action) = plan.next().unwrap();
             eprintln!(
                 "chaos: {:>6.1} s (at {}) {action:?}",
                 start.elapsed().as_secs_f64(),
@@ -540,11 +813,21 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
                     broker.restart().unwrap();
                     paused.store(false, Ordering::Release);
                 }
+                Action::Cut { down } => {
+                    relay.cut(GATEWAY_LINK);
+                    let until = Instant::now() + down;
+                    wait_until("the link's downtime", down * 2, || Instant::now() >= until);
+                    relay.restore(GATEWAY_LINK);
+                }
             }
         }
         hooks.set("flaky", Mode::Ok);
         loader.join()
     });
+    posts_stop.store(true, Ordering::Relaxed);
+    for p in posts {
+        p.join().unwrap();
+    }
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
@@ -636,8 +919,31 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
                 break;
             }
             if Instant::now() >= deadline {
+                // Told apart: reports never re-keyed (ingest) or re-keyed and not correlated.
+                let rekeyed: BTreeSet<String> = net
+                    .read_values(&net.topics().rekeyed())
+                    .iter()
+                    .map(|v| ewn_model::ScoredIncident::from_avro(v).unwrap().incident_id)
+                    .collect();
+                let stages: Vec<String> = sent
+                    .planted
+                    .iter()
+                    .filter(|p| !raised(&alerts, p))
+                    .map(|p| {
+                        format!(
+                            "{} {}: {} of {} reports re-keyed",
+                            p.scenario,
+                            p.key,
+                            p.incident_ids
+                                .iter()
+                                .filter(|i| rekeyed.contains(*i))
+                                .count(),
+                            p.incident_ids.len()
+                        )
+                    })
+                    .collect();
                 panic!(
-                    "planted scenarios without their alert after 180 s: {missing:?}; {} alerts live; rejections {:?}",
+                    "planted scenarios without their alert after 180 s: {missing:?} ({stages:?}); {} alerts live; rejections {:?}",
                     alerts.len(),
                     net.rejections()
                         .iter()
@@ -709,10 +1015,20 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
     let alerts = match check {
         Ok(a) => a,
         Err(e) => {
+            for (group, topics) in groups(&settings) {
+                let stuck: Vec<String> = group_lag(&settings, &group, &topics)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(_, _, n)| *n > 0)
+                    .map(|(t, p, n)| format!("{t}[{p}] {n}"))
+                    .collect();
+                eprintln!("chaos: uncommitted by {group}: {stuck:?}");
+            }
             eprintln!(
-                "{}\n{}\n--- broker ---\n{}",
+                "{}\n{}\n{}\n--- broker ---\n{}",
                 services[0].logs(),
                 services[1].logs(),
+                services[2].logs(),
                 broker.log()
             );
             std::panic::resume_unwind(e);
@@ -743,10 +1059,11 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
         "the amber desk received a red alert's id"
     );
 
-    // no alert id beyond the undisturbed run's
+    // no alert id beyond the undisturbed run's (the sources' operational alerts, judged
+    // on the processors' wall clock, are not in an offline run)
     let live_ids: BTreeSet<String> = alerts
         .iter()
-        .filter(|a| a.msg_type == MsgType::Alert)
+        .filter(|a| a.msg_type == MsgType::Alert && !a.rule.starts_with("source_"))
         .map(|a| a.alert_id.clone())
         .collect();
     let extra: Vec<_> = live_ids.difference(&offline_ids).collect();
@@ -762,20 +1079,83 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
         missing.len()
     );
 
-    // every hostile record rejected as BAD_SIGNATURE, and nothing else rejected
+    // every report the gateway acknowledged is on its state's topic in one version only,
+    // and was verified and scored by a processor
+    let gateway_topic = net.topics().incidents(GATEWAY_STATE);
+    let acked = ledger.acked.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let mut versions: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
+        for v in net.read_values(&gateway_topic) {
+            let signed = ewn_model::SignedIncident::from_avro(&v).unwrap();
+            let incident = Incident::from_avro(&signed.payload).unwrap();
+            versions.entry(incident.incident_id).or_default().insert(v);
+        }
+        let twice: Vec<&String> = versions
+            .iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            twice.is_empty(),
+            "gateway reports in two versions: {twice:?}"
+        );
+        let scored: BTreeSet<String> = net
+            .read_values(&net.topics().rekeyed())
+            .iter()
+            .map(|v| ewn_model::ScoredIncident::from_avro(v).unwrap().incident_id)
+            .collect();
+        let lost = acked.iter().filter(|i| !versions.contains_key(*i)).count();
+        let unscored = acked.iter().filter(|i| !scored.contains(*i)).count();
+        if lost == 0 && unscored == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "of {} reports the gateway acknowledged, {lost} are not on {gateway_topic} and {unscored} not scored after 180 s",
+            acked.len()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    eprintln!(
+        "chaos: gateway: {} reports acknowledged, all on the topic once and scored; {} refusals or failed sends retried by the posts, {} resends answered duplicate",
+        acked.len(),
+        ledger.refused.load(Ordering::Relaxed),
+        ledger.duplicates.load(Ordering::Relaxed)
+    );
+
+    // every hostile record rejected as BAD_SIGNATURE, and nothing else rejected; the last
+    // forgeries may still be in the processors' hands when the alerts are all there
     let mut rejected: BTreeMap<(String, i32, i64), String> = BTreeMap::new();
     let mut hostile_seen = BTreeSet::new();
-    for r in net.rejections() {
-        rejected.insert((r.topic.clone(), r.partition, r.offset), r.reason.code());
-        if sent.hostile.contains_key(&r.record_sha256) {
-            hostile_seen.insert(r.record_sha256);
-        } else {
-            panic!(
-                "a valid report was rejected: {} {}",
-                r.reason.code(),
-                r.detail
-            );
+    let mut gateway_resends;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        rejected.clear();
+        hostile_seen.clear();
+        gateway_resends = 0;
+        for r in net.rejections() {
+            if r.topic == gateway_topic && r.reason.code() == "duplicate" {
+                // the gateway sent a record again after a lost confirmation (a kill or a
+                // cut link): the same signed bytes, checked below
+                gateway_resends += 1;
+                continue;
+            }
+            rejected.insert((r.topic.clone(), r.partition, r.offset), r.reason.code());
+            if sent.hostile.contains_key(&r.record_sha256) {
+                hostile_seen.insert(r.record_sha256);
+            } else {
+                panic!(
+                    "a valid report was rejected: {} {}",
+                    r.reason.code(),
+                    r.detail
+                );
+            }
         }
+        if hostile_seen.len() == sent.hostile.len() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
     let reasons: BTreeSet<&String> = rejected.values().collect();
     assert_eq!(
@@ -783,21 +1163,72 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
         BTreeSet::from([&"bad_signature".to_string()]),
         "rejection reasons"
     );
-    let unrejected: Vec<&String> = sent
+    let unrejected: Vec<String> = sent
         .hostile
         .iter()
         .filter(|(sha, _)| !hostile_seen.contains(*sha))
-        .map(|(_, what)| what)
+        .map(|(sha, what)| {
+            // Told apart: lost by the broker (not on the topic) or by the processors.
+            let topic = what.split(' ').next().unwrap_or_default();
+            let held = net
+                .read_values(topic)
+                .iter()
+                .any(|v| Sha256::digest(v).as_slice() == sha.as_slice());
+            format!(
+                "{what} ({})",
+                if held {
+                    "on the topic"
+                } else {
+                    "NOT on the topic"
+                }
+            )
+        })
         .collect();
     assert!(
         unrejected.is_empty(),
-        "forged records without a dead letter: {unrejected:?} (the test began at {began_ms}; the schedule is above)"
+        "forged records without a dead letter after 120 s: {unrejected:?} (the test began at {began_ms}; the schedule is above)"
     );
     assert_eq!(
         rejected.len(),
         sent.hostile.len(),
         "one rejection per record"
     );
+
+    // what a soak reports: memory, lag, and latency at the start and at the end of the load
+    let fifth = (knobs.load.as_millis() / 5) as i64;
+    let load_end_ms = load_began_ms + knobs.load.as_millis() as i64;
+    for desk in ["red", "amber"] {
+        eprintln!(
+            "chaos: alert-to-delivery at {desk}: first fifth of the load {}; last fifth {}",
+            percentiles(&delivery_latencies(
+                &alerts,
+                &hooks,
+                desk,
+                load_began_ms,
+                load_began_ms + fifth
+            )),
+            percentiles(&delivery_latencies(
+                &alerts,
+                &hooks,
+                desk,
+                load_end_ms - fifth,
+                load_end_ms
+            )),
+        );
+    }
+    if let (Some(first), Some(last)) = (gauges.lag.first(), gauges.lag.last()) {
+        eprintln!(
+            "chaos: lag (ingest, correlate, fan-out) at {:.0} s {:?}, at {:.0} s {:?}, largest {:?}; peak RSS (MiB) process {:.0}, fan-out {:.0}, gateway {:.0}",
+            first.0.as_secs_f64(),
+            first.1,
+            last.0.as_secs_f64(),
+            last.1,
+            [0, 1, 2].map(|i| gauges.lag.iter().map(|(_, l)| l[i]).max().unwrap_or(0)),
+            gauges.peak_rss_mib[0],
+            gauges.peak_rss_mib[1],
+            gauges.peak_rss_mib[2],
+        );
+    }
 
     // a clean stop, and nothing left behind
     for s in services.iter_mut() {
@@ -813,14 +1244,17 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
     let left = processes_mentioning(&settings.topic_prefix);
     assert!(left.is_empty(), "processes left behind: {left:?}");
     eprintln!(
-        "chaos: passed in {:.0} s: {} planted scenarios, {} messages, {} deliveries, kills process {} fanout {}, broker restarts {}",
+        "chaos: passed in {:.0} s: {} planted scenarios, {} messages, {} deliveries, kills process {} fanout {} gateway {}, broker restarts {}, gateway link cuts {}; {} gateway reports, {gateway_resends} forwarded twice (rejected duplicate)",
         began.elapsed().as_secs_f64(),
         sent.planted.len(),
         alerts.len(),
         hooks.all().len(),
         services[0].kills,
         services[1].kills,
-        knobs.broker_restarts
+        services[2].kills,
+        knobs.broker_restarts,
+        knobs.link_cuts,
+        acked.len(),
     );
     broker.stop().unwrap();
 }

@@ -10,6 +10,12 @@
 //! Channels: webhooks (JSON and CAP, first deliveries and escalations), live streams, and
 //! every desk's console (a session-cookie login following the stream).
 //!
+//! The oversight role (section 4, in every property round): overseers at random
+//! clearances read the round's receipts, sampled alerts' receipts and the audit log through
+//! `/api/v1/oversight/...`; no body may carry content of an episode above the overseer's
+//! clearance (its key, its incident ids, an acknowledgement's note), and content is shown
+//! exactly for the episodes at or below it.
+//!
 //! `EWN_CLEARANCE_CASES` sets how many (subscription, message) pairs the property test
 //! checks (default 5,000, rounds of at most 6,000; `make test-clearance-large` runs
 //! 100,000); `EWN_CLEARANCE_SEED` replays a run (the seed is printed, with each round's).
@@ -1345,6 +1351,10 @@ fn random_episodes_reach_only_cleared_recipients_in_the_right_form() {
         stats.full > 0 && stats.redacted > 0 && stats.console_bodies > 0,
         "the rounds exercised too little: {stats:?}"
     );
+    assert!(
+        stats.oversight_content > 0 && stats.oversight_metadata_only > 0,
+        "the overseers' reads exercised too little: {stats:?}"
+    );
 }
 
 #[derive(Debug, Default)]
@@ -1366,6 +1376,11 @@ struct Stats {
     acks_404: usize,
     acks_by_non_recipients: usize,
     messages: usize,
+    /// Bodies of the oversight endpoints checked, and the alerts they showed in full and
+    /// as metadata only.
+    oversight_bodies: usize,
+    oversight_content: usize,
+    oversight_metadata_only: usize,
 }
 
 fn property_round(
@@ -1538,6 +1553,36 @@ fn property_round(
     let mut config = fanout_config(&net.settings, subs.clone());
     config.fanout.webhook.max_attempts = 1_000;
     config.fanout.webhook.max_backoff_ms = 500;
+    // Overseers at random clearances (an oversight token holds at most AMBER), and the
+    // audit log their reads need.
+    let overseers: Vec<(String, Tlp)> = (0..3)
+        .map(|i| {
+            (
+                format!("oversight-token-{tag}-{i}"),
+                rng.pick(&[Tlp::Clear, Tlp::Green, Tlp::Amber]),
+            )
+        })
+        .collect();
+    for (i, (t, c)) in overseers.iter().enumerate() {
+        config.tokens.push((
+            t.clone(),
+            ewn_fanout::auth::Principal::Oversight {
+                name: format!("overseer-{i}"),
+                clearance: *c,
+            },
+        ));
+    }
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_key = audit_dir.path().join("fanout-audit.pem");
+    ewn_trust::keys::save_signing_key(&audit_key, &ewn_trust::keys::generate()).unwrap();
+    config.fanout.audit = ewn_fanout::settings::AuditSettings {
+        signing_key_file: Some(audit_key),
+        key_id: "fanout-clearance".into(),
+        queue_max: 4096,
+    };
+    config.fanout.oversight.max_page = 5_000;
+    config.fanout.oversight.max_concurrent_reads = 3;
+    let round_started = now_ms();
     let fanout = start_fanout(config);
     let streams: BTreeMap<String, StreamClient> = subs
         .iter()
@@ -1764,6 +1809,15 @@ fn property_round(
         }
     }
     stats.messages += published as usize;
+    // Every message is published and settled: the overseers read (section 4) while the
+    // streams are waited for and the bodies checked.
+    let oversight = oversight_fetch(
+        fanout.url(""),
+        &overseers,
+        &episodes,
+        round_started - 1000,
+        &mut rng,
+    );
 
     // Where each message stands: its episode and position.
     let mut where_: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -2228,6 +2282,16 @@ fn property_round(
         }
         let _ = forms;
     }
+    // What the overseers read of the round (section 4).
+    let joined = Instant::now();
+    let (read, secs) = oversight.join().unwrap();
+    oversight_check(
+        (read, secs, joined.elapsed().as_secs_f64()),
+        &overseers,
+        &episodes,
+        stats,
+        &mut failures,
+    );
     fanout.stop();
     if !failures.is_empty() {
         for (id, vs) in &versions {
@@ -2266,6 +2330,243 @@ fn property_round(
         bodies.len()
     );
     subs.len() * published as usize
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. The oversight role, in each property round
+// ---------------------------------------------------------------------------------------
+
+/// The oracle for an overseer: an episode's content only when the union of its messages'
+/// markings is at or below the overseer's clearance (which is at most AMBER, so never an
+/// AMBER+STRICT or RED episode); anything else is metadata only.
+fn overseer_cleared(clearance: Tlp, ep: &Episode) -> bool {
+    ep.marks.last().unwrap().tlp <= tr(clearance)
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What one overseer read: (what, body) pairs, and the reads that failed.
+type OverseerReads = (Vec<(String, String)>, Vec<String>);
+
+/// Each overseer, on a thread of its own, reads every page of the round's receipts, the
+/// receipts of two sampled alerts, and the audit log (`base`: the fan-out's URL).
+fn oversight_fetch(
+    base: String,
+    overseers: &[(String, Tlp)],
+    episodes: &[Episode],
+    since_ms: i64,
+    rng: &mut Rng,
+) -> std::thread::JoinHandle<(Vec<OverseerReads>, f64)> {
+    // The alerts each overseer asks about, drawn here so a seed replays them.
+    let samples: Vec<Vec<String>> = overseers
+        .iter()
+        .map(|_| {
+            (0..2)
+                .map(|_| {
+                    let ep = &episodes[rng.below(episodes.len())];
+                    rng.pick(&ep.msgs).alert_id
+                })
+                .collect()
+        })
+        .collect();
+    let since = chrono::DateTime::from_timestamp_millis(since_ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let overseers = overseers.to_vec();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let client = reqwest::blocking::Client::new();
+        let get = |path: &str, token: &str| -> (u16, String) {
+            let r = client
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .unwrap();
+            (r.status().as_u16(), r.text().unwrap())
+        };
+        let read = std::thread::scope(|scope| {
+            let handles: Vec<_> = overseers
+                .iter()
+                .zip(&samples)
+                .map(|((token, clearance), sample)| {
+                    let get = &get;
+                    let since = &since;
+                    scope.spawn(move || {
+                        let mut bodies: Vec<(String, String)> = Vec::new();
+                        let mut failed = Vec::new();
+                        let mut path =
+                            format!("/api/v1/oversight/receipts?since={}", urlencode(since));
+                        for page in 0.. {
+                            if page == 100 {
+                                failed.push(format!("overseer at {clearance}: pages do not end"));
+                                break;
+                            }
+                            let (status, text) = get(&path, token);
+                            if status != 200 {
+                                failed.push(format!(
+                                    "overseer at {clearance}: page {page}: {status} {text}"
+                                ));
+                                break;
+                            }
+                            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                            let next = v["next"].as_str().unwrap().to_string();
+                            let more = v["more"] == true;
+                            bodies.push((format!("receipts page {page}"), text));
+                            if !more {
+                                break;
+                            }
+                            path = format!("/api/v1/oversight/receipts?after={}", urlencode(&next));
+                        }
+                        for id in sample {
+                            let (status, text) =
+                                get(&format!("/api/v1/oversight/receipts?alert={id}"), token);
+                            if status != 200 {
+                                failed.push(format!(
+                                    "overseer at {clearance}: receipts of {id}: {status}"
+                                ));
+                            }
+                            bodies.push((format!("receipts of {id}"), text));
+                        }
+                        let (status, text) = get("/api/v1/oversight/audit", token);
+                        if status != 200 {
+                            failed.push(format!("overseer at {clearance}: audit: {status}"));
+                        }
+                        bodies.push(("audit".into(), text));
+                        (bodies, failed)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<OverseerReads>>()
+        });
+        (read, started.elapsed().as_secs_f64())
+    })
+}
+
+/// Checks what the overseers read. No body may carry the key or an incident id of an
+/// episode above the overseer's clearance, nor an acknowledgement's note about one; an
+/// alert is shown with content only when its episode is cleared, and (the index knowing
+/// every episode by then) always then, marked as its episode is.
+fn oversight_check(
+    (read, secs, added): (Vec<OverseerReads>, f64, f64),
+    overseers: &[(String, Tlp)],
+    episodes: &[Episode],
+    stats: &mut Stats,
+    failures: &mut Vec<String>,
+) {
+    let episode_of: BTreeMap<&str, usize> = episodes
+        .iter()
+        .enumerate()
+        .flat_map(|(e, ep)| ep.msgs.iter().map(move |m| (m.alert_id.as_str(), e)))
+        .collect();
+    let bodies_before = stats.oversight_bodies;
+    for ((_, clearance), (bodies, failed)) in overseers.iter().zip(read) {
+        failures.extend(failed);
+        for (what, text) in &bodies {
+            stats.oversight_bodies += 1;
+            let fail = |why: String| {
+                let cut: String = text.chars().take(600).collect();
+                format!("overseer at {clearance}, {what}: {why}\n  body: {cut}")
+            };
+            let v: serde_json::Value = match serde_json::from_str(text) {
+                Ok(v) => v,
+                Err(e) => {
+                    failures.push(fail(format!("not JSON: {e}")));
+                    continue;
+                }
+            };
+            if let Some(alerts) = v["alerts"].as_object() {
+                for (id, meta) in alerts {
+                    let Some(&e) = episode_of.get(id.as_str()) else {
+                        failures.push(fail(format!("alert {id} was never published")));
+                        continue;
+                    };
+                    let ok = overseer_cleared(*clearance, &episodes[e]);
+                    let marking = TLPS[episodes[e].marks.last().unwrap().tlp];
+                    match meta["shown"].as_str() {
+                        Some("content") => {
+                            stats.oversight_content += 1;
+                            if !ok {
+                                failures.push(fail(format!(
+                                    "content of {id}, whose episode is marked {marking}"
+                                )));
+                            }
+                            let shown: Tlp = meta["content"]["tlp"]
+                                .as_str()
+                                .unwrap_or("RED")
+                                .parse()
+                                .unwrap();
+                            if tr(shown) > tr(*clearance) {
+                                failures.push(fail(format!("content of {id} marked {shown}")));
+                            }
+                        }
+                        Some("metadata_only") => {
+                            stats.oversight_metadata_only += 1;
+                            if !meta["content"].is_null() {
+                                failures.push(fail(format!("content of {id} with metadata_only")));
+                            }
+                            if ok {
+                                failures.push(fail(format!(
+                                    "{id} (episode marked {marking}) shown as metadata only"
+                                )));
+                            }
+                        }
+                        other => failures.push(fail(format!("{id} shown {other:?}"))),
+                    }
+                    if meta["tlp"].as_str() != Some(marking.as_str()) {
+                        failures.push(fail(format!(
+                            "{id}: marked {} for an episode marked {marking}",
+                            meta["tlp"]
+                        )));
+                    }
+                }
+            }
+            for a in v["acks"].as_array().into_iter().flatten() {
+                let id = a["alert_id"].as_str().unwrap_or_default();
+                let ok = episode_of
+                    .get(id)
+                    .is_some_and(|&e| overseer_cleared(*clearance, &episodes[e]));
+                if !ok && !a["note"].is_null() {
+                    failures.push(fail(format!("the note of an ack of {id}")));
+                }
+            }
+            for ep in episodes
+                .iter()
+                .filter(|ep| !overseer_cleared(*clearance, ep))
+            {
+                let mut secrets = vec![ep.key.clone()];
+                for m in &ep.msgs {
+                    secrets.extend(m.incident_ids.iter().cloned());
+                }
+                for s in &secrets {
+                    if text.contains(s.as_str()) {
+                        failures.push(fail(format!(
+                            "`{s}` of episode {} (marked {})",
+                            ep.msgs[0].alert_id,
+                            TLPS[ep.marks.last().unwrap().tlp]
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "oversight: {} overseers ({:?}), {} bodies read in {secs:.1} s, of which {added:.1} s after the round's own checks (the time they add)",
+        overseers.len(),
+        overseers.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        stats.oversight_bodies - bodies_before,
+    );
 }
 
 /// Polls `ok` until it holds or `timeout` passes; says which.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::cases::*;
 use common::hooks::*;
+use common::proc::Proc;
 use common::{Net, now_ms, wait_until};
 use ewn_fanout::SubscriptionConfig;
 use ewn_fanout::keys::FanoutKey;
@@ -846,20 +847,15 @@ fn an_endpoint_that_never_answers_stalls_nobody_and_gets_everything_after() {
 }
 
 /// `ewn fanout` as a child process, with its output in the test's temporary directory.
-fn spawn_fanout(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
-    let out = std::fs::File::create(log).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_ewn"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--log-level",
-            "info",
-            "fanout",
-        ])
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap()
+fn spawn_fanout(config: &std::path::Path, log: &std::path::Path) -> Proc {
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--log-level",
+        "info",
+        "fanout",
+    ];
+    Proc::ewn(&args.map(String::from), &[], Some(log))
 }
 
 #[test]
@@ -901,8 +897,7 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
     wait_until("a few slow deliveries", Duration::from_secs(60), || {
         hooks.hits("slow").len() >= 5
     });
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.sigkill();
     let before_kill = hooks.hits("slow").len();
     assert!(
         before_kill < alerts.len(),
@@ -922,8 +917,7 @@ fn a_fanout_killed_mid_delivery_loses_nothing_and_redelivers_with_the_same_webho
             || complete("slow") && complete("fast"),
         )
     }));
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.sigkill();
     if ok.is_err() {
         panic!(
             "not complete\n--- first run ---\n{}\n--- second run ---\n{}",

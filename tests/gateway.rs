@@ -16,15 +16,18 @@
 //! `duplicate`), never a second version or a second envelope.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::posts::{Ledger, client, id, posts_sending, send, seq_of, token};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -35,7 +38,7 @@ use ewn_kafka::{AssignedReader, KafkaSettings, StartAt, Topics};
 use ewn_model::validate::Limits;
 use ewn_model::{AvroRecord, Incident, SignedIncident};
 use ewn_ops::http::Health;
-use ewn_testkit::{Engine, RestartableBroker, free_port, kafka_settings, unique_prefix};
+use ewn_testkit::{Engine, free_port, kafka_settings, start_broker, unique_prefix};
 use ewn_trust::{BlindingKey, KeyEntry, TrustSettings, TrustStore, Verifier, keys};
 use prometheus::Registry;
 use serde_json::Value;
@@ -234,10 +237,6 @@ impl Site {
 /// Incident id -> every distinct signed record carrying it.
 type Versions = HashMap<String, BTreeSet<Vec<u8>>>;
 
-fn token(post: &str) -> String {
-    format!("token-of-{post}")
-}
-
 /// A report line of `post`, number `n`: a UUID made of both, `reported_at` given.
 fn line(post_index: usize, post: &str, n: u64) -> String {
     let t = chrono::DateTime::from_timestamp_millis(now_ms() - 60_000)
@@ -259,44 +258,6 @@ fn line(post_index: usize, post: &str, n: u64) -> String {
         "summary": "seen at the crossing"
     })
     .to_string()
-}
-
-fn id(post_index: usize, n: u64) -> String {
-    format!("{:08x}-0000-4000-8000-{:012x}", post_index, n)
-}
-
-fn seq_of(incident_id: &str) -> (usize, u64) {
-    let post = usize::from_str_radix(&incident_id[..8], 16).unwrap();
-    let n = u64::from_str_radix(&incident_id[24..], 16).unwrap();
-    (post, n)
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-/// Posts `body` as `post`; the status and the JSON answer (or the transport error).
-fn send(
-    http: &reqwest::blocking::Client,
-    addr: &str,
-    post: &str,
-    body: String,
-    content_type: &str,
-) -> Result<(u16, Value), String> {
-    let r = http
-        .post(format!("http://{addr}/api/v1/incidents"))
-        .bearer_auth(token(post))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .map_err(|e| e.to_string())?;
-    let status = r.status().as_u16();
-    let text = r.text().map_err(|e| e.to_string())?;
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Ok((status, body))
 }
 
 /// A gateway running in this process, on its own runtime.
@@ -375,72 +336,6 @@ impl Drop for InProcess {
     fn drop(&mut self) {
         self.shutdown.store(true, Ordering::Relaxed);
     }
-}
-
-/// What the posts were told: incident id -> acknowledged.
-#[derive(Default)]
-struct Ledger {
-    acked: Mutex<BTreeSet<String>>,
-    /// Per post, the ids in the order they were acknowledged.
-    order: Mutex<BTreeMap<usize, Vec<u64>>>,
-    refused: AtomicU64,
-    /// Resends answered `duplicate` (the first answer was lost).
-    duplicates: AtomicU64,
-}
-
-/// Posts that each send one report a request, in order, retrying a report until it is
-/// acknowledged (a post never skips one), pacing every `every`.
-fn posts_sending(
-    addr: Arc<Mutex<String>>,
-    posts: Vec<String>,
-    every: Duration,
-    stop: Arc<AtomicBool>,
-    ledger: Arc<Ledger>,
-) -> Vec<JoinHandle<()>> {
-    posts
-        .into_iter()
-        .enumerate()
-        .map(|(i, post)| {
-            let (addr, stop, ledger) = (addr.clone(), stop.clone(), ledger.clone());
-            std::thread::spawn(move || {
-                let http = reqwest::blocking::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .unwrap();
-                let mut n = 0u64;
-                let mut text = line(i, &post, n);
-                while !stop.load(Ordering::Relaxed) {
-                    let next = Instant::now() + every;
-                    let a = addr.lock().unwrap().clone();
-                    match send(&http, &a, &post, text.clone(), "application/x-ndjson") {
-                        Ok((202, body)) => {
-                            // A report sent again after a lost answer: `duplicate`.
-                            let taken = body["accepted"].as_u64().unwrap_or(0)
-                                + body["duplicate"].as_u64().unwrap_or(0);
-                            assert_eq!(taken, 1, "{body}");
-                            if body["duplicate"] == 1 {
-                                ledger.duplicates.fetch_add(1, Ordering::Relaxed);
-                            }
-                            ledger.acked.lock().unwrap().insert(id(i, n));
-                            ledger.order.lock().unwrap().entry(i).or_default().push(n);
-                            n += 1;
-                            text = line(i, &post, n);
-                        }
-                        Ok((status, body)) => {
-                            assert!(status == 507 || status == 503, "{status} {body}");
-                            ledger.refused.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            ledger.refused.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    while Instant::now() < next && !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-            })
-        })
-        .collect()
 }
 
 /// Every acknowledged report is on the topic, and no incident id carries two different
@@ -707,6 +602,7 @@ fn reports_acknowledged_before_a_sigkill_all_reach_the_topic_once() {
     let ledger = Arc::new(Ledger::default());
     let mut gateway = start();
     let senders = posts_sending(
+        line,
         addr,
         posts.iter().map(|p| p.to_string()).collect(),
         Duration::from_millis(5),
@@ -760,8 +656,8 @@ fn reports_acknowledged_before_a_sigkill_all_reach_the_topic_once() {
 #[test]
 fn a_broker_down_for_a_while_loses_nothing_and_keeps_order_per_post() {
     let down = Duration::from_secs(env_u64("EWN_GATEWAY_BROKER_DOWN_SECS", 15));
-    let broker = RestartableBroker::start(Engine::Sqlite)
-        .unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
+    let broker =
+        start_broker(Engine::Sqlite).unwrap_or_else(|e| panic!("Tansu broker did not start: {e}"));
     let settings = KafkaSettings {
         brokers: broker.addr.clone(),
         topic_prefix: unique_prefix("gw-broker-down"),
@@ -776,6 +672,7 @@ fn a_broker_down_for_a_while_loses_nothing_and_keeps_order_per_post() {
     let stop = Arc::new(AtomicBool::new(false));
     let ledger = Arc::new(Ledger::default());
     let senders = posts_sending(
+        line,
         Arc::new(Mutex::new(gw.addr.clone())),
         posts.iter().map(|p| p.to_string()).collect(),
         Duration::from_millis(50),

@@ -318,6 +318,36 @@ fn every_series_the_alert_rules_use_exists_before_any_traffic() {
         "series the alert rules use, missing from /metrics before any traffic:\n{}",
         gaps.join("\n")
     );
+    // The oversight API's series (which no rule watches yet) exist too: every closed label
+    // set of the reads counter at 0, the duration per endpoint, the in-flight bound.
+    let text = scrape(fanout.admin);
+    for endpoint in ewn_fanout::metrics::OVERSIGHT_ENDPOINTS {
+        for outcome in ewn_fanout::metrics::OVERSIGHT_OUTCOMES {
+            let labels = [
+                ("endpoint".to_string(), endpoint.to_string()),
+                ("outcome".to_string(), outcome.to_string()),
+            ];
+            assert!(
+                has_series(&text, "ewn_fanout_oversight_reads_total", &labels),
+                "ewn_fanout_oversight_reads_total{labels:?} missing"
+            );
+        }
+        let labels = [("endpoint".to_string(), endpoint.to_string())];
+        assert!(has_series(
+            &text,
+            "ewn_fanout_oversight_read_seconds_count",
+            &labels
+        ));
+    }
+    assert_eq!(
+        common::metric(&text, "ewn_fanout_oversight_reads_total", ""),
+        0.0
+    );
+    assert!(has_series(
+        &text,
+        "ewn_fanout_oversight_reads_in_flight_bound",
+        &[]
+    ));
     // Nothing was published: the counters the rules watch are all still 0.
     let text = scrape(process_admin);
     assert_eq!(

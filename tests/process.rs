@@ -4,9 +4,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::proc::Proc;
 use common::*;
 use ewn_model::{AvroRecord, Category, Direction, Level, MsgType, RejectReason};
 use ewn_processor::correlate::alert_id;
@@ -421,46 +422,33 @@ fn two_instances_yield_the_same_alert_ids_as_one() {
     b.stop();
 }
 
-/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing behind.
-struct Child(std::process::Child);
-
-impl Child {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// `ewn process` as a child process, its metrics on `admin`.
-fn spawn_process(net: &Net, admin: &str) -> Child {
-    Child(
-        Command::new(env!("CARGO_BIN_EXE_ewn"))
-            .args([
-                "process",
-                "--trust-store",
-                net.store.to_str().unwrap(),
-                "--admin-listen",
-                admin,
-            ])
-            .args(["--brokers", &broker().addr, "--topic-prefix", &net.prefix])
-            .env("EWN__PROCESS__ALLOWED_LATENESS_SECS", "7200")
-            .env("EWN__PROCESS__BATCH_WAIT_MS", "10")
-            .env("EWN__KAFKA__STATISTICS_INTERVAL_MS", "0")
-            .env(
-                "EWN__LOG__LEVEL",
-                std::env::var("EWN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    )
+fn spawn_process(net: &Net, admin: &str) -> Proc {
+    let args: Vec<String> = [
+        "process",
+        "--trust-store",
+        net.store.to_str().unwrap(),
+        "--admin-listen",
+        admin,
+        "--brokers",
+        &broker().addr,
+        "--topic-prefix",
+        &net.prefix,
+    ]
+    .map(String::from)
+    .to_vec();
+    let envs: Vec<(String, String)> = [
+        ("EWN__PROCESS__ALLOWED_LATENESS_SECS", "7200".to_string()),
+        ("EWN__PROCESS__BATCH_WAIT_MS", "10".into()),
+        ("EWN__KAFKA__STATISTICS_INTERVAL_MS", "0".into()),
+        (
+            "EWN__LOG__LEVEL",
+            std::env::var("EWN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
+    ]
+    .map(|(k, v)| (k.to_string(), v))
+    .to_vec();
+    Proc::ewn(&args, &envs, None)
 }
 
 fn scrape(admin: &str, name: &str) -> f64 {
@@ -487,7 +475,7 @@ fn sigkill_mid_window_and_restart_yields_the_same_alert_ids() {
         || scrape(&admin, "ewn_processor_correlated_events_total") >= rekeyed_count(first) as f64,
     );
     let before = live_ids(&net.alerts());
-    child.kill(); // SIGKILL
+    child.sigkill();
 
     let admin = format!("127.0.0.1:{}", free_port());
     let mut child = spawn_process(&net, &admin);
@@ -503,7 +491,7 @@ fn sigkill_mid_window_and_restart_yields_the_same_alert_ids() {
         last, want,
         "every alert after the restart (before the kill: {before:?})"
     );
-    child.kill();
+    child.sigkill();
     eprintln!("live after restart: {last:?}");
     assert!(before.is_subset(&want), "nothing different before the kill");
     let all: BTreeSet<String> = net

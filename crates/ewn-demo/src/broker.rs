@@ -1,7 +1,9 @@
 //! A local Tansu broker, started from the binary the caller names (the command resolves
 //! it once from its flags and environment; this crate reads no environment). It runs
 //! under a watchdog shell that stops it and removes its directory when this process ends,
-//! however it ends, or when [`LocalBroker::stop`] asks.
+//! however it ends, or when [`LocalBroker::stop`] asks; the watchdog also starts it again
+//! on the same data and port when asked ([`LocalBroker::restart`]), so a test can kill the
+//! broker with SIGKILL ([`LocalBroker::kill9`]) and see what clients make of a crash.
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -87,12 +89,19 @@ impl LocalBroker {
             .map_err(|e| Error::Broker(format!("temp dir: {e}")))?
             .keep();
         let addr = format!("127.0.0.1:{port}");
-        // The watchdog: start Tansu, then wait for this process to end (or a `stop` file)
-        // and stop it.
+        // The watchdog: runs Tansu (pid in `tansu.pid`); a `start` file asks for a new
+        // Tansu (the running one, if any, is killed and reaped first); it ends when this
+        // process ends or a `stop` file appears, and removes the directory then.
         let script = format!(
-            "'{bin}' broker --listener-url tcp://{addr} --advertised-listener-url tcp://{advertised} \
-             --storage-engine {storage} >tansu.log 2>&1 & child=$!; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null && [ ! -e stop ]; do sleep 0.2; done; \
+            "run() {{ '{bin}' broker --listener-url tcp://{addr} --advertised-listener-url tcp://{advertised} \
+             --storage-engine {storage} >>tansu.log 2>&1 & child=$!; echo $child >tansu.pid.new; \
+             mv tansu.pid.new tansu.pid; }}; \
+             run; \
+             while kill -0 {parent} 2>/dev/null && [ ! -e stop ]; do \
+               if [ -e start ]; then kill -9 $child 2>/dev/null; wait $child 2>/dev/null; \
+                 echo '--- restarted ---' >>tansu.log; run; rm -f start; fi; \
+               sleep 0.1; \
+             done; \
              kill $child 2>/dev/null; wait $child 2>/dev/null; cd /; rm -rf '{dir}'",
             bin = bin.display(),
             storage = engine.url(),
@@ -108,18 +117,81 @@ impl LocalBroker {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| Error::Broker(format!("spawn sh: {e}")))?;
-        let deadline = Instant::now() + START_TIMEOUT;
+        let broker = LocalBroker { addr, dir };
+        broker.wait_listening(START_TIMEOUT)?;
+        Ok(broker)
+    }
+
+    fn wait_listening(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if TcpStream::connect(&addr).is_ok() {
-                return Ok(LocalBroker { addr, dir });
+            if TcpStream::connect(&self.addr).is_ok() {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(Error::Broker(format!(
-            "not listening on {addr} after {} s; log: {}",
-            START_TIMEOUT.as_secs(),
-            log_tail(&dir.join("tansu.log"))
+            "not listening on {} after {timeout:?}; log: {}",
+            self.addr,
+            self.log()
         )))
+    }
+
+    /// The pid of the running Tansu.
+    pub fn pid(&self) -> Result<u32> {
+        let path = self.dir.join("tansu.pid");
+        std::fs::read_to_string(&path)
+            .map_err(|e| Error::Broker(format!("{}: {e}", path.display())))?
+            .trim()
+            .parse()
+            .map_err(|e| Error::Broker(format!("{}: {e}", path.display())))
+    }
+
+    /// Kills Tansu with SIGKILL and waits until its port is closed (up to
+    /// [`STOP_TIMEOUT`]). Its data directory stays, for [`LocalBroker::restart`].
+    pub fn kill9(&self) -> Result<()> {
+        let pid = self.pid()?;
+        let status = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .map_err(|e| Error::Broker(format!("kill -9 {pid}: {e}")))?;
+        if !status.success() {
+            return Err(Error::Broker(format!("kill -9 {pid}: {status}")));
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while TcpStream::connect(&self.addr).is_ok() {
+            if Instant::now() >= deadline {
+                return Err(Error::Broker(format!(
+                    "{} still listening {STOP_TIMEOUT:?} after kill -9",
+                    self.addr
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Starts Tansu again on the same directory and port (killing the running one first,
+    /// if any) and waits until it listens (up to [`START_TIMEOUT`]).
+    pub fn restart(&self) -> Result<()> {
+        let old = self.pid()?;
+        std::fs::write(self.dir.join("start"), b"")
+            .map_err(|e| Error::Broker(format!("start file: {e}")))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while self.dir.join("start").exists() || self.pid().ok() == Some(old) {
+            if Instant::now() >= deadline {
+                return Err(Error::Broker(format!(
+                    "the watchdog did not start Tansu again within {START_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.wait_listening(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// The end of Tansu's log (every run of it).
+    pub fn log(&self) -> String {
+        log_tail(&self.dir.join("tansu.log"))
     }
 
     /// Stops the broker now (rather than when this process ends) and waits until its port

@@ -1,5 +1,5 @@
 //! The fan-out's HTTP API: subscriptions (admin), acknowledgements and the live stream
-//! (desks), and the desk console.
+//! (desks), the desk console, and the oversight role's read-only endpoints (`oversight.rs`).
 //!
 //! Every endpoint that reveals or changes data is authenticated (bearer token, or the
 //! console's session cookie). A cookie-authenticated request that changes something must
@@ -54,6 +54,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         core,
         clients: Mutex::new(HashMap::new()),
     });
+    let core = api.core.clone();
     Router::new()
         .route("/console", get(console_index))
         .route("/console/app.js", get(console_js))
@@ -74,9 +75,10 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
                 .put(put_subscription)
                 .delete(delete_subscription),
         )
+        .with_state(api)
+        .merge(crate::oversight::router(core))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(api)
 }
 
 async fn security_headers(mut r: Response) -> Response {
@@ -94,11 +96,11 @@ async fn security_headers(mut r: Response) -> Response {
     r
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     let mut r = error(
         StatusCode::UNAUTHORIZED,
         "a valid bearer token or session is required",
@@ -265,7 +267,7 @@ async fn login(State(api): Shared, headers: HeaderMap, body: Bytes) -> Response 
             let cookie = api.core.sessions.cookie(&value);
             (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response()
         }
-        Some(Principal::Admin { .. }) => error(
+        Some(Principal::Admin { .. } | Principal::Oversight { .. }) => error(
             StatusCode::FORBIDDEN,
             "the console is for desks; use a desk token",
         ),
@@ -305,6 +307,10 @@ async fn me(State(api): Shared, Caller(principal): Caller) -> Response {
                 "clearance": sub.as_ref().map(|s| s.clearance),
             }))
             .into_response()
+        }
+        Principal::Oversight { name, clearance } => {
+            axum::Json(json!({ "name": name, "role": "oversight", "clearance": clearance }))
+                .into_response()
         }
     }
 }

@@ -1,14 +1,17 @@
 //! Who is calling: bearer tokens (kept only as SHA-256 hashes in the tokens file) and
 //! console sessions (an HttpOnly, SameSite=Strict cookie minted from a token).
 //!
-//! Two roles: `admin` manages subscriptions; `desk` is bound to one subscription, reads
-//! its live stream and acknowledges the alerts it may see.
+//! Three roles: `admin` manages subscriptions; `desk` is bound to one subscription, reads
+//! its live stream and acknowledges the alerts it may see; `oversight` reads the delivery
+//! receipts and the audit log (`oversight.rs`) at a clearance of its own, and changes
+//! nothing.
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
+use ewn_model::Tlp;
 use ewn_ops::tokens::{HashedTokens, parse_hash};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -19,14 +22,33 @@ use crate::settings::is_name;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
-    Admin { name: String },
-    Desk { name: String, subscription: String },
+    Admin {
+        name: String,
+    },
+    Desk {
+        name: String,
+        subscription: String,
+    },
+    /// Reads receipts and the audit log; sees alert content only up to `clearance` (at
+    /// most AMBER: see [`OVERSIGHT_MAX_CLEARANCE`]).
+    Oversight {
+        name: String,
+        clearance: Tlp,
+    },
 }
+
+/// The highest clearance an oversight token may hold. AMBER+STRICT and RED content goes
+/// only to the agencies an alert names (DESIGN.md, "Fan-out"); an overseer is not one of
+/// them, so it sees such alerts as metadata only, whatever its token says. A tokens file
+/// that gives an oversight token more is refused rather than silently capped.
+pub const OVERSIGHT_MAX_CLEARANCE: Tlp = Tlp::Amber;
 
 impl Principal {
     pub fn name(&self) -> &str {
         match self {
-            Principal::Admin { name } | Principal::Desk { name, .. } => name,
+            Principal::Admin { name }
+            | Principal::Desk { name, .. }
+            | Principal::Oversight { name, .. } => name,
         }
     }
 }
@@ -46,6 +68,8 @@ struct TokenEntry {
     /// Hex SHA-256 of the token.
     sha256: String,
     subscription: Option<String>,
+    /// An oversight token's clearance (required for that role, refused for the others).
+    clearance: Option<Tlp>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +77,7 @@ struct TokenEntry {
 enum Role {
     Admin,
     Desk,
+    Oversight,
 }
 
 /// The accepted tokens (hashes compared in constant time: [`ewn_ops::tokens`], shared with
@@ -97,14 +122,41 @@ impl Tokens {
                 problems.push(format!("{at}.sha256: 64 hex digits expected"));
                 [0u8; 32]
             });
+            if t.clearance.is_some() && t.role != Role::Oversight {
+                problems.push(format!(
+                    "{at}.clearance: only an oversight token has one (a desk's is its subscription's)"
+                ));
+                continue;
+            }
             let principal = match (t.role, t.subscription) {
                 (Role::Admin, None) => Principal::Admin { name: t.name },
                 (Role::Desk, Some(s)) if is_name(&s) => Principal::Desk {
                     name: t.name,
                     subscription: s,
                 },
-                (Role::Admin, Some(_)) => {
-                    problems.push(format!("{at}.subscription: an admin token has none"));
+                (Role::Oversight, None) => match t.clearance {
+                    Some(c) if c <= OVERSIGHT_MAX_CLEARANCE => Principal::Oversight {
+                        name: t.name,
+                        clearance: c,
+                    },
+                    Some(_) => {
+                        problems.push(format!(
+                            "{at}.clearance: at most AMBER for an oversight token (AMBER_STRICT \
+                             and RED content goes only to the agencies an alert names)"
+                        ));
+                        continue;
+                    }
+                    None => {
+                        problems.push(format!(
+                            "{at}.clearance: an oversight token names its clearance (CLEAR, GREEN or AMBER)"
+                        ));
+                        continue;
+                    }
+                },
+                (Role::Admin | Role::Oversight, Some(_)) => {
+                    problems.push(format!(
+                        "{at}.subscription: only a desk token is bound to a subscription"
+                    ));
                     continue;
                 }
                 (Role::Desk, _) => {
@@ -345,6 +397,44 @@ mod tests {
         assert_eq!(t.check("s3cret"), None);
         let bad = Tokens::parse("[[tokens]]\nname='x y'\nrole='desk'\nsha256='zz'\n").unwrap_err();
         assert_eq!(bad.len(), 3, "{bad:?}");
+    }
+
+    #[test]
+    fn an_oversight_token_names_a_clearance_of_at_most_amber() {
+        let h = hex::encode(token_hash("s3cret-oversight"));
+        let t = Tokens::parse(&format!(
+            "[[tokens]]\nname='ombudsman'\nrole='oversight'\nclearance='GREEN'\nsha256='{h}'\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            t.check("s3cret-oversight"),
+            Some(Principal::Oversight {
+                name: "ombudsman".into(),
+                clearance: Tlp::Green
+            })
+        );
+        for (entry, field) in [
+            ("role='oversight'", "clearance"),
+            ("role='oversight'\nclearance='RED'", "clearance"),
+            ("role='oversight'\nclearance='AMBER_STRICT'", "clearance"),
+            (
+                "role='oversight'\nclearance='AMBER'\nsubscription='x'",
+                "subscription",
+            ),
+            ("role='admin'\nclearance='AMBER'", "clearance"),
+            (
+                "role='desk'\nsubscription='x'\nclearance='AMBER'",
+                "clearance",
+            ),
+        ] {
+            let bad = Tokens::parse(&format!("[[tokens]]\nname='o'\n{entry}\nsha256='{h}'\n"))
+                .unwrap_err();
+            assert_eq!(bad.len(), 1, "{entry}: {bad:?}");
+            assert!(
+                bad[0].starts_with(&format!("tokens[0].{field}:")),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

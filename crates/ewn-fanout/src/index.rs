@@ -361,6 +361,15 @@ impl AlertIndex {
         })
     }
 
+    /// The ids of every message known of the episode `message_id` belongs to.
+    pub fn episode_messages(&self, message_id: &str) -> Option<Vec<Arc<str>>> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        g.by_message
+            .get(message_id)
+            .and_then(|(e, _)| g.episodes.get(e))
+            .map(|ep| ep.messages.clone())
+    }
+
     /// Records an acknowledgement of `message_id` (of any message of its episode); the
     /// earliest time wins. One naming a message not seen yet waits for it (bounded).
     pub fn ack(&self, message_id: &str, at: i64) {

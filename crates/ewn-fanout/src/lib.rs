@@ -20,6 +20,7 @@ pub mod i18n;
 pub mod index;
 pub mod keys;
 pub mod metrics;
+pub mod oversight;
 pub mod policy;
 pub mod render;
 mod requests;

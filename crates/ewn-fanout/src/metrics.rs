@@ -43,6 +43,12 @@ pub struct FanoutMetrics {
     pub audit_records: IntCounterVec,
     /// Desks' case requests by outcome (`CASE_OUTCOMES`).
     pub case_requests: IntCounterVec,
+    /// Oversight reads by endpoint and outcome (`OVERSIGHT_ENDPOINTS` x `OVERSIGHT_OUTCOMES`),
+    /// their duration, those in progress and their bound.
+    pub oversight_reads: IntCounterVec,
+    pub oversight_read_seconds: HistogramVec,
+    pub oversight_in_flight: IntGauge,
+    pub oversight_in_flight_bound: IntGauge,
     /// Entries of each in-memory set (`MEMORY_SETS`) and the bound each is held to.
     pub memory_entries: IntGaugeVec,
     pub memory_bound: IntGaugeVec,
@@ -71,6 +77,22 @@ pub const AUDIT_OUTCOMES: [&str; 3] = ["written", "dropped", "failed"];
 /// alert), invalid (400: the body), failed (not signed, not confirmed, or case requests
 /// off).
 pub const CASE_OUTCOMES: [&str; 4] = ["sent", "refused", "invalid", "failed"];
+/// The values of `endpoint` in `ewn_fanout_oversight_reads_total` and
+/// `ewn_fanout_oversight_read_seconds`.
+pub const OVERSIGHT_ENDPOINTS: [&str; 2] = ["receipts", "audit"];
+/// The values of `outcome` in `ewn_fanout_oversight_reads_total`: served (a page read to
+/// its end or its limit), deadline (a page cut at `fanout.oversight.read_timeout_ms`),
+/// busy (429 at `fanout.oversight.max_concurrent_reads`), bad_request, unlogged (503: its
+/// audit record was not confirmed, so nothing was shown) and failed (the topics could not
+/// be read).
+pub const OVERSIGHT_OUTCOMES: [&str; 6] = [
+    "served",
+    "deadline",
+    "busy",
+    "bad_request",
+    "unlogged",
+    "failed",
+];
 
 /// The values of `outcome` in `ewn_fanout_deliveries_total`.
 pub const OUTCOMES: [&str; 3] = ["delivered", "dead_letter", "endpoint_gone"];
@@ -166,7 +188,34 @@ impl FanoutMetrics {
         for o in CASE_OUTCOMES {
             case_requests.with_label_values(&[o]);
         }
+        let oversight_reads = m.counter_vec(
+            "ewn_fanout_oversight_reads_total",
+            "reads of the oversight endpoints, by endpoint and outcome",
+            &["endpoint", "outcome"],
+        )?;
+        let oversight_read_seconds = m.histogram_vec(
+            "ewn_fanout_oversight_read_seconds",
+            "one oversight read, request to response (its audit record confirmed)",
+            LATENCY_BUCKETS,
+            &["endpoint"],
+        )?;
+        for e in OVERSIGHT_ENDPOINTS {
+            oversight_read_seconds.with_label_values(&[e]);
+            for o in OVERSIGHT_OUTCOMES {
+                oversight_reads.with_label_values(&[e, o]);
+            }
+        }
         Ok(FanoutMetrics {
+            oversight_reads,
+            oversight_read_seconds,
+            oversight_in_flight: m.gauge(
+                "ewn_fanout_oversight_reads_in_flight",
+                "oversight reads being served",
+            )?,
+            oversight_in_flight_bound: m.gauge(
+                "ewn_fanout_oversight_reads_in_flight_bound",
+                "fanout.oversight.max_concurrent_reads: past it a read is answered 429 (configuration)",
+            )?,
             subscription_records_refused,
             audit_records,
             case_requests,
@@ -348,6 +397,9 @@ mod tests {
             "ewn_fanout_alerts_total{msg_type=\"CANCEL\"} 0",
             "ewn_fanout_withheld_total{tlp=\"RED\"} 0",
             "ewn_fanout_undecodable_records_total{topic=\"alerts\"} 0",
+            "ewn_fanout_oversight_reads_total{endpoint=\"audit\",outcome=\"unlogged\"} 0",
+            "ewn_fanout_oversight_read_seconds_count{endpoint=\"receipts\"} 0",
+            "ewn_fanout_oversight_reads_in_flight 0",
         ] {
             assert!(text.contains(line), "{line} missing:\n{text}");
         }

@@ -60,6 +60,7 @@ pub struct FanoutSettings {
     /// deliveries in flight and parked (at most one per pending alert and subscription).
     pub max_subscriptions: usize,
     pub audit: AuditSettings,
+    pub oversight: OversightSettings,
 }
 
 impl Default for FanoutSettings {
@@ -89,6 +90,33 @@ impl Default for FanoutSettings {
             max_revoked_sessions: 10_000,
             max_subscriptions: 10_000,
             audit: AuditSettings::default(),
+            oversight: OversightSettings::default(),
+        }
+    }
+}
+
+/// The `[fanout.oversight]` section: the oversight role's read-only endpoints
+/// (`/api/v1/oversight/...`), which read `<prefix>deliveries`, `<prefix>acks` and
+/// `<prefix>audit` on demand (see `oversight.rs` for why no index is kept).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OversightSettings {
+    /// Records in one page; `?limit=` may ask for fewer, never more.
+    pub max_page: usize,
+    /// How long one read may take. Past it the page holds what was read, says
+    /// `"complete": false` and carries the cursor to go on from.
+    pub read_timeout_ms: u64,
+    /// Reads served at once (each holds a consumer and a blocking thread); past it a read
+    /// is answered 429 with `Retry-After`.
+    pub max_concurrent_reads: usize,
+}
+
+impl Default for OversightSettings {
+    fn default() -> Self {
+        OversightSettings {
+            max_page: 200,
+            read_timeout_ms: 10_000,
+            max_concurrent_reads: 2,
         }
     }
 }
@@ -217,6 +245,16 @@ impl FanoutSettings {
         let mut p = Vec::new();
         if self.audit.queue_max == 0 {
             p.push("fanout.audit.queue_max: must be at least 1".into());
+        }
+        let o = &self.oversight;
+        if o.max_page == 0 || o.max_page > 10_000 {
+            p.push("fanout.oversight.max_page: 1 to 10000".into());
+        }
+        if o.read_timeout_ms == 0 {
+            p.push("fanout.oversight.read_timeout_ms: must be positive".into());
+        }
+        if o.max_concurrent_reads == 0 {
+            p.push("fanout.oversight.max_concurrent_reads: must be at least 1".into());
         }
         if self.audit.signing_key_file.is_some() && self.audit.key_id.is_empty() {
             p.push("fanout.audit.key_id: needed with fanout.audit.signing_key_file".into());

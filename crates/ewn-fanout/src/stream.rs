@@ -98,6 +98,17 @@ impl Hub {
         }
     }
 
+    /// The buffered message with this id, if the buffer still holds it (a scan of at most
+    /// `fanout.stream.buffer_alerts`: for the oversight API, not a hot path).
+    pub fn find(&self, alert_id: &str) -> Option<Arc<Alert>> {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        s.events
+            .iter()
+            .rev()
+            .find(|e| e.alert.alert_id == alert_id)
+            .map(|e| e.alert.clone())
+    }
+
     /// Adds an alert read from `partition` at `offset`; ignores offsets already seen (a
     /// re-read after a reconnect).
     pub fn push(&self, partition: i32, offset: i64, alert: Alert) {

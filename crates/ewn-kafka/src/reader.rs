@@ -93,6 +93,19 @@ impl AssignedReader {
         partition: impl Fn(i32) -> bool,
         start_of: impl Fn(&str) -> StartAt,
     ) -> Result<Self> {
+        Self::with_partition_starts(settings, role, what, select, partition, |t, _| start_of(t))
+    }
+
+    /// Like [`AssignedReader::with_filter`], with a starting point per topic and partition
+    /// (a reader resuming from a cursor of offsets).
+    pub fn with_partition_starts(
+        settings: &KafkaSettings,
+        role: &str,
+        what: &str,
+        select: impl Fn(&str) -> bool,
+        partition: impl Fn(i32) -> bool,
+        start_of: impl Fn(&str, i32) -> StartAt,
+    ) -> Result<Self> {
         settings.check()?;
         // librdkafka wants a group id even for manual assignment; the reader never joins
         // the group nor commits to it.
@@ -113,10 +126,10 @@ impl AssignedReader {
             .iter()
             .filter(|t| t.error().is_none() && select(t.name()))
         {
-            let start = start_of(topic.name());
             let mut any = false;
             for p in topic.partitions().iter().filter(|p| partition(p.id())) {
                 any = true;
+                let start = start_of(topic.name(), p.id());
                 // Every start is resolved to a number, so `caught_up` knows where it began.
                 let (low, high) = consumer
                     .fetch_watermarks(topic.name(), p.id(), timeout)
@@ -192,6 +205,15 @@ impl AssignedReader {
             v.push((e.topic().to_string(), e.partition(), high));
         }
         Ok(v)
+    }
+
+    /// Where each assigned partition started, as `(topic, partition, offset)` (every start
+    /// resolved to an offset).
+    pub fn starts(&self) -> Vec<(String, i32, i64)> {
+        self.bounds
+            .iter()
+            .map(|(t, p, start, _)| (t.clone(), *p, *start))
+            .collect()
     }
 
     /// The topics assigned, sorted.

@@ -368,7 +368,7 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// The closed set of actions, also the `action` label of the audit metrics.
-    pub const ACTIONS: [&'static str; 12] = [
+    pub const ACTIONS: [&'static str; 13] = [
         "subscription_created",
         "subscription_changed",
         "subscription_disabled",
@@ -377,6 +377,8 @@ impl AuditRecord {
         "escalation",
         "trust_store_reloaded",
         "rules_reloaded",
+        // An oversight token read receipts or the audit log (the fan-out's oversight API).
+        "oversight_read",
         "case_requested",
         "case_approved",
         "case_declined",

@@ -300,7 +300,7 @@ fn any_then(ks: &KeyState, from: i64, to: i64, except: Option<i64>) -> bool {
 }
 
 /// Rough bytes of a key held for one rule: its entry in the key map and the expiry index,
-/// and its state's buffers (measured by `make soak` against RSS).
+/// and its state's buffers (measured by `make soak-state` against RSS).
 fn key_bytes(key: &str) -> usize {
     2 * (std::mem::size_of::<KeyState>() + 48) + 2 * key.len() + 256
 }

@@ -9,9 +9,8 @@
 //! same way); this kit finds the binary for the tests (`TANSU_BIN`, `PATH`, `~/.cargo/bin`).
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -87,7 +86,8 @@ pub fn broker() -> &'static Broker {
 }
 
 /// Starts a broker of its own (not the shared one) with `engine`; it stops when this
-/// process ends.
+/// process ends. A test may kill it (`kill9`) and start it again on the same data and port
+/// (`restart`): use [`Engine::Sqlite`] to keep data across restarts.
 pub fn start_broker(engine: Engine) -> Result<Broker, String> {
     Broker::start(&tansu_bin(), engine).map_err(|e| e.to_string())
 }
@@ -96,153 +96,6 @@ pub fn start_broker(engine: Engine) -> Result<Broker, String> {
 /// [`ewn_demo::broker::LocalBroker::start_behind_relay`]).
 pub fn start_broker_behind_relay(engine: Engine) -> Result<(Broker, LinkRelay), String> {
     Broker::start_behind_relay(&tansu_bin(), engine).map_err(|e| e.to_string())
-}
-
-/// A broker that a test can kill (`kill -9`) and start again on the same data directory
-/// and port, to see what clients make of a broker crash. The watchdog shell keeps the
-/// directory while Tansu is down; it stops Tansu and removes the directory when this
-/// process ends (or on [`RestartableBroker::stop`]).
-pub struct RestartableBroker {
-    /// `127.0.0.1:PORT`, the same across restarts.
-    pub addr: String,
-    pub dir: PathBuf,
-}
-
-impl RestartableBroker {
-    /// Starts a broker of its own with `engine` (use [`Engine::Sqlite`] to keep data across
-    /// restarts) on a free port.
-    pub fn start(engine: Engine) -> Result<RestartableBroker, String> {
-        let bin = tansu_bin();
-        if !bin.is_file() {
-            return Err(format!(
-                "{} not found: run `make broker` (installs Tansu 0.6.0) or set TANSU_BIN",
-                bin.display()
-            ));
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("ewn-tansu-restart-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?
-            .keep();
-        let addr = format!("127.0.0.1:{}", free_port());
-        // The watchdog: runs Tansu (pid in `tansu.pid`); a `start` file asks for a new
-        // Tansu (after a kill -9 from the test, the old one is reaped first); it ends when
-        // this process ends or a `stop` file appears, and removes the directory then.
-        let script = format!(
-            "run() {{ '{bin}' broker --listener-url tcp://{addr} --advertised-listener-url tcp://{addr} \
-             --storage-engine {storage} >>tansu.log 2>&1 & child=$!; echo $child >tansu.pid.new; \
-             mv tansu.pid.new tansu.pid; }}; \
-             run; \
-             while kill -0 {parent} 2>/dev/null && [ ! -e stop ]; do \
-               if [ -e start ]; then kill -9 $child 2>/dev/null; wait $child 2>/dev/null; \
-                 echo '--- restarted ---' >>tansu.log; run; rm -f start; fi; \
-               sleep 0.1; \
-             done; \
-             kill $child 2>/dev/null; wait $child 2>/dev/null; cd /; rm -rf '{dir}'",
-            bin = bin.display(),
-            storage = engine.url(),
-            parent = std::process::id(),
-            dir = dir.display(),
-        );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("spawn sh: {e}"))?;
-        let broker = RestartableBroker { addr, dir };
-        broker.wait_listening(Duration::from_secs(30))?;
-        Ok(broker)
-    }
-
-    /// The pid of the running Tansu.
-    pub fn pid(&self) -> Result<u32, String> {
-        let path = self.dir.join("tansu.pid");
-        std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .trim()
-            .parse()
-            .map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// Kills Tansu with SIGKILL and waits until its port is closed (up to 10 s). Its data
-    /// directory stays.
-    pub fn kill9(&self) -> Result<(), String> {
-        let pid = self.pid()?;
-        let status = Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .map_err(|e| format!("kill -9 {pid}: {e}"))?;
-        if !status.success() {
-            return Err(format!("kill -9 {pid}: {status}"));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(&self.addr).is_ok() {
-            if Instant::now() >= deadline {
-                return Err(format!("{} still listening 10 s after kill -9", self.addr));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-
-    /// Starts Tansu again on the same directory and port (killing the running one first,
-    /// if any) and waits until it listens, up to 30 s.
-    pub fn restart(&self) -> Result<(), String> {
-        let old = self.pid()?;
-        std::fs::write(self.dir.join("start"), b"").map_err(|e| format!("start file: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.dir.join("start").exists() || self.pid().ok() == Some(old) {
-            if Instant::now() >= deadline {
-                return Err("the watchdog did not start Tansu again within 30 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.wait_listening(deadline.saturating_duration_since(Instant::now()))
-    }
-
-    fn wait_listening(&self, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if TcpStream::connect(&self.addr).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!(
-            "not listening on {} after {timeout:?}; log: {}",
-            self.addr,
-            self.log()
-        ))
-    }
-
-    /// The end of Tansu's log (every run of it).
-    pub fn log(&self) -> String {
-        log_tail(&self.dir.join("tansu.log"))
-    }
-
-    /// Stops the broker and its watchdog now, removing the directory (waits up to 10 s).
-    pub fn stop(&self) -> Result<(), String> {
-        std::fs::write(self.dir.join("stop"), b"").map_err(|e| format!("stop file: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(&self.addr).is_err() && !self.dir.exists() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!(
-            "the broker at {} did not stop within 10 s",
-            self.addr
-        ))
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    ewn_demo::broker::log_tail(path)
 }
 
 /// A topic prefix no other test of any run shares: `t<pid>-<n>-<name>.ewn.`.
