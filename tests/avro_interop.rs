@@ -182,6 +182,8 @@ fn records() -> Vec<(&'static str, Vec<u8>, Value)> {
         one("Heartbeat.avsc", samples::heartbeat()),
         one("SignedHeartbeat.avsc", samples::signed_heartbeat()),
         one("AuditRecord.avsc", samples::audit_record()),
+        one("CaseRequest.avsc", samples::case_request()),
+        one("CaseResponse.avsc", samples::case_response()),
     ]
 }
 

@@ -63,6 +63,7 @@ pub(crate) fn router(core: Arc<Core>) -> Router {
         .route("/api/v1/me", get(me))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/alerts/{id}/ack", post(ack))
+        .route("/api/v1/alerts/{id}/requests", post(case_request))
         .route("/api/v1/cap", post(cap_ack))
         .route(
             "/api/v1/subscriptions",
@@ -374,6 +375,16 @@ async fn ack(
             .into_response(),
         Err(r) => r,
     }
+}
+
+/// A desk's case request about one incident of an alert (`requests.rs`).
+async fn case_request(
+    State(api): Shared,
+    DeskCaller { name, sub, .. }: DeskCaller,
+    Path(alert_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    crate::requests::create(&api.core, &name, &sub, &alert_id, &body).await
 }
 
 /// The episode `alert_id` belongs to, if `sub` may acknowledge it: only a recipient

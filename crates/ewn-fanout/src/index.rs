@@ -107,6 +107,20 @@ struct Episode {
     acked_at: Option<i64>,
     /// Its ALERT was seen (an orphan follow-up started it otherwise).
     has_alert: bool,
+    /// The incidents its messages carry evidence of (the alerts' bounded samples), at most
+    /// [`MAX_EPISODE_INCIDENTS`]: what a desk may request the details of.
+    incidents: std::collections::BTreeMap<String, EpisodeIncident>,
+}
+
+/// Most incidents an episode remembers for case requests.
+pub const MAX_EPISODE_INCIDENTS: usize = 1024;
+
+/// An incident of an episode, as its evidence names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpisodeIncident {
+    /// The incidents topic it was read from (`<prefix>incidents.<cc>`).
+    pub topic: String,
+    pub payload_sha256: [u8; 32],
 }
 
 /// `alert` carrying `prefix` (its episode's union up to it).
@@ -165,6 +179,15 @@ pub struct EpisodeState {
     pub created_at: i64,
     pub cancelled: bool,
     pub acked_at: Option<i64>,
+}
+
+impl AlertIndex {
+    /// The incident `incident_id` of the episode of `message_id`, if its evidence names it.
+    pub fn incident_of(&self, message_id: &str, incident_id: &str) -> Option<EpisodeIncident> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let (ep_id, _) = g.by_message.get(message_id)?;
+        g.episodes.get(ep_id)?.incidents.get(incident_id).cloned()
+    }
 }
 
 #[derive(Default)]
@@ -227,8 +250,20 @@ impl AlertIndex {
                 cancelled: false,
                 acked_at: None,
                 has_alert: false,
+                incidents: std::collections::BTreeMap::new(),
             }
         });
+        for e in &alert.evidence {
+            if ep.incidents.len() >= MAX_EPISODE_INCIDENTS {
+                break;
+            }
+            ep.incidents
+                .entry(e.incident_id.clone())
+                .or_insert_with(|| EpisodeIncident {
+                    topic: e.topic.clone(),
+                    payload_sha256: e.payload_sha256,
+                });
+        }
         let prefix = match known {
             Some((_, prefix)) => prefix,
             None => {

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod oversight;
 pub mod policy;
 pub mod render;
+mod requests;
 pub(crate) mod retry;
 pub mod sealed;
 mod service;

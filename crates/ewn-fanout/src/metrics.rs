@@ -41,6 +41,8 @@ pub struct FanoutMetrics {
     pub audit_queue_bound: IntGauge,
     /// Audit records by outcome (`AUDIT_OUTCOMES`).
     pub audit_records: IntCounterVec,
+    /// Desks' case requests by outcome (`CASE_OUTCOMES`).
+    pub case_requests: IntCounterVec,
     /// Oversight reads by endpoint and outcome (`OVERSIGHT_ENDPOINTS` x `OVERSIGHT_OUTCOMES`),
     /// their duration, those in progress and their bound.
     pub oversight_reads: IntCounterVec,
@@ -70,6 +72,11 @@ pub const MEMORY_SETS: [&str; 7] = [
 /// confirmed).
 pub const AUDIT_OUTCOMES: [&str; 3] = ["written", "dropped", "failed"];
 
+/// The values of `outcome` in `ewn_fanout_case_requests_total`: sent (confirmed on
+/// `<prefix>requests.<cc>`), refused (403: not received in full, or an incident not in the
+/// alert), invalid (400: the body), failed (not signed, not confirmed, or case requests
+/// off).
+pub const CASE_OUTCOMES: [&str; 4] = ["sent", "refused", "invalid", "failed"];
 /// The values of `endpoint` in `ewn_fanout_oversight_reads_total` and
 /// `ewn_fanout_oversight_read_seconds`.
 pub const OVERSIGHT_ENDPOINTS: [&str; 2] = ["receipts", "audit"];
@@ -172,6 +179,15 @@ impl FanoutMetrics {
         for o in AUDIT_OUTCOMES {
             audit_records.with_label_values(&[o]);
         }
+        let case_requests = m.counter_vec(
+            "ewn_fanout_case_requests_total",
+            "desks' case requests: sent to the originating state, refused (not received in \
+             full, or an incident not in the alert), invalid (the body), failed",
+            &["outcome"],
+        )?;
+        for o in CASE_OUTCOMES {
+            case_requests.with_label_values(&[o]);
+        }
         let oversight_reads = m.counter_vec(
             "ewn_fanout_oversight_reads_total",
             "reads of the oversight endpoints, by endpoint and outcome",
@@ -202,6 +218,7 @@ impl FanoutMetrics {
             )?,
             subscription_records_refused,
             audit_records,
+            case_requests,
             audit_queue: m.gauge(
                 "ewn_fanout_audit_queue_records",
                 "audit records waiting to be signed and written",

@@ -140,6 +140,9 @@ pub(crate) struct Core {
     pub escalation: Scheduler,
     /// The audit log of administrative acts (`audit.rs`): never waits.
     pub audit: crate::audit::AuditLog,
+    /// The fan-out's service key, which also signs case requests on behalf of desks
+    /// (`requests.rs`); none without `fanout.audit.signing_key_file`.
+    pub case_signer: Option<Arc<ewn_trust::audit::AuditSigner>>,
     /// (alert id, subscription id, escalation step) with a receipt on the topic.
     pub receipts: Mutex<Seen>,
     /// Deliveries started on the live path and not yet terminal (or parked).
@@ -861,6 +864,7 @@ pub async fn start(
         seal,
         endpoints: Mutex::new(HashMap::new()),
         escalation: Scheduler::new(config.fanout.index.max_messages, Arc::new(SystemClock)),
+        case_signer: audit_queue.as_ref().map(|(_, s)| s.clone()),
         audit,
         parked: Mutex::new(HashMap::new()),
         inflight: Mutex::new(HashSet::new()),

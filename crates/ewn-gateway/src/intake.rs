@@ -228,6 +228,8 @@ pub struct Intake {
     pub signer: Arc<ReloadingSigner>,
     pub topics: Topics,
     pub clock: Clock,
+    /// Keep each report's raw line for the case store (`gateway.details.path` is set).
+    pub keep_details: bool,
 }
 
 impl Intake {
@@ -281,6 +283,12 @@ impl Intake {
             key_id: None,
             errors: errors.iter().map(LineError::from).collect(),
         };
+        let raw = match (&line, self.keep_details) {
+            (Line::Text(t), true) => Some(crate::spool::RawDetails(zeroize::Zeroizing::new(
+                t.trim().as_bytes().to_vec(),
+            ))),
+            _ => None,
+        };
         let mut incident =
             match prepare_line(line, n, &self.blinding, &self.limits, now, &mut state) {
                 Ok(Some(i)) => i,
@@ -321,6 +329,7 @@ impl Intake {
             topic: self.topics.incidents(&incident.reporter.state),
             key,
             value,
+            details: raw,
         });
         out.results.push(LineResult {
             line: n,
@@ -380,6 +389,7 @@ impl SpoolWriter {
         metrics: GatewayMetrics,
         wake: Wake,
         shutdown: Arc<AtomicBool>,
+        cases: Option<Arc<crate::cases::CaseStore>>,
     ) -> Result<(SpoolWriter, std::thread::JoinHandle<()>)> {
         let (tx, rx) = sync_channel(4 * group_max.max(1));
         let handle = std::thread::Builder::new()
@@ -395,6 +405,7 @@ impl SpoolWriter {
                     metrics,
                     wake,
                     shutdown,
+                    cases,
                 )
             })
             .map_err(|e| Error::Stopped(format!("cannot start the spool writer: {e}")))?;
@@ -461,6 +472,7 @@ fn write_loop(
     metrics: GatewayMetrics,
     wake: Wake,
     shutdown: Arc<AtomicBool>,
+    cases: Option<Arc<crate::cases::CaseStore>>,
 ) {
     let _span = tracing::info_span!("gateway", stage = "spool").entered();
     loop {
@@ -536,6 +548,24 @@ fn write_loop(
                         .filter(|(_, f)| **f == Fate::Stored)
                         .fold((0u64, 0u64), |(n, b), (r, _)| (n + 1, b + r.bytes()));
                     count_in(&depth, &req.post, n, b);
+                    if let Some(cases) = &cases {
+                        // Only what was stored now: a duplicate's details are those of its
+                        // first acceptance, a conflicting report's are never kept.
+                        let kept: Vec<(&str, &[u8])> = req
+                            .records
+                            .iter()
+                            .zip(&mine)
+                            .filter(|(_, f)| **f == Fate::Stored)
+                            .filter_map(|(r, _)| {
+                                r.details
+                                    .as_ref()
+                                    .map(|d| (r.incident_id.as_str(), &d.0[..]))
+                            })
+                            .collect();
+                        if let Err(e) = cases.keep(&kept, clock()) {
+                            tracing::error!(error = %e, "raw details not kept for case requests");
+                        }
+                    }
                     replies.push(mine);
                 }
                 {

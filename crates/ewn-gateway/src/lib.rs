@@ -8,9 +8,14 @@
 //!   `publish`); a durable SQLite spool ([`spool`]); the forwarder ([`forward`]: in order
 //!   per post, round robin between posts, backoff while the broker is away); the signing
 //!   key reloaded without a restart ([`signer`]); its series ([`metrics`]).
+//! - Case requests: [`cases`] keeps the raw details of what the gateway signed (locally,
+//!   for a retention, bounded) and the requests it received; [`requests`] reads
+//!   `<prefix>requests.<cc>` and serves the operators' approve/decline API, answering on
+//!   `<prefix>responses` with details HPKE-encrypted to the requesting agency.
 //! - [`heartbeat`]: signed heartbeats on `<prefix>heartbeats.<cc>` every interval, with the
 //!   gateway's per-post spool figures.
 
+pub mod cases;
 pub mod drop;
 pub mod error;
 pub mod forward;
@@ -20,6 +25,7 @@ pub mod input;
 pub mod intake;
 pub mod metrics;
 pub mod publish;
+pub mod requests;
 pub mod service;
 pub mod settings;
 pub mod signer;

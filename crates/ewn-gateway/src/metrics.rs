@@ -26,7 +26,28 @@ pub struct GatewayMetrics {
     pub drop_files: IntCounterVec,
     /// Accepted incident ids remembered to recognise a report sent again.
     pub accepted_ids: prometheus::IntGauge,
+    pub details_reports: prometheus::IntGauge,
+    pub details_bytes: prometheus::IntGauge,
+    pub details_bound_reports: prometheus::IntGauge,
+    pub details_bound_bytes: prometheus::IntGauge,
+    pub details_erased: IntCounterVec,
+    pub case_requests: IntCounterVec,
+    pub case_requests_pending: prometheus::IntGauge,
+    pub case_requests_bound: prometheus::IntGauge,
 }
+
+/// Why raw details were erased.
+pub const ERASED: [&str; 2] = ["retention", "bound"];
+/// What became of a case request (read from the topic, or decided by an operator).
+pub const CASE_OUTCOMES: [&str; 7] = [
+    "received",
+    "known",
+    "invalid",
+    "over_bound",
+    "approved",
+    "declined",
+    "failed",
+];
 
 const FORWARD_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
@@ -104,7 +125,50 @@ impl GatewayMetrics {
                 "file-drop files handled: moved to done/ or rejected/",
                 &["outcome"],
             )?,
+            details_reports: m.gauge(
+                "ewn_gateway_details_reports",
+                "reports whose raw details the gateway keeps for case requests",
+            )?,
+            details_bytes: m.gauge(
+                "ewn_gateway_details_bytes",
+                "bytes of raw details kept for case requests",
+            )?,
+            details_bound_reports: m.gauge(
+                "ewn_gateway_details_bound_reports",
+                "gateway.details.max_reports: past it the oldest details are erased first",
+            )?,
+            details_bound_bytes: m.gauge(
+                "ewn_gateway_details_bound_bytes",
+                "gateway.details.max_bytes: past it the oldest details are erased first",
+            )?,
+            details_erased: m.counter_vec(
+                "ewn_gateway_details_erased_total",
+                "raw details erased: retention (older than gateway.details.retention_secs) or \
+                 bound (erased early at gateway.details.max_reports or max_bytes)",
+                &["reason"],
+            )?,
+            case_requests: m.counter_vec(
+                "ewn_gateway_case_requests_total",
+                "case requests: received (verified, kept pending), known (read again), \
+                 invalid (undecodable, bad signature, other state), over_bound (not kept: \
+                 gateway.requests.max_pending), approved, declined, failed (answer not sent)",
+                &["outcome"],
+            )?,
+            case_requests_pending: m.gauge(
+                "ewn_gateway_case_requests_pending",
+                "case requests waiting for an operator's decision",
+            )?,
+            case_requests_bound: m.gauge(
+                "ewn_gateway_case_requests_bound",
+                "gateway.requests.max_pending",
+            )?,
         };
+        for reason in ERASED {
+            g.details_erased.with_label_values(&[reason]);
+        }
+        for outcome in CASE_OUTCOMES {
+            g.case_requests.with_label_values(&[outcome]);
+        }
         for via in VIAS {
             for outcome in OUTCOMES {
                 g.intake.with_label_values(&[via, outcome]);

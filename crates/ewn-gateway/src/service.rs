@@ -74,8 +74,9 @@ fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<std::thread::
         .map_err(|e| Error::Stopped(format!("cannot start {name}: {e}")))
 }
 
-/// Starts the gateway. It neither creates topics nor reads any (its Kafka principal may
-/// only write its state's incidents topic, deploy/README.md, "Topics and ACLs").
+/// Starts the gateway. It never creates topics; it reads only its state's case requests,
+/// and only with `gateway.requests.enabled` (its Kafka principal's grants are in
+/// deploy/README.md, "Topics and ACLs").
 pub async fn start(
     config: GatewayConfig,
     registry: &Registry,
@@ -129,6 +130,15 @@ pub async fn start(
             );
         }
     }
+    let cases = match &g.details.path {
+        Some(path) => Some(Arc::new(crate::cases::CaseStore::open(
+            path,
+            g.details.clone(),
+            g.requests.max_pending,
+            metrics.clone(),
+        )?)),
+        None => None,
+    };
     let (wake, events_tx, events_rx) = channel_pair();
     let (writer, writer_thread) = SpoolWriter::start(
         writer_spool,
@@ -143,6 +153,7 @@ pub async fn start(
         metrics.clone(),
         wake,
         shutdown.clone(),
+        cases.clone(),
     )?;
     let oldest = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
     let contacts = Arc::new(Contacts::default());
@@ -174,6 +185,7 @@ pub async fn start(
         signer: signer.clone(),
         topics: Topics::new(&config.kafka.topic_prefix),
         clock: config.clock.clone(),
+        keep_details: cases.is_some(),
     });
     let mut threads = vec![writer_thread, forward_thread];
     threads.push(spawn("gateway-keys", {
@@ -221,6 +233,69 @@ pub async fn start(
         None,
         shutdown.clone(),
     ));
+    if let Some(cases) = &cases {
+        // Erases expired details on the gateway's clock (tests inject theirs).
+        let cases = cases.clone();
+        let clock = config.clock.clone();
+        let shutdown = shutdown.clone();
+        threads.push(spawn("gateway-details", move || {
+            let _span = tracing::info_span!("gateway", stage = "details").entered();
+            while !shutdown.load(Ordering::Relaxed) {
+                match cases.erase_expired(clock()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(erased = n, "raw details past their retention erased"),
+                    Err(e) => tracing::error!(error = %e, "erasing expired details"),
+                }
+                let next = std::time::Instant::now() + cases.erase_interval();
+                while std::time::Instant::now() < next && !shutdown.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })?);
+    }
+    let desk = match (&cases, g.requests.enabled) {
+        (Some(cases), true) => {
+            let r = &g.requests;
+            let audit_path = required(
+                &r.audit_signing_key_file,
+                "gateway.requests.audit_signing_key_file",
+            )?;
+            let audit_text = ewn_trust::secret::read_secret(audit_path)?;
+            let audit_key = crate::signer::parse_key_file(&audit_text, "", audit_path)?;
+            let desk = Arc::new(crate::requests::CaseDesk {
+                store: cases.clone(),
+                trust_store: required(&r.trust_store, "gateway.requests.trust_store")?.clone(),
+                signer: signer.clone(),
+                audit: ewn_trust::audit::AuditSigner::new(
+                    audit_key.key_id,
+                    "gateway",
+                    audit_key.key,
+                ),
+                producer: ewn_kafka::ConfirmingProducer::new(
+                    &config.kafka,
+                    "gateway-requests",
+                    (),
+                    None,
+                )?,
+                kafka: config.kafka.clone(),
+                topics: Topics::new(&config.kafka.topic_prefix),
+                state: g.state.clone(),
+                instance: g.gateway_id(),
+                operators: crate::requests::load_operators(required(
+                    &r.operators_file,
+                    "gateway.requests.operators_file",
+                )?)?,
+                settings: r.clone(),
+                clock: config.clock.clone(),
+                metrics: metrics.clone(),
+            });
+            let reader = desk.clone();
+            let stop = shutdown.clone();
+            threads.push(spawn("gateway-requests", move || reader.read_loop(stop))?);
+            Some(desk)
+        }
+        _ => None,
+    };
     let api = Api {
         intake,
         tokens,
@@ -228,17 +303,16 @@ pub async fn start(
         metrics,
         max_body_bytes: g.max_body_bytes,
     };
-    let (addr, server) = serve_with(
-        g.listen,
-        router(api),
-        wait_for(shutdown.clone()),
-        g.http.clone(),
-    )
-    .await
-    .map_err(|source| Error::Io {
-        path: g.listen.to_string().into(),
-        source,
-    })?;
+    let mut routes = router(api);
+    if let Some(desk) = desk {
+        routes = routes.merge(crate::requests::router(desk));
+    }
+    let (addr, server) = serve_with(g.listen, routes, wait_for(shutdown.clone()), g.http.clone())
+        .await
+        .map_err(|source| Error::Io {
+            path: g.listen.to_string().into(),
+            source,
+        })?;
     tracing::info!(%addr, key_id = %signer.key_id(), "gateway intake on http://{addr}/api/v1/incidents");
     let task = tokio::spawn(async move {
         let served = server.await;

@@ -38,6 +38,10 @@ pub struct GatewaySettings {
     /// This gateway's id in its heartbeats (their record key); empty: `<state>-gateway`.
     pub id: String,
     pub heartbeat: crate::heartbeat::HeartbeatSettings,
+    /// The raw details of signed reports, kept locally for case requests.
+    pub details: crate::cases::DetailsSettings,
+    /// Case requests from desks: read, listed, approved or declined by operators.
+    pub requests: crate::requests::RequestsSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -106,6 +110,8 @@ impl Default for GatewaySettings {
             drop: DropSettings::default(),
             id: String::new(),
             heartbeat: crate::heartbeat::HeartbeatSettings::default(),
+            details: crate::cases::DetailsSettings::default(),
+            requests: crate::requests::RequestsSettings::default(),
         }
     }
 }
@@ -174,6 +180,8 @@ impl GatewaySettings {
             }
         }
         p.extend(self.heartbeat.problems());
+        p.extend(self.details.problems());
+        p.extend(self.requests.problems(self.details.path.as_deref()));
         if !self.id.is_empty() && !crate::intake::is_post_id(&self.id) {
             p.push("gateway.id: letters, digits, `-`, `_` and `.`, at most 64".into());
         }

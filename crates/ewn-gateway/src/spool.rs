@@ -41,6 +41,19 @@ pub struct SpoolRecord {
     pub topic: String,
     pub key: Vec<u8>,
     pub value: Vec<u8>,
+    /// The report as the post sent it (raw identifiers), for the case store: never written
+    /// to the spool, dropped once the spool writer handed it over ([`crate::cases`]).
+    pub details: Option<RawDetails>,
+}
+
+/// A report's raw line; `Debug` never shows it, and its memory is wiped when dropped.
+#[derive(Clone)]
+pub struct RawDetails(pub zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for RawDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawDetails({} bytes)", self.0.len())
+    }
 }
 
 impl SpoolRecord {
@@ -424,6 +437,7 @@ mod tests {
             topic: "t".into(),
             key: vec![n],
             value: vec![n; 10],
+            details: None,
         }
     }
 

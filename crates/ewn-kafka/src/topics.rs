@@ -131,6 +131,18 @@ impl Topics {
         format!("{}audit", self.prefix)
     }
 
+    /// `<prefix>requests.<cc>`, `cc` lower case: case requests to one member state, signed
+    /// by the fan-out on behalf of a desk; read by that state's gateway.
+    pub fn requests(&self, state: &str) -> String {
+        format!("{}requests.{}", self.prefix, state.to_ascii_lowercase())
+    }
+
+    /// The states' signed answers to case requests (approved details encrypted to the
+    /// requester).
+    pub fn responses(&self) -> String {
+        format!("{}responses", self.prefix)
+    }
+
     /// The processor's internal repartition topic.
     pub fn rekeyed(&self) -> String {
         format!("{}process.rekeyed", self.prefix)
@@ -161,6 +173,7 @@ impl Topics {
                 [
                     spec(self.incidents(s), false),
                     spec(self.heartbeats(s), false),
+                    spec(self.requests(s), false),
                 ]
             })
             .collect();
@@ -172,6 +185,7 @@ impl Topics {
         v.push(spec(self.subscriptions(), true));
         // Append-only: never compacted, kept for `kafka.retention_ms` like the others.
         v.push(spec(self.audit(), false));
+        v.push(spec(self.responses(), false));
         v
     }
 
@@ -245,10 +259,12 @@ mod tests {
         assert_eq!(t.heartbeats_state_of("t1.ewn.incidents.kz"), None);
         assert_eq!(t.state_of("t1.ewn.heartbeats.kz"), None);
         let all = t.all(&["kz".into()], 3);
-        assert_eq!(all.len(), 9);
+        assert_eq!(all.len(), 11);
+        assert!(all.iter().any(|s| s.name == "t1.ewn.requests.kz"));
+        assert!(all.iter().any(|s| s.name == "t1.ewn.responses"));
         assert!(all.iter().any(|s| s.name == "t1.ewn.heartbeats.kz"));
         let network = t.network(&["kz".into()], 3, 6);
-        assert_eq!(network.len(), 10);
+        assert_eq!(network.len(), 12);
         assert!(
             network
                 .iter()

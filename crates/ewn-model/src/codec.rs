@@ -288,6 +288,8 @@ schemas! {
     Heartbeat => "Heartbeat.avsc" [],
     SignedHeartbeat => "SignedHeartbeat.avsc" [],
     AuditRecord => "AuditRecord.avsc" [],
+    CaseRequest => "CaseRequest.avsc" [],
+    CaseResponse => "CaseResponse.avsc" [],
 }
 
 /// Finds the schema a single-object-encoded message was written with, by its specification

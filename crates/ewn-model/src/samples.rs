@@ -255,3 +255,42 @@ pub fn audit_record() -> AuditRecord {
         signature: [9; 64],
     }
 }
+
+pub fn case_request() -> CaseRequest {
+    CaseRequest {
+        request_id: "0b8e7f2a-51c4-4d7e-9f3a-6a1b2c3d4e5f".into(),
+        alert_id: "a1b2c3d4e5f60718".into(),
+        incident_id: "3f2b1c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d".into(),
+        incident_sha256: "ef".repeat(32),
+        state: "KZ".into(),
+        agency: "RCC".into(),
+        subscription_id: "rcc-desk".into(),
+        requester: "rcc-desk".into(),
+        justification: "watch-list hit on a returning suspect".into(),
+        legal_basis: "Art. 7 regional agreement".into(),
+        requested_at: 1_767_268_800_000,
+        key_id: "fanout-2026-01".into(),
+        signed_at: 1_767_268_800_001,
+        signature: [5; 64],
+    }
+}
+
+pub fn case_response() -> CaseResponse {
+    CaseResponse {
+        request_id: "0b8e7f2a-51c4-4d7e-9f3a-6a1b2c3d4e5f".into(),
+        alert_id: "a1b2c3d4e5f60718".into(),
+        incident_id: "3f2b1c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d".into(),
+        state: "KZ".into(),
+        agency: "RCC".into(),
+        decision: CaseDecision::Approve,
+        reason: None,
+        recipient_key_id: Some("rcc-2026".into()),
+        encapsulated_key: Some(vec![1; 32]),
+        ciphertext: Some(vec![2; 48]),
+        decided_by: "kz-duty-officer".into(),
+        decided_at: 1_767_268_900_000,
+        key_id: "kz-2026-01".into(),
+        signed_at: 1_767_268_900_001,
+        signature: [6; 64],
+    }
+}

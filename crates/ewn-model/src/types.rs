@@ -135,6 +135,8 @@ wire_enum!(DeliveryOutcome {
 
 wire_enum!(AckVia { Api = "API", Console = "CONSOLE", Cap = "CAP" });
 
+wire_enum!(CaseDecision { Approve = "APPROVE", Decline = "DECLINE" });
+
 impl RejectReason {
     /// The lower-case code printed by tools and used as a metric label.
     pub fn code(self) -> String {
@@ -366,7 +368,7 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// The closed set of actions, also the `action` label of the audit metrics.
-    pub const ACTIONS: [&'static str; 9] = [
+    pub const ACTIONS: [&'static str; 13] = [
         "subscription_created",
         "subscription_changed",
         "subscription_disabled",
@@ -377,7 +379,55 @@ impl AuditRecord {
         "rules_reloaded",
         // An oversight token read receipts or the audit log (the fan-out's oversight API).
         "oversight_read",
+        "case_requested",
+        "case_approved",
+        "case_declined",
+        "case_opened",
     ];
+}
+
+/// A desk's request for the raw details of one incident, on `<prefix>requests.<cc>`
+/// (`schemas/CaseRequest.avsc`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseRequest {
+    pub request_id: String,
+    pub alert_id: String,
+    pub incident_id: String,
+    pub incident_sha256: String,
+    pub state: String,
+    pub agency: String,
+    pub subscription_id: String,
+    pub requester: String,
+    pub justification: String,
+    pub legal_basis: String,
+    pub requested_at: i64,
+    pub key_id: String,
+    pub signed_at: i64,
+    #[serde(with = "apache_avro::serde::fixed")]
+    pub signature: [u8; 64],
+}
+
+/// The originating state's answer, on `<prefix>responses` (`schemas/CaseResponse.avsc`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseResponse {
+    pub request_id: String,
+    pub alert_id: String,
+    pub incident_id: String,
+    pub state: String,
+    pub agency: String,
+    pub decision: CaseDecision,
+    pub reason: Option<String>,
+    pub recipient_key_id: Option<String>,
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub encapsulated_key: Option<Vec<u8>>,
+    #[serde(with = "apache_avro::serde::bytes_opt")]
+    pub ciphertext: Option<Vec<u8>>,
+    pub decided_by: String,
+    pub decided_at: i64,
+    pub key_id: String,
+    pub signed_at: i64,
+    #[serde(with = "apache_avro::serde::fixed")]
+    pub signature: [u8; 64],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

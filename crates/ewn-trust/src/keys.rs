@@ -187,6 +187,16 @@ impl IncidentSigner {
         }
     }
 
+    /// Signs a case reply's body at `signed_at` in the case-reply domain
+    /// ([`crate::case::CASE_REPLY_DOMAIN`]), with the same key as the state's incidents.
+    pub fn sign_case_reply(&mut self, body: &[u8], signed_at: i64) -> [u8; 64] {
+        self.message.clear();
+        self.message
+            .extend_from_slice(&crate::case::case_reply_prefix(signed_at));
+        self.message.extend_from_slice(body);
+        self.key.sign(&self.message).to_bytes()
+    }
+
     fn sign_with(&mut self, payload: Vec<u8>, signed_at: Option<i64>) -> SignedIncident {
         let prefix = SignedPrefix::of(signed_at);
         let signature = self

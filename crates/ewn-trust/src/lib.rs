@@ -12,6 +12,8 @@
 //!   their own domain (`"ewn/heartbeat/v1" || signed_at || payload`) and held to the same rules.
 //! - [`audit`]: signatures of services (keys of role `service`) over audit records, in
 //!   their own domain (`"ewn/audit/v1" || signed_at || body`).
+//! - [`case`]: case requests (signed by the fan-out's service key) and replies (signed by
+//!   the state, details HPKE-encrypted to the requesting agency's X25519 key, role `agency`).
 //! - [`blind`]: normalisation and HMAC blinding of subject identifiers.
 //! - [`secret`]: reading and writing secret files with restrictive modes.
 //!
@@ -19,6 +21,7 @@
 
 pub mod audit;
 pub mod blind;
+pub mod case;
 pub mod ed25519;
 pub mod error;
 pub mod heartbeat;
@@ -32,7 +35,7 @@ pub use ed25519::PublicKey;
 pub use error::{Error, Result};
 pub use heartbeat::VerifiedHeartbeat;
 pub use keys::{DOMAIN, HEARTBEAT_DOMAIN, IncidentSigner, LEGACY_DOMAIN, SignedPrefix};
-pub use store::{AnyKey, KeyEntry, KeyRole, ServiceKey, TrustStore};
+pub use store::{AgencyKey, AnyKey, KeyEntry, KeyRole, ServiceKey, TrustStore};
 pub use verify::{
     Pending, Rejected, SigningTime, TrustSettings, Verified, Verifier, VerifyPolicy,
     check_signatures, judge_signing_time,

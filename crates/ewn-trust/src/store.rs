@@ -61,6 +61,8 @@ pub enum KeyRole {
     State,
     /// Signs audit records for one named service.
     Service,
+    /// An X25519 key case replies are encrypted to, for one requesting agency; signs nothing.
+    Agency,
 }
 
 impl KeyRole {
@@ -68,6 +70,7 @@ impl KeyRole {
         match self {
             KeyRole::State => "state",
             KeyRole::Service => "service",
+            KeyRole::Agency => "agency",
         }
     }
 
@@ -75,6 +78,7 @@ impl KeyRole {
         match s {
             "state" => Some(KeyRole::State),
             "service" => Some(KeyRole::Service),
+            "agency" => Some(KeyRole::Agency),
             _ => None,
         }
     }
@@ -133,26 +137,61 @@ impl ServiceKey {
     }
 
     fn to_toml(&self) -> String {
-        let mut s = format!(
-            "[[keys]]\nkey_id = {}\nrole = \"service\"\nservice = {}\npublic_key = \"{}\"\nnot_before = \"{}\"\nnot_after = \"{}\"\n",
-            toml_string(&self.key_id),
-            toml_string(&self.service),
-            self.public_key_base64(),
-            rfc3339(self.not_before),
-            rfc3339(self.not_after),
-        );
-        if let Some(r) = self.revoked_at {
-            s.push_str(&format!("revoked_at = \"{}\"\n", rfc3339(r)));
-        }
-        s
+        AnyKey::Service(self.clone()).to_toml()
     }
 }
 
-/// An entry of either role, as the file holds it.
+/// A requesting agency's X25519 public key: approved case replies are encrypted to it.
+#[derive(Clone, Debug)]
+pub struct AgencyKey {
+    pub key_id: String,
+    /// The agency, as its subscriptions and desk tokens name it.
+    pub agency: String,
+    /// A point of Curve25519 in Montgomery form that is not of small order.
+    pub public_key: [u8; 32],
+    pub not_before: i64,
+    pub not_after: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl AgencyKey {
+    /// Whether a reply may be encrypted to this key at `now_ms`.
+    pub fn usable_at(&self, now_ms: i64) -> std::result::Result<(), String> {
+        if self.revoked_at.is_some_and(|r| r <= now_ms) {
+            return Err(format!("key {}: revoked", printable(&self.key_id)));
+        }
+        if now_ms < self.not_before || now_ms >= self.not_after {
+            return Err(format!(
+                "key {}: not valid at this time",
+                printable(&self.key_id)
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn public_key_base64(&self) -> String {
+        B64.encode(self.public_key)
+    }
+}
+
+/// Refuses an X25519 public key that is not a point of the curve (a point of the twist) or
+/// whose order divides the cofactor: a shared secret with it would be predictable.
+pub fn check_x25519_public(bytes: &[u8; 32]) -> std::result::Result<(), &'static str> {
+    let point = curve25519_dalek::montgomery::MontgomeryPoint(*bytes);
+    // Either sign of the Edwards form has the same order; only the curve check matters.
+    match point.to_edwards(0) {
+        None => Err("not a point of Curve25519"),
+        Some(p) if p.is_small_order() => Err("a small-order point"),
+        Some(_) => Ok(()),
+    }
+}
+
+/// An entry of any role, as the file holds it.
 #[derive(Clone, Debug)]
 pub enum AnyKey {
     State(KeyEntry),
     Service(ServiceKey),
+    Agency(AgencyKey),
 }
 
 impl AnyKey {
@@ -160,6 +199,7 @@ impl AnyKey {
         match self {
             AnyKey::State(k) => &k.key_id,
             AnyKey::Service(k) => &k.key_id,
+            AnyKey::Agency(k) => &k.key_id,
         }
     }
 
@@ -167,6 +207,32 @@ impl AnyKey {
         match self {
             AnyKey::State(_) => KeyRole::State,
             AnyKey::Service(_) => KeyRole::Service,
+            AnyKey::Agency(_) => KeyRole::Agency,
+        }
+    }
+
+    /// The state, service or agency the key is for.
+    pub fn holder(&self) -> &str {
+        match self {
+            AnyKey::State(k) => &k.state,
+            AnyKey::Service(k) => &k.service,
+            AnyKey::Agency(k) => &k.agency,
+        }
+    }
+
+    pub fn public_key_bytes(&self) -> [u8; 32] {
+        match self {
+            AnyKey::State(k) => k.public_key.to_bytes(),
+            AnyKey::Service(k) => k.public_key.to_bytes(),
+            AnyKey::Agency(k) => k.public_key,
+        }
+    }
+
+    pub fn validity(&self) -> (i64, i64) {
+        match self {
+            AnyKey::State(k) => (k.not_before, k.not_after),
+            AnyKey::Service(k) => (k.not_before, k.not_after),
+            AnyKey::Agency(k) => (k.not_before, k.not_after),
         }
     }
 
@@ -174,7 +240,35 @@ impl AnyKey {
         match self {
             AnyKey::State(k) => k.revoked_at,
             AnyKey::Service(k) => k.revoked_at,
+            AnyKey::Agency(k) => k.revoked_at,
         }
+    }
+
+    /// The `[[keys]]` table of the entry, as the store file holds it.
+    pub fn to_toml(&self) -> String {
+        let role = self.role();
+        let holder_key = match role {
+            KeyRole::State => "state",
+            KeyRole::Service => "service",
+            KeyRole::Agency => "agency",
+        };
+        let (not_before, not_after) = self.validity();
+        let mut s = format!("[[keys]]\nkey_id = {}\n", toml_string(self.key_id()));
+        if role != KeyRole::State {
+            // Role `state` is the default: stores written before roles existed look alike.
+            s.push_str(&format!("role = \"{}\"\n", role.as_str()));
+        }
+        s.push_str(&format!(
+            "{holder_key} = {}\npublic_key = \"{}\"\nnot_before = \"{}\"\nnot_after = \"{}\"\n",
+            toml_string(self.holder()),
+            B64.encode(self.public_key_bytes()),
+            rfc3339(not_before),
+            rfc3339(not_after),
+        ));
+        if let Some(r) = self.revoked_at() {
+            s.push_str(&format!("revoked_at = \"{}\"\n", rfc3339(r)));
+        }
+        s
     }
 }
 
@@ -182,6 +276,7 @@ impl AnyKey {
 pub struct TrustStore {
     keys: HashMap<String, KeyEntry>,
     services: HashMap<String, ServiceKey>,
+    agencies: HashMap<String, AgencyKey>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +293,7 @@ struct EntryForm {
     role: Option<String>,
     state: Option<String>,
     service: Option<String>,
+    agency: Option<String>,
     public_key: String,
     not_before: TimeForm,
     not_after: TimeForm,
@@ -244,12 +340,16 @@ impl TrustStore {
         let mut problems = Vec::new();
         let mut keys = HashMap::new();
         let mut services: HashMap<String, ServiceKey> = HashMap::new();
+        let mut agencies: HashMap<String, AgencyKey> = HashMap::new();
         for (i, e) in form.keys.into_iter().enumerate() {
             let at = format!("keys[{i}] (key_id `{}`)", printable(&e.key_id));
             match entry(e) {
                 Ok(entry) => {
                     let id = entry.key_id().to_string();
-                    if keys.contains_key(&id) || services.contains_key(&id) {
+                    if keys.contains_key(&id)
+                        || services.contains_key(&id)
+                        || agencies.contains_key(&id)
+                    {
                         problems.push(format!("{at}: duplicate key_id"));
                     } else {
                         match entry {
@@ -259,6 +359,9 @@ impl TrustStore {
                             AnyKey::Service(k) => {
                                 services.insert(id, k);
                             }
+                            AnyKey::Agency(k) => {
+                                agencies.insert(id, k);
+                            }
                         }
                     }
                 }
@@ -266,7 +369,11 @@ impl TrustStore {
             }
         }
         if problems.is_empty() {
-            Ok(TrustStore { keys, services })
+            Ok(TrustStore {
+                keys,
+                services,
+                agencies,
+            })
         } else {
             Err(problems.join("; "))
         }
@@ -282,15 +389,45 @@ impl TrustStore {
         self.services.get(key_id)
     }
 
+    /// The agency key `key_id`: only keys of role `agency` receive case replies.
+    pub fn agency_key(&self, key_id: &str) -> Option<&AgencyKey> {
+        self.agencies.get(key_id)
+    }
+
+    /// The key of `agency` usable at `now_ms` (the newest by `not_before` when several are).
+    pub fn agency_key_for(&self, agency: &str, now_ms: i64) -> Option<&AgencyKey> {
+        self.agencies
+            .values()
+            .filter(|k| k.agency == agency && k.usable_at(now_ms).is_ok())
+            .max_by(|a, b| (a.not_before, &a.key_id).cmp(&(b.not_before, &b.key_id)))
+    }
+
+    /// Every agency key, in no particular order.
+    pub fn agency_keys(&self) -> impl Iterator<Item = &AgencyKey> {
+        self.agencies.values()
+    }
+
     /// The role of `key_id`, whichever it is.
     pub fn role_of(&self, key_id: &str) -> Option<KeyRole> {
         if self.keys.contains_key(key_id) {
             Some(KeyRole::State)
         } else if self.services.contains_key(key_id) {
             Some(KeyRole::Service)
+        } else if self.agencies.contains_key(key_id) {
+            Some(KeyRole::Agency)
         } else {
             None
         }
+    }
+
+    /// Every key of every role, in no particular order.
+    pub fn all(&self) -> impl Iterator<Item = AnyKey> + '_ {
+        self.keys
+            .values()
+            .cloned()
+            .map(AnyKey::State)
+            .chain(self.services.values().cloned().map(AnyKey::Service))
+            .chain(self.agencies.values().cloned().map(AnyKey::Agency))
     }
 
     /// Every state key, in no particular order.
@@ -305,7 +442,7 @@ impl TrustStore {
 
     /// How many keys of every role.
     pub fn len(&self) -> usize {
-        self.keys.len() + self.services.len()
+        self.keys.len() + self.services.len() + self.agencies.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -323,6 +460,11 @@ impl TrustStore {
     /// Appends a service key to the trust store file, as [`TrustStore::append_to_file`].
     pub fn append_service_to_file(path: &Path, entry: &ServiceKey) -> Result<()> {
         Self::append_text(path, &entry.key_id, &entry.to_toml())
+    }
+
+    /// Appends a key of any role to the trust store file, as [`TrustStore::append_to_file`].
+    pub fn append_any_to_file(path: &Path, entry: &AnyKey) -> Result<()> {
+        Self::append_text(path, entry.key_id(), &entry.to_toml())
     }
 
     /// Appends a key to the trust store file (created if missing), keeping what is there,
@@ -422,6 +564,7 @@ impl TrustStore {
             .cloned()
             .map(AnyKey::State)
             .or_else(|| self.services.get(key_id).cloned().map(AnyKey::Service))
+            .or_else(|| self.agencies.get(key_id).cloned().map(AnyKey::Agency))
     }
 }
 
@@ -502,59 +645,67 @@ fn entry(e: EntryForm) -> std::result::Result<AnyKey, Vec<String>> {
         None => Some(KeyRole::State),
         Some(r) => KeyRole::parse(r).or_else(|| {
             problems.push(format!(
-                "role `{}` is not one of state, service",
+                "role `{}` is not one of state, service, agency",
                 printable(r)
             ));
             None
         }),
     };
-    match (role, &e.state, &e.service) {
-        (Some(KeyRole::State), Some(state), None) => {
-            if !is_state_code(state) {
-                problems.push(format!(
-                    "state `{}` is not an upper-case ISO 3166-1 alpha-2 code",
-                    printable(state)
-                ));
-            }
-        }
-        (Some(KeyRole::State), None, _) => {
-            problems.push("state is missing (a key of role `state` names its member state)".into())
-        }
-        (Some(KeyRole::State), Some(_), Some(_)) => {
-            problems.push("service is only for keys of role `service`".into())
-        }
-        (Some(KeyRole::Service), _, service) => {
-            if e.state.is_some() {
-                problems.push("state is only for keys of role `state`".into());
-            }
-            match service {
-                Some(s) if is_service_name(s) => {}
-                Some(s) => problems.push(format!(
-                    "service `{}` is not 1..32 characters of a-z, 0-9, '-'",
-                    printable(s)
+    // One rule for every role: the holder field of its own role is required, the others'
+    // are refused.
+    let holders = [
+        (KeyRole::State, "state", &e.state),
+        (KeyRole::Service, "service", &e.service),
+        (KeyRole::Agency, "agency", &e.agency),
+    ];
+    let mut holder = None;
+    if let Some(role) = role {
+        for (r, name, value) in holders {
+            match (r == role, value) {
+                (true, Some(v)) => {
+                    if let Err(why) = check_holder(role, v) {
+                        problems.push(why);
+                    }
+                    holder = Some(v.clone());
+                }
+                (true, None) => problems.push(format!(
+                    "{name} is missing (a key of role `{name}` names its {})",
+                    match role {
+                        KeyRole::State => "member state",
+                        KeyRole::Service => "service",
+                        KeyRole::Agency => "agency",
+                    }
                 )),
-                None => problems
-                    .push("service is missing (a key of role `service` names its service)".into()),
+                (false, Some(_)) => {
+                    problems.push(format!("{name} is only for keys of role `{name}`"))
+                }
+                (false, None) => {}
             }
         }
-        (None, _, _) => {}
     }
-    let public_key = match B64
+    let bytes = B64
         .decode(e.public_key.trim())
         .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-    {
-        None => {
-            problems.push("public_key is not base64 of 32 bytes".to_string());
-            None
-        }
-        Some(bytes) => match PublicKey::from_bytes(&bytes) {
-            Ok(k) => Some(k),
+        .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    if bytes.is_none() {
+        problems.push("public_key is not base64 of 32 bytes".to_string());
+    }
+    let public_key = match (role, bytes) {
+        (Some(KeyRole::Agency), Some(bytes)) => match check_x25519_public(&bytes) {
+            Ok(()) => Some(PublicOf::X25519(bytes)),
             Err(why) => {
                 problems.push(format!("public_key is refused: {why}"));
                 None
             }
         },
+        (_, Some(bytes)) => match PublicKey::from_bytes(&bytes) {
+            Ok(k) => Some(PublicOf::Ed25519(k)),
+            Err(why) => {
+                problems.push(format!("public_key is refused: {why}"));
+                None
+            }
+        },
+        (_, None) => None,
     };
     let mut time = |name: &str, t: &TimeForm| match t.millis() {
         Ok(ms) => Some(ms),
@@ -571,31 +722,77 @@ fn entry(e: EntryForm) -> std::result::Result<AnyKey, Vec<String>> {
     {
         problems.push("not_after is not after not_before".to_string());
     }
-    match (public_key, not_before, not_after, revoked_at) {
-        (Some(public_key), Some(not_before), Some(not_after), revoked_at)
-            if problems.is_empty() =>
-        {
-            Ok(match (role, e.state, e.service) {
-                (Some(KeyRole::Service), _, Some(service)) => AnyKey::Service(ServiceKey {
+    match (role, holder, public_key, not_before, not_after, revoked_at) {
+        (
+            Some(role),
+            Some(holder),
+            Some(public_key),
+            Some(not_before),
+            Some(not_after),
+            revoked_at,
+        ) if problems.is_empty() => {
+            let revoked_at = revoked_at.flatten();
+            Ok(match (role, public_key) {
+                (KeyRole::Agency, PublicOf::X25519(public_key)) => AnyKey::Agency(AgencyKey {
                     key_id: e.key_id,
-                    service,
+                    agency: holder,
                     public_key,
                     not_before,
                     not_after,
-                    revoked_at: revoked_at.flatten(),
+                    revoked_at,
                 }),
-                (_, state, _) => AnyKey::State(KeyEntry {
+                (KeyRole::Service, PublicOf::Ed25519(public_key)) => AnyKey::Service(ServiceKey {
                     key_id: e.key_id,
-                    state: state.unwrap_or_default(),
+                    service: holder,
                     public_key,
                     not_before,
                     not_after,
-                    revoked_at: revoked_at.flatten(),
+                    revoked_at,
                 }),
+                (_, PublicOf::Ed25519(public_key)) => AnyKey::State(KeyEntry {
+                    key_id: e.key_id,
+                    state: holder,
+                    public_key,
+                    not_before,
+                    not_after,
+                    revoked_at,
+                }),
+                (_, PublicOf::X25519(_)) => return Err(vec!["public_key: wrong kind".into()]),
             })
         }
         _ => Err(problems),
     }
+}
+
+enum PublicOf {
+    Ed25519(PublicKey),
+    X25519([u8; 32]),
+}
+
+/// Whether `holder` may name what a key of `role` is for; the problem, naming its field.
+pub fn check_holder(role: KeyRole, holder: &str) -> std::result::Result<(), String> {
+    match role {
+        KeyRole::State if !is_state_code(holder) => Err(format!(
+            "state `{}` is not an upper-case ISO 3166-1 alpha-2 code",
+            printable(holder)
+        )),
+        KeyRole::Service if !is_service_name(holder) => Err(format!(
+            "service `{}` is not 1..32 characters of a-z, 0-9, '-'",
+            printable(holder)
+        )),
+        KeyRole::Agency if !is_agency_name(holder) => Err(format!(
+            "agency `{}` is not 1..64 characters of letters, digits, '-', '_', '.'",
+            printable(holder)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An agency name: 1..64 characters of ASCII letters, digits, `-`, `_`, `.`.
+pub fn is_agency_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// A service name: 1..32 characters of `a-z`, `0-9`, `-`.
@@ -617,18 +814,7 @@ impl KeyEntry {
     }
 
     fn to_toml(&self) -> String {
-        let mut s = format!(
-            "[[keys]]\nkey_id = {}\nstate = {}\npublic_key = \"{}\"\nnot_before = \"{}\"\nnot_after = \"{}\"\n",
-            toml_string(&self.key_id),
-            toml_string(&self.state),
-            self.public_key_base64(),
-            rfc3339(self.not_before),
-            rfc3339(self.not_after),
-        );
-        if let Some(r) = self.revoked_at {
-            s.push_str(&format!("revoked_at = \"{}\"\n", rfc3339(r)));
-        }
-        s
+        AnyKey::State(self.clone()).to_toml()
     }
 }
 
@@ -764,8 +950,8 @@ mod tests {
         );
         for (head, expect) in [
             (
-                "role = \"agency\"\nstate = \"KZ\"\n",
-                "role `agency` is not one of state, service",
+                "role = \"desk\"\nstate = \"KZ\"\n",
+                "role `desk` is not one of state, service, agency",
             ),
             ("role = \"service\"\n", "service is missing"),
             (
@@ -875,5 +1061,64 @@ mod tests {
         fs::write(&path, store_with_key(y_p_plus_1)).unwrap();
         let err = TrustStore::append_to_file(&path, &sample("kz-1")).unwrap_err();
         assert!(err.to_string().contains("key_id `w`"), "{err}");
+    }
+
+    #[test]
+    fn agency_keys_are_x25519_and_kept_apart() {
+        let public = crate::case::AgencySecret::generate().public_key();
+        let entry = AnyKey::Agency(AgencyKey {
+            key_id: "rcc-1".into(),
+            agency: "RCC".into(),
+            public_key: public,
+            not_before: 1_767_225_600_000,
+            not_after: 1_798_761_600_000,
+            revoked_at: None,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.toml");
+        TrustStore::append_any_to_file(&path, &entry).unwrap();
+        TrustStore::append_to_file(&path, &sample("kz-1")).unwrap();
+        let store = TrustStore::load(&path).unwrap();
+        assert_eq!(store.role_of("rcc-1"), Some(KeyRole::Agency));
+        assert!(store.get("rcc-1").is_none() && store.service_key("rcc-1").is_none());
+        assert!(store.agency_key("kz-1").is_none());
+        assert_eq!(store.agency_key("rcc-1").unwrap().public_key, public);
+        assert_eq!(
+            store
+                .agency_key_for("RCC", 1_780_000_000_000)
+                .unwrap()
+                .key_id,
+            "rcc-1"
+        );
+        assert!(store.agency_key_for("RCC", 1_900_000_000_000).is_none());
+        TrustStore::revoke_in_file(&path, "rcc-1", 1_780_000_000_000).unwrap();
+        let store = TrustStore::load(&path).unwrap();
+        assert!(store.agency_key_for("RCC", 1_780_000_000_001).is_none());
+        // A small-order X25519 point (0) and a point of the twist are refused, named.
+        let text = |key: [u8; 32]| {
+            format!(
+                "[[keys]]\nkey_id = \"a\"\nrole = \"agency\"\nagency = \"RCC\"\npublic_key = \"{}\"\nnot_before = 2026-01-01T00:00:00Z\nnot_after = 2027-01-01T00:00:00Z\n",
+                B64.encode(key)
+            )
+        };
+        let err = TrustStore::parse(&text([0; 32])).unwrap_err();
+        assert!(
+            err.contains("public_key is refused: a small-order point"),
+            "{err}"
+        );
+        let mut twist = [0u8; 32];
+        twist[0] = 2;
+        let err = TrustStore::parse(&text(twist)).unwrap_err();
+        assert!(err.contains("public_key is refused"), "{err}");
+        let err = TrustStore::parse(&text(public).replace("RCC", "R C")).unwrap_err();
+        assert!(err.contains("agency `R C` is not"), "{err}");
+        let err =
+            TrustStore::parse(&text(public).replace("agency = \"RCC\"\n", "state = \"KZ\"\n"))
+                .unwrap_err();
+        assert!(err.contains("agency is missing"), "{err}");
+        assert!(
+            err.contains("state is only for keys of role `state`"),
+            "{err}"
+        );
     }
 }

@@ -86,6 +86,9 @@ pub enum Command {
     Trust(cmd::trust::Args),
     /// Assemble the evidence of an alert into a bundle; verify a bundle offline.
     Audit(cmd::audit::Args),
+    /// Case requests: a desk asks for an incident's details, the state's operators approve
+    /// or decline at their gateway, the requesting agency opens the encrypted reply.
+    Requests(cmd::requests::Args),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(cmd::completions::Args),
     /// Check the configuration, or show the effective one with each value's origin.
@@ -197,6 +200,7 @@ pub fn main() -> ExitCode {
             Command::Audit(args) => {
                 tokio::task::block_in_place(|| cmd::audit::run(&cli.global, args))
             }
+            Command::Requests(args) => cmd::requests::run(&cli.global, args).await,
             Command::Completions(args) => cmd::completions::run(args),
             Command::Metrics(args) => cmd::metrics::run(args),
             Command::Config(args) => cmd::config::run(&cli.global, args),

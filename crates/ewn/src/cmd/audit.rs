@@ -34,7 +34,8 @@ use ewn_fanout::policy::{self, Decision, Form};
 use ewn_kafka::{AssignedReader, KafkaSettings, StartAt, Topics};
 use ewn_model::validate::printable;
 use ewn_model::{
-    Ack, Alert, AvroRecord, DeliveryReceipt, Incident, MsgType, SignedIncident, Subscription,
+    Ack, Alert, AvroRecord, CaseRequest, CaseResponse, DeliveryReceipt, Incident, MsgType,
+    SignedIncident, Subscription,
 };
 use ewn_processor::alert::{alert_id, cancel_id, evicted_id, incident_digest, update_id};
 use ewn_trust::audit::{AuditSignature, AuditSigner, verify_audit_signature};
@@ -149,14 +150,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             let text = serde_json::to_string_pretty(&bundle)?;
             std::fs::write(&out, text + "\n").with_context(|| format!("{}", out.display()))?;
             println!(
-                "bundle of alert {} written to {}: {} messages, {} incidents, {} receipts, {} acks, {} subscription versions",
+                "bundle of alert {} written to {}: {} messages, {} incidents, {} receipts, {} acks, {} subscription versions, {} case requests",
                 printable(&alert_id),
                 out.display(),
                 bundle.messages.len(),
                 bundle.incidents.len(),
                 bundle.receipts.len(),
                 bundle.acks.len(),
-                bundle.subscriptions.len()
+                bundle.subscriptions.len(),
+                bundle.cases.len()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -392,6 +394,32 @@ pub struct Bundle {
     pub receipts: Vec<Item<TopicRecord>>,
     pub acks: Vec<Item<TopicRecord>>,
     pub subscriptions: Vec<Item<TopicRecord>>,
+    /// The case requests made about the episode's messages and their outcome, never their
+    /// content (absent from bundles written before case requests).
+    #[serde(default)]
+    pub cases: Vec<Item<CaseOutcome>>,
+}
+
+/// A case request about the alert and what became of it: who asked, on what basis, who
+/// answered and how; never the details, nor a decline's reason.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CaseOutcome {
+    pub request_id: String,
+    pub alert_id: String,
+    pub incident_id: String,
+    pub state: String,
+    pub agency: String,
+    pub subscription_id: String,
+    pub requested_at: i64,
+    /// The request as `<prefix>requests.<cc>` holds it (signed by the fan-out).
+    pub request: TopicRecord,
+    /// `APPROVE`, `DECLINE`, or `PENDING` while no answer is on `<prefix>responses`.
+    pub decision: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    /// The state key that signed the answer.
+    pub answer_key_id: Option<String>,
 }
 
 /// The bytes an attestation signs: the alert id, the section, the record's canonical JSON.
@@ -425,12 +453,12 @@ fn attest<T: Serialize>(
     })
 }
 
-struct Raw {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    timestamp: i64,
-    value: Vec<u8>,
+pub(crate) struct Raw {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) timestamp: i64,
+    pub(crate) value: Vec<u8>,
 }
 
 impl Raw {
@@ -446,7 +474,7 @@ impl Raw {
 
 /// Every record of the topics `select` keeps, from the beginning to the end as it was
 /// when opened.
-fn read_all(
+pub(crate) fn read_all(
     settings: &KafkaSettings,
     what: &str,
     select: impl Fn(&str) -> bool,
@@ -623,7 +651,55 @@ pub fn assemble(
                 .into(),
         ],
     };
+    // Case requests about the episode's messages, and the state's answers (outcome only).
+    let requests_prefix = format!("{}requests.", settings.topic_prefix);
+    let answers_topic = topics.responses();
+    let requests: Vec<(Raw, CaseRequest)> = read_all(
+        settings,
+        "the requests topics",
+        |t| t.starts_with(&requests_prefix),
+        timeout,
+    )?
+    .into_iter()
+    .filter_map(|r| CaseRequest::from_avro(&r.value).ok().map(|q| (r, q)))
+    .filter(|(_, q)| ids.contains(&q.alert_id))
+    .collect();
+    let answers: Vec<CaseResponse> = if requests.is_empty() {
+        Vec::new()
+    } else {
+        read_all(
+            settings,
+            "the responses topic",
+            |t| t == answers_topic,
+            timeout,
+        )?
+        .into_iter()
+        .filter_map(|r| CaseResponse::from_avro(&r.value).ok())
+        .collect()
+    };
+    let mut case_items = Vec::new();
+    for (raw, q) in &requests {
+        let answer = answers.iter().rev().find(|a| a.request_id == q.request_id);
+        let outcome = CaseOutcome {
+            request_id: q.request_id.clone(),
+            alert_id: q.alert_id.clone(),
+            incident_id: q.incident_id.clone(),
+            state: q.state.clone(),
+            agency: q.agency.clone(),
+            subscription_id: q.subscription_id.clone(),
+            requested_at: q.requested_at,
+            request: raw.record(),
+            decision: answer
+                .map_or("PENDING", |a| a.decision.as_str())
+                .to_string(),
+            decided_by: answer.map(|a| a.decided_by.clone()),
+            decided_at: answer.map(|a| a.decided_at),
+            answer_key_id: answer.map(|a| a.key_id.clone()),
+        };
+        case_items.push(attest(signer, &episode, "cases", outcome, now)?);
+    }
     Ok(Bundle {
+        cases: case_items,
         format: FORMAT.into(),
         header: attest(signer, &episode, "header", header, now)?,
         messages: message_items,
@@ -813,8 +889,11 @@ pub fn verify(text: &str, store: &TrustStore, now: i64) -> Report {
         "receipts",
         "acks",
         "subscriptions",
+        "cases",
     ] {
         let items: Vec<(String, &Value)> = match &bundle[section] {
+            // A bundle written before case requests has no `cases`.
+            Value::Null if section == "cases" => Vec::new(),
             Value::Array(a) => a
                 .iter()
                 .enumerate()
@@ -960,6 +1039,39 @@ pub fn verify(text: &str, store: &TrustStore, now: i64) -> Report {
             }
         };
         report.verdict("clearance", path, clearance(&d, &decided_on, &subs));
+    }
+    for (i, item) in parsed.cases.iter().enumerate() {
+        let path = format!("cases[{i}]");
+        let c = &item.record;
+        let request = decode::<CaseRequest>(&c.request);
+        match request {
+            Ok(q) if decided_on.contains_key(q.alert_id.as_str())
+                && q.request_id == c.request_id
+                && q.alert_id == c.alert_id
+                && q.incident_id == c.incident_id =>
+            {
+                let signed = ewn_trust::case::verify_request(store, &q, now, 0)
+                    .map(|k| format!("signed by {} ({})", k.key_id, k.service))
+                    .map_err(|e| e.to_string());
+                match signed {
+                    Ok(by) => report.pass(
+                        "cases",
+                        path,
+                        format!(
+                            "{} asked {} for incident {}, {by}: {}",
+                            q.agency, q.state, q.incident_id, c.decision
+                        ),
+                    ),
+                    Err(why) => report.fail("cases", path, format!("request: {why}")),
+                }
+            }
+            Ok(_) => report.fail(
+                "cases",
+                path,
+                "the request record does not match its outcome, or names an alert outside the episode",
+            ),
+            Err(e) => report.fail("decode", path, e),
+        }
     }
     for (i, item) in parsed.acks.iter().enumerate() {
         let path = format!("acks[{i}]");

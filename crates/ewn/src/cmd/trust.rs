@@ -11,9 +11,9 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Duration};
-use ewn_model::validate::{is_state_code, printable};
+use ewn_model::validate::printable;
 use ewn_trust::{
-    AnyKey, KeyEntry, KeyRole, PublicKey, ServiceKey, SigningTime, TrustStore, Verifier,
+    AgencyKey, AnyKey, KeyEntry, KeyRole, PublicKey, ServiceKey, SigningTime, TrustStore, Verifier,
     VerifyPolicy, judge_signing_time, keys,
 };
 use serde_json::{Value, json};
@@ -63,8 +63,9 @@ Exit codes: 0 listed, 2 the store cannot be read or does not load.")]
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         at: Option<i64>,
     },
-    /// Add a member state's public key (role `state`, the default) or a service's (role
-    /// `service`: it signs that service's audit records, never an incident) with its
+    /// Add a member state's public key (role `state`, the default), a service's (role
+    /// `service`: it signs that service's audit records, never an incident) or a requesting
+    /// agency's X25519 key (role `agency`: case replies are encrypted to it) with its
     /// validity window (the file is created if missing). Weak keys (small-order, mixed-order, non-canonical) and a key id or public
     /// key the store already holds are refused.
     #[command(after_help = "\
@@ -76,6 +77,8 @@ Examples:
   ewn trust add --trust-store trust.toml --key-id kg-2027-01 --state KG --public-key kg.pem
   ewn trust add --trust-store trust.toml --key-id tj-2027-01 --state TJ --public-key tj.pub \\
       --not-before 2027-01-01T00:00:00Z --not-after 2028-01-01T00:00:00Z
+  ewn trust add --trust-store trust.toml --key-id rcc-2027 --role agency --agency RCC \\
+      --public-key rcc.pub
 
 Exit codes: 0 added, 2 refused (bad key, duplicate id, bad times) or the store cannot be \
 written; the store is unchanged.")]
@@ -85,7 +88,8 @@ written; the store is unchanged.")]
         #[arg(long)]
         key_id: String,
         /// `state`: the key signs incidents and heartbeats for --state; `service`: it signs
-        /// audit records for --service.
+        /// audit records for --service; `agency`: case replies are encrypted to it for
+        /// --agency.
         #[arg(long, value_enum, default_value_t = Role::State)]
         role: Role,
         /// Member state the key signs for (ISO 3166-1 alpha-2); role `state` only.
@@ -100,6 +104,15 @@ written; the store is unchanged.")]
             conflicts_with = "state"
         )]
         service: Option<String>,
+        /// Agency the key receives case replies for (as its subscriptions name it); role
+        /// `agency` only. Its public key is X25519 (`ewn requests keygen`), not Ed25519.
+        #[arg(
+            long,
+            value_name = "NAME",
+            required_if_eq("role", "agency"),
+            conflicts_with_all = ["state", "service"]
+        )]
+        agency: Option<String>,
         /// File holding the public key (see below).
         #[arg(long, value_name = "FILE")]
         public_key: PathBuf,
@@ -189,21 +202,31 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             role,
             state,
             service,
+            agency,
             public_key,
             not_before,
             not_after,
             valid_days,
         } => {
-            let signs_for = match (role, state, service) {
-                (Role::State, Some(state), None) => SignsFor::State(state),
-                (Role::Service, None, Some(service)) => SignsFor::Service(service),
-                (Role::State, ..) => bail!("--role state takes --state CC, not --service"),
-                (Role::Service, ..) => bail!("--role service takes --service NAME, not --state"),
+            // One path for every role: the holder flag of the role is required, the
+            // others' refused.
+            let holder = match (role, state, service, agency) {
+                (Role::State, Some(h), None, None)
+                | (Role::Service, None, Some(h), None)
+                | (Role::Agency, None, None, Some(h)) => h,
+                (role, ..) => {
+                    let flag = role.holder_flag();
+                    bail!(
+                        "--role {} takes {flag} only (not the other roles' flags)",
+                        role.key_role().as_str()
+                    )
+                }
             };
             add(
                 &path,
                 key_id,
-                signs_for,
+                role.key_role(),
+                holder,
                 &public_key,
                 Validity {
                     not_before,
@@ -217,7 +240,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             let entry = TrustStore::revoke_in_file(&path, &key_id, at)?;
             let signs_for = match &entry {
                 AnyKey::State(k) => k.state.clone(),
-                AnyKey::Service(k) => format!("service {}", k.service),
+                other => format!("{} {}", other.role().as_str(), other.holder()),
             };
             println!(
                 "revoked key {} ({signs_for}) at {} in {}",
@@ -294,12 +317,31 @@ fn service_json(entry: &ServiceKey, at: i64) -> Value {
     })
 }
 
+fn agency_json(entry: &AgencyKey, at: i64) -> Value {
+    let (status, detail) = match entry.usable_at(at) {
+        Ok(()) => ("valid".to_string(), None),
+        Err(detail) => ("not_valid".to_string(), Some(detail)),
+    };
+    json!({
+        "key_id": entry.key_id,
+        "role": KeyRole::Agency.as_str(),
+        "agency": entry.agency,
+        "public_key": entry.public_key_base64(),
+        "not_before": rfc3339(entry.not_before),
+        "not_after": rfc3339(entry.not_after),
+        "revoked_at": entry.revoked_at.map(rfc3339),
+        "status": status,
+        "detail": detail,
+    })
+}
+
 fn list(path: &Path, format: Format, at: i64) -> anyhow::Result<ExitCode> {
     let store = TrustStore::load(path)?;
     let mut rows: Vec<Value> = store
         .entries()
         .map(|e| entry_json(e, at))
         .chain(store.service_keys().map(|e| service_json(e, at)))
+        .chain(store.agency_keys().map(|e| agency_json(e, at)))
         .collect();
     rows.sort_by(|a, b| a["key_id"].as_str().cmp(&b["key_id"].as_str()));
     match format {
@@ -319,6 +361,7 @@ fn list(path: &Path, format: Format, at: i64) -> anyhow::Result<ExitCode> {
                         r["state"]
                             .as_str()
                             .or(r["service"].as_str())
+                            .or(r["agency"].as_str())
                             .unwrap_or("-")
                             .to_string(),
                         s("not_before"),
@@ -332,7 +375,7 @@ fn list(path: &Path, format: Format, at: i64) -> anyhow::Result<ExitCode> {
                 &[
                     "KEY_ID",
                     "ROLE",
-                    "STATE/SERVICE",
+                    "FOR",
                     "NOT_BEFORE",
                     "NOT_AFTER",
                     "REVOKED_AT",
@@ -377,11 +420,25 @@ pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
 pub enum Role {
     State,
     Service,
+    Agency,
 }
 
-enum SignsFor {
-    State(String),
-    Service(String),
+impl Role {
+    fn key_role(self) -> KeyRole {
+        match self {
+            Role::State => KeyRole::State,
+            Role::Service => KeyRole::Service,
+            Role::Agency => KeyRole::Agency,
+        }
+    }
+
+    fn holder_flag(self) -> &'static str {
+        match self {
+            Role::State => "--state CC",
+            Role::Service => "--service NAME",
+            Role::Agency => "--agency NAME",
+        }
+    }
 }
 
 struct Validity {
@@ -393,7 +450,8 @@ struct Validity {
 fn add(
     path: &Path,
     key_id: String,
-    signs_for: SignsFor,
+    role: KeyRole,
+    holder: String,
     public_key: &Path,
     validity: Validity,
 ) -> anyhow::Result<ExitCode> {
@@ -402,34 +460,18 @@ fn add(
         not_after,
         valid_days,
     } = validity;
-    let signs_for = match signs_for {
-        SignsFor::State(state) => {
-            let state = state.to_ascii_uppercase();
-            if !is_state_code(&state) {
-                bail!(
-                    "--state `{}` is not an ISO 3166-1 alpha-2 code",
-                    printable(&state)
-                );
-            }
-            SignsFor::State(state)
-        }
-        SignsFor::Service(service) => {
-            if !ewn_trust::store::is_service_name(&service) {
-                bail!(
-                    "--service `{}` is not 1..32 characters of a-z, 0-9, '-'",
-                    printable(&service)
-                );
-            }
-            SignsFor::Service(service)
-        }
+    let holder = match role {
+        KeyRole::State => holder.to_ascii_uppercase(),
+        _ => holder,
     };
-    let bytes = read_public_key(public_key)?;
-    let key = PublicKey::from_bytes(&bytes).map_err(|why| {
+    ewn_trust::store::check_holder(role, &holder).map_err(|why| anyhow::anyhow!("--{why}"))?;
+    let bytes = read_public_key(public_key, role)?;
+    let refused = |why: String| {
         anyhow::anyhow!(
             "--public-key {}: the key is refused: {why}",
             public_key.display()
         )
-    })?;
+    };
     let not_before = not_before.unwrap_or_else(now_ms);
     let not_after = match (not_after, valid_days) {
         (Some(t), _) => t,
@@ -443,19 +485,48 @@ fn add(
             rfc3339(not_before)
         );
     }
+    let entry = match role {
+        KeyRole::Agency => {
+            ewn_trust::store::check_x25519_public(&bytes).map_err(|w| refused(w.to_string()))?;
+            AnyKey::Agency(AgencyKey {
+                key_id: key_id.clone(),
+                agency: holder,
+                public_key: bytes,
+                not_before,
+                not_after,
+                revoked_at: None,
+            })
+        }
+        KeyRole::State | KeyRole::Service => {
+            let key = PublicKey::from_bytes(&bytes).map_err(|w| refused(w.to_string()))?;
+            if role == KeyRole::State {
+                AnyKey::State(KeyEntry {
+                    key_id: key_id.clone(),
+                    state: holder,
+                    public_key: key,
+                    not_before,
+                    not_after,
+                    revoked_at: None,
+                })
+            } else {
+                AnyKey::Service(ServiceKey {
+                    key_id: key_id.clone(),
+                    service: holder,
+                    public_key: key,
+                    not_before,
+                    not_after,
+                    revoked_at: None,
+                })
+            }
+        }
+    };
     match TrustStore::load(path) {
         Ok(store) => {
-            let same = store
-                .entries()
-                .find(|e| e.public_key == key)
-                .map(|e| e.key_id.clone())
-                .or_else(|| {
-                    store
-                        .service_keys()
-                        .find(|e| e.public_key == key)
-                        .map(|e| e.key_id.clone())
-                });
-            if let Some(same) = same {
+            if let Some(same) = store
+                .all()
+                .find(|e| e.public_key_bytes() == bytes)
+                .map(|e| e.key_id().to_string())
+            {
                 bail!(
                     "{}: this public key is already trusted as `{same}`; one key, one id, one role",
                     path.display(),
@@ -466,33 +537,10 @@ fn add(
             if source.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
-    let shown = match signs_for {
-        SignsFor::State(state) => {
-            let entry = KeyEntry {
-                key_id: key_id.clone(),
-                state: state.clone(),
-                public_key: key,
-                not_before,
-                not_after,
-                revoked_at: None,
-            };
-            TrustStore::append_to_file(path, &entry)
-                .with_context(|| format!("{}", path.display()))?;
-            state
-        }
-        SignsFor::Service(service) => {
-            let entry = ServiceKey {
-                key_id: key_id.clone(),
-                service: service.clone(),
-                public_key: key,
-                not_before,
-                not_after,
-                revoked_at: None,
-            };
-            TrustStore::append_service_to_file(path, &entry)
-                .with_context(|| format!("{}", path.display()))?;
-            format!("service {service}")
-        }
+    TrustStore::append_any_to_file(path, &entry).with_context(|| format!("{}", path.display()))?;
+    let shown = match &entry {
+        AnyKey::State(k) => k.state.clone(),
+        other => format!("{} {}", other.role().as_str(), other.holder()),
     };
     println!(
         "added key {key_id} ({shown}), valid {} to {}, to {}",
@@ -510,11 +558,23 @@ const SPKI_ED25519_PREFIX: [u8; 12] = [
 
 /// The 32 bytes of a public key from a PKCS#8 private key PEM (its public half), a public
 /// key PEM, or base64 or hex text. Not yet vetted: the caller checks it.
-fn read_public_key(path: &Path) -> anyhow::Result<[u8; 32]> {
+fn read_public_key(path: &Path, role: KeyRole) -> anyhow::Result<[u8; 32]> {
     let name = path.display();
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--public-key {name}: cannot read it as text"))?;
     let text = text.trim();
+    if text.starts_with("ewn-agency-x25519-secret") {
+        if role != KeyRole::Agency {
+            bail!("--public-key {name}: an agency (X25519) key; only --role agency takes it");
+        }
+        let key = ewn_trust::case::AgencySecret::load(path).context("--public-key")?;
+        return Ok(key.public_key());
+    }
+    if role == KeyRole::Agency && text.starts_with("-----BEGIN") {
+        bail!(
+            "--public-key {name}: an Ed25519 PEM key; an agency key is X25519 (ewn requests keygen writes one)"
+        );
+    }
     if text.starts_with("-----BEGIN PRIVATE KEY-----") {
         let key = keys::load_signing_key(path).context("--public-key")?;
         return Ok(PublicKey::from(&key).to_bytes());
@@ -571,6 +631,30 @@ fn check_key(
                 "key {} (service {}): NOT VALID at {}: {detail}",
                 service.key_id,
                 service.service,
+                rfc3339(at)
+            ),
+        };
+        emit(format, &out, &text);
+        return Ok(ExitCode::from(u8::from(verdict.is_err())));
+    }
+    if let Some(agency) = store.agency_key(key_id) {
+        let mut out = agency_json(agency, at);
+        out["at"] = json!(rfc3339(at));
+        let verdict = agency.usable_at(at);
+        out["valid"] = json!(verdict.is_ok());
+        let text = match &verdict {
+            Ok(()) => format!(
+                "key {} (agency {}): valid at {} for case replies (valid {} to {})",
+                agency.key_id,
+                agency.agency,
+                rfc3339(at),
+                rfc3339(agency.not_before),
+                rfc3339(agency.not_after)
+            ),
+            Err(detail) => format!(
+                "key {} (agency {}): NOT VALID at {}: {detail}",
+                agency.key_id,
+                agency.agency,
                 rfc3339(at)
             ),
         };
@@ -708,6 +792,28 @@ fn check_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agency_key_is_x25519_and_an_ed25519_key_is_not_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("kz.pem");
+        keys::save_signing_key(&pem, &keys::generate()).unwrap();
+        let err = read_public_key(&pem, KeyRole::Agency)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("an agency key is X25519"), "{err}");
+        let secret = dir.path().join("rcc.key");
+        let agency = ewn_trust::case::AgencySecret::generate();
+        agency.save(&secret).unwrap();
+        assert_eq!(
+            read_public_key(&secret, KeyRole::Agency).unwrap(),
+            agency.public_key()
+        );
+        let err = read_public_key(&secret, KeyRole::State)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only --role agency takes it"), "{err}");
+    }
 
     #[test]
     fn times_parse_or_say_what_is_wrong() {
