@@ -12,7 +12,7 @@ use common::{HOUR, Net, incident, now_ms, rekeyed_count, start, wait_until};
 use ewn::cmd::audit::{assemble, verify};
 use ewn_model::{Category, Tlp};
 use ewn_trust::audit::AuditSigner;
-use ewn_trust::{KeyEntry, TrustStore, keys};
+use ewn_trust::{KeyEntry, TrustStore};
 use serde_json::Value;
 
 fn ewn(args: &[&str]) -> std::process::Output {
@@ -160,29 +160,8 @@ fn a_bundle_verifies_offline_and_any_changed_field_is_named() {
 
     // The assembling service's key, added to the trust store with role `service`.
     let dir = tempfile::tempdir().unwrap();
-    let pem = dir.path().join("audit.pem");
-    let key = keys::generate();
-    keys::save_signing_key(&pem, &key).unwrap();
+    let (key, _) = net.service_key(dir.path(), "audit", "audit-1", "audit");
     let store_path = net.store.display().to_string();
-    let out = ewn(&[
-        "trust",
-        "add",
-        "--trust-store",
-        &store_path,
-        "--key-id",
-        "audit-1",
-        "--role",
-        "service",
-        "--service",
-        "audit",
-        "--public-key",
-        pem.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let listed = ewn(&[
         "trust",
         "list",
@@ -334,29 +313,8 @@ fn the_audit_log_is_read_filtered_and_verified() {
     use ewn_trust::audit::sign_record;
     let mut net = Net::new("auditlog");
     let dir = tempfile::tempdir().unwrap();
-    let pem = dir.path().join("fanout.pem");
-    let key = keys::generate();
-    keys::save_signing_key(&pem, &key).unwrap();
+    let (key, _) = net.service_key(dir.path(), "fanout", "fanout-1", "fanout");
     let store_path = net.store.display().to_string();
-    let out = ewn(&[
-        "trust",
-        "add",
-        "--trust-store",
-        &store_path,
-        "--key-id",
-        "fanout-1",
-        "--role",
-        "service",
-        "--service",
-        "fanout",
-        "--public-key",
-        pem.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let signer = AuditSigner::new("fanout-1", "fanout", key);
     let now = now_ms();
     let topic = net.topics().audit();
@@ -488,28 +446,8 @@ fn the_audit_log_is_read_filtered_and_verified() {
 fn the_fanout_logs_each_administrative_act_signed_by_its_own_key() {
     let mut net = Net::new("auditfan");
     let dir = tempfile::tempdir().unwrap();
-    let pem = dir.path().join("fanout.pem");
-    keys::save_signing_key(&pem, &keys::generate()).unwrap();
+    let (_, pem) = net.service_key(dir.path(), "fanout", "fanout-1", "fanout");
     let store_path = net.store.display().to_string();
-    let out = ewn(&[
-        "trust",
-        "add",
-        "--trust-store",
-        &store_path,
-        "--key-id",
-        "fanout-1",
-        "--role",
-        "service",
-        "--service",
-        "fanout",
-        "--public-key",
-        pem.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     let hooks = Hooks::start();
     let mut config = fanout_config(

@@ -68,31 +68,8 @@ fn content_markers(a: &ewn_model::Alert) -> Vec<String> {
 fn an_overseer_reads_receipts_and_the_audit_log_at_its_clearance_and_every_read_is_logged() {
     let mut net = Net::new("oversight");
     let dir = tempfile::tempdir().unwrap();
-    let pem = dir.path().join("fanout.pem");
-    keys::save_signing_key(&pem, &keys::generate()).unwrap();
+    let (_, pem) = net.service_key(dir.path(), "fanout", "fanout-1", "fanout");
     let store_path = net.store.display().to_string();
-    let out = ewn(
-        &net,
-        &[
-            "trust",
-            "add",
-            "--trust-store",
-            &store_path,
-            "--key-id",
-            "fanout-1",
-            "--role",
-            "service",
-            "--service",
-            "fanout",
-            "--public-key",
-            pem.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     let hooks = Hooks::start();
     let kz = webhook_sub(&hooks, "kz-desk", "KZ-KNB", Tlp::Amber);

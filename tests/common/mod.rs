@@ -297,6 +297,42 @@ impl Net {
         Ok(())
     }
 
+    /// A new Ed25519 key for service `service` (the signer of its audit records), saved
+    /// as `<dir>/<file>.pem` and added to the network's trust store with `ewn trust add
+    /// --role service`, as an operator would: the key and the PEM's path.
+    pub fn service_key(
+        &self,
+        dir: &std::path::Path,
+        file: &str,
+        key_id: &str,
+        service: &str,
+    ) -> (ed25519_dalek::SigningKey, PathBuf) {
+        let key = keys::generate();
+        let pem = dir.join(format!("{file}.pem"));
+        keys::save_signing_key(&pem, &key).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ewn"))
+            .args(["trust", "add", "--trust-store"])
+            .arg(&self.store)
+            .args([
+                "--key-id",
+                key_id,
+                "--role",
+                "service",
+                "--service",
+                service,
+            ])
+            .arg("--public-key")
+            .arg(&pem)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ewn trust add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (key, pem)
+    }
+
     /// Every record value of `topic`, as the broker holds them, in partition order.
     pub fn read_values(&self, topic: &str) -> Vec<Vec<u8>> {
         let total: i64 = record_counts(&self.settings, |t| t == topic)
