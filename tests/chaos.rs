@@ -220,20 +220,8 @@ const GATEWAY_EVERY: Duration = Duration::from_millis(300);
 /// link the harness cuts.
 fn gateway_toml(dir: &Path, settings: &KafkaSettings, store: &Path, port: u16) -> PathBuf {
     let key = ewn_trust::keys::generate();
-    ewn_trust::keys::save_signing_key(&dir.join("tj-gw.key"), &key).unwrap();
-    let now = now_ms();
-    ewn_trust::TrustStore::append_to_file(
-        store,
-        &ewn_trust::KeyEntry {
-            key_id: "tj-gw-1".into(),
-            state: GATEWAY_STATE.into(),
-            public_key: ewn_trust::PublicKey::from(&key),
-            not_before: now - 3_600_000,
-            not_after: now + 30 * 86_400_000,
-            revoked_at: None,
-        },
-    )
-    .unwrap();
+    common::write_key_file(&dir.join("tj-gw.key"), "tj-gw-1", &key);
+    common::trust_state_key(store, "tj-gw-1", GATEWAY_STATE, &key);
     blinding().save(&dir.join("blinding.key")).unwrap();
     let tokens: String = GATEWAY_POSTS
         .iter()
@@ -249,7 +237,6 @@ fn gateway_toml(dir: &Path, settings: &KafkaSettings, store: &Path, port: u16) -
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         state: GATEWAY_STATE.into(),
         signing_key_file: Some(dir.join("tj-gw.key")),
-        key_id: "tj-gw-1".into(),
         blinding_key_file: Some(dir.join("blinding.key")),
         tokens_file: Some(dir.join("tj-tokens.toml")),
         ..ewn_gateway::GatewaySettings::default()

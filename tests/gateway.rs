@@ -28,9 +28,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::posts::{Ledger, client, id, posts_sending, send, seq_of, token};
+use common::{trust_state_key, write_key_file};
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ewn_gateway::GatewaySettings;
 use ewn_gateway::intake::Clock;
 use ewn_kafka::admin::{ensure_topics, record_counts};
@@ -39,7 +38,7 @@ use ewn_model::validate::Limits;
 use ewn_model::{AvroRecord, Incident, SignedIncident};
 use ewn_ops::http::Health;
 use ewn_testkit::{Engine, free_port, kafka_settings, start_broker, unique_prefix};
-use ewn_trust::{BlindingKey, KeyEntry, TrustSettings, TrustStore, Verifier, keys};
+use ewn_trust::{BlindingKey, TrustSettings, TrustStore, Verifier, keys};
 use prometheus::Registry;
 use serde_json::Value;
 
@@ -83,32 +82,8 @@ impl Rng {
     }
 }
 
-fn write_key(path: &Path, key_id: &str, key: &SigningKey) {
-    let text = format!(
-        "key_id = {key_id}\n{}",
-        key.to_pkcs8_pem(LineEnding::LF).unwrap().as_str()
-    );
-    // Replaced as an operator would: a new file renamed over the old one.
-    let tmp = path.with_extension("new");
-    let _ = std::fs::remove_file(&tmp);
-    ewn_trust::secret::write_secret(&tmp, &text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 fn trust(store: &Path, key_id: &str, key: &SigningKey) {
-    let now = now_ms();
-    TrustStore::append_to_file(
-        store,
-        &KeyEntry {
-            key_id: key_id.into(),
-            state: "KZ".into(),
-            public_key: ewn_trust::PublicKey::from(key),
-            not_before: now - 24 * HOUR,
-            not_after: now + 30 * 24 * HOUR,
-            revoked_at: None,
-        },
-    )
-    .unwrap();
+    trust_state_key(store, key_id, "KZ", key);
 }
 
 /// A member state (KZ) with a gateway's files: key, blinding key, tokens, trust store.
@@ -141,7 +116,7 @@ impl Site {
         let key = dir.path().join("kz.key");
         let store = dir.path().join("trust.toml");
         let k1 = keys::generate();
-        write_key(&key, "kz-gw-1", &k1);
+        write_key_file(&key, "kz-gw-1", &k1);
         trust(&store, "kz-gw-1", &k1);
         BlindingKey::from_bytes([42; 32])
             .save(&dir.path().join("blinding.key"))
@@ -875,7 +850,7 @@ fn a_key_rotated_under_load_costs_no_report() {
     // The operator's rotation: the new key into the trust store first, then the key file.
     let k2 = keys::generate();
     trust(&site.store, "kz-gw-2", &k2);
-    write_key(&site.key, "kz-gw-2", &k2);
+    write_key_file(&site.key, "kz-gw-2", &k2);
     let signed_by = |key: &str| {
         signed_with
             .lock()
@@ -898,7 +873,7 @@ fn a_key_rotated_under_load_costs_no_report() {
         1.0
     );
     // A same-id replacement is refused and signing goes on with the current key.
-    write_key(&site.key, "kz-gw-2", &keys::generate());
+    write_key_file(&site.key, "kz-gw-2", &keys::generate());
     wait_until("the refusal counted", Duration::from_secs(10), || {
         gw.metric("ewn_gateway_key_reloads_total", r#"outcome="refused""#) == 1.0
     });

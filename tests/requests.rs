@@ -22,7 +22,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use common::hooks::*;
-use common::{HOUR, InProcess, Net, in_process, now_ms, wait_until};
+use common::{
+    InProcess, Net, in_process, now_ms, trust_service_key, trust_state_key, wait_until,
+    write_key_file,
+};
 use ewn_gateway::GatewaySettings;
 use ewn_gateway::intake::Clock;
 use ewn_model::validate::Limits;
@@ -32,7 +35,7 @@ use ewn_model::{
 };
 use ewn_ops::http::Health;
 use ewn_trust::audit::AuditSigner;
-use ewn_trust::{KeyEntry, ServiceKey, TrustStore, keys};
+use ewn_trust::{TrustStore, keys};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -46,29 +49,6 @@ fn ewn(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn write_pem(path: &Path, key_id: &str, key: &ed25519_dalek::SigningKey) {
-    use ed25519_dalek::pkcs8::EncodePrivateKey;
-    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    ewn_trust::secret::write_secret(path, &format!("key_id = {key_id}\n{}", pem.as_str())).unwrap();
-}
-
-fn trust_service(store: &Path, key_id: &str, service: &str, key: &ed25519_dalek::SigningKey) {
-    let now = now_ms();
-    TrustStore::append_service_to_file(
-        store,
-        &ServiceKey {
-            key_id: key_id.into(),
-            service: service.into(),
-            public_key: ewn_trust::PublicKey::from(key),
-            not_before: now - 24 * HOUR,
-            not_after: now + 30 * 24 * HOUR,
-            revoked_at: None,
-        },
-    )
-    .unwrap();
-}
-
 /// KZ's gateway files in the network's directory: its signing key (trusted for KZ), its
 /// audit key (service `gateway`), blinding key, the post's and the operator's tokens.
 struct Site {
@@ -80,24 +60,12 @@ impl Site {
     fn new(net: &Net) -> Site {
         let dir = net.dir.path().join("kz-gateway");
         std::fs::create_dir_all(&dir).unwrap();
-        let now = now_ms();
         let key = keys::generate();
-        write_pem(&dir.join("kz.key"), "kz-gw", &key);
-        TrustStore::append_to_file(
-            &net.store,
-            &KeyEntry {
-                key_id: "kz-gw".into(),
-                state: "KZ".into(),
-                public_key: ewn_trust::PublicKey::from(&key),
-                not_before: now - 24 * HOUR,
-                not_after: now + 30 * 24 * HOUR,
-                revoked_at: None,
-            },
-        )
-        .unwrap();
+        write_key_file(&dir.join("kz.key"), "kz-gw", &key);
+        trust_state_key(&net.store, "kz-gw", "KZ", &key);
         let audit = keys::generate();
-        write_pem(&dir.join("audit.key"), "kz-gw-audit", &audit);
-        trust_service(&net.store, "kz-gw-audit", "gateway", &audit);
+        write_key_file(&dir.join("audit.key"), "kz-gw-audit", &audit);
+        trust_service_key(&net.store, "kz-gw-audit", "gateway", &audit);
         common::blinding().save(&dir.join("blinding.key")).unwrap();
         let hash = |t: &str| hex::encode(ewn_ops::tokens::token_hash(t));
         ewn_trust::secret::write_secret(
@@ -402,7 +370,7 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
     let fanout_key = keys::generate();
     let fanout_pem = net.dir.path().join("fanout-audit.pem");
     keys::save_signing_key(&fanout_pem, &fanout_key).unwrap();
-    trust_service(&net.store, "fanout-test", "fanout", &fanout_key);
+    trust_service_key(&net.store, "fanout-test", "fanout", &fanout_key);
     let keys_dir = tempfile::tempdir().unwrap();
     let rcc_key = agency(&net, keys_dir.path(), "RCC");
     let third_key = agency(&net, keys_dir.path(), "THIRD");
@@ -620,7 +588,7 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
     let desk_key = keys::generate();
     let desk_pem = keys_dir.path().join("desk-audit.pem");
     keys::save_signing_key(&desk_pem, &desk_key).unwrap();
-    trust_service(&net.store, "rcc-desk-audit", "desk", &desk_key);
+    trust_service_key(&net.store, "rcc-desk-audit", "desk", &desk_key);
     let out = ewn(&[
         "--brokers",
         &net.settings.brokers,
@@ -690,7 +658,7 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
     }
     // The alert's audit bundle lists both requests and their outcome, not their content.
     let auditor = keys::generate();
-    trust_service(&net.store, "audit-test", "audit", &auditor);
+    trust_service_key(&net.store, "audit-test", "audit", &auditor);
     let bundle = ewn::cmd::audit::assemble(
         &net.settings,
         &green.alert_id,
@@ -730,7 +698,7 @@ fn a_declined_request_carries_its_reason_and_every_step_is_audited() {
     let mut net = Net::new("requests-decline");
     let site = Site::new(&net);
     let fanout_key = keys::generate();
-    trust_service(&net.store, "fanout-test", "fanout", &fanout_key);
+    trust_service_key(&net.store, "fanout-test", "fanout", &fanout_key);
     let keys_dir = tempfile::tempdir().unwrap();
     let rcc_key = agency(&net, keys_dir.path(), "RCC");
     let gw = start_gateway(
@@ -834,7 +802,7 @@ fn raw_details_are_erased_after_their_retention_on_the_gateways_clock() {
     let mut net = Net::new("requests-retention");
     let site = Site::new(&net);
     let fanout_key = keys::generate();
-    trust_service(&net.store, "fanout-test", "fanout", &fanout_key);
+    trust_service_key(&net.store, "fanout-test", "fanout", &fanout_key);
     let keys_dir = tempfile::tempdir().unwrap();
     agency(&net, keys_dir.path(), "RCC");
     let offset = Arc::new(AtomicI64::new(0));

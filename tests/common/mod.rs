@@ -388,6 +388,66 @@ impl Net {
     }
 }
 
+/// Writes a signing key file as the gateway reads it: a `key_id = ...` line, then the
+/// PKCS#8 PEM; replaced as an operator would, a new file renamed over the old one.
+pub fn write_key_file(path: &std::path::Path, key_id: &str, key: &ed25519_dalek::SigningKey) {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    let text = format!(
+        "key_id = {key_id}\n{}",
+        key.to_pkcs8_pem(LineEnding::LF).unwrap().as_str()
+    );
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    ewn_trust::secret::write_secret(&tmp, &text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Trusts `key` in `store` to sign for member state `state`, from a day ago for 30 days.
+pub fn trust_state_key(
+    store: &std::path::Path,
+    key_id: &str,
+    state: &str,
+    key: &ed25519_dalek::SigningKey,
+) {
+    let now = now_ms();
+    TrustStore::append_to_file(
+        store,
+        &KeyEntry {
+            key_id: key_id.into(),
+            state: state.into(),
+            public_key: ewn_trust::PublicKey::from(key),
+            not_before: now - 24 * HOUR,
+            not_after: now + 30 * 24 * HOUR,
+            revoked_at: None,
+        },
+    )
+    .unwrap();
+}
+
+/// Trusts `key` in `store` as the audit key of service `service`, from a day ago for 30
+/// days.
+pub fn trust_service_key(
+    store: &std::path::Path,
+    key_id: &str,
+    service: &str,
+    key: &ed25519_dalek::SigningKey,
+) {
+    let now = now_ms();
+    TrustStore::append_service_to_file(
+        store,
+        &ewn_trust::ServiceKey {
+            key_id: key_id.into(),
+            service: service.into(),
+            public_key: ewn_trust::PublicKey::from(key),
+            not_before: now - 24 * HOUR,
+            not_after: now + 30 * 24 * HOUR,
+            revoked_at: None,
+        },
+    )
+    .unwrap();
+}
+
 /// Alert ids that stand: every ALERT not later cancelled.
 pub fn live_ids(alerts: &[Alert]) -> BTreeSet<String> {
     let cancelled: BTreeSet<&String> = alerts
