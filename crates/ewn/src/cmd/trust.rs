@@ -281,58 +281,90 @@ fn status(entry: &KeyEntry, at: i64) -> Result<(), (String, String)> {
         .map_err(|(reason, detail)| (reason.code().to_string(), detail))
 }
 
+/// What every key of every role shows: its owner under the role's own field (`state`,
+/// `service`, `agency`), its validity, and its status at the time asked (`valid`, or why
+/// not, with the detail).
+struct KeyView<'a> {
+    role: KeyRole,
+    owner: &'a str,
+    key_id: &'a str,
+    public_key: String,
+    not_before: i64,
+    not_after: i64,
+    revoked_at: Option<i64>,
+    status: Result<(), (String, String)>,
+}
+
+impl KeyView<'_> {
+    fn json(self) -> Value {
+        let (status, detail) = match self.status {
+            Ok(()) => ("valid".to_string(), None),
+            Err((code, detail)) => (code, Some(detail)),
+        };
+        let mut v = json!({
+            "key_id": self.key_id,
+            "role": self.role.as_str(),
+            "public_key": self.public_key,
+            "not_before": rfc3339(self.not_before),
+            "not_after": rfc3339(self.not_after),
+            "revoked_at": self.revoked_at.map(rfc3339),
+            "status": status,
+            "detail": detail,
+        });
+        let owner_field = match self.role {
+            KeyRole::State => "state",
+            KeyRole::Service => "service",
+            KeyRole::Agency => "agency",
+        };
+        v[owner_field] = json!(self.owner);
+        v
+    }
+}
+
 fn entry_json(entry: &KeyEntry, at: i64) -> Value {
-    let (status, detail) = match status(entry, at) {
-        Ok(()) => ("valid".to_string(), None),
-        Err((code, detail)) => (code, Some(detail)),
-    };
-    json!({
-        "key_id": entry.key_id,
-        "role": KeyRole::State.as_str(),
-        "state": entry.state,
-        "public_key": entry.public_key_base64(),
-        "not_before": rfc3339(entry.not_before),
-        "not_after": rfc3339(entry.not_after),
-        "revoked_at": entry.revoked_at.map(rfc3339),
-        "status": status,
-        "detail": detail,
-    })
+    KeyView {
+        role: KeyRole::State,
+        owner: &entry.state,
+        key_id: &entry.key_id,
+        public_key: entry.public_key_base64(),
+        not_before: entry.not_before,
+        not_after: entry.not_after,
+        revoked_at: entry.revoked_at,
+        status: status(entry, at),
+    }
+    .json()
 }
 
 fn service_json(entry: &ServiceKey, at: i64) -> Value {
-    let (status, detail) = match entry.judge(at, at, 0) {
-        Ok(()) => ("valid".to_string(), None),
-        Err(detail) => ("not_valid".to_string(), Some(detail)),
-    };
-    json!({
-        "key_id": entry.key_id,
-        "role": KeyRole::Service.as_str(),
-        "service": entry.service,
-        "public_key": entry.public_key_base64(),
-        "not_before": rfc3339(entry.not_before),
-        "not_after": rfc3339(entry.not_after),
-        "revoked_at": entry.revoked_at.map(rfc3339),
-        "status": status,
-        "detail": detail,
-    })
+    KeyView {
+        role: KeyRole::Service,
+        owner: &entry.service,
+        key_id: &entry.key_id,
+        public_key: entry.public_key_base64(),
+        not_before: entry.not_before,
+        not_after: entry.not_after,
+        revoked_at: entry.revoked_at,
+        status: entry
+            .judge(at, at, 0)
+            .map_err(|detail| ("not_valid".to_string(), detail)),
+    }
+    .json()
 }
 
 fn agency_json(entry: &AgencyKey, at: i64) -> Value {
-    let (status, detail) = match entry.usable_at(at) {
-        Ok(()) => ("valid".to_string(), None),
-        Err(detail) => ("not_valid".to_string(), Some(detail)),
-    };
-    json!({
-        "key_id": entry.key_id,
-        "role": KeyRole::Agency.as_str(),
-        "agency": entry.agency,
-        "public_key": entry.public_key_base64(),
-        "not_before": rfc3339(entry.not_before),
-        "not_after": rfc3339(entry.not_after),
-        "revoked_at": entry.revoked_at.map(rfc3339),
-        "status": status,
-        "detail": detail,
-    })
+    KeyView {
+        role: KeyRole::Agency,
+        owner: &entry.agency,
+        key_id: &entry.key_id,
+        public_key: entry.public_key_base64(),
+        not_before: entry.not_before,
+        not_after: entry.not_after,
+        revoked_at: entry.revoked_at,
+        status: entry
+            .usable_at(at)
+            .map_err(|detail| ("not_valid".to_string(), detail)),
+    }
+    .json()
 }
 
 fn list(path: &Path, format: Format, at: i64) -> anyhow::Result<ExitCode> {
