@@ -393,7 +393,7 @@ async fn within<T>(
     tokio::select! {
         r = f => r.map_err(|why| Halt::Failed(step, why)),
         () = tokio::time::sleep(limit) => Err(Halt::Failed(step, format!(
-            "it did not happen within {} s", limit.as_secs()))),
+            "it did not happen within {limit:?}"))),
         () = stopped => Err(Halt::Stopped),
     }
 }
@@ -563,4 +563,59 @@ async fn steps(
     }
     done(s, Step::Verified);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_step_past_its_deadline_fails_naming_the_step() {
+        let stop = AtomicBool::new(false);
+        let never = std::future::pending::<StepResult<()>>();
+        match within(Step::Approved, Duration::from_millis(50), &stop, never).await {
+            Err(Halt::Failed(step, why)) => {
+                assert_eq!(step, Step::Approved);
+                assert_eq!(why, "it did not happen within 50ms");
+            }
+            _ => panic!("a step that never ends must fail"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_keeps_its_reason_and_a_stopped_run_is_no_failure() {
+        let stop = AtomicBool::new(false);
+        let refused = async { Err::<(), _>("refused: 409: no longer held".to_string()) };
+        match within(Step::Approved, STEP_WITHIN, &stop, refused).await {
+            Err(Halt::Failed(Step::Approved, why)) => assert!(why.contains("409"), "{why}"),
+            _ => panic!("the step's own error"),
+        }
+        stop.store(true, Ordering::Relaxed);
+        let never = std::future::pending::<StepResult<()>>();
+        assert!(matches!(
+            within(Step::Opened, STEP_WITHIN, &stop, never).await,
+            Err(Halt::Stopped)
+        ));
+    }
+
+    #[test]
+    fn complete_means_every_step_and_no_failure() {
+        let mut s = CaseSummary::new();
+        assert!(!s.complete());
+        s.done = vec![
+            Step::Reported,
+            Step::Delivered,
+            Step::Requested,
+            Step::Pending,
+            Step::Approved,
+            Step::Opened,
+            Step::Verified,
+        ];
+        assert!(s.complete());
+        s.failed = Some(Failure {
+            step: Step::Verified,
+            why: "x".into(),
+        });
+        assert!(!s.complete());
+    }
 }
