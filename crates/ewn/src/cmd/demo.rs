@@ -223,11 +223,17 @@ fn case_line(c: &CaseSummary) -> String {
     let Some(step) = c.done.last() else {
         return String::new();
     };
+    let list = |m: &BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match step {
         Step::Reported => format!(
-            "== case request: {} ({}) will ask {} for the details behind a watch-list hit\n   \
-             reported   {} reported the hit through {}'s gateway, which keeps the raw line \
-             (incident {}); the network sees only blinded ids\n",
+            "== case request: {} ({}) asks {} for the details behind a watch-list hit\n   \
+             reported   {} reported a watch-list hit through {}'s gateway (incident {}); the \
+             gateway keeps the raw line, the network gets blinded ids\n",
             c.desk,
             c.agency,
             c.state,
@@ -241,7 +247,7 @@ fn case_line(c: &CaseSummary) -> String {
             c.desk
         ),
         Step::Requested => format!(
-            "   requested  {} asked {} for the details of incident {} ({}): request {}\n",
+            "   requested  {} asked {} for the details of incident {} under \"{}\": request {}\n",
             c.desk,
             c.state,
             id(&c.incident_id),
@@ -249,11 +255,11 @@ fn case_line(c: &CaseSummary) -> String {
             id(&c.request_id)
         ),
         Step::Pending => format!(
-            "   pending    {}'s gateway verified the fan-out's signature and holds the request for its operators\n",
+            "   pending    {}'s gateway verified the fan-out's signature on the request and holds it for its operators\n",
             c.state
         ),
         Step::Approved => format!(
-            "   approved   {}'s operator approved: the details are encrypted to {}'s key {} and signed by {} ({})\n",
+            "   approved   {}'s operator approved: the details are encrypted to {}'s key {}, the reply signed with {}'s key {}\n",
             c.state,
             c.agency,
             id(&c.recipient_key_id),
@@ -261,32 +267,27 @@ fn case_line(c: &CaseSummary) -> String {
             id(&c.signed_by)
         ),
         Step::Opened => format!(
-            "   opened     {} opened the reply with its own key (approved by {}): revealed to {} only: {}; {}\n",
+            "   opened     {} opened the reply with its own key (signature verified; decided by {})\n              \
+             revealed to {} only: {}, raw identifier included ({} fields: {})\n",
             c.agency,
             id(&c.decided_by),
             c.agency,
-            c.revealed_fields.join(", "),
             if c.details_match_report {
-                "exactly the line the post sent, raw identifier included"
+                format!("the line {} sent", c.post)
             } else {
-                "NOT the line the post sent"
-            }
+                format!("NOT the line {} sent", c.post)
+            },
+            c.revealed_fields.len(),
+            c.revealed_fields.join(", "),
         ),
         Step::Verified => format!(
-            "   verified   ewn audit alert + verify: the bundle of alert {} ({}) verified: {} checks passed, {} failed ({})\n",
+            "   verified   ewn audit alert + ewn audit verify on alert {}: {} checks passed, {} failed\n              \
+             bundle: {}; checks: {}\n",
             id(&c.alert_id),
-            c.bundle
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect::<Vec<_>>()
-                .join(", "),
             c.checks_passed,
             c.checks_failed,
-            c.checks
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            list(&c.bundle),
+            list(&c.checks)
         ),
     }
 }
