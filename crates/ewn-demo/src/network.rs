@@ -264,7 +264,8 @@ impl Network {
     }
 
     /// Runs the traffic for the configured duration (or until `shutdown`), with the case
-    /// request's steps `case` when the network was started for one, waits for the planted
+    /// request done by `case_ops` when the network was started for one (with `None`, the
+    /// post still reports its hit but nobody asks about it), waits for the planted
     /// scenarios' alerts and the cut post's spool, then stops every service and the broker,
     /// and says what happened.
     pub async fn run(self, case_ops: Option<&dyn CaseOps>) -> Result<Summary> {
