@@ -2889,11 +2889,18 @@ fn case_round(
         )
         .unwrap(),
     );
+    // The raw line the state kept of each incident asked about (two requests may ask about
+    // one incident: it is kept once).
+    let mut details_of: BTreeMap<String, String> = BTreeMap::new();
     for (k, a) in asked.iter().enumerate() {
+        if details_of.contains_key(&a.incident_id) {
+            continue;
+        }
         let line = format!("raw-details-{k}-{} Ivanov Ivan", a.request_id);
         store
             .keep(&[(a.incident_id.as_str(), line.as_bytes())], now_ms())
             .unwrap();
+        details_of.insert(a.incident_id.clone(), line);
     }
     let desk = ewn_gateway::requests::CaseDesk {
         store,
@@ -2942,8 +2949,7 @@ fn case_round(
                 } else {
                     stats.cases_declined += 1;
                 }
-                let text = decline
-                    .unwrap_or_else(|| format!("raw-details-{k}-{} Ivanov Ivan", a.request_id));
+                let text = decline.unwrap_or_else(|| details_of[&a.incident_id].clone());
                 a.answer = Some((approved, text));
             }
             Err(e) => failures.push(format!(
