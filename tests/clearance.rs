@@ -2767,8 +2767,16 @@ fn case_round(
                         .any(|m| oracle(&s, &ep.rule, m, false).is_some())
             })
             .collect();
-        let target = if rng.chance(15) {
+        // Every kind in every round: a nonexistent alert every eighth request, one above
+        // the desk's clearance the next (when there is one), then at random, half of them
+        // among the alerts the desk received in full.
+        let above: Vec<usize> = (0..episodes.len())
+            .filter(|&e| !cleared(&s, episodes[e].marks.last().unwrap()))
+            .collect();
+        let target = if k % 8 == 0 {
             None
+        } else if k % 8 == 1 && !above.is_empty() {
+            Some(rng.pick(&above))
         } else if !full.is_empty() && rng.chance(50) {
             Some(rng.pick(&full))
         } else {
@@ -2938,9 +2946,13 @@ fn case_round(
         .build()
         .unwrap();
     for (k, a) in asked.iter_mut().enumerate() {
-        let decline = rng
-            .chance(50)
-            .then(|| format!("declined-reason-{k}-{}", a.request_id));
+        // The first approved, the second declined, the others at random.
+        let declined = match k {
+            0 => false,
+            1 => true,
+            _ => rng.chance(50),
+        };
+        let decline = declined.then(|| format!("declined-reason-{k}-{}", a.request_id));
         match rt.block_on(desk.decide(&a.request_id, "kz-duty-officer", decline.clone())) {
             Ok(_) => {
                 let approved = decline.is_none();
