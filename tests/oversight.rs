@@ -549,7 +549,9 @@ fn reads_past_their_bound_are_429_and_with_the_audit_queue_full_503() {
         queue_max: 1,
     };
     config.fanout.oversight.max_concurrent_reads = 2;
-    config.fanout.oversight.read_timeout_ms = 3_000;
+    // Long enough that the two held reads are still in flight when the third comes, on a
+    // loaded machine (3 s was not: the third was admitted, then refused 503).
+    config.fanout.oversight.read_timeout_ms = 15_000;
     config.tokens.push((
         OVERSIGHT_TOKEN.into(),
         Principal::Oversight {
