@@ -9,6 +9,7 @@ pub mod keygen;
 pub mod metrics;
 pub mod process;
 pub mod publish;
+pub mod remote;
 pub mod requests;
 pub mod rules;
 pub mod schemas;
