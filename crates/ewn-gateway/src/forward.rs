@@ -297,14 +297,7 @@ impl Forwarder {
         }
         let d = self.depth.lock().unwrap_or_else(|p| p.into_inner());
         for (post, pd) in &d.posts {
-            self.metrics
-                .spool_records
-                .with_label_values(&[post])
-                .set(pd.records as i64);
-            self.metrics
-                .spool_bytes
-                .with_label_values(&[post])
-                .set(pd.bytes as i64);
+            self.metrics.spool_depth(post, pd);
         }
     }
 
