@@ -544,6 +544,29 @@ pub struct InProcess<E> {
     thread: Option<JoinHandle<Result<(), E>>>,
 }
 
+/// The admin endpoints (`/metrics`, `/healthz`) of an in-process service on a free
+/// loopback port, served as its command serves them until `shutdown` is set: the health the
+/// service beats, and the address.
+pub async fn serve_admin(
+    registry: &Registry,
+    shutdown: Arc<AtomicBool>,
+) -> (Arc<Health>, std::net::SocketAddr) {
+    let health = Arc::new(Health::default());
+    let stopped = async move {
+        while !shutdown.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (admin, _server) = ewn_ops::http::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        ewn_ops::http::router(registry.clone(), health.clone(), None),
+        stopped,
+    )
+    .await
+    .unwrap();
+    (health, admin)
+}
+
 pub fn in_process<E, F, Fut>(run: F) -> InProcess<E>
 where
     F: FnOnce(Registry, Arc<AtomicBool>) -> Fut + Send + 'static,
