@@ -335,33 +335,10 @@ impl Net {
 
     /// Every record value of `topic`, as the broker holds them, in partition order.
     pub fn read_values(&self, topic: &str) -> Vec<Vec<u8>> {
-        let total: i64 = record_counts(&self.settings, |t| t == topic)
-            .unwrap()
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
-        if total == 0 {
-            return vec![];
-        }
-        let reader = AssignedReader::new(
-            &self.settings,
-            "test-read",
-            topic,
-            |t| t == topic,
-            StartAt::Beginning,
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while (out.len() as i64) < total && Instant::now() < deadline {
-            reader
-                .poll(Duration::from_millis(100), |r| {
-                    out.push(r.value.unwrap_or_default().to_vec())
-                })
-                .unwrap();
-        }
-        assert_eq!(out.len() as i64, total, "read every record of {topic}");
-        out
+        read_records(&self.settings, topic)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
     }
 
     fn read_all<T: AvroRecord>(&self, topic: &str) -> Vec<T> {
@@ -390,6 +367,38 @@ impl Net {
 
 /// Writes a signing key file as the gateway reads it: a `key_id = ...` line, then the
 /// PKCS#8 PEM; replaced as an operator would, a new file renamed over the old one.
+/// Every record of `topic` as (partition, value), as the broker holds them, in partition
+/// order (a tombstone reads as an empty value); fails unless all are read within 60 s.
+pub fn read_records(settings: &KafkaSettings, topic: &str) -> Vec<(i32, Vec<u8>)> {
+    let total: i64 = record_counts(settings, |t| t == topic)
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    if total == 0 {
+        return vec![];
+    }
+    let reader = AssignedReader::new(
+        settings,
+        "test-read",
+        topic,
+        |t| t == topic,
+        StartAt::Beginning,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < total && Instant::now() < deadline {
+        reader
+            .poll(Duration::from_millis(100), |r| {
+                out.push((r.partition, r.value.unwrap_or_default().to_vec()))
+            })
+            .unwrap();
+    }
+    assert_eq!(out.len() as i64, total, "read every record of {topic}");
+    out
+}
+
 pub fn write_key_file(path: &std::path::Path, key_id: &str, key: &ed25519_dalek::SigningKey) {
     use ed25519_dalek::pkcs8::EncodePrivateKey;
     use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
