@@ -370,6 +370,18 @@ impl Net {
 /// Every record of `topic` as (partition, value), as the broker holds them, in partition
 /// order (a tombstone reads as an empty value); fails unless all are read within 60 s.
 pub fn read_records(settings: &KafkaSettings, topic: &str) -> Vec<(i32, Vec<u8>)> {
+    read_topic(settings, topic, |r| {
+        (r.partition, r.value.unwrap_or_default().to_vec())
+    })
+}
+
+/// Every record of `topic`, from its beginning, in partition order, each as `f` makes it;
+/// fails unless all are read within 60 s.
+pub fn read_topic<T>(
+    settings: &KafkaSettings,
+    topic: &str,
+    mut f: impl FnMut(ewn_kafka::RawRecord<'_>) -> T,
+) -> Vec<T> {
     let total: i64 = record_counts(settings, |t| t == topic)
         .unwrap()
         .iter()
@@ -390,9 +402,7 @@ pub fn read_records(settings: &KafkaSettings, topic: &str) -> Vec<(i32, Vec<u8>)
     let deadline = Instant::now() + Duration::from_secs(60);
     while (out.len() as i64) < total && Instant::now() < deadline {
         reader
-            .poll(Duration::from_millis(100), |r| {
-                out.push((r.partition, r.value.unwrap_or_default().to_vec()))
-            })
+            .poll(Duration::from_millis(100), |r| out.push(f(r)))
             .unwrap();
     }
     assert_eq!(out.len() as i64, total, "read every record of {topic}");
