@@ -487,25 +487,15 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
         let started = Instant::now();
         let mut pending = Box::new(then.0);
         loop {
-            if !self.gate().try_acquire() {
-                self.count_full();
-                let left = self.wait.saturating_sub(started.elapsed());
-                if !self.gate().acquire(left).await {
-                    return Err(self.queue_full(topic, started.elapsed()));
-                }
+            if !self.gate().try_acquire() && !self.gate().acquire(self.room_wait(started)).await {
+                return Err(self.queue_full(topic, started.elapsed()));
             }
-            match self.enqueue(topic, key, value, pending) {
-                Ok(()) => return Ok(()),
-                Err(Refused::Failed(_, e)) => return Err(e),
-                Err(Refused::Full(back)) => {
-                    if started.elapsed() >= self.wait {
-                        return Err(self.queue_full(topic, started.elapsed()));
-                    }
-                    pending = back;
-                    // librdkafka's byte bound: no release tells when it frees, so poll.
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+            match self.queue_or_back(topic, key, value, pending, started)? {
+                None => return Ok(()),
+                Some(back) => pending = back,
             }
+            // librdkafka's byte bound: no release tells when it frees, so poll.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -520,24 +510,43 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
         let started = Instant::now();
         let mut pending = Box::new(then.0);
         loop {
-            if !self.gate().try_acquire() {
-                self.count_full();
-                let left = self.wait.saturating_sub(started.elapsed());
-                if !self.gate().acquire_blocking(left) {
-                    return Err(self.queue_full(topic, started.elapsed()));
-                }
+            if !self.gate().try_acquire() && !self.gate().acquire_blocking(self.room_wait(started))
+            {
+                return Err(self.queue_full(topic, started.elapsed()));
             }
-            match self.enqueue(topic, key, value, pending) {
-                Ok(()) => return Ok(()),
-                Err(Refused::Failed(_, e)) => return Err(e),
-                Err(Refused::Full(back)) => {
-                    if started.elapsed() >= self.wait {
-                        return Err(self.queue_full(topic, started.elapsed()));
-                    }
-                    pending = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+            match self.queue_or_back(topic, key, value, pending, started)? {
+                None => return Ok(()),
+                Some(back) => pending = back,
             }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// For a waiting send that found no room: counts it, and says how long it may still
+    /// wait (what is left of `message_timeout_ms` since it `started`).
+    fn room_wait(&self, started: Instant) -> Duration {
+        self.count_full();
+        self.wait.saturating_sub(started.elapsed())
+    }
+
+    /// One try of a waiting send that holds a permit: queued (`None`), refused for good
+    /// (the error), or librdkafka's own queue was full (its byte bound): the record back, to
+    /// try again after a short pause, until `message_timeout_ms` since it `started`.
+    fn queue_or_back(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        pending: Box<Pending>,
+        started: Instant,
+    ) -> Result<Option<Box<Pending>>> {
+        match self.enqueue(topic, key, value, pending) {
+            Ok(()) => Ok(None),
+            Err(Refused::Failed(_, e)) => Err(e),
+            Err(Refused::Full(_)) if started.elapsed() >= self.wait => {
+                Err(self.queue_full(topic, started.elapsed()))
+            }
+            Err(Refused::Full(back)) => Ok(Some(back)),
         }
     }
 
