@@ -1,5 +1,6 @@
 //! `ewn demo` end to end, as a newcomer runs it: the real binary, its own local broker,
-//! the simulated network, the processor, the fan-out and two desks.
+//! the simulated network, the processor, the fan-out and two desks, and the case request
+//! about KZ's watch-list hit (request, approval, opening, the verified audit bundle).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -160,10 +161,59 @@ fn every_planted_scenario_alerts_and_reaches_exactly_the_cleared_desks() {
         withheld_somewhere,
         "some planted alert is above one desk's clearance"
     );
-    // Nothing else alerted: every alert belongs to a planted scenario.
+    // The case request about KZ's watch-list hit went through, each step checked by the
+    // demo as it ran: the details opened are the line the post sent, the bundle verified.
+    let case = &summary["case"];
+    assert_eq!(case["failed"], Value::Null, "{case}\n{output}");
+    assert_eq!(
+        case["done"],
+        serde_json::json!([
+            "reported",
+            "delivered",
+            "requested",
+            "pending",
+            "approved",
+            "opened",
+            "verified"
+        ]),
+        "{case}\n{output}"
+    );
+    assert_eq!(case["desk"], "rcc-desk");
+    assert_eq!(case["decided_by"], "kz-duty-officer");
+    assert_eq!(case["recipient_key_id"], "rcc-x25519");
+    assert_eq!(case["details_match_report"], true);
+    assert!(
+        case["revealed_fields"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("subjects")),
+        "{case}"
+    );
+    assert_eq!(case["bundle"]["case requests"], 1, "{case}");
+    assert!(case["checks_passed"].as_u64().unwrap() >= 5, "{case}");
+    assert_eq!(case["checks_failed"], 0, "{case}");
+    let case_alert = case["alert_id"].as_str().unwrap();
+    let a = summary["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["alert_id"] == case_alert)
+        .unwrap_or_else(|| panic!("no alert {case_alert} in the summary"));
+    assert_eq!(a["rule"], "watchlist_hit");
+    assert_eq!(a["states"], serde_json::json!(["KZ"]));
+    for step in ["requested", "approved", "opened", "verified"] {
+        assert!(
+            output.contains(&format!("\n   {step:<10} ")),
+            "the demo did not say `{step}`\n{output}"
+        );
+    }
+    // The details reached the desk only: the raw name is nowhere in the output.
+    assert!(!output.contains("NURLANOV"), "{output}");
+    // Nothing else alerted: every alert belongs to a planted scenario or the case request.
     let planted: BTreeSet<&str> = scenarios
         .iter()
         .map(|s| s["alert_id"].as_str().unwrap())
+        .chain([case_alert])
         .collect();
     for a in summary["alerts"].as_array().unwrap() {
         let ok = if a["msg_type"] == "ALERT" {
@@ -227,6 +277,11 @@ fn background_traffic_alone_raises_no_alert() {
         summary["alerts"],
         serde_json::json!([]),
         "false positives\n{output}"
+    );
+    assert_eq!(
+        summary["case"],
+        Value::Null,
+        "no post's hit, no case request"
     );
     assert_eq!(summary["rejected"], 0);
     assert_nothing_left(&summary, &output);

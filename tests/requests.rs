@@ -7,9 +7,12 @@
 //! delivered to it, an incident not in the alert. Every step is a signed audit record. The
 //! details are erased after their retention, on the gateway's (injected) clock.
 //!
-//! The alert is written to `<prefix>alerts` by the test, naming the gateway-signed incident
-//! in its evidence as the processor would (tests/process.rs covers the processor); every
-//! other part is the real service on a real broker.
+//! In most tests the alert is written to `<prefix>alerts` by the test, naming the
+//! gateway-signed incident in its evidence as the processor would, so each can shape the
+//! alert it needs; the round trip test has none of that: the post's watch-list hit goes
+//! through the gateway, the real processor and the real fan-out to the desk, and the request
+//! is about the alert the processor made. Every other part is the real service on a real
+//! broker.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -23,7 +26,7 @@ use std::time::Duration;
 
 use common::hooks::*;
 use common::{
-    InProcess, Net, in_process, now_ms, trust_service_key, trust_state_key, wait_until,
+    InProcess, Net, in_process, now_ms, start, trust_service_key, trust_state_key, wait_until,
     write_key_file,
 };
 use ewn_gateway::GatewaySettings;
@@ -854,4 +857,153 @@ fn raw_details_are_erased_after_their_retention_on_the_gateways_clock() {
     );
     assert_eq!(pending(&gw).len(), 1, "still pending: it may be declined");
     gw.service.stop();
+}
+
+/// The whole chain on the alert the processor made: the post's watch-list hit goes through
+/// `ewn gateway` (which keeps the raw line), the processor verifies, scores and correlates
+/// it into a `watchlist_hit` alert, the fan-out delivers it to the desk; the desk requests
+/// the incident's details, KZ's operator approves with `ewn requests approve`, the desk
+/// opens the reply with `ewn requests open`, and the alert's audit bundle verifies, the
+/// request listed in it.
+#[test]
+fn a_watchlist_hit_through_the_gateway_and_the_processor_is_requested_approved_and_opened() {
+    let net = Net::new("requests-chain");
+    let site = Site::new(&net);
+    let fanout_key = keys::generate();
+    let fanout_pem = net.dir.path().join("fanout-audit.pem");
+    keys::save_signing_key(&fanout_pem, &fanout_key).unwrap();
+    trust_service_key(&net.store, "fanout-test", "fanout", &fanout_key);
+    let keys_dir = tempfile::tempdir().unwrap();
+    let rcc_key = agency(&net, keys_dir.path(), "RCC");
+    // The processor reads the trust store holding the gateway's key.
+    let processor = start(net.config(120));
+    let gw = start_gateway(
+        &net,
+        site.settings(30 * 86_400),
+        ewn_gateway::intake::system_clock(),
+    );
+    let hooks = Hooks::start();
+    let rcc = webhook_sub(&hooks, "rcc", "RCC", Tlp::Amber);
+    let mut config = fanout_config(&net.settings, vec![rcc]);
+    config.fanout.audit.signing_key_file = Some(fanout_pem);
+    config.fanout.audit.key_id = "fanout-test".into();
+    let fanout = start_fanout(config);
+
+    let id = "8f2b1c4d-5e6f-4a7b-8c9d-0e1f2a3b4c51";
+    let line = report(id, "Ivanov Ivan 1980-01-02");
+    post_reports(&net, &gw, std::slice::from_ref(&line));
+    let mut alert = None;
+    wait_until(
+        "the processor's watch-list alert on the gateway's report",
+        Duration::from_secs(90),
+        || {
+            alert = net
+                .alerts()
+                .into_iter()
+                .find(|a| a.msg_type == MsgType::Alert && a.incident_ids.iter().any(|i| i == id));
+            alert.is_some()
+        },
+    );
+    let alert = alert.unwrap();
+    assert_eq!(alert.rule, "watchlist_hit");
+    assert_eq!(alert.states, vec!["KZ".to_string()]);
+    assert_eq!(alert.evidence.len(), 1);
+    assert_eq!(
+        alert.evidence[0].key_id, "kz-gw",
+        "signed by the gateway's key"
+    );
+    assert!(
+        !serde_json::to_string(&alert.evidence)
+            .unwrap()
+            .contains("Ivanov"),
+        "the alert carries no raw name"
+    );
+    wait_until(
+        "the alert delivered to the desk",
+        Duration::from_secs(60),
+        || {
+            hooks
+                .delivered("rcc")
+                .iter()
+                .any(|h| h.alert_id() == alert.alert_id)
+        },
+    );
+
+    let (s, b) = request(&fanout, "rcc", &alert.alert_id, id);
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["state"], "KZ");
+    let request_id = b["request_id"].as_str().unwrap().to_string();
+    wait_until(
+        "the request pending at the gateway",
+        Duration::from_secs(60),
+        || {
+            pending(&gw)
+                .iter()
+                .any(|r| r["request_id"] == request_id.as_str())
+        },
+    );
+    let out = ewn(&[
+        "requests",
+        "approve",
+        "--url",
+        &format!("http://{}", gw.addr),
+        "--token-file",
+        site.dir.join("operator.token").to_str().unwrap(),
+        &request_id,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = open(&net, &request_id, &rcc_key);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let opened: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(opened["decision"], "APPROVE");
+    assert_eq!(opened["decided_by"], "kz-duty-officer");
+    assert_eq!(
+        opened["details"],
+        line.as_str(),
+        "the line the post sent, as the gateway kept it"
+    );
+
+    // The bundle of the processor's alert: its signed incident, the delivery, the request.
+    let auditor = keys::generate();
+    trust_service_key(&net.store, "audit-test", "audit", &auditor);
+    let mut bundle = None;
+    wait_until(
+        "a bundle with the receipt and the request",
+        Duration::from_secs(60),
+        || {
+            let b = ewn::cmd::audit::assemble(
+                &net.settings,
+                &alert.alert_id,
+                &AuditSigner::new("audit-test", "audit", auditor.clone()),
+                now_ms(),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+            let whole = !b.receipts.is_empty() && b.cases.len() == 1;
+            bundle = Some(b);
+            whole
+        },
+    );
+    let bundle = bundle.unwrap();
+    assert_eq!(bundle.incidents.len(), 1);
+    assert_eq!(bundle.cases[0].record.decision, "APPROVE");
+    let text = serde_json::to_string(&bundle).unwrap();
+    assert!(!text.contains("Ivanov"));
+    let report = ewn::cmd::audit::verify(&text, &TrustStore::load(&net.store).unwrap(), now_ms());
+    assert!(report.ok(), "{:#?}", report.failures());
+    assert!(report.checks.iter().any(|c| c.check == "cases" && c.ok));
+    drop(hooks);
+    fanout.stop();
+    gw.service.stop();
+    processor.stop();
 }

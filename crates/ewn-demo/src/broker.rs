@@ -214,6 +214,17 @@ impl LocalBroker {
         log_tail(&self.dir.join("tansu.log"))
     }
 
+    /// The first `n` lines of the broker's log that report an error or a panic: where a
+    /// failure began, which the tail no longer shows once the broker repeats it.
+    pub fn first_errors(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("ERROR") || l.contains("panicked"))
+            .take(n)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Stops the broker now (rather than when this process ends) and waits until its port
     /// is closed and its directory removed, up to 10 s.
     pub fn stop(&self) -> Result<()> {

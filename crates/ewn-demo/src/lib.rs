@@ -8,6 +8,8 @@
 //! - [`desk`]: the desks' webhook receiver, checking signatures with the fan-out's code.
 //! - [`observer`]: reads the alerts and hands each on once its desks have it.
 //! - [`posts`]: KZ's gateway and its two posts (an uplink that drops, a post gone quiet).
+//! - [`case`]: a case request about the posts' watch-list hit, from the request to the
+//!   verified audit bundle (the steps are the `ewn` commands' code, handed in).
 //! - [`network`]: starts all of it in order, each part once the one before is ready
 //!   (by the services' own start-up signals), runs the traffic, and stops everything.
 //!
@@ -15,6 +17,7 @@
 //! [`network::Summary`].
 
 pub mod broker;
+pub mod case;
 pub mod desk;
 pub mod error;
 pub mod network;
@@ -40,6 +43,8 @@ pub enum Event {
     UplinkDown { post: String, secs: u64 },
     /// The uplink is back; the gateway forwards what it spooled.
     UplinkBack { post: String },
+    /// A step of the case request was done (the last of `done`), or it failed (`failed`).
+    Case(Box<case::CaseSummary>),
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -25,6 +25,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::Event;
 use crate::broker::{Engine, LocalBroker};
+use crate::case::{CaseOps, CaseSite, CaseSummary};
 use crate::desk::DeskReceiver;
 use crate::error::{Error, Result};
 use crate::observer::{AlertObserver, eligible};
@@ -55,6 +56,9 @@ pub struct DemoConfig {
     pub rate: f64,
     pub seed: u64,
     pub scenarios: Vec<Scenario>,
+    /// Run the case request of [`crate::case`]: KZ's gateway keeps details and serves its
+    /// operators, and its post reports a watch-list hit.
+    pub case_request: bool,
 }
 
 /// The desks: the regional coordination centre, cleared for AMBER, and a national desk
@@ -97,6 +101,7 @@ pub struct Network {
     fanout: tokio::task::JoinHandle<ewn_fanout::Result<()>>,
     servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     gateway: DemoGateway,
+    case: Option<CaseSite>,
 }
 
 #[derive(Serialize, Default, Clone, Debug)]
@@ -142,6 +147,8 @@ pub struct Summary {
     pub operational: Vec<AlertOutcome>,
     pub gateway: GatewayOutcome,
     pub scenarios: Vec<ScenarioOutcome>,
+    /// The case request, when the run had one.
+    pub case: Option<CaseSummary>,
     pub desks: BTreeMap<String, Tlp>,
     /// Every port the run listened on: the broker's first.
     pub ports: Vec<u16>,
@@ -204,7 +211,7 @@ impl Network {
         .await??;
         let mut kafka = config.kafka.clone();
         kafka.brokers = relay.addr.clone();
-        match start_services(&kafka, &shutdown).await {
+        match start_services(&kafka, config.case_request, &shutdown).await {
             Ok(parts) => Ok(Network {
                 started: Started {
                     broker: broker.addr.clone(),
@@ -231,6 +238,7 @@ impl Network {
                 fanout: parts.fanout,
                 servers: parts.servers,
                 gateway: parts.gateway,
+                case: parts.case,
             }),
             Err(e) => {
                 // What did start stops with the flag; the broker is stopped here.
@@ -255,10 +263,12 @@ impl Network {
         &self.kafka
     }
 
-    /// Runs the traffic for the configured duration (or until `shutdown`), waits for the
-    /// planted scenarios' alerts and the cut post's spool, then stops every service and
-    /// the broker, and says what happened.
-    pub async fn run(self) -> Result<Summary> {
+    /// Runs the traffic for the configured duration (or until `shutdown`), with the case
+    /// request done by `case_ops` when the network was started for one (with `None`, the
+    /// post still reports its hit but nobody asks about it), waits for the planted
+    /// scenarios' alerts and the cut post's spool, then stops every service and the broker,
+    /// and says what happened.
+    pub async fn run(self, case_ops: Option<&dyn CaseOps>) -> Result<Summary> {
         let Network {
             config,
             kafka,
@@ -276,7 +286,22 @@ impl Network {
             fanout,
             servers,
             gateway,
+            case,
         } = self;
+        let case = match (case, case_ops) {
+            (Some(site), Some(ops)) => Some(CaseRun {
+                site,
+                ops,
+                fanout_url: format!("http://{}", started.fanout_api),
+                desk_token: started
+                    .tokens
+                    .iter()
+                    .find(|(s, _)| s == crate::case::DESK)
+                    .map(|(_, t)| zeroize::Zeroizing::new(t.clone()))
+                    .unwrap_or_default(),
+            }),
+            _ => None,
+        };
         let outcome = traffic(
             &config,
             &kafka,
@@ -288,6 +313,7 @@ impl Network {
             &receiver,
             &process_registry,
             &gateway,
+            case,
         )
         .await;
         // Everything stops, whatever the outcome.
@@ -330,9 +356,22 @@ struct Parts {
     fanout: tokio::task::JoinHandle<ewn_fanout::Result<()>>,
     servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     gateway: DemoGateway,
+    case: Option<CaseSite>,
 }
 
-async fn start_services(kafka: &KafkaSettings, shutdown: &Arc<AtomicBool>) -> Result<Parts> {
+/// The case request's set-up and steps, for the traffic phase.
+struct CaseRun<'a> {
+    site: CaseSite,
+    ops: &'a dyn CaseOps,
+    fanout_url: String,
+    desk_token: zeroize::Zeroizing<String>,
+}
+
+async fn start_services(
+    kafka: &KafkaSettings,
+    case_request: bool,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<Parts> {
     let work = tempfile::Builder::new()
         .prefix("ewn-demo-")
         .tempdir()
@@ -341,6 +380,10 @@ async fn start_services(kafka: &KafkaSettings, shutdown: &Arc<AtomicBool>) -> Re
     let keys = SimKeys::init(&work.path().join("keys"), &trust_store, crate::now_ms())?;
     // KZ's gateway key, in the trust store before the processor reads it.
     let gateway_key = posts::enroll(work.path(), &trust_store)?;
+    // The case request's keys, likewise.
+    let case = case_request
+        .then(|| CaseSite::enroll(work.path(), &trust_store))
+        .transpose()?;
 
     // The stand-in desk systems.
     let secrets: BTreeMap<String, String> = DESKS
@@ -453,6 +496,15 @@ async fn start_services(kafka: &KafkaSettings, shutdown: &Arc<AtomicBool>) -> Re
                     allow_private_cidrs: vec!["127.0.0.1/32".into()],
                     ..Default::default()
                 },
+                // Its service key signs the desks' case requests (and its audit records).
+                audit: ewn_fanout::settings::AuditSettings {
+                    signing_key_file: case.as_ref().map(|c| c.fanout_audit_key.clone()),
+                    key_id: case
+                        .as_ref()
+                        .map(|_| crate::case::FANOUT_AUDIT_KEY_ID.into())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                },
                 ..FanoutSettings::default()
             },
             subscriptions: subs.clone(),
@@ -474,10 +526,12 @@ async fn start_services(kafka: &KafkaSettings, shutdown: &Arc<AtomicBool>) -> Re
         kafka,
         gateway_key,
         &work.path().join("keys").join(ewn_sim::keys::BLINDING_FILE),
+        case.as_ref(),
         shutdown.clone(),
     )
     .await?;
     Ok(Parts {
+        case,
         keys,
         desks,
         tokens: tokens
@@ -513,6 +567,7 @@ struct Traffic {
     gateway: GatewayOutcome,
     rejected_by: BTreeMap<String, u64>,
     interrupted: bool,
+    case: Option<CaseSummary>,
 }
 
 /// Resolves once the processor has put [`FIRST_REPORTS_REKEYED`] records on its
@@ -549,6 +604,7 @@ async fn traffic(
     receiver: &DeskReceiver,
     process_registry: &prometheus::Registry,
     gateway: &DemoGateway,
+    case: Option<CaseRun<'_>>,
 ) -> Result<(Vec<Alert>, Traffic)> {
     let observer = AlertObserver::start(
         kafka,
@@ -572,13 +628,36 @@ async fn traffic(
     // The posts report through KZ's gateway while the simulator runs. The simulator's
     // first report is a day old (the vanished exit): the posts' reports of today wait
     // until the processor has taken it, or the partition's event time would be past it.
-    let posts = gateway.run_posts(
-        relay,
-        config.duration,
-        shutdown,
-        first_reports_taken(kafka, shutdown),
-        events,
-    );
+    let posts_done = AtomicBool::new(false);
+    let posts = async {
+        let posted = gateway
+            .run_posts(
+                relay,
+                config.duration,
+                shutdown,
+                first_reports_taken(kafka, shutdown),
+                events,
+            )
+            .await;
+        posts_done.store(true, Ordering::Relaxed);
+        posted
+    };
+    // The case request runs alongside, from the post's watch-list hit on.
+    let case = async {
+        let c = case?;
+        let watch = crate::case::Watch {
+            kafka,
+            fanout_url: c.fanout_url,
+            desk_token: c.desk_token,
+            gateway,
+            observer: &observer,
+            receiver,
+            posts_done: &posts_done,
+            stop: shutdown,
+            events,
+        };
+        Some(crate::case::run(c.ops, &c.site, watch).await)
+    };
     // Ctrl-C stops the simulator too.
     let simulate = async {
         tokio::select! {
@@ -587,7 +666,7 @@ async fn traffic(
         }
         Ok::<_, Error>(sim.await??)
     };
-    let (posted, sim_summary) = tokio::join!(posts, simulate);
+    let (posted, sim_summary, case) = tokio::join!(posts, simulate, case);
     let sim_summary = sim_summary?;
     let (cut_post_ids, accepted_while_down) = posted?;
     let interrupted = shutdown.load(Ordering::Relaxed);
@@ -653,6 +732,7 @@ async fn traffic(
             gateway: gateway_outcome,
             rejected_by,
             interrupted,
+            case,
         },
     ))
 }
@@ -743,6 +823,7 @@ fn summarise(
                 }
             })
             .collect(),
+        case: traffic.case.clone(),
         desks: desks.iter().map(|s| (s.id.clone(), s.clearance)).collect(),
         ports: [started
             .broker

@@ -1,13 +1,16 @@
 //! The demo's member-state gateway: Kazakhstan's `ewn gateway` at two border posts. One
 //! post's uplink to the broker drops for 30 s while it keeps reporting (its gateway spools
 //! and catches up); the other goes quiet for good, and the network raises `source_silent`.
+//! With a case request ([`crate::case`]), the gateway keeps the raw line of each report it
+//! signs and serves its operators' API, and the first post reports one watch-list hit,
+//! after its uplink is back.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ewn_gateway::{GatewayConfig, GatewaySettings};
@@ -17,7 +20,9 @@ use ewn_ops::http::Health;
 use ewn_trust::{KeyEntry, TrustStore, keys};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
+use zeroize::Zeroizing;
 
+use crate::case::CaseSite;
 use crate::error::{Error, Result};
 use crate::relay::LinkRelay;
 use crate::{Event, now_ms};
@@ -33,11 +38,26 @@ pub const OUTAGE: Duration = Duration::from_secs(30);
 /// When, after the start, the uplink drops; and when the quiet post stops.
 const OUTAGE_AT: Duration = Duration::from_secs(12);
 const QUIET_AFTER: Duration = Duration::from_secs(8);
+/// When the watch-list hit is reported: once the uplink is back (its gateway reads case
+/// requests and sends replies over that uplink too), or early in a run with no outage.
+const HIT_AFTER_OUTAGE: Duration = Duration::from_secs(3);
+const HIT_WITHOUT_OUTAGE: Duration = Duration::from_secs(2);
 
 pub struct DemoGateway {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<ewn_gateway::Result<()>>,
     tokens: [(String, String); 2],
+    /// Whether the cut post reports a watch-list hit (the gateway keeps details).
+    case: bool,
+    hit: OnceLock<WatchlistHit>,
+}
+
+/// The watch-list hit the cut post reported, as it sent it.
+#[derive(Clone)]
+pub struct WatchlistHit {
+    pub incident_id: String,
+    /// The report line, with the raw identifier only KZ keeps.
+    pub line: Zeroizing<String>,
 }
 
 /// What the posts sent and what reached the broker.
@@ -88,6 +108,7 @@ pub async fn start(
     kafka: &KafkaSettings,
     signing_key: PathBuf,
     blinding: &Path,
+    case: Option<&CaseSite>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<DemoGateway> {
     let dir = work.join("kz-gateway");
@@ -115,6 +136,13 @@ pub async fn start(
     g.spool.path = Some(dir.join("spool.db"));
     g.heartbeat.interval_secs = 2;
     g.forward.max_backoff_ms = 2_000;
+    if let Some(site) = case {
+        g.details.path = Some(site.details.clone());
+        g.requests.enabled = true;
+        g.requests.operators_file = Some(site.operators_file.clone());
+        g.requests.trust_store = Some(site.trust_store.clone());
+        g.requests.audit_signing_key_file = Some(site.gateway_audit_key.clone());
+    }
     // A post's gateway on a link that drops: records wait in the client for the link to
     // return rather than time out (2 min; 30 s by default).
     let kafka = KafkaSettings {
@@ -134,6 +162,8 @@ pub async fn start(
         addr: running.addr,
         task: running.task,
         tokens,
+        case: case.is_some(),
+        hit: OnceLock::new(),
     })
 }
 
@@ -155,7 +185,36 @@ fn report(post: &str, n: u64) -> String {
     .to_string()
 }
 
+/// The watch-list hit of the cut post, report `n`: a person on the regional list entering
+/// at Dostyk, named as only KZ's post knows them.
+fn watchlist_hit(n: u64) -> WatchlistHit {
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let incident_id = format!("00000000-0000-4000-8000-{:012x}", (2u64 << 40) | n);
+    let line = serde_json::json!({
+        "incident_id": incident_id,
+        "reporter": {"state": "KZ", "agency": "KZ-KNB-BORDER", "post_id": CUT_POST},
+        "source_reliability": "B", "info_credibility": 2, "tlp": "AMBER",
+        "location": {"lat": 45.25, "lon": 82.48, "area": "KZ-ABY", "crossing": "KZ-DOSTYK"},
+        "direction": "ENTRY",
+        "occurred_at": at, "reported_at": at,
+        "category": "WATCHLIST_HIT", "severity": "HIGH",
+        "subjects": [{"kind": "PERSON", "id": "NURLANOV ASKAR 1988-03-14", "watchlist": "regional"}],
+        "summary": "Passenger of the Urumqi train matched the regional watch list at passport control.",
+        "attributes": {}
+    })
+    .to_string();
+    WatchlistHit {
+        incident_id,
+        line: Zeroizing::new(line),
+    }
+}
+
 impl DemoGateway {
+    /// The watch-list hit, once the gateway accepted it.
+    pub fn watchlist_hit(&self) -> Option<WatchlistHit> {
+        self.hit.get().cloned()
+    }
+
     /// Runs the posts for `duration`, once `ready` resolves: one report a second from the
     /// cut post, whose uplink drops for [`OUTAGE`]; the quiet post reports for a few
     /// seconds, then stops. Returns the incident ids the cut post's gateway accepted, and
@@ -176,6 +235,11 @@ impl DemoGateway {
         let mut while_down = 0usize;
         let mut down = false;
         let outage = duration >= OUTAGE_AT + OUTAGE + Duration::from_secs(10);
+        let hit_at = if outage {
+            OUTAGE_AT + OUTAGE + HIT_AFTER_OUTAGE
+        } else {
+            HIT_WITHOUT_OUTAGE
+        };
         let mut n = 0u64;
         while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
             let t = started.elapsed();
@@ -198,7 +262,14 @@ impl DemoGateway {
                 if post == QUIET_POST && t >= QUIET_AFTER {
                     continue;
                 }
-                let line = report(post, n);
+                // The hit goes once, again each second until the gateway took it.
+                let hit =
+                    (self.case && post == CUT_POST && t >= hit_at && self.hit.get().is_none())
+                        .then(|| watchlist_hit(n));
+                let line = match &hit {
+                    Some(h) => h.line.to_string(),
+                    None => report(post, n),
+                };
                 let resp = client
                     .post(&url)
                     .bearer_auth(token)
@@ -213,6 +284,12 @@ impl DemoGateway {
                     let v: serde_json::Value = r.json().await.unwrap_or_default();
                     for l in v["results"].as_array().into_iter().flatten() {
                         if let Some(id) = l["incident_id"].as_str() {
+                            if let Some(h) = hit
+                                .as_ref()
+                                .filter(|h| h.incident_id == id && l["status"] == "accepted")
+                            {
+                                let _ = self.hit.set(h.clone());
+                            }
                             accepted.push(id.to_string());
                             if down {
                                 while_down += 1;

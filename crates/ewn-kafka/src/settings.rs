@@ -50,6 +50,16 @@ pub struct KafkaSettings {
     /// `retention.ms` of the topics `ewn topics create` makes (all but the compacted
     /// subscriptions topic); services refuse to start on a topic that keeps less.
     pub retention_ms: i64,
+    /// This replica's stable identity in its consumer groups (static membership, KIP-345;
+    /// librdkafka's `group.instance.id`), such as `processor-0` from a StatefulSet's pod
+    /// name; empty (the default): dynamic membership. A restarted replica with the same id
+    /// takes its predecessor's partitions back without a rebalance, and its partitions
+    /// wait for it (up to the session timeout) rather than moving. Give every replica of a
+    /// service its own id: a second live replica with the same id is fenced by the broker
+    /// and stops with an error. Recommended on Tansu 0.6.0, whose rebalances after a
+    /// member is killed can leave a partition to nobody (README "Chaos"). The id applies
+    /// to every consumer group of the service (ids are scoped per group).
+    pub group_instance_id: String,
     /// Further librdkafka properties (`security.protocol`, `sasl.*`, `ssl.*`, ...). They
     /// may not weaken the durability settings above. `<key>_file = "PATH"` reads `<key>`'s
     /// value from a file (mode 0600 or stricter), for secrets such as `sasl.password`.
@@ -154,6 +164,7 @@ impl Default for KafkaSettings {
             fetch_wait_max_ms: 10,
             statistics_interval_ms: 5_000,
             retention_ms: 7 * 24 * 3_600_000,
+            group_instance_id: String::new(),
             properties: BTreeMap::new(),
             properties_files: Vec::new(),
             from_files: FileProperties::default(),
@@ -172,6 +183,7 @@ const PINNED: &[&str] = &[
     "enable.auto.commit",
     "bootstrap.servers",
     "enable.auto.offset.store",
+    "group.instance.id",
 ];
 
 impl KafkaSettings {
@@ -204,6 +216,17 @@ impl KafkaSettings {
                 ));
             }
         }
+        let id = &self.group_instance_id;
+        if id.len() > 200
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            p.push(
+                "kafka.group_instance_id: only ASCII letters, digits, '.', '_' and '-', at most 200"
+                    .into(),
+            );
+        }
         if self.retention_ms < 1 {
             p.push("kafka.retention_ms: must be positive".into());
         }
@@ -233,8 +256,13 @@ impl KafkaSettings {
                 } else {
                     format!(" (librdkafka's {name})")
                 };
+                let instead = if name == "group.instance.id" {
+                    "; set kafka.group_instance_id"
+                } else {
+                    ""
+                };
                 p.push(format!(
-                    "{place}: `{key}`{alias} is set by EWN and may not be overridden"
+                    "{place}: `{key}`{alias} is set by EWN and may not be overridden{instead}"
                 ));
             }
         }
@@ -367,6 +395,9 @@ impl KafkaSettings {
                 ("topic.metadata.refresh.interval.ms", "2000".to_string()),
                 ("session.timeout.ms", "10000".to_string()),
             ]);
+            if !self.group_instance_id.is_empty() {
+                ewn.push(("group.instance.id", self.group_instance_id.clone()));
+            }
         }
         self.compose(role, &ewn)
     }
@@ -389,6 +420,40 @@ impl KafkaSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_instance_id_goes_to_group_consumers_only() {
+        let s = KafkaSettings {
+            group_instance_id: "processor-0".into(),
+            ..KafkaSettings::default()
+        };
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        let grouped = s.consumer_config("c", Some("g"));
+        assert_eq!(grouped.get("group.instance.id"), Some("processor-0"));
+        assert_eq!(s.consumer_config("r", None).get("group.instance.id"), None);
+        assert_eq!(s.producer_config("p").get("group.instance.id"), None);
+        assert_eq!(
+            KafkaSettings::default()
+                .consumer_config("c", Some("g"))
+                .get("group.instance.id"),
+            None,
+            "dynamic membership by default"
+        );
+        let bad = KafkaSettings {
+            group_instance_id: "processor 0".into(),
+            ..KafkaSettings::default()
+        };
+        assert!(bad.problems()[0].starts_with("kafka.group_instance_id:"));
+        let mut props = KafkaSettings::default();
+        props
+            .properties
+            .insert("group.instance.id".into(), "x".into());
+        assert!(
+            props.problems()[0].contains("is set by EWN"),
+            "{:?}",
+            props.problems()
+        );
+    }
 
     #[test]
     fn the_in_flight_bound_is_librdkafkas_queue_bound_and_is_checked() {

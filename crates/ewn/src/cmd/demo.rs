@@ -2,13 +2,20 @@
 //! Tansu broker, five member states' border posts, KZ's gateway, the processor, the
 //! fan-out with two desks of different clearance, their webhook receiver and the console.
 //! This command takes the arguments, finds the Tansu binary, and prints what happens: every
-//! alert as it fires and who received it, then a summary. It leaves nothing running.
+//! alert as it fires and who received it, the case request about KZ's watch-list hit step
+//! by step, then a summary. It leaves nothing running.
+//!
+//! The case request's steps are the `ewn requests` and `ewn audit` commands' own functions
+//! ([`CommandSteps`]); the demo library orders them and holds each to a deadline.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use ewn_demo::case::{
+    Approved, BoxFuture, CaseDesk, CaseOps, CaseSummary, Opened, Step, StepResult, Verdict,
+};
 use ewn_demo::network::DESKS;
 use ewn_demo::{DemoConfig, Event, Network, Summary};
 use ewn_fanout::policy::{self, Decision};
@@ -16,7 +23,7 @@ use ewn_model::{Alert, MsgType, Subscription};
 use ewn_sim::{DEFAULT_RATE, Scenario};
 
 use crate::cli::Global;
-use crate::cmd::shutdown_flag;
+use crate::cmd::{audit, now_ms, requests, shutdown_flag};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
@@ -24,9 +31,14 @@ use crate::cmd::shutdown_flag;
   ewn demo --duration 300 --scenarios none   background traffic only (no alert expected)
   ewn demo --summary-json out.json           the summary for scripts as well
 
-Exit codes: 0 every planted scenario alerted (or Ctrl-C stopped the run); 1 a planted
-scenario raised no alert; 2 it could not run (bad arguments, no Tansu binary, a service
-that did not start; the reason printed).")]
+With planted scenarios, KZ's post also reports a watch-list hit through KZ's gateway, and
+the coordination centre's desk requests its details: KZ's operator approves, the desk opens
+the reply, and the alert's audit bundle is verified (each step printed).
+
+Exit codes: 0 every planted scenario alerted and the case request went through (or Ctrl-C
+stopped the run); 1 a planted scenario raised no alert, or a step of the case request did
+not happen in time (the step named); 2 it could not run (bad arguments, no Tansu binary, a
+service that did not start; the reason printed).")]
 pub struct Args {
     /// How long the simulated network runs, in seconds (Ctrl-C stops it earlier).
     #[arg(long, value_name = "SECS", default_value_t = 90)]
@@ -67,9 +79,9 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     // The demo's own lines are the show; service logs only when something is wrong.
     let mut global = global.clone();
     if global.log_level.is_none() {
-        // The cut uplink makes the gateway's Kafka client warn about its broker on every
-        // retry; the demo says what happens instead.
-        global.log_level = Some("warn,librdkafka=error".into());
+        // The cut uplink makes the gateway's Kafka client, and its reader of case requests,
+        // warn about its broker on every retry; the demo says what happens instead.
+        global.log_level = Some("warn,librdkafka=error,ewn_gateway::requests=error".into());
     }
     let settings = global.settings(Vec::new())?;
     println!("== EWN demo: a simulated regional border network on a real (local) broker");
@@ -82,6 +94,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             rate: args.rate,
             seed: args.seed,
             scenarios: scenarios.clone(),
+            // Background traffic alone stays alone: no post's hit, no request.
+            case_request: !scenarios.is_empty(),
         },
         shutdown,
         events,
@@ -95,7 +109,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             print_event(&event, &desks);
         }
     });
-    let summary = network.run().await;
+    let summary = network.run(Some(&CommandSteps)).await;
     // The network has stopped: every event it sent is in; they print before the summary.
     let _ = printer.await;
     let summary = summary?;
@@ -110,11 +124,21 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|s| s.alert_id.is_none())
         .count();
-    Ok(if missed == 0 || summary.interrupted {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    let case_failed = summary.case.as_ref().and_then(|c| c.failed.as_ref());
+    if let Some(f) = case_failed {
+        println!(
+            "== FAILED: the case request stopped at step `{}`: {}",
+            f.step.as_str(),
+            f.why
+        );
+    }
+    Ok(
+        if (missed == 0 && case_failed.is_none()) || summary.interrupted {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 #[allow(clippy::print_stdout)]
@@ -174,6 +198,244 @@ fn print_event(event: &Event, desks: &[Subscription]) {
         Event::UplinkBack { post } => {
             println!("   --         {post}: uplink back; its gateway forwards what it spooled")
         }
+        Event::Case(case) => print!("{}", case_line(case)),
+    }
+}
+
+/// The line of the case request's latest step (or its failure), in plain words: names and
+/// ids, never a token nor the details themselves.
+fn case_line(c: &CaseSummary) -> String {
+    let id = |v: &Option<String>| v.clone().unwrap_or_default();
+    if let Some(f) = &c.failed {
+        return format!(
+            "   case       FAILED at step `{}`: {}\n",
+            f.step.as_str(),
+            f.why
+        );
+    }
+    let Some(step) = c.done.last() else {
+        return String::new();
+    };
+    let list = |m: &BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match step {
+        Step::Reported => format!(
+            "== case request: {} ({}) asks {} for the details behind a watch-list hit\n   \
+             reported   {} reported a watch-list hit through {}'s gateway (incident {}); the \
+             gateway keeps the raw line, the network gets blinded ids\n",
+            c.desk,
+            c.agency,
+            c.state,
+            c.post,
+            c.state,
+            id(&c.incident_id)
+        ),
+        Step::Delivered => format!(
+            "   delivered  alert {} on it reached {} (signature verified)\n",
+            id(&c.alert_id),
+            c.desk
+        ),
+        Step::Requested => format!(
+            "   requested  {} asked {} for the details of incident {} under \"{}\": request {}\n",
+            c.desk,
+            c.state,
+            id(&c.incident_id),
+            c.legal_basis,
+            id(&c.request_id)
+        ),
+        Step::Pending => format!(
+            "   pending    {}'s gateway verified the fan-out's signature on the request and holds it for its operators\n",
+            c.state
+        ),
+        Step::Approved => format!(
+            "   approved   {}'s operator approved: the details are encrypted to {}'s key {}, the reply signed with {}'s key {}\n",
+            c.state,
+            c.agency,
+            id(&c.recipient_key_id),
+            c.state,
+            id(&c.signed_by)
+        ),
+        Step::Opened => format!(
+            "   opened     {} opened the reply with its own key (signature verified; decided by {})\n              \
+             revealed to {} only: {}, raw identifier included ({} fields: {})\n",
+            c.agency,
+            id(&c.decided_by),
+            c.agency,
+            if c.details_match_report {
+                format!("the line {} sent", c.post)
+            } else {
+                format!("NOT the line {} sent", c.post)
+            },
+            c.revealed_fields.len(),
+            c.revealed_fields.join(", "),
+        ),
+        Step::Verified => format!(
+            "   verified   ewn audit alert + ewn audit verify on alert {}: {} checks passed, {} failed\n              \
+             bundle: {}; checks: {}\n",
+            id(&c.alert_id),
+            c.checks_passed,
+            c.checks_failed,
+            list(&c.bundle),
+            list(&c.checks)
+        ),
+    }
+}
+
+/// The case request's steps, done by the `ewn requests` and `ewn audit` commands' code.
+pub struct CommandSteps;
+
+/// Why a service said no: its status and reason.
+fn refused(status: reqwest::StatusCode, body: &serde_json::Value) -> String {
+    let why = body["reason"]
+        .as_str()
+        .or(body["error"].as_str())
+        .unwrap_or("");
+    format!("refused: {status}: {why}")
+}
+
+impl CaseOps for CommandSteps {
+    fn request<'a>(&'a self, d: &'a CaseDesk) -> BoxFuture<'a, StepResult<String>> {
+        Box::pin(async move {
+            let call = requests::create_call(
+                &d.alert_id,
+                &d.incident_id,
+                &d.justification,
+                &d.legal_basis,
+            )
+            .map_err(|e| format!("{e:#}"))?;
+            let (status, body) = requests::send(&d.fanout_url, &d.desk_token, call)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if status != reqwest::StatusCode::CREATED {
+                return Err(refused(status, &body));
+            }
+            body["request_id"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| "the fan-out's answer names no request_id".into())
+        })
+    }
+
+    fn pending<'a>(&'a self, d: &'a CaseDesk, request: &'a str) -> BoxFuture<'a, StepResult<bool>> {
+        Box::pin(async move {
+            let (status, body) = requests::send(
+                &d.gateway_url,
+                &d.operator_token,
+                requests::list_call(false),
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+            if !status.is_success() {
+                return Err(refused(status, &body));
+            }
+            Ok(body["requests"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|r| r["request_id"] == request)))
+        })
+    }
+
+    fn approve<'a>(
+        &'a self,
+        d: &'a CaseDesk,
+        request: &'a str,
+    ) -> BoxFuture<'a, StepResult<Approved>> {
+        Box::pin(async move {
+            let call = requests::approve_call(request).map_err(|e| format!("{e:#}"))?;
+            let (status, body) = requests::send(&d.gateway_url, &d.operator_token, call)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if !status.is_success() {
+                return Err(refused(status, &body));
+            }
+            let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+            Ok(Approved {
+                signed_by: text("key_id"),
+                recipient_key_id: text("recipient_key_id"),
+            })
+        })
+    }
+
+    fn open<'a>(&'a self, d: &'a CaseDesk, request: &'a str) -> BoxFuture<'a, StepResult<Opened>> {
+        Box::pin(async move {
+            let (kafka, store, key, request) = (
+                d.kafka.clone(),
+                d.trust_store.clone(),
+                d.agency_key.clone(),
+                request.to_string(),
+            );
+            let wait = ewn_demo::case::STEP_WITHIN;
+            let opened = tokio::task::spawn_blocking(move || {
+                let store = ewn_trust::TrustStore::load(&store)?;
+                let secret = ewn_trust::case::AgencySecret::load(&key)?;
+                let reply = requests::find_response(&kafka, &request, wait)?;
+                requests::open_reply(&store, &secret, &reply)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{e:#}"))?;
+            let text = |k: &str| opened[k].as_str().unwrap_or_default().to_string();
+            Ok(Opened {
+                decision: text("decision"),
+                decided_by: text("decided_by"),
+                signed_by: text("signed_by"),
+                details: zeroize::Zeroizing::new(text("details")),
+            })
+        })
+    }
+
+    fn verify_bundle<'a>(&'a self, d: &'a CaseDesk) -> BoxFuture<'a, StepResult<Verdict>> {
+        Box::pin(async move {
+            let (kafka, store, key, key_id, alert_id) = (
+                d.kafka.clone(),
+                d.trust_store.clone(),
+                d.auditor_key.clone(),
+                d.auditor_key_id.clone(),
+                d.alert_id.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let key = ewn_trust::keys::load_signing_key(&key)?;
+                let signer = ewn_trust::audit::AuditSigner::new(key_id, audit::SERVICE, key);
+                let bundle = audit::assemble(
+                    &kafka,
+                    &alert_id,
+                    &signer,
+                    now_ms(),
+                    ewn_demo::case::STEP_WITHIN,
+                )?;
+                let text = serde_json::to_string(&bundle)?;
+                let report = audit::verify(&text, &ewn_trust::TrustStore::load(&store)?, now_ms());
+                let mut checks: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+                for c in &report.checks {
+                    let e = checks.entry(c.check.to_string()).or_default();
+                    if c.ok {
+                        e.0 += 1;
+                    } else {
+                        e.1 += 1;
+                    }
+                }
+                Ok::<_, anyhow::Error>(Verdict {
+                    bundle: BTreeMap::from([
+                        ("messages".to_string(), bundle.messages.len()),
+                        ("signed incidents".to_string(), bundle.incidents.len()),
+                        ("receipts".to_string(), bundle.receipts.len()),
+                        ("case requests".to_string(), bundle.cases.len()),
+                    ]),
+                    checks,
+                    failures: report
+                        .failures()
+                        .iter()
+                        .map(|c| format!("{} {}: {}", c.check, c.what, c.detail))
+                        .collect(),
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{e:#}"))
+        })
     }
 }
 
@@ -288,6 +550,24 @@ fn print_summary(s: &Summary) {
                 "nobody".into()
             } else {
                 a.received_by.join(", ")
+            }
+        );
+    }
+    if let Some(c) = &s.case {
+        let steps: Vec<&str> = c.done.iter().map(|d| d.as_str()).collect();
+        let outcome = match (&c.failed, &c.skipped) {
+            (Some(f), _) => format!("FAILED at `{}`", f.step.as_str()),
+            (None, Some(why)) => format!("not run: {why}"),
+            (None, None) => format!("{} checks of its bundle passed", c.checks_passed),
+        };
+        println!(
+            "   case       {} asked {} about the watch-list hit: {}; {outcome}",
+            c.desk,
+            c.state,
+            if steps.is_empty() {
+                "no step done".to_string()
+            } else {
+                steps.join(", ")
             }
         );
     }

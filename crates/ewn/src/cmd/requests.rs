@@ -139,24 +139,78 @@ fn path_part(s: &str, what: &str) -> anyhow::Result<String> {
     Ok(s.to_string())
 }
 
-/// Sends one request; prints the JSON answer; 0 on success, 1 when refused.
-async fn call(
-    remote: &Remote,
-    env: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<ExitCode> {
-    let base = base_url(&remote.url)?;
-    let token = bearer_token(remote.token_file.as_deref(), env, "token")?;
+/// One call to a service's API: what `ewn requests` sends, and `ewn demo` too.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: reqwest::Method,
+    pub path: String,
+    pub body: Option<Value>,
+}
+
+/// `create`: a desk's request at the fan-out, about one incident of an alert it received.
+pub fn create_call(
+    alert_id: &str,
+    incident: &str,
+    justification: &str,
+    legal_basis: &str,
+) -> anyhow::Result<Call> {
+    let alert = path_part(alert_id, "ALERT_ID")?;
+    Ok(Call {
+        method: reqwest::Method::POST,
+        path: format!("/api/v1/alerts/{alert}/requests"),
+        body: Some(json!({
+            "incident_id": incident,
+            "justification": justification,
+            "legal_basis": legal_basis,
+        })),
+    })
+}
+
+/// `list`: the requests a gateway holds (pending ones, or every one with `all`).
+pub fn list_call(all: bool) -> Call {
+    Call {
+        method: reqwest::Method::GET,
+        path: format!("/api/v1/requests{}", if all { "?all=true" } else { "" }),
+        body: None,
+    }
+}
+
+/// `approve`: an operator's approval at the gateway.
+pub fn approve_call(request_id: &str) -> anyhow::Result<Call> {
+    let id = path_part(request_id, "REQUEST_ID")?;
+    Ok(Call {
+        method: reqwest::Method::POST,
+        path: format!("/api/v1/requests/{id}/approve"),
+        body: None,
+    })
+}
+
+/// `decline`: an operator's refusal at the gateway, with its reason.
+pub fn decline_call(request_id: &str, reason: &str) -> anyhow::Result<Call> {
+    let id = path_part(request_id, "REQUEST_ID")?;
+    Ok(Call {
+        method: reqwest::Method::POST,
+        path: format!("/api/v1/requests/{id}/decline"),
+        body: Some(json!({ "reason": reason })),
+    })
+}
+
+/// Sends `call` to the service at `url` with bearer `token`: the status and the JSON
+/// answer (`Null` when the body is not JSON). A refused token is an error.
+pub async fn send(
+    url: &str,
+    token: &str,
+    call: Call,
+) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    let base = base_url(url)?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(60))
         .build()?;
     let mut req = client
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token.as_str());
-    if let Some(b) = body {
+        .request(call.method, format!("{base}{}", call.path))
+        .bearer_auth(token);
+    if let Some(b) = call.body {
         req = req.json(&b);
     }
     let resp = req
@@ -166,11 +220,19 @@ async fn call(
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        bail!("{status}: the token was refused")
+    }
+    Ok((status, value))
+}
+
+/// Sends one request; prints the JSON answer; 0 on success, 1 when refused.
+async fn call(remote: &Remote, env: &str, call: Call) -> anyhow::Result<ExitCode> {
+    let token = bearer_token(remote.token_file.as_deref(), env, "token")?;
+    let (status, value) = send(&remote.url, &token, call).await?;
     if status.is_success() {
         println!("{value}");
         Ok(ExitCode::SUCCESS)
-    } else if status == reqwest::StatusCode::UNAUTHORIZED {
-        bail!("{status}: the token was refused")
     } else {
         let why = value["reason"]
             .as_str()
@@ -205,53 +267,22 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             justification,
             legal_basis,
         } => {
-            let alert = path_part(&alert_id, "ALERT_ID")?;
-            call(
-                &remote,
-                DESK_TOKEN_ENV,
-                reqwest::Method::POST,
-                &format!("/api/v1/alerts/{alert}/requests"),
-                Some(json!({
-                    "incident_id": incident,
-                    "justification": justification,
-                    "legal_basis": legal_basis,
-                })),
-            )
-            .await
+            let c = create_call(&alert_id, &incident, &justification, &legal_basis)?;
+            call(&remote, DESK_TOKEN_ENV, c).await
         }
-        Sub::List { remote, all } => {
-            call(
-                &remote,
-                OPERATOR_TOKEN_ENV,
-                reqwest::Method::GET,
-                &format!("/api/v1/requests{}", if all { "?all=true" } else { "" }),
-                None,
-            )
-            .await
-        }
+        Sub::List { remote, all } => call(&remote, OPERATOR_TOKEN_ENV, list_call(all)).await,
         Sub::Approve { remote, request_id } => {
-            let id = path_part(&request_id, "REQUEST_ID")?;
-            call(
-                &remote,
-                OPERATOR_TOKEN_ENV,
-                reqwest::Method::POST,
-                &format!("/api/v1/requests/{id}/approve"),
-                None,
-            )
-            .await
+            call(&remote, OPERATOR_TOKEN_ENV, approve_call(&request_id)?).await
         }
         Sub::Decline {
             remote,
             request_id,
             reason,
         } => {
-            let id = path_part(&request_id, "REQUEST_ID")?;
             call(
                 &remote,
                 OPERATOR_TOKEN_ENV,
-                reqwest::Method::POST,
-                &format!("/api/v1/requests/{id}/decline"),
-                Some(json!({ "reason": reason })),
+                decline_call(&request_id, &reason)?,
             )
             .await
         }
@@ -297,7 +328,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// The reply: from a file, or from `<prefix>responses` by request id (waiting for it).
-fn find_response(
+/// Blocking: it reads the topic.
+pub fn find_response(
     kafka: &ewn_kafka::KafkaSettings,
     response: &str,
     wait: Duration,
@@ -391,6 +423,22 @@ fn open(
     secret: &AgencySecret,
     reply: &CaseResponse,
 ) -> anyhow::Result<ExitCode> {
+    let out = open_reply(store, secret, reply)?;
+    println!("{out}");
+    Ok(match reply.decision {
+        CaseDecision::Approve => ExitCode::SUCCESS,
+        CaseDecision::Decline => ExitCode::from(1),
+    })
+}
+
+/// Verifies the state's signature on `reply` and, for an approval, decrypts it with the
+/// agency's `secret`: what `open` prints (the details only for an approval, a decline's
+/// reason otherwise).
+pub fn open_reply(
+    store: &TrustStore,
+    secret: &AgencySecret,
+    reply: &CaseResponse,
+) -> anyhow::Result<Value> {
     let key = verify_response(store, reply, now_ms(), 60_000)
         .map_err(|why| anyhow::anyhow!("the reply's signature is refused: {why}"))?;
     let mut out = json!({
@@ -405,8 +453,7 @@ fn open(
     match reply.decision {
         CaseDecision::Decline => {
             out["reason"] = json!(reply.reason);
-            println!("{out}");
-            Ok(ExitCode::from(1))
+            Ok(out)
         }
         CaseDecision::Approve => {
             let (Some(enc), Some(ct)) = (&reply.encapsulated_key, &reply.ciphertext) else {
@@ -419,8 +466,7 @@ fn open(
             let details: Value = serde_json::from_slice(&plain)
                 .map_err(|_| anyhow::anyhow!("the decrypted details are not JSON"))?;
             out["details"] = details["details"].clone();
-            println!("{out}");
-            Ok(ExitCode::SUCCESS)
+            Ok(out)
         }
     }
 }
