@@ -64,6 +64,11 @@ FUZZ_LONG_SECS ?= 3600
 fuzz: ## cargo-fuzz (libFuzzer, installed if absent) on every parser of outside input, FUZZ_SECS (60) s per target: executions and crashes per target
 	@scripts/fuzz.sh $(FUZZ_SECS)
 
+FUZZ_CI_SECS ?= 15
+.PHONY: fuzz-ci
+fuzz-ci: ## The short fuzz run CI makes: every target FUZZ_CI_SECS (15) s, unoptimised build (make fuzz's release build takes ~39 min on 2 cores)
+	@FUZZ_DEV=1 scripts/fuzz.sh $(FUZZ_CI_SECS)
+
 .PHONY: fuzz-long
 fuzz-long: ## make fuzz for FUZZ_LONG_SECS (3600) s per target; the corpora under fuzz/corpus/ grow across runs
 	@scripts/fuzz.sh $(FUZZ_LONG_SECS)

@@ -764,6 +764,8 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
     let plan = schedule(&knobs);
     let mut gauges = Gauges::default();
     let load_began_ms = now_ms();
+    let mut broker_panics = 0;
+    let mut broker_recoveries = 0;
     let result = std::thread::scope(|scope| {
         let loader = {
             let (paused, idle, sent, knobs) = (&paused, &idle, &sent, &knobs);
@@ -795,9 +797,46 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
         if knobs.flaky {
             hooks.set("flaky", Mode::Hang);
         }
+        // Kills the broker and starts it again on the same data after `down`; the harness's
+        // producer has nothing in flight when the broker dies.
+        let restart_broker = |down: Duration| {
+            paused.store(true, Ordering::Release);
+            wait_until("the load to pause", Duration::from_secs(30), || {
+                idle.load(Ordering::Acquire) || loader.is_finished()
+            });
+            broker.kill9().unwrap();
+            let until = Instant::now() + down;
+            wait_until(
+                "the broker's downtime",
+                down * 2 + Duration::from_secs(1),
+                || Instant::now() >= until,
+            );
+            broker.restart().unwrap();
+            paused.store(false, Ordering::Release);
+        };
         let mut plan = plan.into_iter().peekable();
         let mut next_sample = Instant::now();
+        let mut next_panic_check = Instant::now();
         loop {
+            // The broker's supervisor: Tansu 0.6.0's storage may panic under this load and
+            // then answer only errors; restarted on its data as a liveness probe would.
+            if Instant::now() >= next_panic_check {
+                next_panic_check += Duration::from_secs(1);
+                let panics = broker.panics();
+                if panics > broker_panics {
+                    eprintln!(
+                        "chaos: {:>6.1} s (at {}) the broker's storage panicked: restarting it on its data",
+                        start.elapsed().as_secs_f64(),
+                        now_ms()
+                    );
+                    // at once: the load cannot pause while its producer waits on a broker
+                    // that answers only errors (what it had in flight is sent again)
+                    broker.kill9().unwrap();
+                    broker.restart().unwrap();
+                    broker_panics = broker.panics();
+                    broker_recoveries += 1;
+                }
+            }
             if flaky_phase == 0 && start.elapsed() >= third {
                 hooks.set("flaky", Mode::Status(503));
                 flaky_phase = 1;
@@ -826,20 +865,7 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
             );
             match action {
                 Action::Kill { service, instance } => services[service].kill_and_restart(instance),
-                Action::Broker { down } => {
-                    // the harness's producer has nothing in flight when the broker dies
-                    paused.store(true, Ordering::Release);
-                    wait_until("the load to pause", Duration::from_secs(30), || {
-                        idle.load(Ordering::Acquire) || loader.is_finished()
-                    });
-                    broker.kill9().unwrap();
-                    let until = Instant::now() + down;
-                    wait_until("the broker's downtime", down * 2, || {
-                        Instant::now() >= until
-                    });
-                    broker.restart().unwrap();
-                    paused.store(false, Ordering::Release);
-                }
+                Action::Broker { down } => restart_broker(down),
                 Action::Cut { down } => {
                     relay.cut(GATEWAY_LINK);
                     let until = Instant::now() + down;
@@ -1269,7 +1295,7 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
     let left = processes_mentioning(&settings.topic_prefix);
     assert!(left.is_empty(), "processes left behind: {left:?}");
     eprintln!(
-        "chaos: passed in {:.0} s: {} planted scenarios, {} messages, {} deliveries, kills process {} fanout {} gateway {}, broker restarts {}, gateway link cuts {}; {} gateway reports, {gateway_resends} forwarded twice (rejected duplicate)",
+        "chaos: passed in {:.0} s: {} planted scenarios, {} messages, {} deliveries, kills process {} fanout {} gateway {}, broker restarts {} (and {broker_recoveries} after its storage panicked), gateway link cuts {}; {} gateway reports, {gateway_resends} forwarded twice (rejected duplicate)",
         began.elapsed().as_secs_f64(),
         sent.planted.len(),
         alerts.len(),

@@ -1355,6 +1355,14 @@ fn random_episodes_reach_only_cleared_recipients_in_the_right_form() {
         stats.oversight_content > 0 && stats.oversight_metadata_only > 0,
         "the overseers' reads exercised too little: {stats:?}"
     );
+    assert!(
+        stats.cases_accepted > 0
+            && stats.cases_refused_above > 0
+            && stats.cases_refused_unknown > 0
+            && stats.cases_approved > 0
+            && stats.cases_declined > 0,
+        "the case requests exercised too little: {stats:?}"
+    );
 }
 
 #[derive(Debug, Default)]
@@ -1381,6 +1389,18 @@ struct Stats {
     oversight_bodies: usize,
     oversight_content: usize,
     oversight_metadata_only: usize,
+    /// Case requests (section 5): accepted; refused because the alert is above the desk's
+    /// clearance, never reached it, or does not exist; accepted or refused for a cleared
+    /// desk the test's oracle says its filters never selected (escalation may name it);
+    /// answered; records and reads searched.
+    cases_accepted: usize,
+    cases_refused_above: usize,
+    cases_refused_not_delivered: usize,
+    cases_refused_unknown: usize,
+    cases_unselected: usize,
+    cases_approved: usize,
+    cases_declined: usize,
+    case_records_searched: usize,
 }
 
 fn property_round(
@@ -1542,6 +1562,13 @@ fn property_round(
             marks,
         });
     }
+    // Every message's incident comes from KZ's topic of this network, so a case request
+    // about it goes to KZ (section 5).
+    for e in episodes.iter_mut() {
+        for ev in e.msgs.iter_mut().flat_map(|m| m.evidence.iter_mut()) {
+            ev.topic = net.topics().incidents("KZ");
+        }
+    }
     let waves = episodes.iter().map(|e| e.msgs.len()).max().unwrap();
     // Not the first wave, when there is another: acknowledgements race escalation there.
     let change_wave = usize::from(waves > 1);
@@ -1574,7 +1601,9 @@ fn property_round(
     }
     let audit_dir = tempfile::tempdir().unwrap();
     let audit_key = audit_dir.path().join("fanout-audit.pem");
-    ewn_trust::keys::save_signing_key(&audit_key, &ewn_trust::keys::generate()).unwrap();
+    // Also the key that signs the desks' case requests (section 5).
+    let fanout_key = ewn_trust::keys::generate();
+    ewn_trust::keys::save_signing_key(&audit_key, &fanout_key).unwrap();
     config.fanout.audit = ewn_fanout::settings::AuditSettings {
         signing_key_file: Some(audit_key),
         key_id: "fanout-clearance".into(),
@@ -2292,6 +2321,24 @@ fn property_round(
         stats,
         &mut failures,
     );
+    // Case requests of desks at random clearances, the state's answers, and what every
+    // reader of their topics can see (section 5).
+    let current: Vec<SubscriptionConfig> = versions
+        .values()
+        .map(|vs| vs.last().unwrap().sub.clone())
+        .collect();
+    case_round(
+        &fanout,
+        &net,
+        &current,
+        &episodes,
+        &overseers,
+        &fanout_key,
+        round_started,
+        &mut rng,
+        stats,
+        &mut failures,
+    );
     fanout.stop();
     if !failures.is_empty() {
         for (id, vs) in &versions {
@@ -2566,6 +2613,609 @@ fn oversight_check(
         overseers.len(),
         overseers.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
         stats.oversight_bodies - bodies_before,
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Case requests and replies, in each property round
+// ---------------------------------------------------------------------------------------
+
+/// A request the fan-out accepted: who asked, about what, and what the state answered.
+struct Asked {
+    request_id: String,
+    agency: String,
+    alert_id: String,
+    incident_id: String,
+    /// The decline's reason, or the approval's details: text only the requester may read.
+    answer: Option<(bool, String)>,
+}
+
+/// A refusal as a desk sees it: status, headers (but `date`) and body bytes.
+type Refusal = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// Every record of `topic`: (key, value), as the broker holds them.
+fn topic_records(net: &Net, topic: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use ewn_kafka::{AssignedReader, StartAt};
+    let total: i64 = ewn_kafka::admin::record_counts(&net.settings, |t| t == topic)
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    let reader = AssignedReader::new(
+        &net.settings,
+        "test-read",
+        topic,
+        |t| t == topic,
+        StartAt::Beginning,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < total && Instant::now() < deadline {
+        reader
+            .poll(Duration::from_millis(100), |r| {
+                out.push((
+                    r.key.unwrap_or_default().to_vec(),
+                    r.value.unwrap_or_default().to_vec(),
+                ))
+            })
+            .unwrap();
+    }
+    assert_eq!(out.len() as i64, total, "read every record of {topic}");
+    out
+}
+
+fn bytes_contain(haystack: &[u8], needle: &str) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+}
+
+/// What an episode must not show a reader not cleared for it: every message's id, every
+/// incident id, and its correlation key (the alert's text that no other episode shares).
+fn episode_secrets(ep: &Episode) -> Vec<String> {
+    let mut out = vec![ep.key.clone()];
+    for m in &ep.msgs {
+        out.push(m.alert_id.clone());
+        out.extend(m.incident_ids.iter().cloned());
+        out.extend(m.evidence.iter().map(|e| e.incident_id.clone()));
+    }
+    out
+}
+
+/// Whether an agency of clearance `c` (not named by any alert) is cleared for the episode.
+fn reader_cleared(c: Tlp, ep: &Episode) -> bool {
+    let tlp = ep.marks.last().unwrap().tlp;
+    tlp <= tr(c) && tlp < tr(Tlp::AmberStrict)
+}
+
+/// Section 5. Desks at random clearances ask for the details of random alerts' incidents:
+/// alerts they received in full, alerts above their clearance, alerts never delivered to
+/// them, alerts that do not exist. Every refusal must be the one identical 403, and only
+/// the requests about alerts received in full accepted. The state (KZ's real case desk,
+/// `ewn_gateway::requests::CaseDesk`, on the round's broker) approves or declines each.
+/// Then, over every record of `<prefix>requests.*`, `<prefix>responses` and `<prefix>audit`,
+/// for each reader and the clearances that may read it (deploy/README.md's ACLs: every
+/// desk reads responses; only the originating state's gateway and the fan-out read
+/// requests; auditors and overseers, at most AMBER, read the audit log), no key or value
+/// byte carries an alert id, incident id or key of an episode above the reader's clearance,
+/// nor the text of an answer. Overseers' reads of the audit log after the requests show the
+/// case records as metadata (request, state, agency), nothing of an episode above them.
+#[allow(clippy::too_many_arguments)]
+fn case_round(
+    fanout: &Fanout,
+    net: &Net,
+    current: &[SubscriptionConfig],
+    episodes: &[Episode],
+    overseers: &[(String, Tlp)],
+    fanout_key: &ed25519_dalek::SigningKey,
+    since_ms: i64,
+    rng: &mut Rng,
+    stats: &mut Stats,
+    failures: &mut Vec<String>,
+) {
+    use ewn_trust::case::{AgencySecret, SealedAnswer};
+    use ewn_trust::{AgencyKey, AnyKey, TrustStore};
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_ms();
+    // The trust store the state reads: the fan-out's key signs requests, each agency's X25519
+    // key receives its replies, the state's own key signs them.
+    common::trust_service_key(&net.store, "fanout-clearance", "fanout", fanout_key);
+    let mut secrets: BTreeMap<String, AgencySecret> = BTreeMap::new();
+    for agency in AGENCIES {
+        let secret = AgencySecret::generate();
+        TrustStore::append_any_to_file(
+            &net.store,
+            &AnyKey::Agency(AgencyKey {
+                key_id: format!("{}-x25519", agency.to_lowercase()),
+                agency: agency.to_string(),
+                public_key: secret.public_key(),
+                not_before: now - 3_600_000,
+                not_after: now + 30 * 86_400_000,
+                revoked_at: None,
+            }),
+        )
+        .unwrap();
+        secrets.insert(agency.to_string(), secret);
+    }
+    let state_key = ewn_trust::keys::generate();
+    let state_pem = dir.path().join("kz-cases.key");
+    common::write_key_file(&state_pem, "kz-cases", &state_key);
+    common::trust_state_key(&net.store, "kz-cases", "KZ", &state_key);
+    let gateway_audit = ewn_trust::keys::generate();
+    common::trust_service_key(&net.store, "kz-gw-audit", "gateway", &gateway_audit);
+
+    // The requests.
+    let client = reqwest::blocking::Client::new();
+    let mut refusals: Vec<(String, Refusal)> = Vec::new();
+    let mut asked: Vec<Asked> = Vec::new();
+    let n_requests = 24;
+    for k in 0..n_requests {
+        let s = rng.pick(current);
+        let full: Vec<usize> = (0..episodes.len())
+            .filter(|&e| {
+                let ep = &episodes[e];
+                cleared(&s, ep.marks.last().unwrap())
+                    && ep
+                        .marks
+                        .iter()
+                        .any(|m| oracle(&s, &ep.rule, m, false).is_some())
+            })
+            .collect();
+        // Every kind in every round: a nonexistent alert every eighth request, one above
+        // the desk's clearance the next (when there is one), then at random, half of them
+        // among the alerts the desk received in full.
+        let above: Vec<usize> = (0..episodes.len())
+            .filter(|&e| !cleared(&s, episodes[e].marks.last().unwrap()))
+            .collect();
+        let target = if k % 8 == 0 {
+            None
+        } else if k % 8 == 1 && !above.is_empty() {
+            Some(rng.pick(&above))
+        } else if !full.is_empty() && rng.chance(50) {
+            Some(rng.pick(&full))
+        } else {
+            Some(rng.below(episodes.len()))
+        };
+        let (alert_id, incident_id) = match target {
+            Some(e) => {
+                // A message that names an incident (a bare CANCEL names none).
+                let named: Vec<&Alert> = episodes[e]
+                    .msgs
+                    .iter()
+                    .filter(|m| !m.evidence.is_empty())
+                    .collect();
+                let m = rng.pick(&named);
+                (m.alert_id.clone(), m.evidence[0].incident_id.clone())
+            }
+            None => (
+                format!("{:016x}{:016x}", rng.next(), rng.next()),
+                format!("{:08x}-2222-4000-8000-{:012x}", rng.next() as u32, k),
+            ),
+        };
+        let r = client
+            .post(fanout.url(&format!("/api/v1/alerts/{alert_id}/requests")))
+            .bearer_auth(token(&s.id))
+            .json(&serde_json::json!({
+                "incident_id": incident_id,
+                "justification": format!("case {k} of the property round"),
+                "legal_basis": "Art. 7 of the regional agreement",
+            }))
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let mut headers: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .filter(|(n, _)| n.as_str() != "date")
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("?").to_string()))
+            .collect();
+        headers.sort();
+        let body = r.bytes().unwrap().to_vec();
+        let what = format!(
+            "{} (clearance {}, agency {}) asking about {alert_id}",
+            s.id, s.clearance, s.agency
+        );
+        let (must_refuse, must_accept) = match target {
+            None => {
+                stats.cases_refused_unknown += usize::from(status != 201);
+                (true, false)
+            }
+            Some(e) => {
+                let ep = &episodes[e];
+                let is_cleared = cleared(&s, ep.marks.last().unwrap());
+                let selected = ep
+                    .marks
+                    .iter()
+                    .any(|m| oracle(&s, &ep.rule, m, false).is_some());
+                if !is_cleared {
+                    stats.cases_refused_above += usize::from(status != 201);
+                } else if !selected {
+                    stats.cases_unselected += 1;
+                    stats.cases_refused_not_delivered += usize::from(status != 201);
+                }
+                (!is_cleared, is_cleared && selected)
+            }
+        };
+        if status == 201 {
+            if must_refuse {
+                failures.push(format!("{what}: accepted (201)"));
+                continue;
+            }
+            stats.cases_accepted += 1;
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            asked.push(Asked {
+                request_id: v["request_id"].as_str().unwrap().to_string(),
+                agency: v["agency"].as_str().unwrap().to_string(),
+                alert_id,
+                incident_id,
+                answer: None,
+            });
+        } else {
+            if must_accept {
+                failures.push(format!(
+                    "{what}: received in full, refused {status} {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+            refusals.push((what, (status, headers, body)));
+        }
+    }
+    // One refusal, whatever its reason: nothing in it tells an alert above the desk's
+    // clearance from one never delivered or one that does not exist.
+    if let Some((_, first)) = refusals.first() {
+        if first.0 != 403 {
+            failures.push(format!("a refusal answered {}", first.0));
+        }
+        for (what, r) in &refusals {
+            if r != first {
+                failures.push(format!(
+                    "{what}: refused otherwise than the others: {r:?} vs {first:?}"
+                ));
+            }
+        }
+    }
+
+    // The state: KZ's case desk reads its requests topic and answers each request.
+    let registry = prometheus::Registry::new();
+    let metrics = ewn_gateway::metrics::GatewayMetrics::register(&registry, []).unwrap();
+    let db = dir.path().join("cases.db");
+    let store = Arc::new(
+        ewn_gateway::cases::CaseStore::open(
+            &db,
+            ewn_gateway::cases::DetailsSettings {
+                path: Some(db.clone()),
+                ..Default::default()
+            },
+            10_000,
+            metrics.clone(),
+        )
+        .unwrap(),
+    );
+    // The raw line the state kept of each incident asked about (two requests may ask about
+    // one incident: it is kept once).
+    let mut details_of: BTreeMap<String, String> = BTreeMap::new();
+    for (k, a) in asked.iter().enumerate() {
+        if details_of.contains_key(&a.incident_id) {
+            continue;
+        }
+        let line = format!("raw-details-{k}-{} Ivanov Ivan", a.request_id);
+        store
+            .keep(&[(a.incident_id.as_str(), line.as_bytes())], now_ms())
+            .unwrap();
+        details_of.insert(a.incident_id.clone(), line);
+    }
+    let desk = ewn_gateway::requests::CaseDesk {
+        store,
+        trust_store: net.store.clone(),
+        signer: Arc::new(
+            ewn_gateway::signer::ReloadingSigner::load(&state_pem, "kz-cases").unwrap(),
+        ),
+        audit: ewn_trust::audit::AuditSigner::new("kz-gw-audit", "gateway", gateway_audit),
+        producer: ewn_kafka::ConfirmingProducer::new(&net.settings, "kz-cases", (), None).unwrap(),
+        kafka: net.settings.clone(),
+        topics: net.topics(),
+        state: "KZ".into(),
+        instance: "kz-gw-clearance".into(),
+        operators: Default::default(),
+        settings: Default::default(),
+        clock: Arc::new(now_ms),
+        metrics,
+    };
+    let on_topic = topic_records(net, &net.topics().requests("KZ"));
+    for (_, v) in &on_topic {
+        let outcome = desk.take(Some(v));
+        if outcome != "received" {
+            failures.push(format!("the state's desk took a request as {outcome}"));
+        }
+    }
+    if on_topic.len() != asked.len() {
+        failures.push(format!(
+            "{} requests on the requests topic for {} accepted",
+            on_topic.len(),
+            asked.len()
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (k, a) in asked.iter_mut().enumerate() {
+        // The first approved, the second declined, the others at random.
+        let declined = match k {
+            0 => false,
+            1 => true,
+            _ => rng.chance(50),
+        };
+        let decline = declined.then(|| format!("declined-reason-{k}-{}", a.request_id));
+        match rt.block_on(desk.decide(&a.request_id, "kz-duty-officer", decline.clone())) {
+            Ok(_) => {
+                let approved = decline.is_none();
+                if approved {
+                    stats.cases_approved += 1;
+                } else {
+                    stats.cases_declined += 1;
+                }
+                let text = decline.unwrap_or_else(|| details_of[&a.incident_id].clone());
+                a.answer = Some((approved, text));
+            }
+            Err(e) => failures.push(format!(
+                "the state could not answer {}: {e:?}",
+                a.request_id
+            )),
+        }
+    }
+    drop(desk);
+
+    // What the topics hold, searched byte by byte, keys and values.
+    let answers: Vec<&str> = asked
+        .iter()
+        .filter_map(|a| a.answer.as_ref().map(|(_, t)| t.as_str()))
+        .collect();
+    let requests_prefix = format!("{}requests.", net.prefix);
+    let request_topics: Vec<String> = STATES.iter().map(|s| net.topics().requests(s)).collect();
+    let mut search = |topic: &str,
+                      reader: &str,
+                      records: &[(Vec<u8>, Vec<u8>)],
+                      clearances: &[Tlp],
+                      allowed: &dyn Fn(usize, &Episode, &[u8]) -> bool,
+                      failures: &mut Vec<String>| {
+        for (i, (key, value)) in records.iter().enumerate() {
+            stats.case_records_searched += 1;
+            for bytes in [key, value] {
+                for text in &answers {
+                    if bytes_contain(bytes, text) {
+                        failures.push(format!("{topic} record {i}: an answer's text in clear"));
+                    }
+                }
+                for &c in clearances {
+                    for ep in episodes.iter().filter(|ep| !reader_cleared(c, ep)) {
+                        if allowed(i, ep, bytes) {
+                            continue;
+                        }
+                        for secret in episode_secrets(ep) {
+                            if bytes_contain(bytes, &secret) {
+                                failures.push(format!(
+                                    "{topic} record {i}, readable by {reader} at {c}: `{secret}` of episode {} (marked {})",
+                                    ep.msgs[0].alert_id,
+                                    TLPS[ep.marks.last().unwrap().tlp]
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    // Every desk reads the responses, at any clearance: nothing of any episode above
+    // CLEAR (nor, by construction, of any episode at all).
+    let responses = topic_records(net, &net.topics().responses());
+    if responses.len() != answers.len() {
+        failures.push(format!(
+            "{} replies on the responses topic for {} answers",
+            responses.len(),
+            answers.len()
+        ));
+    }
+    search(
+        &net.topics().responses(),
+        "every desk",
+        &responses,
+        &TLPS,
+        &|_, _, _| false,
+        failures,
+    );
+    // The requests topics: read by the originating state's gateway, which learns of each
+    // request the alert and incident asked about (its own incident); nothing of another
+    // episode, and only about alerts the requester received in full.
+    for topic in &request_topics {
+        assert!(topic.starts_with(&requests_prefix));
+        let records = topic_records(net, topic);
+        let named = |bytes: &[u8]| -> Option<&Asked> {
+            asked.iter().find(|a| bytes_contain(bytes, &a.request_id))
+        };
+        for (i, (_, v)) in records.iter().enumerate() {
+            match named(v) {
+                Some(a) if bytes_contain(v, &a.alert_id) && bytes_contain(v, &a.incident_id) => {}
+                _ => failures.push(format!(
+                    "{topic} record {i}: not a request the fan-out accepted"
+                )),
+            }
+        }
+        search(
+            topic,
+            "the originating state",
+            &records,
+            &[Tlp::Clear],
+            &|_, ep, bytes| {
+                // The episode the request is about is the state's to know: its incident.
+                named(bytes).is_some_and(|a| ep.msgs.iter().any(|m| m.alert_id == a.alert_id))
+            },
+            failures,
+        );
+    }
+    // The audit log: auditors and overseers (at most AMBER). Case records name the
+    // request, never an alert or incident: searched against every episode. Other records
+    // (acknowledgements, escalations, oversight reads) name alerts by id, as the oversight
+    // role's metadata does; none may carry an incident id, a key or an answer.
+    let audit = topic_records(net, &net.topics().audit());
+    let case_records: Vec<(Vec<u8>, Vec<u8>)> = audit
+        .iter()
+        .filter(|(_, v)| {
+            <ewn_model::AuditRecord as ewn_model::AvroRecord>::from_avro(v)
+                .is_ok_and(|r| r.action.starts_with("case_"))
+        })
+        .cloned()
+        .collect();
+    let wanted = asked.len() + answers.len();
+    if case_records.len() != wanted {
+        failures.push(format!(
+            "{} case records on the audit topic, {wanted} expected (a request and an answer each)",
+            case_records.len()
+        ));
+    }
+    search(
+        &net.topics().audit(),
+        "an auditor",
+        &case_records,
+        &[Tlp::Clear],
+        &|_, _, _| false,
+        failures,
+    );
+    for (i, (key, value)) in audit.iter().enumerate() {
+        for ep in episodes.iter().filter(|ep| !reader_cleared(Tlp::Clear, ep)) {
+            let mut content = vec![ep.key.clone()];
+            for m in &ep.msgs {
+                content.extend(m.incident_ids.iter().cloned());
+            }
+            for secret in content {
+                if bytes_contain(key, &secret) || bytes_contain(value, &secret) {
+                    failures.push(format!(
+                        "audit record {i}: `{secret}` of episode {} (marked {})",
+                        ep.msgs[0].alert_id,
+                        TLPS[ep.marks.last().unwrap().tlp]
+                    ));
+                }
+            }
+        }
+    }
+    // Overseers read the audit log again, with the case records now in it: metadata only.
+    let since = chrono::DateTime::from_timestamp_millis(since_ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for (token, clearance) in overseers {
+        let r = client
+            .get(fanout.url(&format!(
+                "/api/v1/oversight/audit?since={}",
+                urlencode(&since)
+            )))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        if status != 200 {
+            failures.push(format!(
+                "overseer at {clearance}: audit after the requests: {status}"
+            ));
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut seen = 0;
+        for rec in v["records"].as_array().into_iter().flatten() {
+            if !rec["action"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("case_")
+            {
+                continue;
+            }
+            seen += 1;
+            let avro = base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                rec["avro"].as_str().unwrap_or_default(),
+            )
+            .unwrap_or_default();
+            let shown = rec.to_string();
+            for ep in episodes
+                .iter()
+                .filter(|ep| !overseer_cleared(*clearance, ep))
+            {
+                for secret in episode_secrets(ep) {
+                    if shown.contains(&secret) || bytes_contain(&avro, &secret) {
+                        failures.push(format!(
+                            "overseer at {clearance}: a case record shows `{secret}` of episode {} (marked {})",
+                            ep.msgs[0].alert_id,
+                            TLPS[ep.marks.last().unwrap().tlp]
+                        ));
+                    }
+                }
+            }
+        }
+        for t in &answers {
+            if text.contains(t) {
+                failures.push(format!("overseer at {clearance}: an answer's text"));
+            }
+        }
+        if seen < case_records.len() {
+            failures.push(format!(
+                "overseer at {clearance}: {seen} case records read, {} on the topic",
+                case_records.len()
+            ));
+        }
+    }
+    // And only the requester opens its answer, for the ids it asked about.
+    let store = TrustStore::load(&net.store).unwrap();
+    for a in &asked {
+        let Some((approved, text)) = &a.answer else {
+            continue;
+        };
+        let Some((_, bytes)) = responses
+            .iter()
+            .find(|(_, v)| bytes_contain(v, &a.request_id))
+        else {
+            failures.push(format!("no reply to {}", a.request_id));
+            continue;
+        };
+        let (reply, _) = ewn_trust::case::verify_response_bytes(&store, bytes, now_ms(), 60_000)
+            .unwrap_or_else(|e| panic!("the reply to {} does not verify: {e}", a.request_id));
+        match SealedAnswer::open(&secrets[&a.agency], &reply, &a.alert_id, &a.incident_id) {
+            Ok(opened) => {
+                let got = if *approved {
+                    &opened.details
+                } else {
+                    &opened.reason
+                };
+                if got.as_deref() != Some(text.as_str()) {
+                    failures.push(format!(
+                        "the reply to {} opens to another answer",
+                        a.request_id
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("the requester cannot open {}: {e}", a.request_id)),
+        }
+        for (agency, other) in &secrets {
+            if *agency != a.agency
+                && SealedAnswer::open(other, &reply, &a.alert_id, &a.incident_id).is_ok()
+            {
+                failures.push(format!("{agency} opens the reply to {}", a.request_id));
+            }
+        }
+    }
+    eprintln!(
+        "case requests: {} asked, {} accepted, {} refused (one identical 403), {} answered; {} records searched; {:.1} s",
+        n_requests,
+        asked.len(),
+        refusals.len(),
+        answers.len(),
+        stats.case_records_searched,
+        started.elapsed().as_secs_f64()
     );
 }
 

@@ -333,6 +333,19 @@ fn every_series_the_alert_rules_use_exists_before_any_traffic() {
         "ewn_fanout_oversight_reads_in_flight_bound",
         &[]
     ));
+    // The alert index's bound of incidents per episode (case requests), and nothing over it.
+    assert_eq!(
+        common::metric(&text, "ewn_fanout_index_episode_incidents_bound", ""),
+        ewn_fanout::index::MAX_EPISODE_INCIDENTS as f64
+    );
+    assert_eq!(
+        common::metric(
+            &text,
+            "ewn_fanout_index_episode_incidents_over_bound_total",
+            ""
+        ),
+        0.0
+    );
     // Nothing was published: the counters the rules watch are all still 0.
     let text = scrape(process_admin);
     assert_eq!(

@@ -3,7 +3,8 @@
 //! every read is on the audit topic, signed, and `ewn audit log --verify` accepts it and
 //! shows it committing to the exact body returned; oversight tokens change nothing (403);
 //! no token is 401; admin and desk tokens cannot read oversight endpoints (403); pages are
-//! bounded and resume from their cursor; a fan-out without an audit log shows nothing.
+//! bounded and resume from their cursor; a fan-out without an audit log shows nothing; past
+//! `max_concurrent_reads` a read is 429, and with the audit queue at its bound 503.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -506,6 +507,140 @@ fn a_read_cut_at_its_deadline_says_so_and_is_still_logged() {
         Duration::from_secs(10),
         || fanout.metric("ewn_fanout_audit_records_total", "outcome=\"written\"") >= 2.0,
     );
+    fanout.stop();
+}
+
+/// The two bounds of an oversight read, on a broker behind a relay that can cut the
+/// fan-out's own Kafka link (`ewn_testkit::LinkRelay`), so the broker never confirms its
+/// audit records while the overseer's readers still read:
+///
+/// - more than `fanout.oversight.max_concurrent_reads` reads at once: the next is answered
+///   429 with `Retry-After` at once, counted `busy`;
+/// - the audit queue at `fanout.audit.queue_max` (its writer stuck on an unconfirmed
+///   record, the next record waiting): a read is answered 503 at once, shows nothing,
+///   counted `unlogged`, and its record `dropped`. Once the link is back the waiting records
+///   are written and a read is served again.
+#[test]
+fn reads_past_their_bound_are_429_and_with_the_audit_queue_full_503() {
+    let (_broker, relay) = ewn_testkit::start_broker_behind_relay(ewn_testkit::Engine::Memory)
+        .unwrap_or_else(|e| panic!("the broker did not start: {e}"));
+    let settings = ewn_kafka::KafkaSettings {
+        brokers: relay.addr.clone(),
+        topic_prefix: ewn_testkit::unique_prefix("oversight-bounds"),
+        partitions: 1,
+        statistics_interval_ms: 0,
+        client_id: "ovb".into(),
+        // The stuck record stays stuck for the whole test.
+        message_timeout_ms: 300_000,
+        ..ewn_kafka::KafkaSettings::default()
+    };
+    let net = Net::on(settings);
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("fanout.pem");
+    keys::save_signing_key(&pem, &keys::generate()).unwrap();
+    let hooks = Hooks::start();
+    let mut config = fanout_config(
+        &net.settings,
+        vec![webhook_sub(&hooks, "kz-desk", "KZ-KNB", Tlp::Amber)],
+    );
+    config.fanout.audit = ewn_fanout::settings::AuditSettings {
+        signing_key_file: Some(pem),
+        key_id: "fanout-1".into(),
+        queue_max: 1,
+    };
+    config.fanout.oversight.max_concurrent_reads = 2;
+    config.fanout.oversight.read_timeout_ms = 3_000;
+    config.tokens.push((
+        OVERSIGHT_TOKEN.into(),
+        Principal::Oversight {
+            name: OVERSEER.into(),
+            clearance: Tlp::Amber,
+        },
+    ));
+    let fanout = start_fanout(config);
+    let url = fanout.url("/api/v1/oversight/audit");
+    let metric = |name: &str, labels: &str| fanout.metric(name, labels);
+    let reads = |outcome: &str| {
+        metric(
+            "ewn_fanout_oversight_reads_total",
+            &format!("endpoint=\"audit\",outcome=\"{outcome}\""),
+        )
+    };
+    assert_eq!(
+        metric("ewn_fanout_oversight_reads_in_flight_bound", ""),
+        2.0
+    );
+    assert_eq!(metric("ewn_fanout_audit_queue_bound_records", ""), 1.0);
+
+    // The fan-out's producer and consumers (client id `ovb-fanout...`) lose the broker; the
+    // oversight readers (`ovb-oversight`) do not.
+    relay.cut("ovb-fanout");
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || get(&url, Some(OVERSIGHT_TOKEN)))
+        })
+        .collect();
+    wait_until("two reads in flight", Duration::from_secs(30), || {
+        metric("ewn_fanout_oversight_reads_in_flight", "") == 2.0
+    });
+    // A third read at once: 429, with when to retry.
+    let r = reqwest::blocking::Client::new()
+        .get(&url)
+        .bearer_auth(OVERSIGHT_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body = r.text().unwrap();
+    assert!(body.contains("max_concurrent_reads"), "{body}");
+    assert_eq!(reads("busy"), 1.0);
+    // The writer is stuck on the first read's record and the second waits behind it: the
+    // queue is at its bound.
+    wait_until(
+        "the audit queue at its bound",
+        Duration::from_secs(30),
+        || metric("ewn_fanout_audit_queue_records", "") == 1.0,
+    );
+    // The held reads were not confirmed in their time: nothing shown.
+    for h in held {
+        let (status, body) = h.join().unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(!body.contains("records"), "{body}");
+    }
+    assert_eq!(metric("ewn_fanout_audit_queue_records", ""), 1.0);
+    // A read now: its record cannot be queued, so it is refused at once.
+    let dropped = metric("ewn_fanout_audit_records_total", "outcome=\"dropped\"");
+    let started = std::time::Instant::now();
+    let (status, body) = get(&url, Some(OVERSIGHT_TOKEN));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("could not be logged"), "{body}");
+    assert!(!body.contains("records"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused without waiting for a confirmation"
+    );
+    assert_eq!(
+        metric("ewn_fanout_audit_records_total", "outcome=\"dropped\""),
+        dropped + 1.0
+    );
+    assert_eq!(reads("unlogged"), 3.0);
+    assert_eq!(reads("served"), 0.0);
+
+    // The link comes back: the waiting records are written, and a read is served.
+    relay.restore("ovb-fanout");
+    wait_until(
+        "the waiting records written",
+        Duration::from_secs(60),
+        || metric("ewn_fanout_audit_records_total", "outcome=\"written\"") >= 2.0,
+    );
+    wait_until("a read served again", Duration::from_secs(60), || {
+        get(&url, Some(OVERSIGHT_TOKEN)).0 == 200
+    });
+    assert_eq!(metric("ewn_fanout_audit_queue_records", ""), 0.0);
     fanout.stop();
 }
 

@@ -326,7 +326,9 @@ fn agency(net: &Net, dir: &Path, agency: &str) -> PathBuf {
     secret
 }
 
-fn open(net: &Net, request_id: &str, key: &Path) -> std::process::Output {
+/// `ewn requests open`: the reply names neither alert nor incident, so the requester gives
+/// them (`ids`: alert id, incident id, as its request named them).
+fn open(net: &Net, request_id: &str, ids: (&str, &str), key: &Path) -> std::process::Output {
     ewn(&[
         "--brokers",
         &net.settings.brokers,
@@ -335,6 +337,10 @@ fn open(net: &Net, request_id: &str, key: &Path) -> std::process::Output {
         "requests",
         "open",
         request_id,
+        "--alert",
+        ids.0,
+        "--incident",
+        ids.1,
         "--key",
         key.to_str().unwrap(),
         "--trust-store",
@@ -547,7 +553,7 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
     assert!(pending(&gw).is_empty());
 
     // The requester opens the reply: the raw name only the state held.
-    let out = open(&net, &approved_id, &rcc_key);
+    let out = open(&net, &approved_id, (&green.alert_id, ids[0]), &rcc_key);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -577,6 +583,10 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
         "requests",
         "open",
         &approved_id,
+        "--alert",
+        &green.alert_id,
+        "--incident",
+        ids[0],
         "--key",
         rcc_key.to_str().unwrap(),
         "--trust-store",
@@ -592,7 +602,7 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
         String::from_utf8_lossy(&out.stderr)
     );
     // A third agency holding every topic (and the reply) cannot.
-    let out = open(&net, &approved_id, &third_key);
+    let out = open(&net, &approved_id, (&green.alert_id, ids[0]), &third_key);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success());
     assert!(stderr.contains("does not open with this key"), "{stderr}");
@@ -634,7 +644,16 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
             _ => "gateway",
         };
         assert_eq!(key.service, by, "{}", r.action);
-        assert_eq!(r.object, green.alert_id);
+        // Named by request, never by alert or incident (overseers of any clearance read it).
+        assert!(
+            [&approved_id, &second_id].contains(&&r.object),
+            "{}",
+            r.object
+        );
+        let bytes = r.to_avro().unwrap();
+        for id in [green.alert_id.as_str(), ids[0], ids[1]] {
+            assert!(!contains(&bytes, id.as_bytes()), "{} names {id}", r.action);
+        }
     }
     // The alert's audit bundle lists both requests and their outcome, not their content.
     let auditor = keys::generate();
@@ -671,6 +690,14 @@ fn a_request_is_answered_to_the_requester_only_and_refused_beyond_what_the_desk_
     drop(hooks);
     fanout.stop();
     gw.service.stop();
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn ids_other() -> &'static str {
+    "00000000-0000-4000-8000-000000000000"
 }
 
 #[test]
@@ -748,7 +775,16 @@ fn a_declined_request_carries_its_reason_and_every_step_is_audited() {
         Some(json!({"reason": "the legal basis does not cover this category"})),
     );
     assert_eq!(s, 200, "{b}");
-    let out = open(&net, &req.request_id, &rcc_key);
+    // With ids other than the request's, the sealed reason does not open.
+    let out = open(
+        &net,
+        &req.request_id,
+        (&req.alert_id, ids_other()),
+        &rcc_key,
+    );
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("legal basis"));
+    let out = open(&net, &req.request_id, (&req.alert_id, id), &rcc_key);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "declined: {stdout}");
     let opened: Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -765,7 +801,13 @@ fn a_declined_request_carries_its_reason_and_every_step_is_audited() {
         .collect();
     assert_eq!(replies.len(), 1);
     assert!(ewn_trust::case::verify_response(&store, &replies[0], now_ms(), 0).is_ok());
-    assert!(replies[0].ciphertext.is_none());
+    // Every desk reads the topic: the reason, alert and incident are sealed, not in clear.
+    assert!(replies[0].ciphertext.is_some());
+    for (_, _, v) in read(&net, &net.topics().responses()) {
+        for clear in [req.alert_id.as_str(), id, "legal basis does not cover"] {
+            assert!(!contains(&v, clear.as_bytes()), "{clear} in clear");
+        }
+    }
     let audit: Vec<AuditRecord> = read(&net, &net.topics().audit())
         .into_iter()
         .map(|(_, _, v)| AuditRecord::from_avro(&v).unwrap())
@@ -934,7 +976,7 @@ fn a_watchlist_hit_through_the_gateway_and_the_processor_is_requested_approved_a
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = open(&net, &request_id, &rcc_key);
+    let out = open(&net, &request_id, (&alert.alert_id, id), &rcc_key);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),

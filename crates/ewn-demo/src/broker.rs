@@ -214,6 +214,14 @@ impl LocalBroker {
         log_tail(&self.dir.join("tansu.log"))
     }
 
+    /// How many panics Tansu's log reports (every run of it). Tansu 0.6.0's storage can
+    /// panic under load ("more or less than one row" on a produce) and then answers
+    /// nothing but errors while its process lives on: a supervisor restarts it.
+    pub fn panics(&self) -> usize {
+        let text = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
+        text.lines().filter(|l| l.contains("panicked at")).count()
+    }
+
     /// The first `n` lines of the broker's log that report an error or a panic: where a
     /// failure began, which the tail no longer shows once the broker repeats it.
     pub fn first_errors(&self, n: usize) -> String {

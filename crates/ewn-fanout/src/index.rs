@@ -108,11 +108,15 @@ struct Episode {
     /// Its ALERT was seen (an orphan follow-up started it otherwise).
     has_alert: bool,
     /// The incidents its messages carry evidence of (the alerts' bounded samples), at most
-    /// [`MAX_EPISODE_INCIDENTS`]: what a desk may request the details of.
+    /// `fanout.index.max_episode_incidents`: what a desk may request the details of.
     incidents: std::collections::BTreeMap<String, EpisodeIncident>,
 }
 
-/// Most incidents an episode remembers for case requests.
+/// Most incidents an episode remembers for case requests, by default
+/// (`fanout.index.max_episode_incidents`). An alert's evidence is a bounded sample, so an
+/// episode reaches it only through many UPDATEs; past it the first incidents are kept, the
+/// later ones counted (`ewn_fanout_index_episode_incidents_over_bound_total`) and a request
+/// for one refused (403 naming `incident_id`).
 pub const MAX_EPISODE_INCIDENTS: usize = 1024;
 
 /// An incident of an episode, as its evidence names it.
@@ -203,6 +207,8 @@ struct Inner {
     early_order: VecDeque<Arc<str>>,
     evicted: u64,
     orphans: u64,
+    /// Incidents not remembered: their episode held `max_episode_incidents` already.
+    incidents_over_bound: u64,
 }
 
 /// Counts for metrics.
@@ -212,11 +218,13 @@ pub struct IndexStats {
     pub messages: usize,
     pub evicted: u64,
     pub orphans: u64,
+    pub incidents_over_bound: u64,
 }
 
 pub struct AlertIndex {
     inner: RwLock<Inner>,
     max_messages: usize,
+    max_episode_incidents: usize,
 }
 
 impl AlertIndex {
@@ -224,7 +232,19 @@ impl AlertIndex {
         AlertIndex {
             inner: RwLock::new(Inner::default()),
             max_messages: max_messages.max(1),
+            max_episode_incidents: MAX_EPISODE_INCIDENTS,
         }
+    }
+
+    /// The same index remembering at most `max` incidents per episode for case requests.
+    pub fn with_max_episode_incidents(mut self, max: usize) -> AlertIndex {
+        self.max_episode_incidents = max.max(1);
+        self
+    }
+
+    /// `fanout.index.max_episode_incidents`, as the gauge shows it.
+    pub fn max_episode_incidents(&self) -> usize {
+        self.max_episode_incidents
     }
 
     /// Records a message (idempotent) and returns it as policy sees it.
@@ -253,16 +273,26 @@ impl AlertIndex {
                 incidents: std::collections::BTreeMap::new(),
             }
         });
+        let mut over_bound = 0;
         for e in &alert.evidence {
-            if ep.incidents.len() >= MAX_EPISODE_INCIDENTS {
-                break;
+            if ep.incidents.contains_key(&e.incident_id) {
+                continue;
             }
-            ep.incidents
-                .entry(e.incident_id.clone())
-                .or_insert_with(|| EpisodeIncident {
+            if ep.incidents.len() >= self.max_episode_incidents {
+                over_bound += 1;
+                continue;
+            }
+            ep.incidents.insert(
+                e.incident_id.clone(),
+                EpisodeIncident {
                     topic: e.topic.clone(),
                     payload_sha256: e.payload_sha256,
-                });
+                },
+            );
+        }
+        // A message read again (a replay, a rebuild) is not counted twice.
+        if fresh {
+            inner.incidents_over_bound += over_bound;
         }
         let prefix = match known {
             Some((_, prefix)) => prefix,
@@ -424,6 +454,7 @@ impl AlertIndex {
             messages: g.by_message.len(),
             evicted: g.evicted,
             orphans: g.orphans,
+            incidents_over_bound: g.incidents_over_bound,
         }
     }
 }
@@ -521,5 +552,47 @@ mod tests {
         let k = idx.observe(&msg("a2", MsgType::Cancel, &["a"], Tlp::Green, &[]));
         assert!(k.orphan && k.view.tlp == Tlp::Green);
         assert_eq!(idx.stats().orphans, 1);
+    }
+
+    /// At `max_episode_incidents` an episode keeps the incidents it holds, counts the others
+    /// once (not again when a message is read again), and does not name them to a request.
+    #[test]
+    fn an_episode_remembers_at_most_its_bound_of_incidents_and_counts_the_rest() {
+        use ewn_model::Evidence;
+        let idx = AlertIndex::new(100).with_max_episode_incidents(3);
+        assert_eq!(idx.max_episode_incidents(), 3);
+        let mut a = ewn_model::samples::alert();
+        a.msg_type = MsgType::Alert;
+        a.references = Vec::new();
+        let template = a.evidence[0].clone();
+        a.evidence = (0..5)
+            .map(|i| Evidence {
+                incident_id: format!("inc-{i}"),
+                ..template.clone()
+            })
+            .collect();
+        idx.observe(&a);
+        let held = |id: &str| idx.incident_of(&a.alert_id, id).is_some();
+        assert!(held("inc-0") && held("inc-1") && held("inc-2"));
+        assert!(!held("inc-3") && !held("inc-4"));
+        assert_eq!(idx.stats().incidents_over_bound, 2);
+        idx.observe(&a);
+        assert_eq!(idx.stats().incidents_over_bound, 2, "a message read again");
+        // An UPDATE naming one held incident and a new one: only the new one is counted.
+        let mut u = a.clone();
+        u.alert_id = format!("{}-u1", a.alert_id);
+        u.msg_type = MsgType::Update;
+        u.references = vec![a.alert_id.clone()];
+        u.evidence = vec![
+            a.evidence[0].clone(),
+            Evidence {
+                incident_id: "inc-9".into(),
+                ..template
+            },
+        ];
+        idx.observe(&u);
+        assert_eq!(idx.stats().incidents_over_bound, 3);
+        assert!(idx.incident_of(&u.alert_id, "inc-0").is_some());
+        assert!(idx.incident_of(&u.alert_id, "inc-9").is_none());
     }
 }

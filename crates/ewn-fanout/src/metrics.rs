@@ -28,6 +28,9 @@ pub struct FanoutMetrics {
     pub index_messages: IntGauge,
     pub index_episodes: IntGauge,
     pub index_evicted: IntCounter,
+    /// Incidents an episode did not remember for case requests, and the bound.
+    pub index_incidents_over_bound: IntCounter,
+    pub index_incidents_bound: IntGauge,
     pub orphans: IntCounter,
     pub parked: IntCounterVec,
     pub retry_refused: IntCounterVec,
@@ -317,6 +320,16 @@ impl FanoutMetrics {
             index_evicted: m.counter(
                 "ewn_fanout_index_evicted_episodes_total",
                 "episodes forgotten by the alert index at its bound, oldest first",
+            )?,
+            index_incidents_over_bound: m.counter(
+                "ewn_fanout_index_episode_incidents_over_bound_total",
+                "incidents of an episode's evidence the alert index did not remember for case \
+                 requests, the episode holding fanout.index.max_episode_incidents already (a \
+                 request for one is refused 403 naming incident_id)",
+            )?,
+            index_incidents_bound: m.gauge(
+                "ewn_fanout_index_episode_incidents_bound",
+                "fanout.index.max_episode_incidents: incidents an episode remembers for case requests",
             )?,
             orphans: m.counter(
                 "ewn_fanout_orphan_messages_total",

@@ -7,8 +7,9 @@
 //! above its clearance, or one it does not know, is refused with the same `403`, so the
 //! answer reveals nothing about alerts it may not see; an incident the alert's evidence does
 //! not name is refused too. The request, signed by the fan-out's service key on behalf of
-//! the desk (`ewn_trust::case`), goes to the originating state on `<prefix>requests.<cc>`,
-//! and the act is an audit record (`case_requested`).
+//! the desk (`ewn_trust::case`), goes to the originating state on `<prefix>requests.<cc>`
+//! (readable by that state's gateway only), and the act is an audit record
+//! (`case_requested`) that names the request, not the alert or the incident.
 
 // Handlers return their error as the response itself, the axum idiom (as api.rs); its
 // size is irrelevant next to a network round trip.
@@ -208,16 +209,19 @@ async fn handle(
             "the request could not be sent to the originating state; retry",
         );
     }
+    // The record names the request, never the alert or the incident: overseers of any
+    // clearance read the audit log, and an alert above theirs must stay metadata only.
+    // `ewn audit alert` links the requests to their alert from the requests topics.
     core.audit.record(crate::audit::Act {
         actor: name,
         action: "case_requested",
-        object: alert_id,
+        object: &request.request_id,
         at: now,
         before: None,
         after: Some(crate::audit::digest(&value)),
         detail: Some(format!(
-            "request {} incident {} state {} agency {}",
-            request.request_id, request.incident_id, state, request.agency
+            "request {} state {} agency {}",
+            request.request_id, state, request.agency
         )),
     });
     (

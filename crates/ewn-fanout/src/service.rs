@@ -192,6 +192,10 @@ impl Core {
         m.index_evicted
             .inc_by(s.evicted.saturating_sub(m.index_evicted.get()));
         m.orphans.inc_by(s.orphans.saturating_sub(m.orphans.get()));
+        m.index_incidents_over_bound.inc_by(
+            s.incidents_over_bound
+                .saturating_sub(m.index_incidents_over_bound.get()),
+        );
     }
 
     pub(crate) fn producer(&self) -> &ConfirmingProducer {
@@ -804,7 +808,8 @@ pub async fn start(
         topics,
         subs: SubscriptionSet::new(config.fanout.max_subscriptions),
         hub: Hub::new(config.fanout.stream.buffer_alerts),
-        index: AlertIndex::new(config.fanout.index.max_messages),
+        index: AlertIndex::new(config.fanout.index.max_messages)
+            .with_max_episode_incidents(config.fanout.index.max_episode_incidents),
         index_ready: AtomicBool::new(false),
         ids: RedactedIds::new(&key),
         metrics,
@@ -839,6 +844,9 @@ pub async fn start(
         kafka_metrics,
         config,
     });
+    core.metrics
+        .index_incidents_bound
+        .set(core.index.max_episode_incidents() as i64);
 
     // The subscription set (and the receipts and acks) must be read before any alert is.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

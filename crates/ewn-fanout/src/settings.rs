@@ -229,6 +229,9 @@ pub struct IndexSettings {
     pub max_messages: usize,
     /// Records per partition of `<prefix>alerts` read at start to rebuild it.
     pub rebuild_lookback: i64,
+    /// Incidents an episode remembers for case requests (from its messages' evidence);
+    /// past it the later ones are counted and a request for one is refused.
+    pub max_episode_incidents: usize,
 }
 
 impl Default for IndexSettings {
@@ -236,6 +239,7 @@ impl Default for IndexSettings {
         IndexSettings {
             max_messages: 500_000,
             rebuild_lookback: 100_000,
+            max_episode_incidents: crate::index::MAX_EPISODE_INCIDENTS,
         }
     }
 }
@@ -245,6 +249,9 @@ impl FanoutSettings {
         let mut p = Vec::new();
         if self.audit.queue_max == 0 {
             p.push("fanout.audit.queue_max: must be at least 1".into());
+        }
+        if !(1..=65_536).contains(&self.index.max_episode_incidents) {
+            p.push("fanout.index.max_episode_incidents: 1 to 65536".into());
         }
         let o = &self.oversight;
         if o.max_page == 0 || o.max_page > 10_000 {

@@ -11,8 +11,13 @@
 //!   incident are encrypted (HPKE) to the requesting agency's key (role `agency` in the
 //!   trust store, re-read for each answer), the reply signed with the state's key and put on
 //!   `<prefix>responses`;
-//! - `POST /api/v1/requests/{id}/decline` with `{"reason": "..."}`: a signed reply that
-//!   carries only the reason.
+//! - `POST /api/v1/requests/{id}/decline` with `{"reason": "..."}`: a signed reply whose
+//!   reason is sealed to the requesting agency as an approval's details are (when the trust
+//!   store holds no key of the agency, the decline is sent with nothing sealed: no reason).
+//!
+//! `<prefix>responses` is readable by every desk: a reply's clear fields name neither the
+//! alert nor the incident (`schemas/CaseResponse.avsc`, version 2), and the audit records of
+//! answers name the request, not the alert or incident.
 //!
 //! Operators authenticate with a bearer token of `gateway.requests.operators_file`
 //! (`[[tokens]]` of `name` and `sha256`, mode 0600). Every answer is also an audit record on
@@ -40,7 +45,7 @@ use ewn_model::{AuditRecord, AvroRecord, CaseDecision, CaseRequest, CaseResponse
 use ewn_ops::tokens::{HashedTokens, parse_hash};
 use ewn_trust::TrustStore;
 use ewn_trust::audit::{AuditSigner, sign_record};
-use ewn_trust::case::{hpke_info, seal_details, sign_response, verify_request};
+use ewn_trust::case::{SealedAnswer, sign_response, verify_request};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -284,12 +289,9 @@ impl CaseDesk {
         let now = (self.clock)();
         let mut response = CaseResponse {
             request_id: request.request_id.clone(),
-            alert_id: request.alert_id.clone(),
-            incident_id: request.incident_id.clone(),
             state: self.state.clone(),
             agency: request.agency.clone(),
             decision: CaseDecision::Decline,
-            reason: None,
             recipient_key_id: None,
             encapsulated_key: None,
             ciphertext: None,
@@ -299,48 +301,54 @@ impl CaseDesk {
             signed_at: 0,
             signature: [0; 64],
         };
-        match &decline {
-            Some(reason) => response.reason = Some(reason.clone()),
-            None => {
-                let details = self
-                    .store
-                    .details(&request.incident_id)
-                    .map_err(|e| Refusal::Unavailable(e.to_string()))?
-                    .ok_or_else(|| {
-                        Refusal::Conflict(
-                            "the raw details of this incident are no longer held (erased \
-                             after gateway.details.retention_secs, or never signed here): \
-                             decline it"
-                                .into(),
-                        )
-                    })?;
-                let trust = self.trust().map_err(Refusal::Unavailable)?;
-                let key = trust.agency_key_for(&request.agency, now).ok_or_else(|| {
-                    Refusal::Conflict(format!(
-                        "the trust store holds no valid key of role agency for {}: add one \
-                         (ewn trust add --role agency) or decline",
-                        printable(&request.agency)
-                    ))
+        // Every desk reads <prefix>responses: the alert, the incident and the answer itself
+        // are sealed to the requesting agency, a decline's reason as much as the details.
+        let mut sealed = SealedAnswer {
+            request_id: request.request_id.clone(),
+            alert_id: request.alert_id.clone(),
+            incident_id: request.incident_id.clone(),
+            state: self.state.clone(),
+            decision: CaseDecision::Decline.as_str().to_string(),
+            reason: decline.clone(),
+            details: None,
+        };
+        let trust = self.trust().map_err(Refusal::Unavailable)?;
+        let key = trust.agency_key_for(&request.agency, now);
+        if decline.is_none() {
+            let details = self
+                .store
+                .details(&request.incident_id)
+                .map_err(|e| Refusal::Unavailable(e.to_string()))?
+                .ok_or_else(|| {
+                    Refusal::Conflict(
+                        "the raw details of this incident are no longer held (erased \
+                         after gateway.details.retention_secs, or never signed here): \
+                         decline it"
+                            .into(),
+                    )
                 })?;
-                let plaintext = serde_json::to_vec(&json!({
-                    "request_id": request.request_id,
-                    "alert_id": request.alert_id,
-                    "incident_id": request.incident_id,
-                    "state": self.state,
-                    "details": String::from_utf8_lossy(&details),
-                }))
-                .map_err(|e| Refusal::Unavailable(e.to_string()))?;
-                let plaintext = zeroize::Zeroizing::new(plaintext);
-                let info = hpke_info(&request.request_id, &request.alert_id, &request.incident_id);
-                let (enc, ct) =
-                    seal_details(&key.public_key, &info, key.key_id.as_bytes(), &plaintext)
-                        .map_err(Refusal::Conflict)?;
-                response.decision = CaseDecision::Approve;
-                response.recipient_key_id = Some(key.key_id.clone());
-                response.encapsulated_key = Some(enc);
-                response.ciphertext = Some(ct);
+            if key.is_none() {
+                return Err(Refusal::Conflict(format!(
+                    "the trust store holds no valid key of role agency for {}: add one \
+                     (ewn trust add --role agency) or decline",
+                    printable(&request.agency)
+                )));
             }
+            response.decision = CaseDecision::Approve;
+            sealed.decision = CaseDecision::Approve.as_str().to_string();
+            sealed.details = Some(String::from_utf8_lossy(&details).into_owned());
         }
+        // A decline to an agency without a key still tells it "declined", with no reason:
+        // the reason is never sent in clear (the operator's answer says so).
+        if let Some(key) = key {
+            let (enc, ct) = sealed
+                .seal(&key.public_key, &key.key_id)
+                .map_err(Refusal::Conflict)?;
+            response.recipient_key_id = Some(key.key_id.clone());
+            response.encapsulated_key = Some(enc);
+            response.ciphertext = Some(ct);
+        }
+        drop(sealed);
         let approved = decline.is_none();
         if !self
             .store
@@ -394,15 +402,17 @@ impl CaseDesk {
                 "case_declined"
             }
             .to_string(),
-            object: request.alert_id.clone(),
+            // The request id, never the alert's or the incident's: the audit log is read by
+            // overseers of any clearance; `ewn audit alert` links requests to their alert.
+            object: request.request_id.clone(),
             at: now,
             before_sha256: Some(hex::encode(Sha256::digest(
                 request.to_avro().map_err(|e| e.to_string())?,
             ))),
             after_sha256: Some(hex::encode(Sha256::digest(&value))),
             detail: Some(format!(
-                "request {} incident {} agency {}",
-                request.request_id, request.incident_id, request.agency
+                "request {} state {} agency {}",
+                request.request_id, self.state, request.agency
             )),
             key_id: String::new(),
             signed_at: 0,
@@ -421,7 +431,7 @@ impl CaseDesk {
             .producer
             .send_async(
                 &self.topics.audit(),
-                Some(request.alert_id.as_bytes()),
+                Some(request.request_id.as_bytes()),
                 Some(&audit),
             )
             .await
@@ -547,6 +557,8 @@ fn decided(response: &CaseResponse) -> Response {
             "request_id": response.request_id,
             "decision": response.decision.as_str(),
             "recipient_key_id": response.recipient_key_id,
+            // A decline to an agency the trust store holds no key of carries no reason.
+            "sealed": response.ciphertext.is_some(),
             "key_id": response.key_id,
         }),
     )

@@ -289,7 +289,7 @@ schemas! {
     SignedHeartbeat => "SignedHeartbeat.avsc" [],
     AuditRecord => "AuditRecord.avsc" [],
     CaseRequest => "CaseRequest.avsc" [],
-    CaseResponse => "CaseResponse.avsc" [],
+    CaseResponse => "CaseResponse.avsc" ["CaseResponse.v1.avsc"],
 }
 
 /// Finds the schema a single-object-encoded message was written with, by its specification

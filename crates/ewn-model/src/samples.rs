@@ -278,12 +278,9 @@ pub fn case_request() -> CaseRequest {
 pub fn case_response() -> CaseResponse {
     CaseResponse {
         request_id: "0b8e7f2a-51c4-4d7e-9f3a-6a1b2c3d4e5f".into(),
-        alert_id: "a1b2c3d4e5f60718".into(),
-        incident_id: "3f2b1c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d".into(),
         state: "KZ".into(),
         agency: "RCC".into(),
         decision: CaseDecision::Approve,
-        reason: None,
         recipient_key_id: Some("rcc-2026".into()),
         encapsulated_key: Some(vec![1; 32]),
         ciphertext: Some(vec![2; 48]),

@@ -407,16 +407,17 @@ pub struct CaseRequest {
     pub signature: [u8; 64],
 }
 
-/// The originating state's answer, on `<prefix>responses` (`schemas/CaseResponse.avsc`).
+/// The originating state's answer, on `<prefix>responses` (`schemas/CaseResponse.avsc`,
+/// version 2). Every desk may read that topic, so nothing here names an alert or an
+/// incident: the alert and incident ids, a decline's reason and an approval's details are in
+/// the sealed part (`ciphertext`), which only the requesting agency opens
+/// (`ewn_trust::case::SealedAnswer`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseResponse {
     pub request_id: String,
-    pub alert_id: String,
-    pub incident_id: String,
     pub state: String,
     pub agency: String,
     pub decision: CaseDecision,
-    pub reason: Option<String>,
     pub recipient_key_id: Option<String>,
     #[serde(with = "apache_avro::serde::bytes_opt")]
     pub encapsulated_key: Option<Vec<u8>>,

@@ -201,7 +201,7 @@ const FASTAVRO_FINGERPRINTS: [(&str, &str); 14] = [
     ("Alert.avsc", "1ef2da869a2b7950"),
     ("AuditRecord.avsc", "23bfd6a0daf6f7f5"),
     ("CaseRequest.avsc", "d9d8c0c1cc89785e"),
-    ("CaseResponse.avsc", "1a6e73967e7cfef4"),
+    ("CaseResponse.avsc", "5636b07e5f3eebbf"),
     ("DeliveryReceipt.avsc", "8434e8ad34d41d1e"),
     ("DeliveryRetry.avsc", "1b3a10f75f62528b"),
     ("Heartbeat.avsc", "72169619b749e081"),
@@ -215,8 +215,9 @@ const FASTAVRO_FINGERPRINTS: [(&str, &str); 14] = [
 
 /// The earlier versions in `schemas/history/`, fingerprinted the same way (the same command
 /// on `schemas/history/*.avsc`): records written with them are still read.
-const FASTAVRO_HISTORY_FINGERPRINTS: [(&str, &str); 6] = [
+const FASTAVRO_HISTORY_FINGERPRINTS: [(&str, &str); 7] = [
     ("Alert.v1.avsc", "432c44b75985994c"),
+    ("CaseResponse.v1.avsc", "1a6e73967e7cfef4"),
     ("Rejection.v1.avsc", "62e72f3a9ea29688"),
     ("Rejection.v2.avsc", "1321f48a47290f3b"),
     ("ScoredIncident.v1.avsc", "602d47e0115a8ee8"),
@@ -333,7 +334,8 @@ fn legacy_fingerprints_are_what_ewn_wrote_before() {
             .find(|s| s.file == file)
             .unwrap()
             .codec;
-        // Alert, Rejection, ScoredIncident, SignedIncident and Subscription have evolved since
+        // Alert, CaseResponse, Rejection, ScoredIncident, SignedIncident and Subscription have
+        // evolved since
         // (schemas/history/): what
         // EWN wrote is the legacy fingerprint of their first version, still read.
         let written = codec

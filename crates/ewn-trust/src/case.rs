@@ -7,11 +7,14 @@
 //! - A reply ([`ewn_model::CaseResponse`]) is signed by the originating state's key (role
 //!   `state`) in its own domain, [`CASE_REPLY_DOMAIN`]`|| signed_at || body`, which differs
 //!   from the incident, heartbeat and audit domains at its fifth byte (`c`).
-//! - An approved reply's details are encrypted with HPKE (RFC 9180, base mode,
+//! - A reply's answer ([`SealedAnswer`]: the alert and incident ids, the decision, a
+//!   decline's reason or an approval's details) is encrypted with HPKE (RFC 9180, base mode,
 //!   DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20Poly1305) to the requesting agency's
-//!   X25519 key (role `agency` in the trust store). The HPKE `info` binds the ciphertext to
-//!   its request, alert and incident ids ([`hpke_info`]), and the AAD to the recipient key
-//!   id, so a ciphertext moved into another reply does not open.
+//!   X25519 key (role `agency` in the trust store). `<prefix>responses` is readable by every
+//!   desk, so the reply's clear fields name no alert and no incident (schema version 2). The
+//!   HPKE `info` binds the ciphertext to its request, alert and incident ids ([`hpke_info`]:
+//!   the requester knows them from its request), and the AAD to the recipient key id, so a
+//!   ciphertext moved into another reply does not open.
 //!
 //! No clock, no network: times are passed in.
 
@@ -26,7 +29,8 @@ use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
-use zeroize::Zeroizing;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::audit::{AuditRefused, AuditSignature, AuditSigner, verify_audit_signature};
 use crate::ed25519;
@@ -173,6 +177,99 @@ pub fn open_details(
     })
 }
 
+/// What a reply seals to the requesting agency: everything about the case that its clear
+/// fields must not show. JSON inside the HPKE ciphertext. A version 1 reply sealed only an
+/// approval, without `decision` (read as `APPROVE`) and without `decided_by`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedAnswer {
+    pub request_id: String,
+    pub alert_id: String,
+    pub incident_id: String,
+    pub state: String,
+    #[serde(default = "approve")]
+    pub decision: String,
+    /// A decline's reason (bounded, printable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// An approval's raw details: the report as the post sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+fn approve() -> String {
+    "APPROVE".into()
+}
+
+impl fmt::Debug for SealedAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedAnswer")
+            .field("request_id", &self.request_id)
+            .field("decision", &self.decision)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SealedAnswer {
+    fn drop(&mut self) {
+        if let Some(d) = self.details.as_mut() {
+            d.zeroize();
+        }
+        if let Some(r) = self.reason.as_mut() {
+            r.zeroize();
+        }
+    }
+}
+
+impl SealedAnswer {
+    /// Encrypts the answer to the agency key `recipient` (X25519 public key bytes) known by
+    /// `recipient_key_id`. Returns (enc, ciphertext).
+    pub fn seal(
+        &self,
+        recipient: &[u8; 32],
+        recipient_key_id: &str,
+    ) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
+        let plain = Zeroizing::new(
+            serde_json::to_vec(self).map_err(|e| format!("the answer does not encode: {e}"))?,
+        );
+        let info = hpke_info(&self.request_id, &self.alert_id, &self.incident_id);
+        seal_details(recipient, &info, recipient_key_id.as_bytes(), &plain)
+    }
+
+    /// Opens the sealed part of `reply` with the agency's secret, for the alert and incident
+    /// its request named (the HPKE info binds them: other ids do not open it).
+    pub fn open(
+        secret: &AgencySecret,
+        reply: &CaseResponse,
+        alert_id: &str,
+        incident_id: &str,
+    ) -> std::result::Result<SealedAnswer, String> {
+        let (Some(enc), Some(ct)) = (&reply.encapsulated_key, &reply.ciphertext) else {
+            return Err(
+                "the reply seals nothing to open (a decline to an agency the state \
+                        held no key of carries no reason)"
+                    .into(),
+            );
+        };
+        let aad = reply.recipient_key_id.as_deref().unwrap_or_default();
+        let info = hpke_info(&reply.request_id, alert_id, incident_id);
+        let plain = open_details(secret, enc, &info, aad.as_bytes(), ct)
+            .map_err(|why| format!("{why}; or not the alert and incident this request named"))?;
+        let answer: SealedAnswer = serde_json::from_slice(&plain)
+            .map_err(|_| "the sealed answer is not what a state seals".to_string())?;
+        if answer.request_id != reply.request_id
+            || answer.alert_id != alert_id
+            || answer.incident_id != incident_id
+            || answer.state != reply.state
+            || answer.decision != reply.decision.as_str()
+        {
+            return Err(
+                "the sealed answer names another request, state or decision than the reply".into(),
+            );
+        }
+        Ok(answer)
+    }
+}
+
 /// Signs a request with the fan-out's service key: fills `key_id`, `signed_at`, `signature`.
 pub fn sign_request(
     signer: &AuditSigner,
@@ -229,6 +326,43 @@ pub fn verify_response<'s>(
     now_ms: i64,
     skew_ms: i64,
 ) -> std::result::Result<&'s KeyEntry, String> {
+    let mut unsigned = response.clone();
+    unsigned.signature = [0; 64];
+    let body = unsigned
+        .to_avro()
+        .map_err(|e| format!("reply does not encode: {e}"))?;
+    verify_signed_body(store, response, &body, now_ms, skew_ms)
+}
+
+/// Decodes and verifies a reply as the topic holds it, whichever schema version wrote it: the
+/// signature is the record's last field (64 fixed bytes in every version), so the signed body
+/// is these bytes with their last 64 zeroed. A version 1 reply, read through the current
+/// schema, would not re-encode to the bytes its state signed.
+pub fn verify_response_bytes<'s>(
+    store: &'s TrustStore,
+    bytes: &[u8],
+    now_ms: i64,
+    skew_ms: i64,
+) -> std::result::Result<(CaseResponse, &'s KeyEntry), String> {
+    let response =
+        CaseResponse::from_avro(bytes).map_err(|e| format!("not a CaseResponse record: {e}"))?;
+    let split = bytes.len().saturating_sub(64);
+    if bytes.len() < 64 + 10 || bytes[split..] != response.signature[..] {
+        return Err("the record does not end with its signature".into());
+    }
+    let mut body = bytes.to_vec();
+    body[split..].fill(0);
+    let key = verify_signed_body(store, &response, &body, now_ms, skew_ms)?;
+    Ok((response, key))
+}
+
+fn verify_signed_body<'s>(
+    store: &'s TrustStore,
+    response: &CaseResponse,
+    body: &[u8],
+    now_ms: i64,
+    skew_ms: i64,
+) -> std::result::Result<&'s KeyEntry, String> {
     let shown = printable(&response.key_id);
     let key = store.get(&response.key_id).ok_or_else(|| {
         format!("key {shown}: not a state key of the trust store (a reply is signed by the state)")
@@ -250,15 +384,10 @@ pub fn verify_response<'s>(
         skew_ms,
     )
     .map_err(|(_, detail)| detail)?;
-    let mut unsigned = response.clone();
-    unsigned.signature = [0; 64];
-    let body = unsigned
-        .to_avro()
-        .map_err(|e| format!("reply does not encode: {e}"))?;
     if ed25519::verify(
         &key.public_key,
         &case_reply_prefix(response.signed_at),
-        &body,
+        body,
         &response.signature,
     ) {
         Ok(key)
@@ -270,6 +399,7 @@ pub fn verify_response<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ewn_model::CaseDecision;
 
     #[test]
     fn only_the_recipient_opens_and_only_for_its_ids() {
@@ -318,8 +448,11 @@ mod tests {
         let now = 1_767_268_900_000;
         let reply = sign_response(&mut signer, ewn_model::samples::case_response(), now).unwrap();
         assert!(verify_response(&store, &reply, now, 0).is_ok());
+        let (decoded, _) = verify_response_bytes(&store, &reply.to_avro().unwrap(), now, 0)
+            .expect("the bytes verify as the record does");
+        assert_eq!(decoded, reply);
         let mut changed = reply.clone();
-        changed.reason = Some("x".into());
+        changed.decided_by = "x".into();
         assert!(
             verify_response(&store, &changed, now, 0)
                 .unwrap_err()
@@ -340,5 +473,142 @@ mod tests {
         let mut forged = reply;
         forged.signature = as_incident.signature;
         assert!(verify_response(&store, &forged, now, 0).is_err());
+    }
+
+    fn answer(decision: &str) -> SealedAnswer {
+        SealedAnswer {
+            request_id: "r1".into(),
+            alert_id: "a1".into(),
+            incident_id: "i1".into(),
+            state: "KZ".into(),
+            decision: decision.into(),
+            reason: (decision == "DECLINE").then(|| "no legal basis".into()),
+            details: (decision == "APPROVE").then(|| "Ivanov Ivan".into()),
+        }
+    }
+
+    #[test]
+    fn a_sealed_answer_opens_only_for_its_agency_and_its_request_ids() {
+        let agency = AgencySecret::generate();
+        let other = AgencySecret::generate();
+        for decision in [CaseDecision::Approve, CaseDecision::Decline] {
+            let sealed = answer(decision.as_str());
+            let (enc, ct) = sealed.seal(&agency.public_key(), "rcc-1").unwrap();
+            let mut reply = ewn_model::samples::case_response();
+            reply.request_id = "r1".into();
+            reply.decision = decision;
+            reply.recipient_key_id = Some("rcc-1".into());
+            reply.encapsulated_key = Some(enc);
+            reply.ciphertext = Some(ct);
+            let opened = SealedAnswer::open(&agency, &reply, "a1", "i1").unwrap();
+            assert!(opened == sealed);
+            // Nothing of the case is in the clear record.
+            let bytes = reply.to_avro().unwrap();
+            for secret in ["a1", "i1", "no legal basis", "Ivanov"] {
+                assert!(!contains(&bytes, secret.as_bytes()), "{secret}");
+            }
+            assert!(SealedAnswer::open(&other, &reply, "a1", "i1").is_err());
+            assert!(SealedAnswer::open(&agency, &reply, "a2", "i1").is_err());
+            assert!(SealedAnswer::open(&agency, &reply, "a1", "i2").is_err());
+            // A decision changed in the clear no longer matches the sealed one.
+            let mut flipped = reply.clone();
+            flipped.decision = match decision {
+                CaseDecision::Approve => CaseDecision::Decline,
+                CaseDecision::Decline => CaseDecision::Approve,
+            };
+            assert!(
+                SealedAnswer::open(&agency, &flipped, "a1", "i1")
+                    .unwrap_err()
+                    .contains("another request, state or decision")
+            );
+        }
+        assert!(!format!("{:?}", answer("APPROVE")).contains("Ivanov"));
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// A reply as version 1 of the schema wrote it (alert id, incident id and reason in
+    /// clear), to check that one is still read and verified.
+    #[derive(serde::Serialize)]
+    struct ReplyV1 {
+        request_id: String,
+        alert_id: String,
+        incident_id: String,
+        state: String,
+        agency: String,
+        decision: CaseDecision,
+        reason: Option<String>,
+        recipient_key_id: Option<String>,
+        #[serde(with = "apache_avro::serde::bytes_opt")]
+        encapsulated_key: Option<Vec<u8>>,
+        #[serde(with = "apache_avro::serde::bytes_opt")]
+        ciphertext: Option<Vec<u8>>,
+        decided_by: String,
+        decided_at: i64,
+        key_id: String,
+        signed_at: i64,
+        #[serde(with = "apache_avro::serde::fixed")]
+        signature: [u8; 64],
+    }
+
+    fn encode_v1(reply: &ReplyV1) -> Vec<u8> {
+        let old = apache_avro::Schema::parse_str(include_str!(
+            "../../../schemas/history/CaseResponse.v1.avsc"
+        ))
+        .unwrap();
+        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&old)
+            .build()
+            .unwrap()
+            .write_value_to_vec(apache_avro::to_value(reply).unwrap())
+            .unwrap();
+        let mut bytes = vec![0xC3, 0x01];
+        bytes.extend_from_slice(&hex::decode("1a6e73967e7cfef4").unwrap());
+        bytes.extend_from_slice(&datum);
+        bytes
+    }
+
+    #[test]
+    fn a_version_1_reply_is_still_read_and_verified_from_its_bytes() {
+        use crate::keys::generate;
+        let sk = generate();
+        let mut signer = IncidentSigner::new("kz-1", sk.clone());
+        let store = TrustStore::parse(&format!(
+            "[[keys]]\nkey_id = \"kz-1\"\nstate = \"KZ\"\npublic_key = \"{}\"\nnot_before = 2026-01-01T00:00:00Z\nnot_after = 2027-01-01T00:00:00Z\n",
+            B64.encode(crate::PublicKey::from(&sk).as_bytes())
+        ))
+        .unwrap();
+        let now = 1_767_268_900_000;
+        let mut v1 = ReplyV1 {
+            request_id: "r1".into(),
+            alert_id: "a1".into(),
+            incident_id: "i1".into(),
+            state: "KZ".into(),
+            agency: "RCC".into(),
+            decision: CaseDecision::Decline,
+            reason: Some("no legal basis".into()),
+            recipient_key_id: None,
+            encapsulated_key: None,
+            ciphertext: None,
+            decided_by: "kz-duty-officer".into(),
+            decided_at: now,
+            key_id: "kz-1".into(),
+            signed_at: now,
+            signature: [0; 64],
+        };
+        v1.signature = signer.sign_case_reply(&encode_v1(&v1), now);
+        let bytes = encode_v1(&v1);
+        let (read, key) = verify_response_bytes(&store, &bytes, now, 0).unwrap();
+        assert_eq!(key.key_id, "kz-1");
+        assert_eq!(read.request_id, "r1");
+        assert_eq!(read.decision, CaseDecision::Decline);
+        assert_eq!(read.decided_by, "kz-duty-officer");
+        // Read through the current schema it re-encodes otherwise: only the bytes verify.
+        assert!(verify_response(&store, &read, now, 0).is_err());
+        let mut changed = bytes.clone();
+        let at = changed.len() - 70;
+        changed[at] ^= 1;
+        assert!(verify_response_bytes(&store, &changed, now, 0).is_err());
     }
 }

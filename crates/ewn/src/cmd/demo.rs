@@ -367,12 +367,15 @@ impl CaseOps for CommandSteps {
                 d.agency_key.clone(),
                 request.to_string(),
             );
+            // The reply names neither: the desk knows them from its request.
+            let (alert_id, incident_id) = (d.alert_id.clone(), d.incident_id.clone());
             let wait = ewn_demo::case::STEP_WITHIN;
             let opened = tokio::task::spawn_blocking(move || {
                 let store = ewn_trust::TrustStore::load(&store)?;
                 let secret = ewn_trust::case::AgencySecret::load(&key)?;
                 let reply = requests::find_response(&kafka, &request, wait)?;
-                requests::open_reply(&store, &secret, &reply)
+                requests::open_reply(&store, &secret, &reply, &alert_id, &incident_id)
+                    .map(|(out, _)| out)
             })
             .await
             .map_err(|e| e.to_string())?

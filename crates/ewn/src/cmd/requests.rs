@@ -13,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ewn_model::validate::printable;
 use ewn_model::{AvroRecord, CaseDecision, CaseResponse};
 use ewn_trust::TrustStore;
-use ewn_trust::case::{AgencySecret, hpke_info, open_details, verify_response};
+use ewn_trust::case::{AgencySecret, SealedAnswer, verify_response_bytes};
 use serde_json::{Value, json};
 
 use crate::cli::Global;
@@ -38,7 +38,7 @@ Examples:
   ewn requests list --url http://127.0.0.1:8090 --token-file operator.token
   ewn requests approve --url http://127.0.0.1:8090 --token-file operator.token REQUEST_ID
   ewn requests decline --url http://127.0.0.1:8090 --token-file operator.token REQUEST_ID --reason 'no legal basis'
-  ewn requests open REQUEST_ID --key rcc.key --trust-store trust.toml
+  ewn requests open REQUEST_ID --alert ALERT_ID --incident 3f2b1c4d-... --key rcc.key --trust-store trust.toml
 
 Exit codes: 0 done, 1 refused (the service said no; open: declined, or not for this key), \
 2 it could not run.")]
@@ -105,9 +105,17 @@ pub enum Sub {
     },
     /// As the requesting agency: verify the state's signature on the reply and decrypt it.
     /// RESPONSE is a file holding the CaseResponse record (raw, hex or base64), or a
-    /// request id to look for on `<prefix>responses`.
+    /// request id to look for on `<prefix>responses`. The reply names neither the alert nor
+    /// the incident (every desk reads that topic): give them as `create` answered them; the
+    /// sealed answer opens only for those.
     Open {
         response: String,
+        /// The alert the request was about (`alert_id` of `create`'s answer).
+        #[arg(long, value_name = "ALERT_ID")]
+        alert: String,
+        /// The incident asked for (`incident_id` of `create`'s answer).
+        #[arg(long, value_name = "UUID")]
+        incident: String,
         /// The agency's X25519 secret key (`ewn requests keygen`).
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
@@ -288,6 +296,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         }
         Sub::Open {
             response,
+            alert,
+            incident,
             key,
             trust_store,
             wait_secs,
@@ -313,27 +323,32 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
                 )),
                 _ => None,
             };
-            let reply = tokio::task::block_in_place(|| {
+            let bytes = tokio::task::block_in_place(|| {
                 find_response(&settings.kafka, &response, Duration::from_secs(wait_secs))
             })?;
-            let code = open(&store, &secret, &reply)?;
+            let (out, reply) = open_reply(&store, &secret, &bytes, &alert, &incident)?;
+            println!("{out}");
+            let code = match reply.decision {
+                CaseDecision::Approve => ExitCode::SUCCESS,
+                CaseDecision::Decline => ExitCode::from(1),
+            };
             if let Some(signer) = auditor
                 && code == ExitCode::SUCCESS
             {
-                log_opened(&settings.kafka, &signer, &reply).await?;
+                log_opened(&settings.kafka, &signer, &reply, &bytes).await?;
             }
             Ok(code)
         }
     }
 }
 
-/// The reply: from a file, or from `<prefix>responses` by request id (waiting for it).
-/// Blocking: it reads the topic.
+/// The reply's record as the topic holds it: from a file, or from `<prefix>responses` by
+/// request id (waiting for it). Blocking: it reads the topic.
 pub fn find_response(
     kafka: &ewn_kafka::KafkaSettings,
     response: &str,
     wait: Duration,
-) -> anyhow::Result<CaseResponse> {
+) -> anyhow::Result<Vec<u8>> {
     let path = Path::new(response);
     if path.is_file() {
         let bytes = std::fs::read(path).with_context(|| format!("{response}: cannot read"))?;
@@ -348,8 +363,9 @@ pub fn find_response(
                     anyhow::anyhow!("{response}: neither a record nor its hex or base64")
                 })?
         };
-        return CaseResponse::from_avro(&bytes)
-            .map_err(|e| anyhow::anyhow!("{response}: not a CaseResponse record: {e}"));
+        CaseResponse::from_avro(&bytes)
+            .map_err(|e| anyhow::anyhow!("{response}: not a CaseResponse record: {e}"))?;
+        return Ok(bytes);
     }
     let topic = ewn_kafka::Topics::new(&kafka.topic_prefix).responses();
     let deadline = std::time::Instant::now() + wait;
@@ -361,13 +377,11 @@ pub fn find_response(
             Duration::from_secs(30),
         )?;
         // The last answer to the request, if the state answered more than once.
-        let found = records
-            .iter()
-            .rev()
-            .filter_map(|r| CaseResponse::from_avro(&r.value).ok())
-            .find(|r| r.request_id == response);
+        let found = records.iter().rev().find(|r| {
+            CaseResponse::from_avro(&r.value).is_ok_and(|reply| reply.request_id == response)
+        });
         if let Some(r) = found {
-            return Ok(r);
+            return Ok(r.value.clone());
         }
         if std::time::Instant::now() >= deadline {
             bail!("no reply to request {} on {topic} yet", printable(response));
@@ -381,6 +395,7 @@ async fn log_opened(
     kafka: &ewn_kafka::KafkaSettings,
     signer: &ewn_trust::audit::AuditSigner,
     reply: &CaseResponse,
+    bytes: &[u8],
 ) -> anyhow::Result<()> {
     use sha2::Digest;
     let now = now_ms();
@@ -393,13 +408,14 @@ async fn log_opened(
         instance_id: "ewn-requests-open".into(),
         actor: reply.agency.clone(),
         action: "case_opened".into(),
-        object: reply.alert_id.clone(),
+        // The request, not the alert or incident: the audit log is read at any clearance.
+        object: reply.request_id.clone(),
         at: now,
         before_sha256: None,
-        after_sha256: Some(hex::encode(sha2::Sha256::digest(reply.to_avro()?))),
+        after_sha256: Some(hex::encode(sha2::Sha256::digest(bytes))),
         detail: Some(format!(
-            "request {} incident {} state {}",
-            reply.request_id, reply.incident_id, reply.state
+            "request {} state {}",
+            reply.request_id, reply.state
         )),
         key_id: String::new(),
         signed_at: 0,
@@ -409,7 +425,7 @@ async fn log_opened(
     let producer = ewn_kafka::ConfirmingProducer::new(kafka, "requests-open", (), None)?;
     let topic = ewn_kafka::Topics::new(&kafka.topic_prefix).audit();
     producer
-        .send_async(&topic, Some(reply.alert_id.as_bytes()), Some(&value))
+        .send_async(&topic, Some(reply.request_id.as_bytes()), Some(&value))
         .await?
         .await
         .map_err(|e| anyhow::anyhow!("the case_opened audit record was not confirmed: {e}"))?;
@@ -417,56 +433,38 @@ async fn log_opened(
     Ok(())
 }
 
-/// Verifies and, for an approval, decrypts; prints one JSON object.
-fn open(
-    store: &TrustStore,
-    secret: &AgencySecret,
-    reply: &CaseResponse,
-) -> anyhow::Result<ExitCode> {
-    let out = open_reply(store, secret, reply)?;
-    println!("{out}");
-    Ok(match reply.decision {
-        CaseDecision::Approve => ExitCode::SUCCESS,
-        CaseDecision::Decline => ExitCode::from(1),
-    })
-}
-
-/// Verifies the state's signature on `reply` and, for an approval, decrypts it with the
-/// agency's `secret`: what `open` prints (the details only for an approval, a decline's
-/// reason otherwise).
+/// Verifies the reply's record (whichever schema version wrote it) and opens its sealed
+/// answer for the alert and incident its request named; returns what to print (one JSON
+/// object: decision, reason or details) and the reply. `ewn demo` opens its reply so too.
 pub fn open_reply(
     store: &TrustStore,
     secret: &AgencySecret,
-    reply: &CaseResponse,
-) -> anyhow::Result<Value> {
-    let key = verify_response(store, reply, now_ms(), 60_000)
+    bytes: &[u8],
+    alert_id: &str,
+    incident_id: &str,
+) -> anyhow::Result<(Value, CaseResponse)> {
+    let (reply, key) = verify_response_bytes(store, bytes, now_ms(), 60_000)
         .map_err(|why| anyhow::anyhow!("the reply's signature is refused: {why}"))?;
     let mut out = json!({
         "request_id": reply.request_id,
-        "alert_id": reply.alert_id,
-        "incident_id": reply.incident_id,
+        "alert_id": alert_id,
+        "incident_id": incident_id,
         "state": reply.state,
         "signed_by": key.key_id,
         "decision": reply.decision.as_str(),
         "decided_by": reply.decided_by,
     });
-    match reply.decision {
-        CaseDecision::Decline => {
-            out["reason"] = json!(reply.reason);
-            Ok(out)
-        }
-        CaseDecision::Approve => {
-            let (Some(enc), Some(ct)) = (&reply.encapsulated_key, &reply.ciphertext) else {
-                bail!("an approval without its ciphertext");
-            };
-            let aad = reply.recipient_key_id.clone().unwrap_or_default();
-            let info = hpke_info(&reply.request_id, &reply.alert_id, &reply.incident_id);
-            let plain = open_details(secret, enc, &info, aad.as_bytes(), ct)
-                .map_err(|why| anyhow::anyhow!("{why}"))?;
-            let details: Value = serde_json::from_slice(&plain)
-                .map_err(|_| anyhow::anyhow!("the decrypted details are not JSON"))?;
-            out["details"] = details["details"].clone();
-            Ok(out)
-        }
+    if reply.ciphertext.is_none() && reply.decision == CaseDecision::Decline {
+        // Declined to an agency the state held no key of (or written by version 1 of the
+        // schema, whose clear reason the current one no longer reads): no reason to show.
+        out["reason"] = Value::Null;
+        return Ok((out, reply));
     }
+    let answer = SealedAnswer::open(secret, &reply, alert_id, incident_id)
+        .map_err(|why| anyhow::anyhow!("{why}"))?;
+    match reply.decision {
+        CaseDecision::Decline => out["reason"] = json!(answer.reason),
+        CaseDecision::Approve => out["details"] = json!(answer.details),
+    }
+    Ok((out, reply))
 }
