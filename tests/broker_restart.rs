@@ -9,7 +9,8 @@
 //! One test is `#[ignore]`d, with the reason: it reproduces a defect of Tansu 0.6.0 (its
 //! sqlite storage panics after a restart when an idempotent producer whose records timed
 //! out while it was down produces again, and answers nothing from then on), which the
-//! fan-out works around by renewing its producer after a timeout (`Core::renew_producer`);
+//! fan-out works around by renewing its producer after a timeout (`ConfirmingProducer::
+//! renew_if_stale`, from `Core::renew_producer`);
 //! `make test-broker-restart` runs it. The other tests show what the broker survives and
 //! that the fan-out loses nothing across the crash.
 #![allow(clippy::unwrap_used)]
@@ -202,6 +203,10 @@ fn a_broker_killed_mid_delivery_loses_no_delivery_and_no_receipt() {
     }
     let settled = restarted.elapsed();
     wait_health(&fanout, 200, Duration::from_secs(60));
+    // Receipts timed out while the broker was down: the producer renewed itself (Tansu
+    // 0.6.0 serves no producer whose records timed out), and the renewal counted.
+    let renewals = fanout.metric("ewn_kafka_producer_renewals_total", "client=\"fanout\"");
+    assert!(renewals >= 1.0, "{renewals} producer renewals");
     eprintln!(
         "settled {:.1} s after the restart; /healthz green {:.1} s after it",
         settled.as_secs_f64(),

@@ -1055,33 +1055,12 @@ fn a_cap_ack_from_a_desk_system_is_recorded() {
 
 /// Every record of a topic, raw, from its beginning.
 fn raw_records(net: &Net, topic: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    let total: i64 = ewn_kafka::admin::record_counts(&net.settings, |t| t == topic)
-        .unwrap()
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
-    let reader = ewn_kafka::AssignedReader::new(
-        &net.settings,
-        "test-raw",
-        topic,
-        |t| t == topic,
-        ewn_kafka::StartAt::Beginning,
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (out.len() as i64) < total && Instant::now() < deadline {
-        reader
-            .poll(Duration::from_millis(100), |r| {
-                out.push((
-                    r.key.unwrap_or_default().to_vec(),
-                    r.value.map(<[u8]>::to_vec),
-                ))
-            })
-            .unwrap();
-    }
-    assert_eq!(out.len() as i64, total, "read every record of {topic}");
-    out
+    common::read_topic(&net.settings, topic, |r| {
+        (
+            r.key.unwrap_or_default().to_vec(),
+            r.value.map(<[u8]>::to_vec),
+        )
+    })
 }
 
 #[test]

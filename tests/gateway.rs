@@ -32,8 +32,8 @@ use common::{trust_state_key, write_key_file};
 use ed25519_dalek::SigningKey;
 use ewn_gateway::GatewaySettings;
 use ewn_gateway::intake::Clock;
-use ewn_kafka::admin::{ensure_topics, record_counts};
-use ewn_kafka::{AssignedReader, KafkaSettings, StartAt, Topics};
+use ewn_kafka::admin::ensure_topics;
+use ewn_kafka::{KafkaSettings, Topics};
 use ewn_model::validate::Limits;
 use ewn_model::{AvroRecord, Incident, SignedIncident};
 use ewn_ops::http::Health;
@@ -161,34 +161,7 @@ impl Site {
 
     /// Every record of the state's topic: (partition, offset order kept, value).
     fn records(&self) -> Vec<(i32, Vec<u8>)> {
-        let topic = self.topic();
-        let total: i64 = record_counts(&self.settings, |t| t == topic)
-            .unwrap()
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
-        if total == 0 {
-            return vec![];
-        }
-        let reader = AssignedReader::new(
-            &self.settings,
-            "test-read",
-            &topic,
-            |t| t == topic,
-            StartAt::Beginning,
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while (out.len() as i64) < total && Instant::now() < deadline {
-            reader
-                .poll(Duration::from_millis(100), |r| {
-                    out.push((r.partition, r.value.unwrap().to_vec()))
-                })
-                .unwrap();
-        }
-        assert_eq!(out.len() as i64, total, "read every record of {topic}");
-        out
+        common::read_records(&self.settings, &self.topic())
     }
 
     /// incident id -> every distinct signed record carrying it, and the (partition, id)

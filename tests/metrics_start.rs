@@ -9,14 +9,12 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::hooks::*;
-use common::{Net, in_process};
+use common::{Net, in_process, serve_admin};
 use ewn_fanout::settings::StepConfig;
 use ewn_model::Tlp;
-use ewn_ops::http::Health;
 
 const ALERTS_YML: &str = include_str!("../deploy/prometheus/alerts.yml");
 
@@ -246,20 +244,7 @@ fn every_series_the_alert_rules_use_exists_before_any_traffic() {
     let (tx, rx) = std::sync::mpsc::channel();
     let config = net.config(3600);
     let processor = in_process(move |r, s| async move {
-        let health = Arc::new(Health::default());
-        let flag = s.clone();
-        let stopped = async move {
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        let (admin, _server) = ewn_ops::http::serve(
-            "127.0.0.1:0".parse().unwrap(),
-            ewn_ops::http::router(r.clone(), health.clone(), None),
-            stopped,
-        )
-        .await
-        .unwrap();
+        let (health, admin) = serve_admin(&r, s.clone()).await;
         tx.send(admin).unwrap();
         ewn_processor::run(config, &r, health, s).await
     });

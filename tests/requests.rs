@@ -223,32 +223,9 @@ fn post_reports(net: &Net, gw: &Gateway, lines: &[String]) -> Vec<(Evidence, Sig
 
 /// Every record of `topic`: (partition, offset, value).
 fn read(net: &Net, topic: &str) -> Vec<(i32, i64, Vec<u8>)> {
-    let total: i64 = ewn_kafka::admin::record_counts(&net.settings, |t| t == topic)
-        .unwrap()
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
-    if total == 0 {
-        return vec![];
-    }
-    let reader = ewn_kafka::AssignedReader::new(
-        &net.settings,
-        "test-read",
-        topic,
-        |t| t == topic,
-        ewn_kafka::StartAt::Beginning,
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while (out.len() as i64) < total && std::time::Instant::now() < deadline {
-        reader
-            .poll(Duration::from_millis(100), |r| {
-                out.push((r.partition, r.offset, r.value.unwrap().to_vec()))
-            })
-            .unwrap();
-    }
-    out
+    common::read_topic(&net.settings, topic, |r| {
+        (r.partition, r.offset, r.value.unwrap_or_default().to_vec())
+    })
 }
 
 /// An ALERT at `tlp` resting on `evidence`, as the processor writes one.

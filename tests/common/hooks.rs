@@ -19,11 +19,10 @@ use ewn_fanout::auth::Principal;
 use ewn_fanout::{FanoutConfig, FanoutSettings, SubscriptionConfig};
 use ewn_kafka::KafkaSettings;
 use ewn_model::{Alert, AvroRecord, Level, MsgType, Tlp};
-use ewn_ops::http::Health;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::{InProcess, in_process, now_ms};
+use super::{InProcess, in_process, now_ms, serve_admin};
 
 /// The fan-out key of in-process fan-outs, so tests can compute redacted ids.
 pub const TEST_FANOUT_KEY: [u8; 32] = [7; 32];
@@ -325,20 +324,7 @@ pub struct Fanout {
 pub fn start_fanout(config: FanoutConfig) -> Fanout {
     let (tx, rx) = std::sync::mpsc::channel();
     let service = in_process(move |r, s| async move {
-        let health = Arc::new(Health::default());
-        let flag = s.clone();
-        let stopped = async move {
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        let (admin, _server) = ewn_ops::http::serve(
-            "127.0.0.1:0".parse().unwrap(),
-            ewn_ops::http::router(r.clone(), health.clone(), None),
-            stopped,
-        )
-        .await
-        .unwrap();
+        let (health, admin) = serve_admin(&r, s.clone()).await;
         let running = ewn_fanout::start(config, &r, health, s).await?;
         tx.send((running.api, admin)).unwrap();
         running.task.await.unwrap()

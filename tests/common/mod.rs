@@ -335,33 +335,10 @@ impl Net {
 
     /// Every record value of `topic`, as the broker holds them, in partition order.
     pub fn read_values(&self, topic: &str) -> Vec<Vec<u8>> {
-        let total: i64 = record_counts(&self.settings, |t| t == topic)
-            .unwrap()
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
-        if total == 0 {
-            return vec![];
-        }
-        let reader = AssignedReader::new(
-            &self.settings,
-            "test-read",
-            topic,
-            |t| t == topic,
-            StartAt::Beginning,
-        )
-        .unwrap();
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while (out.len() as i64) < total && Instant::now() < deadline {
-            reader
-                .poll(Duration::from_millis(100), |r| {
-                    out.push(r.value.unwrap_or_default().to_vec())
-                })
-                .unwrap();
-        }
-        assert_eq!(out.len() as i64, total, "read every record of {topic}");
-        out
+        read_records(&self.settings, topic)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
     }
 
     fn read_all<T: AvroRecord>(&self, topic: &str) -> Vec<T> {
@@ -390,6 +367,48 @@ impl Net {
 
 /// Writes a signing key file as the gateway reads it: a `key_id = ...` line, then the
 /// PKCS#8 PEM; replaced as an operator would, a new file renamed over the old one.
+/// Every record of `topic` as (partition, value), as the broker holds them, in partition
+/// order (a tombstone reads as an empty value); fails unless all are read within 60 s.
+pub fn read_records(settings: &KafkaSettings, topic: &str) -> Vec<(i32, Vec<u8>)> {
+    read_topic(settings, topic, |r| {
+        (r.partition, r.value.unwrap_or_default().to_vec())
+    })
+}
+
+/// Every record of `topic`, from its beginning, in partition order, each as `f` makes it;
+/// fails unless all are read within 60 s.
+pub fn read_topic<T>(
+    settings: &KafkaSettings,
+    topic: &str,
+    mut f: impl FnMut(ewn_kafka::RawRecord<'_>) -> T,
+) -> Vec<T> {
+    let total: i64 = record_counts(settings, |t| t == topic)
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    if total == 0 {
+        return vec![];
+    }
+    let reader = AssignedReader::new(
+        settings,
+        "test-read",
+        topic,
+        |t| t == topic,
+        StartAt::Beginning,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < total && Instant::now() < deadline {
+        reader
+            .poll(Duration::from_millis(100), |r| out.push(f(r)))
+            .unwrap();
+    }
+    assert_eq!(out.len() as i64, total, "read every record of {topic}");
+    out
+}
+
 pub fn write_key_file(path: &std::path::Path, key_id: &str, key: &ed25519_dalek::SigningKey) {
     use ed25519_dalek::pkcs8::EncodePrivateKey;
     use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -542,6 +561,29 @@ pub struct InProcess<E> {
     pub registry: Registry,
     shutdown: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), E>>>,
+}
+
+/// The admin endpoints (`/metrics`, `/healthz`) of an in-process service on a free
+/// loopback port, served as its command serves them until `shutdown` is set: the health the
+/// service beats, and the address.
+pub async fn serve_admin(
+    registry: &Registry,
+    shutdown: Arc<AtomicBool>,
+) -> (Arc<Health>, std::net::SocketAddr) {
+    let health = Arc::new(Health::default());
+    let stopped = async move {
+        while !shutdown.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let (admin, _server) = ewn_ops::http::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        ewn_ops::http::router(registry.clone(), health.clone(), None),
+        stopped,
+    )
+    .await
+    .unwrap();
+    (health, admin)
 }
 
 pub fn in_process<E, F, Fut>(run: F) -> InProcess<E>

@@ -14,6 +14,26 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::relay::LinkRelay;
 
+/// Where the Tansu binary is: `explicit` (a flag, or `TANSU_BIN`), else `tansu` in one of
+/// the directories of `search_path` (the caller's `PATH`), else `<home>/.cargo/bin/tansu`
+/// (where `make broker` installs it; `/root` without a home). The caller reads the
+/// environment and hands it over.
+pub fn tansu_bin(
+    explicit: Option<PathBuf>,
+    search_path: Option<&std::ffi::OsStr>,
+    home: Option<&Path>,
+) -> PathBuf {
+    if let Some(p) = explicit {
+        return p;
+    }
+    let on_path = search_path
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(p).collect::<Vec<_>>())
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file());
+    on_path.unwrap_or_else(|| home.unwrap_or(Path::new("/root")).join(".cargo/bin/tansu"))
+}
+
 /// How long a broker may take to listen, and to stop.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);

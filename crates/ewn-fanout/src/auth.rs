@@ -344,14 +344,6 @@ pub enum Via {
     Cookie,
 }
 
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-}
-
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
@@ -367,7 +359,7 @@ pub fn authenticate(
     sessions: &Sessions,
     headers: &HeaderMap,
 ) -> Option<(Principal, Via)> {
-    if let Some(t) = bearer(headers) {
+    if let Some(t) = ewn_ops::tokens::bearer(headers) {
         return tokens.check(t).map(|p| (p, Via::Bearer));
     }
     let value = session_cookie(headers)?;

@@ -873,7 +873,6 @@ impl Core {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "receipt not written; will retry");
-                    core.note_produce_error(&e);
                     core.retry_receipt(r);
                 }
             }

@@ -127,11 +127,9 @@ pub(crate) struct Core {
     pub sessions: Sessions,
     pub key: FanoutKey,
     /// The one producer of receipts, acks, subscription records and parked deliveries;
-    /// bounded by `kafka.max_in_flight_records`, it never blocks a runtime thread.
-    producer: std::sync::RwLock<Arc<ConfirmingProducer>>,
-    /// A record timed out: the producer is replaced before it produces again (see
-    /// [`Core::renew_producer`]).
-    producer_stale: AtomicBool,
+    /// bounded by `kafka.max_in_flight_records`, it never blocks a runtime thread. Renewed
+    /// by the receipt loop when stale (`ewn_kafka::producer`, renewal).
+    producer: ConfirmingProducer,
     pub client: webhook::Client,
     /// Seals and opens the records of `<prefix>subscriptions` (`sealed.rs`).
     seal: crate::sealed::SealKey,
@@ -200,48 +198,17 @@ impl Core {
         );
     }
 
-    pub(crate) fn producer(&self) -> Arc<ConfirmingProducer> {
-        self.producer
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub(crate) fn producer(&self) -> &ConfirmingProducer {
+        &self.producer
     }
 
-    /// Notes a record the broker never answered within `kafka.message_timeout_ms`.
-    pub(crate) fn note_produce_error(&self, error: &str) {
-        if error.contains("timed out") {
-            self.producer_stale.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Replaces the producer once one of its records timed out, before the broker comes
-    /// back. Tansu 0.6.0 (the broker we test on) panics in its storage, and answers
-    /// nothing after, when an idempotent producer whose records timed out while it was
-    /// down produces again after its restart (`tests/broker_restart.rs` reproduces it); a
-    /// new producer, with a new producer id, is served. The old one is dropped off the
-    /// runtime; what it still held comes back as failed and is written again.
+    /// Replaces the producer when one of its records timed out (or the broker stopped
+    /// serving it), before the broker comes back: Tansu 0.6.0 serves no idempotent producer
+    /// whose records timed out while it was down (`tests/broker_restart.rs` reproduces it).
+    /// What the old one still held comes back as failed and is written again.
     pub(crate) fn renew_producer(&self) {
-        if !self.producer_stale.swap(false, Ordering::Relaxed) {
-            return;
-        }
-        match ConfirmingProducer::new(
-            &self.config.kafka,
-            "fanout",
-            (),
-            Some(self.kafka_metrics.clone()),
-        ) {
-            Ok(fresh) => {
-                let old = std::mem::replace(
-                    &mut *self.producer.write().unwrap_or_else(|p| p.into_inner()),
-                    Arc::new(fresh),
-                );
-                tracing::warn!("a record timed out: producing through a new producer");
-                std::thread::spawn(move || drop(old));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot create a new producer; keeping the old one");
-                self.producer_stale.store(true, Ordering::Relaxed);
-            }
+        if let Err(e) = self.producer.renew_if_stale() {
+            tracing::error!(error = %e, "cannot create a new producer; keeping the old one");
         }
     }
 
@@ -253,17 +220,11 @@ impl Core {
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<()> {
-        // The producer is not held while the broker answers (it may be renewed meanwhile).
-        let confirmation = {
-            let producer = self.producer();
-            producer
-                .send_async(topic, Some(key.as_bytes()), value)
-                .await?
-        };
-        confirmation.await.map(|_| ()).map_err(|e| {
-            self.note_produce_error(&e);
-            Error::Unconfirmed(e)
-        })
+        let confirmation = self
+            .producer
+            .send_async(topic, Some(key.as_bytes()), value)
+            .await?;
+        confirmation.await.map(|_| ()).map_err(Error::Unconfirmed)
     }
 
     /// Writes a subscription record to the topic and applies it here at once (the topic
@@ -808,12 +769,8 @@ pub async fn start(
             return Err(Error::Config(vec!["fanout.key_file: required".into()]));
         }
     };
-    let producer = std::sync::RwLock::new(Arc::new(ConfirmingProducer::new(
-        &config.kafka,
-        "fanout",
-        (),
-        Some(kafka_metrics.clone()),
-    )?));
+    let producer =
+        ConfirmingProducer::new(&config.kafka, "fanout", (), Some(kafka_metrics.clone()))?;
     let seal = crate::sealed::SealKey::new(&key);
     let instance = match config.fanout.instance_id.as_str() {
         "" => format!("fanout-{}", std::process::id()),
@@ -864,7 +821,6 @@ pub async fn start(
         ),
         key,
         producer,
-        producer_stale: AtomicBool::new(false),
         client,
         seal,
         endpoints: Mutex::new(HashMap::new()),

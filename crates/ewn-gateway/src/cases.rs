@@ -125,34 +125,9 @@ impl CaseStore {
         max_pending: u64,
         metrics: GatewayMetrics,
     ) -> Result<CaseStore> {
-        let err = |e: rusqlite::Error| Error::Spool {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let conn = Connection::open(path).map_err(err)?;
-        // Raw identifiers: owner-only, like a secret.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-                |source| Error::Io {
-                    path: path.to_path_buf(),
-                    source,
-                },
-            )?;
-        }
-        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-            .map_err(err)?;
-        // secure_delete: erased details are overwritten in the file, not only unlinked.
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;")
-            .map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        // Raw identifiers: owner-only, like a secret. secure_delete: erased details are
+        // overwritten in the file, not only unlinked.
+        let conn = crate::spool::open_private(path, "PRAGMA secure_delete = ON;", SCHEMA)?;
         metrics
             .details_bound_reports
             .set(settings.max_reports as i64);

@@ -5,8 +5,8 @@
 //! through one idempotent producer, so within a partition the topic holds them in that
 //! order even when librdkafka retries. When a record fails (the broker unreachable past
 //! `kafka.message_timeout_ms`), sending stops, every record in flight is let to settle, the
-//! producer is replaced (a new producer id: Tansu 0.6.0's storage breaks on a producer
-//! whose records timed out, see the fan-out's `renew_producer`), and after a backoff
+//! producer renews itself if the failure calls for it (a new producer id: Tansu 0.6.0
+//! serves no producer whose records timed out, see `ewn_kafka::producer`), and after a backoff
 //! (`gateway.forward.initial_backoff_ms`, doubling up to `max_backoff_ms`) every post starts
 //! again from its oldest unconfirmed record. A record the broker did write but whose
 //! confirmation was lost is sent again as the same signed bytes, which the processor's
@@ -106,7 +106,7 @@ impl Forwarder {
     /// `message_timeout_ms`).
     pub fn run(mut self, tx: Sender<Event>, events: Receiver<Event>) -> Result<()> {
         let _span = tracing::info_span!("gateway", stage = "forward").entered();
-        let mut producer = self.producer()?;
+        let producer = self.producer()?;
         let mut cursors: BTreeMap<Arc<str>, Cursor> = BTreeMap::new();
         let mut in_flight = 0usize;
         let mut failing = false;
@@ -175,23 +175,18 @@ impl Forwarder {
                 idle = true;
                 continue;
             }
-            // 3. After a failure: let everything settle, renew the producer, back off, and
-            // start every post again from its oldest unconfirmed record.
+            // 3. After a failure: let everything settle, renew the producer if it is stale,
+            // back off, and start every post again from its oldest unconfirmed record.
             if failing {
                 if in_flight > 0 {
                     idle = true;
                     continue;
                 }
-                let fresh = match self.producer() {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot create a new producer");
-                        self.pause(&events, backoff);
-                        continue;
-                    }
-                };
-                let old = std::mem::replace(&mut producer, fresh);
-                std::thread::spawn(move || drop(old));
+                if let Err(e) = producer.renew_if_stale() {
+                    tracing::error!(error = %e, "cannot create a new producer");
+                    self.pause(&events, backoff);
+                    continue;
+                }
                 for c in cursors.values_mut() {
                     c.after = 0;
                 }
@@ -302,14 +297,7 @@ impl Forwarder {
         }
         let d = self.depth.lock().unwrap_or_else(|p| p.into_inner());
         for (post, pd) in &d.posts {
-            self.metrics
-                .spool_records
-                .with_label_values(&[post])
-                .set(pd.records as i64);
-            self.metrics
-                .spool_bytes
-                .with_label_values(&[post])
-                .set(pd.bytes as i64);
+            self.metrics.spool_depth(post, pd);
         }
     }
 

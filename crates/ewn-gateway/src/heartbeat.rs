@@ -278,6 +278,11 @@ pub async fn run(
     while !shutdown.load(Ordering::Relaxed) {
         let now = Instant::now();
         if now >= next {
+            // A beat that timed out while the broker was down leaves the producer stale:
+            // renewed before the next one (`ewn_kafka::producer`, renewal).
+            if let Err(e) = producer.renew_if_stale() {
+                tracing::warn!(error = %e, "cannot renew the heartbeat producer");
+            }
             let t = clock();
             match beats.seal(&signer, figures.posts(t), t, &mut value) {
                 Ok(_) => {

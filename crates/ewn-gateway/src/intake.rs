@@ -572,14 +572,7 @@ fn write_loop(
                     let d = depth.lock().unwrap_or_else(|p| p.into_inner());
                     for post in &posts {
                         if let Some(pd) = d.posts.get(post) {
-                            metrics
-                                .spool_records
-                                .with_label_values(&[post])
-                                .set(pd.records as i64);
-                            metrics
-                                .spool_bytes
-                                .with_label_values(&[post])
-                                .set(pd.bytes as i64);
+                            metrics.spool_depth(post, pd);
                         }
                     }
                 }

@@ -186,6 +186,16 @@ impl GatewayMetrics {
         Ok(g)
     }
 
+    /// Shows what the spool holds for `post`.
+    pub fn spool_depth(&self, post: &str, depth: &crate::spool::PostDepth) {
+        self.spool_records
+            .with_label_values(&[post])
+            .set(depth.records as i64);
+        self.spool_bytes
+            .with_label_values(&[post])
+            .set(depth.bytes as i64);
+    }
+
     /// Initialises one post's series at 0.
     pub fn post(&self, post: &str) {
         self.spool_records.with_label_values(&[post]);

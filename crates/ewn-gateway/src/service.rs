@@ -113,14 +113,7 @@ pub async fn start(
         let d = depth.lock().unwrap_or_else(|p| p.into_inner());
         for (post, pd) in &d.posts {
             metrics.post(post);
-            metrics
-                .spool_records
-                .with_label_values(&[post])
-                .set(pd.records as i64);
-            metrics
-                .spool_bytes
-                .with_label_values(&[post])
-                .set(pd.bytes as i64);
+            metrics.spool_depth(post, pd);
         }
         if d.records > 0 {
             tracing::info!(

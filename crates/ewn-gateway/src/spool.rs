@@ -148,42 +148,51 @@ CREATE TABLE IF NOT EXISTS drops (
 );
 ";
 
+/// Opens (creating it and its directory if need be) one of the gateway's SQLite files (the
+/// spool, the case store): mode 0600, WAL with full syncs, a 30 s busy timeout (intake, the
+/// forwarder and the case desk write through separate connections: one waits for the
+/// other's short transaction rather than failing), then the file's own `pragmas` and its
+/// `schema`.
+pub(crate) fn open_private(path: &Path, pragmas: &str, schema: &str) -> Result<Connection> {
+    let err = |e: rusqlite::Error| Error::Spool {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let io = |dir: &Path| {
+        let dir = dir.to_path_buf();
+        move |source| Error::Io { path: dir, source }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let conn = Connection::open(path).map_err(err)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+    }
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Spool {
+            path: path.to_path_buf(),
+            message: format!("cannot switch to WAL mode (journal_mode is {mode})"),
+        });
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL;")
+        .map_err(err)?;
+    conn.execute_batch(pragmas).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+    conn.execute_batch(schema).map_err(err)?;
+    Ok(conn)
+}
+
 impl Spool {
     /// Opens (creating if need be) the spool at `path`, in WAL mode with full syncs.
     pub fn open(path: &Path) -> Result<Spool> {
-        let err = |e: rusqlite::Error| Error::Spool {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let conn = Connection::open(path).map_err(err)?;
         // Raw details never reach the spool (only blinded, signed records), but what waits
-        // there is still the state's: owner-only.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Spool {
-                path: path.to_path_buf(),
-                message: format!("cannot switch to WAL mode (journal_mode is {mode})"),
-            });
-        }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF;")
-            .map_err(err)?;
-        // Intake and the forwarder write through separate connections: one waits for the
-        // other's short transaction rather than failing.
-        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        // there is still the state's: owner-only, as the case store.
+        let conn = open_private(path, "PRAGMA foreign_keys = OFF;", SCHEMA)?;
         Ok(Spool {
             conn,
             path: path.to_path_buf(),

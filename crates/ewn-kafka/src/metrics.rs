@@ -25,6 +25,7 @@ pub struct KafkaMetrics {
     assigned: IntGaugeVec,
     producer_in_flight: IntGaugeVec,
     producer_full: IntCounterVec,
+    producer_renewals: IntCounterVec,
     /// Lag series set per client, so a partition this client no longer owns stops being
     /// reported (a frozen value would mislead after a rebalance).
     lag_series: Arc<Mutex<LagSeries>>,
@@ -47,6 +48,11 @@ impl KafkaMetrics {
             producer_full: m.counter_vec(
                 "ewn_kafka_producer_queue_full_total",
                 "sends that found the producer's in-flight bound reached (each then waited or was refused)",
+                &["client"],
+            )?,
+            producer_renewals: m.counter_vec(
+                "ewn_kafka_producer_renewals_total",
+                "producers replaced by a new one (a new idempotent producer id) after a record timed out or the broker stopped serving them",
                 &["client"],
             )?,
             queue_messages: m.gauge_vec(
@@ -113,12 +119,14 @@ impl KafkaMetrics {
             .set(partitions as i64);
     }
 
-    /// The in-flight gauge and queue-full counter of a producer, both present from the start
-    /// (at 0). Updated per record without a label lookup; several producers of one role add up.
-    pub(crate) fn producer(&self, client: &str) -> (IntGauge, IntCounter) {
+    /// The in-flight gauge, queue-full counter and renewal counter of a producer, all
+    /// present from the start (at 0). Updated without a label lookup; several producers of
+    /// one role add up.
+    pub(crate) fn producer(&self, client: &str) -> (IntGauge, IntCounter, IntCounter) {
         (
             self.producer_in_flight.with_label_values(&[client]),
             self.producer_full.with_label_values(&[client]),
+            self.producer_renewals.with_label_values(&[client]),
         )
     }
 

@@ -10,11 +10,22 @@
 //! send never spins: `try_send*` refuses at once with [`Error::QueueFull`] (transient),
 //! `send*_async` waits without blocking the thread, and `send*_blocking` (for std-thread
 //! stages only) parks the thread; both waits end at `message_timeout_ms` with `QueueFull`.
+//!
+//! **Renewal.** Tansu 0.6.0 (the broker we test on) stops serving an idempotent producer
+//! whose records timed out while it was down, or that lived through its restart: it answers
+//! "unknown broker error", or its storage panics and answers nothing from then on
+//! (`tests/broker_restart.rs`). A new producer, with a new producer id, is served. So a
+//! record that fails that way ([`renews_after`]) marks the producer stale, and
+//! [`ConfirmingProducer::renew_if_stale`] replaces the librdkafka producer inside, keeping
+//! the sink, the in-flight bound and the metrics; each renewal counts in
+//! `ewn_kafka_producer_renewals_total`. The caller picks the moment (the fan-out twice a
+//! second, the gateway's forwarder once its records in flight have settled, so a post's
+//! order holds): the producer cannot tell when a send is safe for the caller.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -22,7 +33,7 @@ use prometheus::IntCounter;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, Statistics};
+use rdkafka::{ClientConfig, ClientContext, Statistics};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -181,15 +192,43 @@ impl Confirmation {
     }
 }
 
-pub(crate) struct Context<S> {
+/// What every librdkafka producer a [`ConfirmingProducer`] has had shares: who hears the
+/// answers, the in-flight bound (records of a replaced producer give their room back as
+/// they are purged) and the metrics.
+pub(crate) struct Shared<S> {
     sink: S,
     gate: InFlight,
     metrics: Option<(KafkaMetrics, String)>,
+    /// A record of the current producer failed in a way only a new producer cures.
+    stale: AtomicBool,
+    /// Which producer is current (counts renewals): a late answer of a replaced one marks
+    /// nothing stale.
+    generation: AtomicU64,
+}
+
+/// The context of one librdkafka producer: the shared part and its generation.
+pub(crate) struct Context<S> {
+    shared: Arc<Shared<S>>,
+    generation: u64,
+}
+
+/// Whether a record that failed with `error` makes its producer stale: it timed out (the
+/// broker was unreachable past `kafka.message_timeout_ms`), the broker answered "unknown
+/// broker error" (Tansu 0.6.0, to a producer that lived through its restart), or librdkafka
+/// raised a fatal error (an idempotent producer that can no longer guarantee its order
+/// stops for good). See the module documentation.
+pub fn renews_after(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::Unknown | RDKafkaErrorCode::Fatal
+        )
+    )
 }
 
 impl<S: DeliverySink> ClientContext for Context<S> {
     fn stats(&self, statistics: Statistics) {
-        if let Some((metrics, role)) = &self.metrics {
+        if let Some((metrics, role)) = &self.shared.metrics {
             metrics.observe(role, &statistics);
         }
     }
@@ -203,17 +242,23 @@ impl<S: DeliverySink> ProducerContext for Context<S> {
     type DeliveryOpaque = Box<Pending>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Box<Pending>) {
+        let shared = &*self.shared;
         let outcome = match result {
             Ok(m) => Ok(Landed {
                 partition: m.partition(),
                 offset: m.offset(),
             }),
-            Err((e, _)) => Err(e.to_string()),
+            Err((e, _)) => {
+                if renews_after(e) && self.generation == shared.generation.load(Ordering::Relaxed) {
+                    shared.stale.store(true, Ordering::Relaxed);
+                }
+                Err(e.to_string())
+            }
         };
         // Room first, so a waiter can send as soon as this answer is out.
-        self.gate.release();
+        shared.gate.release();
         match *pending {
-            Pending::Sink(id) => self.sink.on_delivery(id, outcome),
+            Pending::Sink(id) => shared.sink.on_delivery(id, outcome),
             Pending::Reply(tx) => {
                 let _ = tx.send(outcome);
             }
@@ -233,10 +278,15 @@ enum Refused {
 /// An idempotent `acks=all` producer with a bound on records in flight; see the module
 /// documentation.
 pub struct ConfirmingProducer<S: DeliverySink = ()> {
-    inner: ThreadedProducer<Context<S>>,
+    /// The current librdkafka producer; [`renew_if_stale`](Self::renew_if_stale) replaces it.
+    inner: RwLock<ThreadedProducer<Context<S>>>,
+    shared: Arc<Shared<S>>,
+    /// The configuration each new librdkafka producer is made with.
+    config: ClientConfig,
     /// How long a send may wait for room.
     wait: Duration,
     full: Option<IntCounter>,
+    renewals: Option<IntCounter>,
 }
 
 /// The former name, kept while the fan-out moves over to the new sends.
@@ -252,36 +302,96 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
         metrics: Option<KafkaMetrics>,
     ) -> Result<Self> {
         settings.check()?;
-        let (gauge, full) = match &metrics {
+        let (gauge, full, renewals) = match &metrics {
             Some(m) => {
                 m.client(role, false);
-                let (g, f) = m.producer(role);
-                (Some(g), Some(f))
+                let (g, f, r) = m.producer(role);
+                (Some(g), Some(f), Some(r))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
-        let context = Context {
+        let shared = Arc::new(Shared {
             sink,
             gate: InFlight::new(settings.max_in_flight_records, gauge),
             metrics: metrics.map(|m| (m, role.to_string())),
-        };
-        let inner = settings
-            .producer_config(role)
-            .create_with_context(context)
-            .map_err(Error::kafka("create producer"))?;
+            stale: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        });
+        let config = settings.producer_config(role);
+        let inner = Self::create(&config, &shared, 0)?;
         Ok(ConfirmingProducer {
-            inner,
+            inner: RwLock::new(inner),
+            shared,
+            config,
             wait: Duration::from_millis(settings.message_timeout_ms),
             full,
+            renewals,
         })
     }
 
+    fn create(
+        config: &ClientConfig,
+        shared: &Arc<Shared<S>>,
+        generation: u64,
+    ) -> Result<ThreadedProducer<Context<S>>> {
+        let context = Context {
+            shared: shared.clone(),
+            generation,
+        };
+        config
+            .create_with_context(context)
+            .map_err(Error::kafka("create producer"))
+    }
+
     pub fn sink(&self) -> &S {
-        &self.inner.context().sink
+        &self.shared.sink
     }
 
     fn gate(&self) -> &InFlight {
-        &self.inner.context().gate
+        &self.shared.gate
+    }
+
+    /// The current librdkafka producer, held only while a record is handed over.
+    fn current(&self) -> RwLockReadGuard<'_, ThreadedProducer<Context<S>>> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a record failed in a way only a new producer cures ([`renews_after`]) since
+    /// the last renewal.
+    pub fn is_stale(&self) -> bool {
+        self.shared.stale.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the librdkafka producer by a new one (a new idempotent producer id) when it
+    /// is stale; true when it did. The old one is dropped on a thread of its own: what it
+    /// still holds is purged and answered as failed, for the caller to send again. When no
+    /// new producer can be made the old one stays, still stale, and the error says why.
+    pub fn renew_if_stale(&self) -> Result<bool> {
+        if !self.shared.stale.swap(false, Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let generation = self.shared.generation.load(Ordering::Relaxed) + 1;
+        let fresh = match Self::create(&self.config, &self.shared, generation) {
+            Ok(p) => p,
+            Err(e) => {
+                self.shared.stale.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let old = {
+            let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            self.shared.generation.store(generation, Ordering::Relaxed);
+            std::mem::replace(&mut *inner, fresh)
+        };
+        if let Some(r) = &self.renewals {
+            r.inc();
+        }
+        tracing::warn!(
+            client = self.shared.metrics.as_ref().map(|(_, role)| role.as_str()),
+            "a record timed out or the broker no longer serves this producer: producing through a new one"
+        );
+        std::thread::spawn(move || drop(old));
+        Ok(true)
     }
 
     /// Queues a record now, or refuses with [`Error::QueueFull`] when the in-flight bound is
@@ -377,25 +487,15 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
         let started = Instant::now();
         let mut pending = Box::new(then.0);
         loop {
-            if !self.gate().try_acquire() {
-                self.count_full();
-                let left = self.wait.saturating_sub(started.elapsed());
-                if !self.gate().acquire(left).await {
-                    return Err(self.queue_full(topic, started.elapsed()));
-                }
+            if !self.gate().try_acquire() && !self.gate().acquire(self.room_wait(started)).await {
+                return Err(self.queue_full(topic, started.elapsed()));
             }
-            match self.enqueue(topic, key, value, pending) {
-                Ok(()) => return Ok(()),
-                Err(Refused::Failed(_, e)) => return Err(e),
-                Err(Refused::Full(back)) => {
-                    if started.elapsed() >= self.wait {
-                        return Err(self.queue_full(topic, started.elapsed()));
-                    }
-                    pending = back;
-                    // librdkafka's byte bound: no release tells when it frees, so poll.
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+            match self.queue_or_back(topic, key, value, pending, started)? {
+                None => return Ok(()),
+                Some(back) => pending = back,
             }
+            // librdkafka's byte bound: no release tells when it frees, so poll.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -410,24 +510,43 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
         let started = Instant::now();
         let mut pending = Box::new(then.0);
         loop {
-            if !self.gate().try_acquire() {
-                self.count_full();
-                let left = self.wait.saturating_sub(started.elapsed());
-                if !self.gate().acquire_blocking(left) {
-                    return Err(self.queue_full(topic, started.elapsed()));
-                }
+            if !self.gate().try_acquire() && !self.gate().acquire_blocking(self.room_wait(started))
+            {
+                return Err(self.queue_full(topic, started.elapsed()));
             }
-            match self.enqueue(topic, key, value, pending) {
-                Ok(()) => return Ok(()),
-                Err(Refused::Failed(_, e)) => return Err(e),
-                Err(Refused::Full(back)) => {
-                    if started.elapsed() >= self.wait {
-                        return Err(self.queue_full(topic, started.elapsed()));
-                    }
-                    pending = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+            match self.queue_or_back(topic, key, value, pending, started)? {
+                None => return Ok(()),
+                Some(back) => pending = back,
             }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// For a waiting send that found no room: counts it, and says how long it may still
+    /// wait (what is left of `message_timeout_ms` since it `started`).
+    fn room_wait(&self, started: Instant) -> Duration {
+        self.count_full();
+        self.wait.saturating_sub(started.elapsed())
+    }
+
+    /// One try of a waiting send that holds a permit: queued (`None`), refused for good
+    /// (the error), or librdkafka's own queue was full (its byte bound): the record back, to
+    /// try again after a short pause, until `message_timeout_ms` since it `started`.
+    fn queue_or_back(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        pending: Box<Pending>,
+        started: Instant,
+    ) -> Result<Option<Box<Pending>>> {
+        match self.enqueue(topic, key, value, pending) {
+            Ok(()) => Ok(None),
+            Err(Refused::Failed(_, e)) => Err(e),
+            Err(Refused::Full(_)) if started.elapsed() >= self.wait => {
+                Err(self.queue_full(topic, started.elapsed()))
+            }
+            Err(Refused::Full(back)) => Ok(Some(back)),
         }
     }
 
@@ -460,7 +579,7 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
         if let Some(v) = value {
             record = record.payload(v);
         }
-        match self.inner.send(record) {
+        match self.current().send(record) {
             Ok(()) => Ok(()),
             Err((e, back)) => {
                 self.gate().release();
@@ -502,12 +621,12 @@ impl<S: DeliverySink> ConfirmingProducer<S> {
     /// Waits until every queued record is confirmed or failed, or `timeout` passes.
     /// Blocking: from async code, call it through `spawn_blocking`.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.inner.flush(timeout).map_err(Error::kafka("flush"))
+        self.current().flush(timeout).map_err(Error::kafka("flush"))
     }
 
     /// Records queued or in flight, not yet reported.
     pub fn in_flight(&self) -> i32 {
-        self.inner.in_flight_count()
+        self.current().in_flight_count()
     }
 
     /// The in-flight bound.
@@ -536,14 +655,7 @@ mod tests {
         let registry = prometheus::Registry::new();
         let metrics = KafkaMetrics::register(&registry).unwrap();
         let p = ConfirmingProducer::new(&unreachable(1), "test", (), Some(metrics)).unwrap();
-        let (gauge, full) = p
-            .inner
-            .context()
-            .metrics
-            .as_ref()
-            .unwrap()
-            .0
-            .producer("test");
+        let (gauge, full, _) = p.shared.metrics.as_ref().unwrap().0.producer("test");
         assert_eq!((gauge.get(), full.get()), (0, 0));
         let first = p.try_send("ewn.t", None, Some(b"x")).unwrap();
         assert_eq!(gauge.get(), 1);
@@ -594,6 +706,63 @@ mod tests {
         assert!(purged[0].0 == 1 && purged[1].0 == 3);
         assert!(purged.iter().all(|(_, o)| o.is_err()));
         assert!(rx.try_recv().is_err(), "each record is heard once");
+    }
+
+    /// A record that times out marks the producer stale; a renewal replaces it once (the
+    /// old one's purged records mark nothing), counts, and the new one takes records.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_timed_out_record_renews_the_producer_once() {
+        let registry = prometheus::Registry::new();
+        let metrics = KafkaMetrics::register(&registry).unwrap();
+        let settings = KafkaSettings {
+            message_timeout_ms: 200,
+            ..unreachable(10)
+        };
+        let p = ConfirmingProducer::new(&settings, "test", (), Some(metrics.clone())).unwrap();
+        let (gauge, _, renewals) = metrics.producer("test");
+        assert!(
+            ewn_ops::metrics::render(&registry)
+                .contains("ewn_kafka_producer_renewals_total{client=\"test\"} 0")
+        );
+        assert!(!p.renew_if_stale().unwrap(), "nothing failed yet");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx2 = tx.clone();
+        p.try_send_with(
+            "ewn.t",
+            None,
+            Some(b"a"),
+            Then::call(move |o| tx.send(o).unwrap()),
+        )
+        .unwrap();
+        let timed_out = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap_err();
+        assert!(timed_out.contains("timed out"), "{timed_out}");
+        assert!(p.is_stale());
+        // Queued on the old producer just before the renewal: purged, answered, not stale.
+        p.try_send_with(
+            "ewn.t",
+            None,
+            Some(b"b"),
+            Then::call(move |o| tx2.send(o).unwrap()),
+        )
+        .unwrap();
+        assert!(p.renew_if_stale().unwrap());
+        assert_eq!(renewals.get(), 1);
+        let purged = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .unwrap_err();
+        assert!(!purged.contains("timed out"), "{purged}");
+        assert!(!p.is_stale());
+        assert!(!p.renew_if_stale().unwrap());
+        assert_eq!(renewals.get(), 1);
+        assert_eq!(gauge.get(), 0, "the purged record gave its room back");
+        let next = p.try_send("ewn.t", None, Some(b"c")).unwrap();
+        assert_eq!((p.in_flight(), gauge.get()), (1, 1));
+        drop(p);
+        assert!(next.await.is_err());
     }
 
     #[test]

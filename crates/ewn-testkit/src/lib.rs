@@ -22,18 +22,11 @@ pub use ewn_demo::relay::LinkRelay;
 
 /// The Tansu binary: `$TANSU_BIN`, else `tansu` on `PATH`, else `~/.cargo/bin/tansu`.
 pub fn tansu_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TANSU_BIN") {
-        return PathBuf::from(p);
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("tansu"))
-        .find(|p| p.is_file());
-    on_path.unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-            .join(".cargo/bin/tansu")
-    })
+    ewn_demo::broker::tansu_bin(
+        std::env::var_os("TANSU_BIN").map(PathBuf::from),
+        std::env::var_os("PATH").as_deref(),
+        std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+    )
 }
 
 /// The Python interpreter of the test environment, which has the packages pinned in

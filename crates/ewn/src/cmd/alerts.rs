@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::DateTime;
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
 
+use crate::cmd::remote::{base_url, bearer_token};
 use crate::cmd::trust::print_table;
 
 /// The environment variable a desk token may come from.
@@ -219,39 +219,6 @@ impl Filter {
     }
 }
 
-/// The desk token: `--token-file` (a secret file, mode 0600) or `EWN_DESK_TOKEN`.
-fn token(args: &Args) -> anyhow::Result<Zeroizing<String>> {
-    let token = match &args.token_file {
-        Some(path) => Zeroizing::new(
-            ewn_trust::secret::read_secret(path)
-                .context("--token-file")?
-                .trim()
-                .to_string(),
-        ),
-        None => match std::env::var(TOKEN_ENV) {
-            Ok(t) => Zeroizing::new(t.trim().to_string()),
-            Err(_) => bail!("no desk token: give --token-file FILE or set {TOKEN_ENV}"),
-        },
-    };
-    if token.is_empty() {
-        bail!("the desk token is empty");
-    }
-    if !token.bytes().all(|b| b.is_ascii_graphic()) {
-        bail!(
-            "the desk token holds characters a bearer token cannot (spaces or control characters)"
-        );
-    }
-    Ok(token)
-}
-
-fn base_url(url: &str) -> anyhow::Result<String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("--url `{url}`: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        bail!("--url `{url}`: http or https");
-    }
-    Ok(url.trim_end_matches('/').to_string())
-}
-
 /// What an error answer says: its `error` field, or its status.
 async fn refusal(r: reqwest::Response) -> String {
     let status = r.status();
@@ -265,7 +232,8 @@ async fn refusal(r: reqwest::Response) -> String {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let base = base_url(&args.url)?;
-    let token = token(&args)?;
+    // The desk token: `--token-file` (a secret file, mode 0600) or `EWN_DESK_TOKEN`.
+    let token = bearer_token(args.token_file.as_deref(), TOKEN_ENV, "desk token")?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()?;

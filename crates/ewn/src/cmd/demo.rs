@@ -64,18 +64,11 @@ pub struct Args {
 /// The Tansu binary: the flag (or `TANSU_BIN`), else `tansu` on `PATH`, else
 /// `~/.cargo/bin/tansu` (where `make broker` installs it).
 fn tansu_bin(flag: Option<PathBuf>) -> PathBuf {
-    if let Some(p) = flag {
-        return p;
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("tansu"))
-        .find(|p| p.is_file());
-    on_path.unwrap_or_else(|| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-            .join(".cargo/bin/tansu")
-    })
+    ewn_demo::broker::tansu_bin(
+        flag,
+        std::env::var_os("PATH").as_deref(),
+        std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+    )
 }
 
 /// Runs the demo. Prints for people; `--summary-json` is for scripts and the test.

@@ -3,14 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use ewn_fanout::FanoutConfig;
-use ewn_ops::http::{Health, router, serve};
-use ewn_trust::secret::read_secret;
 
 use crate::cli::Global;
-use crate::cmd::{shutdown_flag, wait_for};
+use crate::cmd::run_service;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -43,10 +40,6 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         extra.push(("fanout.instance_id".to_string(), i.clone()));
     }
     let settings = global.settings(extra)?;
-    let token = match &settings.fanout.admin.metrics_token_file {
-        Some(path) => Some(read_secret(path)?.trim().to_string()),
-        None => None,
-    };
     let config = FanoutConfig {
         kafka: settings.kafka,
         fanout: settings.fanout,
@@ -54,29 +47,11 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         tokens: Vec::new(),
         key: None,
     };
-    let registry = ewn_ops::metrics::registry();
-    let health = Arc::new(Health::default());
-    let shutdown = shutdown_flag();
-    let (bound, server) = serve(
-        config.fanout.admin.listen,
-        router(registry.clone(), health.clone(), token),
-        wait_for(shutdown.clone()),
-    )
-    .await?;
-    tracing::info!(admin = %bound, "metrics on http://{bound}/metrics");
-    let running = ewn_fanout::start(config, &registry, health, shutdown.clone()).await;
-    let result = match running {
-        Ok(r) => {
-            tracing::info!(api = %r.api, "console on http://{}/console", r.api);
-            r.task
-                .await
-                .map_err(anyhow::Error::from)
-                .and_then(|r| r.map_err(Into::into))
-        }
-        Err(e) => Err(e.into()),
-    };
-    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = server.await;
-    result?;
-    Ok(ExitCode::SUCCESS)
+    let admin = config.fanout.admin.clone();
+    run_service(&admin, |registry, health, shutdown| async move {
+        let running = ewn_fanout::start(config, &registry, health, shutdown).await?;
+        tracing::info!(api = %running.api, "console on http://{}/console", running.api);
+        Ok(running.task.await??)
+    })
+    .await
 }

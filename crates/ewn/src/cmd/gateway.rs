@@ -4,14 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use ewn_gateway::GatewayConfig;
-use ewn_ops::http::{Health, router, serve};
-use ewn_trust::secret::read_secret;
 
 use crate::cli::Global;
-use crate::cmd::{shutdown_flag, wait_for};
+use crate::cmd::run_service;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -65,31 +62,11 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
     set("gateway.spool.path", path(&args.spool));
     set("gateway.drop.dir", path(&args.drop_dir));
     let settings = global.settings(extra)?;
-    let token = match &settings.gateway.admin.metrics_token_file {
-        Some(path) => Some(read_secret(path)?.trim().to_string()),
-        None => None,
-    };
     let config = GatewayConfig::new(settings.kafka, settings.limits, settings.gateway);
-    let registry = ewn_ops::metrics::registry();
-    let health = Arc::new(Health::default());
-    let shutdown = shutdown_flag();
-    let (bound, server) = serve(
-        config.gateway.admin.listen,
-        router(registry.clone(), health.clone(), token),
-        wait_for(shutdown.clone()),
-    )
-    .await?;
-    tracing::info!(admin = %bound, "metrics on http://{bound}/metrics");
-    let result = match ewn_gateway::start(config, &registry, health, shutdown.clone()).await {
-        Ok(running) => running
-            .task
-            .await
-            .map_err(anyhow::Error::from)
-            .and_then(|r| r.map_err(Into::into)),
-        Err(e) => Err(e.into()),
-    };
-    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = server.await;
-    result?;
-    Ok(ExitCode::SUCCESS)
+    let admin = config.gateway.admin.clone();
+    run_service(&admin, |registry, health, shutdown| async move {
+        let running = ewn_gateway::start(config, &registry, health, shutdown).await?;
+        Ok(running.task.await??)
+    })
+    .await
 }

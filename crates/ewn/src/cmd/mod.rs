@@ -9,6 +9,7 @@ pub mod keygen;
 pub mod metrics;
 pub mod process;
 pub mod publish;
+pub mod remote;
 pub mod requests;
 pub mod rules;
 pub mod schemas;
@@ -52,4 +53,41 @@ pub async fn wait_for(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     while !flag.load(std::sync::atomic::Ordering::Relaxed) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Runs a service as every service command does: its admin server on `admin.listen`
+/// (`/healthz`, and `/metrics` behind the token of `admin.metrics_token_file` when one is
+/// named), then the service until it ends, or Ctrl-C or SIGTERM asks it to; then the admin
+/// server stops, and the service's outcome is the command's.
+pub async fn run_service<F, Fut>(
+    admin: &ewn_ops::http::AdminSettings,
+    service: F,
+) -> anyhow::Result<std::process::ExitCode>
+where
+    F: FnOnce(
+        prometheus::Registry,
+        std::sync::Arc<ewn_ops::http::Health>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let token = match &admin.metrics_token_file {
+        Some(path) => Some(ewn_trust::secret::read_secret(path)?.trim().to_string()),
+        None => None,
+    };
+    let registry = ewn_ops::metrics::registry();
+    let health = std::sync::Arc::new(ewn_ops::http::Health::default());
+    let shutdown = shutdown_flag();
+    let (bound, server) = ewn_ops::http::serve(
+        admin.listen,
+        ewn_ops::http::router(registry.clone(), health.clone(), token),
+        wait_for(shutdown.clone()),
+    )
+    .await?;
+    tracing::info!(admin = %bound, "metrics on http://{bound}/metrics");
+    let result = service(registry, health, shutdown.clone()).await;
+    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = server.await;
+    result?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -3,14 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use ewn_ops::http::{Health, router, serve};
 use ewn_processor::ProcessorConfig;
-use ewn_trust::secret::read_secret;
 
 use crate::cli::Global;
-use crate::cmd::{shutdown_flag, wait_for};
+use crate::cmd::run_service;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -49,23 +46,9 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
         limits: settings.limits,
         process: settings.process,
     };
-    let token = match &config.process.admin.metrics_token_file {
-        Some(path) => Some(read_secret(path)?.trim().to_string()),
-        None => None,
-    };
-    let registry = ewn_ops::metrics::registry();
-    let health = Arc::new(Health::default());
-    let shutdown = shutdown_flag();
-    let (bound, server) = serve(
-        config.process.admin.listen,
-        router(registry.clone(), health.clone(), token),
-        wait_for(shutdown.clone()),
-    )
-    .await?;
-    tracing::info!(admin = %bound, "metrics on http://{bound}/metrics");
-    let result = ewn_processor::run(config, &registry, health, shutdown.clone()).await;
-    shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
-    let _ = server.await;
-    result?;
-    Ok(ExitCode::SUCCESS)
+    let admin = config.process.admin.clone();
+    run_service(&admin, |registry, health, shutdown| async move {
+        Ok(ewn_processor::run(config, &registry, health, shutdown).await?)
+    })
+    .await
 }

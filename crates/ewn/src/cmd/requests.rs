@@ -15,13 +15,13 @@ use ewn_model::{AvroRecord, CaseDecision, CaseResponse};
 use ewn_trust::TrustStore;
 use ewn_trust::case::{AgencySecret, SealedAnswer, verify_response_bytes};
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
 
 use crate::cli::Global;
 use crate::cmd::now_ms;
+use crate::cmd::remote::{base_url, bearer_token};
 
 /// The environment variable a desk token may come from (as `ewn alerts`).
-pub const DESK_TOKEN_ENV: &str = "EWN_DESK_TOKEN";
+pub const DESK_TOKEN_ENV: &str = crate::cmd::alerts::TOKEN_ENV;
 /// The environment variable a gateway operator's token may come from.
 pub const OPERATOR_TOKEN_ENV: &str = "EWN_OPERATOR_TOKEN";
 
@@ -135,33 +135,6 @@ pub enum Sub {
     },
 }
 
-fn token(file: Option<&Path>, env: &str) -> anyhow::Result<Zeroizing<String>> {
-    let token = match file {
-        Some(path) => Zeroizing::new(
-            ewn_trust::secret::read_secret(path)
-                .context("--token-file")?
-                .trim()
-                .to_string(),
-        ),
-        None => match std::env::var(env) {
-            Ok(t) => Zeroizing::new(t.trim().to_string()),
-            Err(_) => bail!("no token: give --token-file FILE or set {env}"),
-        },
-    };
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        bail!("the token is empty or holds characters a bearer token cannot");
-    }
-    Ok(token)
-}
-
-fn base_url(url: &str) -> anyhow::Result<String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("--url `{url}`: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        bail!("--url `{url}`: http or https");
-    }
-    Ok(url.trim_end_matches('/').to_string())
-}
-
 fn path_part(s: &str, what: &str) -> anyhow::Result<String> {
     if s.is_empty()
         || s.len() > 128
@@ -263,7 +236,7 @@ pub async fn send(
 
 /// Sends one request; prints the JSON answer; 0 on success, 1 when refused.
 async fn call(remote: &Remote, env: &str, call: Call) -> anyhow::Result<ExitCode> {
-    let token = token(remote.token_file.as_deref(), env)?;
+    let token = bearer_token(remote.token_file.as_deref(), env, "token")?;
     let (status, value) = send(&remote.url, &token, call).await?;
     if status.is_success() {
         println!("{value}");

@@ -296,10 +296,10 @@ struct KeyView<'a> {
 }
 
 impl KeyView<'_> {
-    fn json(self) -> Value {
-        let (status, detail) = match self.status {
-            Ok(()) => ("valid".to_string(), None),
-            Err((code, detail)) => (code, Some(detail)),
+    fn json(&self) -> Value {
+        let (status, detail) = match &self.status {
+            Ok(()) => ("valid", None),
+            Err((code, detail)) => (code.as_str(), Some(detail)),
         };
         let mut v = json!({
             "key_id": self.key_id,
@@ -319,9 +319,42 @@ impl KeyView<'_> {
         v[owner_field] = json!(self.owner);
         v
     }
+
+    /// One line for `ewn trust check`: the key, its owner, and whether it is valid at `at`
+    /// (for what, and from when to when), or why not. A state key's refusal carries its
+    /// reason code (the verifiers' closed set); the other roles have none but `not_valid`.
+    fn sentence(&self, at: i64) -> String {
+        let (owner, purpose) = match self.role {
+            KeyRole::State => (self.owner.to_string(), ""),
+            KeyRole::Service => (format!("service {}", self.owner), " for audit records"),
+            KeyRole::Agency => (format!("agency {}", self.owner), " for case replies"),
+        };
+        let key = format!("key {} ({owner})", self.key_id);
+        match &self.status {
+            Ok(()) => format!(
+                "{key}: valid at {}{purpose} (valid {} to {})",
+                rfc3339(at),
+                rfc3339(self.not_before),
+                rfc3339(self.not_after)
+            ),
+            Err((code, detail)) if self.role == KeyRole::State => {
+                format!("{key}: NOT VALID at {}: {code}: {detail}", rfc3339(at))
+            }
+            Err((_, detail)) => format!("{key}: NOT VALID at {}: {detail}", rfc3339(at)),
+        }
+    }
 }
 
-fn entry_json(entry: &KeyEntry, at: i64) -> Value {
+/// The view of the key `key_id` of whichever role holds it.
+fn key_view<'a>(store: &'a TrustStore, key_id: &str, at: i64) -> Option<KeyView<'a>> {
+    store
+        .service_key(key_id)
+        .map(|e| service_view(e, at))
+        .or_else(|| store.agency_key(key_id).map(|e| agency_view(e, at)))
+        .or_else(|| store.get(key_id).map(|e| entry_view(e, at)))
+}
+
+fn entry_view(entry: &KeyEntry, at: i64) -> KeyView<'_> {
     KeyView {
         role: KeyRole::State,
         owner: &entry.state,
@@ -332,10 +365,9 @@ fn entry_json(entry: &KeyEntry, at: i64) -> Value {
         revoked_at: entry.revoked_at,
         status: status(entry, at),
     }
-    .json()
 }
 
-fn service_json(entry: &ServiceKey, at: i64) -> Value {
+fn service_view(entry: &ServiceKey, at: i64) -> KeyView<'_> {
     KeyView {
         role: KeyRole::Service,
         owner: &entry.service,
@@ -348,10 +380,9 @@ fn service_json(entry: &ServiceKey, at: i64) -> Value {
             .judge(at, at, 0)
             .map_err(|detail| ("not_valid".to_string(), detail)),
     }
-    .json()
 }
 
-fn agency_json(entry: &AgencyKey, at: i64) -> Value {
+fn agency_view(entry: &AgencyKey, at: i64) -> KeyView<'_> {
     KeyView {
         role: KeyRole::Agency,
         owner: &entry.agency,
@@ -364,16 +395,16 @@ fn agency_json(entry: &AgencyKey, at: i64) -> Value {
             .usable_at(at)
             .map_err(|detail| ("not_valid".to_string(), detail)),
     }
-    .json()
 }
 
 fn list(path: &Path, format: Format, at: i64) -> anyhow::Result<ExitCode> {
     let store = TrustStore::load(path)?;
     let mut rows: Vec<Value> = store
         .entries()
-        .map(|e| entry_json(e, at))
-        .chain(store.service_keys().map(|e| service_json(e, at)))
-        .chain(store.agency_keys().map(|e| agency_json(e, at)))
+        .map(|e| entry_view(e, at))
+        .chain(store.service_keys().map(|e| service_view(e, at)))
+        .chain(store.agency_keys().map(|e| agency_view(e, at)))
+        .map(|v| v.json())
         .collect();
     rows.sort_by(|a, b| a["key_id"].as_str().cmp(&b["key_id"].as_str()));
     match format {
@@ -645,55 +676,7 @@ fn check_key(
     at: i64,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(service) = store.service_key(key_id) {
-        let mut out = service_json(service, at);
-        out["at"] = json!(rfc3339(at));
-        let verdict = service.judge(at, at, 0);
-        out["valid"] = json!(verdict.is_ok());
-        let text = match &verdict {
-            Ok(()) => format!(
-                "key {} (service {}): valid at {} for audit records (valid {} to {})",
-                service.key_id,
-                service.service,
-                rfc3339(at),
-                rfc3339(service.not_before),
-                rfc3339(service.not_after)
-            ),
-            Err(detail) => format!(
-                "key {} (service {}): NOT VALID at {}: {detail}",
-                service.key_id,
-                service.service,
-                rfc3339(at)
-            ),
-        };
-        emit(format, &out, &text);
-        return Ok(ExitCode::from(u8::from(verdict.is_err())));
-    }
-    if let Some(agency) = store.agency_key(key_id) {
-        let mut out = agency_json(agency, at);
-        out["at"] = json!(rfc3339(at));
-        let verdict = agency.usable_at(at);
-        out["valid"] = json!(verdict.is_ok());
-        let text = match &verdict {
-            Ok(()) => format!(
-                "key {} (agency {}): valid at {} for case replies (valid {} to {})",
-                agency.key_id,
-                agency.agency,
-                rfc3339(at),
-                rfc3339(agency.not_before),
-                rfc3339(agency.not_after)
-            ),
-            Err(detail) => format!(
-                "key {} (agency {}): NOT VALID at {}: {detail}",
-                agency.key_id,
-                agency.agency,
-                rfc3339(at)
-            ),
-        };
-        emit(format, &out, &text);
-        return Ok(ExitCode::from(u8::from(verdict.is_err())));
-    }
-    let Some(entry) = store.get(key_id) else {
+    let Some(view) = key_view(store, key_id, at) else {
         let out = json!({"key_id": printable(key_id), "valid": false, "reason": "unknown_key",
                          "detail": "not in the trust store", "at": rfc3339(at)});
         emit(
@@ -707,32 +690,11 @@ fn check_key(
         );
         return Ok(ExitCode::from(1));
     };
-    let verdict = status(entry, at);
-    let mut out = entry_json(entry, at);
+    let mut out = view.json();
     out["at"] = json!(rfc3339(at));
-    out["valid"] = json!(verdict.is_ok());
-    let text = match &verdict {
-        Ok(()) => format!(
-            "key {} ({}): valid at {} (valid {} to {})",
-            entry.key_id,
-            entry.state,
-            rfc3339(at),
-            rfc3339(entry.not_before),
-            rfc3339(entry.not_after)
-        ),
-        Err((code, detail)) => format!(
-            "key {} ({}): NOT VALID at {}: {code}: {detail}",
-            entry.key_id,
-            entry.state,
-            rfc3339(at)
-        ),
-    };
-    emit(format, &out, &text);
-    Ok(if verdict.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    out["valid"] = json!(view.status.is_ok());
+    emit(format, &out, &view.sentence(at));
+    Ok(ExitCode::from(u8::from(view.status.is_err())))
 }
 
 fn emit(format: Format, json: &Value, text: &str) {
