@@ -577,3 +577,152 @@ fn the_fanout_logs_each_administrative_act_signed_by_its_own_key() {
     });
     fanout.stop();
 }
+
+/// The processor logs every change of its trust store and rules file that it noticed,
+/// applied or refused, signed with its own key (`process.audit`), with the file's digest
+/// before and after; `ewn audit log --verify` checks each against the trust store.
+#[test]
+fn the_processor_logs_its_trust_store_and_rules_reloads() {
+    use sha2::Digest as _;
+    let net = Net::new("auditproc");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, pem) = net.service_key(dir.path(), "process", "process-1", "process");
+    let rules_path = dir.path().join("rules.toml");
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/config/rules.default.toml"
+    ))
+    .unwrap();
+    std::fs::write(&rules_path, &rules).unwrap();
+    let sha = |p: &std::path::Path| hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()));
+    let first_rules = sha(&rules_path);
+    let first_store = sha(&net.store);
+
+    let mut config = net.config(300);
+    config.process.rules_file = Some(rules_path.clone());
+    config.process.audit = ewn_processor::settings::ProcessAuditSettings {
+        signing_key_file: Some(pem),
+        key_id: "process-1".into(),
+    };
+    let processor = start(config);
+    let written = |action: &str| {
+        processor.metric(
+            "ewn_processor_audit_records_total",
+            &format!("action=\"{action}\",outcome=\"written\""),
+        )
+    };
+    // exported at 0 from the start
+    wait_until("the processor's metrics", Duration::from_secs(60), || {
+        ewn_ops::metrics::render(&processor.registry).contains(
+            "ewn_processor_audit_records_total{action=\"rules_reloaded\",outcome=\"failed\"} 0",
+        )
+    });
+
+    // A rules change (applied), then a broken rules file (refused: the previous rules kept).
+    std::fs::write(
+        &rules_path,
+        rules.replacen("level = \"MEDIUM\"", "level = \"HIGH\"", 1),
+    )
+    .unwrap();
+    let second_rules = sha(&rules_path);
+    wait_until("the rules change logged", Duration::from_secs(60), || {
+        written("rules_reloaded") >= 1.0
+    });
+    std::fs::write(&rules_path, "[[rules]]\nname = 1\n").unwrap();
+    let broken_rules = sha(&rules_path);
+    wait_until("the refused rules logged", Duration::from_secs(60), || {
+        written("rules_reloaded") >= 2.0
+    });
+    // A key added to the trust store (applied).
+    net.service_key(dir.path(), "other", "other-1", "fanout");
+    let second_store = sha(&net.store);
+    wait_until(
+        "the trust store change logged",
+        Duration::from_secs(60),
+        || written("trust_store_reloaded") >= 1.0,
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ewn"))
+        .args(["audit", "log", "--json", "--verify", "--trust-store"])
+        .arg(&net.store)
+        .env("EWN__KAFKA__BROKERS", &net.settings.brokers)
+        .env("EWN__KAFKA__TOPIC_PREFIX", &net.prefix)
+        .env("EWN__LOG__LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of =
+        |action: &str| -> Vec<&Value> { lines.iter().filter(|l| l["action"] == action).collect() };
+    // `ewn audit log` shows a digest's first 40 hex digits
+    let names = |shown: &Value, full: &str| {
+        let shown = shown.as_str().unwrap_or("").trim_end_matches('…');
+        shown.len() >= 32 && full.starts_with(shown)
+    };
+    let rules_lines = of("rules_reloaded");
+    assert_eq!(rules_lines.len(), 2, "{lines:?}");
+    for l in lines.iter() {
+        assert_eq!(l["verified"], true, "{l}");
+        assert_eq!(l["service"], "process", "{l}");
+    }
+    assert!(
+        names(&rules_lines[0]["before_sha256"], &first_rules),
+        "{}",
+        rules_lines[0]
+    );
+    assert!(
+        names(&rules_lines[0]["after_sha256"], &second_rules),
+        "{}",
+        rules_lines[0]
+    );
+    assert!(
+        rules_lines[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("applied")
+    );
+    // refused: before is still the rules in force
+    assert!(
+        names(&rules_lines[1]["before_sha256"], &second_rules),
+        "{}",
+        rules_lines[1]
+    );
+    assert!(
+        names(&rules_lines[1]["after_sha256"], &broken_rules),
+        "{}",
+        rules_lines[1]
+    );
+    assert!(
+        rules_lines[1]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused"),
+        "{}",
+        rules_lines[1]
+    );
+    let store_lines = of("trust_store_reloaded");
+    assert_eq!(store_lines.len(), 1, "{lines:?}");
+    assert!(
+        names(&store_lines[0]["before_sha256"], &first_store),
+        "{}",
+        store_lines[0]
+    );
+    assert!(
+        names(&store_lines[0]["after_sha256"], &second_store),
+        "{}",
+        store_lines[0]
+    );
+    assert_eq!(
+        processor.metric("ewn_processor_audit_records_total", "outcome=\"failed\""),
+        0.0
+    );
+    processor.stop();
+}

@@ -14,6 +14,7 @@
 //! - [`service`]: the two Kafka stages wiring the above.
 
 pub mod alert;
+pub mod audit;
 pub mod correlate;
 pub mod error;
 pub mod event;

@@ -23,6 +23,7 @@ pub struct ProcessorMetrics {
     pub state_keys: IntGaugeVec,
     pub rule_reloads: IntCounterVec,
     pub trust_reloads: IntCounterVec,
+    pub audit_records: IntCounterVec,
     pub state_events: IntGaugeVec,
     pub state_bytes: prometheus::IntGauge,
     pub state_refused: IntCounterVec,
@@ -145,6 +146,11 @@ impl ProcessorMetrics {
                 "ewn_processor_trust_reloads_total",
                 "trust-store reloads",
                 &["outcome"],
+            )?,
+            audit_records: m.counter_vec(
+                "ewn_processor_audit_records_total",
+                "audit records of trust-store and rules reloads on <prefix>audit (process.audit): written (confirmed) or failed (a gap in the audit log)",
+                &["action", "outcome"],
             )?,
             state_events: m.gauge_vec(
                 "ewn_processor_state_events",

@@ -42,6 +42,7 @@ use ewn_trust::{TrustSettings, TrustStore, Verifier};
 use prometheus::Registry;
 use sha2::Digest as _;
 
+use crate::audit::{Reload, ReloadAudit, file_digest};
 use crate::correlate::{Fed, RuleSet};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -191,6 +192,11 @@ fn init_series(m: &ProcessorMetrics, config: &ProcessorConfig) {
     for limit in crate::alert::limit::ALL {
         m.alert_limits.with_label_values(&[limit]);
     }
+    for action in ["trust_store_reloaded", "rules_reloaded"] {
+        for outcome in ["written", "failed"] {
+            m.audit_records.with_label_values(&[action, outcome]);
+        }
+    }
     for outcome in ["ok", "error"] {
         m.rule_reloads.with_label_values(&[outcome]);
         m.trust_reloads.with_label_values(&[outcome]);
@@ -287,6 +293,11 @@ pub async fn run_with_clock(
         config.trust.trust_store.as_deref().and_then(mtime),
         config.process.rules_file.as_deref().and_then(mtime),
     );
+    // ... and their digests before they are read, for the audit records of later reloads.
+    let digests = (
+        config.trust.trust_store.as_deref().and_then(file_digest),
+        config.process.rules_file.as_deref().and_then(file_digest),
+    );
     let rules = load_rules(&config.process)?;
     let verifier = load_verifier(&config)?;
     let group = if config.process.group_id.is_empty() {
@@ -304,6 +315,14 @@ pub async fn run_with_clock(
     let kafka_metrics = KafkaMetrics::register(registry)
         .map_err(|e| Error::Config(vec![format!("metrics: {e}")]))?;
     init_series(&metrics, &config);
+    let audit = ReloadAudit::new(
+        &config.process,
+        &config.kafka,
+        &topics,
+        &instance,
+        metrics.clone(),
+        kafka_metrics.clone(),
+    )?;
     let started = clock();
     let sources = SourceTracker::new(
         config.process.sources.clone(),
@@ -343,7 +362,7 @@ pub async fn run_with_clock(
     }
     let reload = {
         let ctx = ctx.clone();
-        tokio::spawn(async move { reload_loop(&ctx, seen).await })
+        tokio::spawn(async move { reload_loop(&ctx, seen, digests, audit).await })
     };
     let mut result = Ok(());
     for t in tasks {
@@ -362,22 +381,32 @@ fn mtime(path: &Path) -> Option<SystemTime> {
 }
 
 /// Polls the rules file and the trust store; swaps them in when they change and parse.
-async fn reload_loop(ctx: &Ctx, seen: (Option<SystemTime>, Option<SystemTime>)) {
+/// Each change noticed, applied or refused, is an audit record when `audit` is set.
+async fn reload_loop(
+    ctx: &Ctx,
+    seen: (Option<SystemTime>, Option<SystemTime>),
+    digests: (Option<String>, Option<String>),
+    audit: Option<ReloadAudit>,
+) {
     let interval = Duration::from_secs(ctx.config.process.reload_interval_secs);
     let trust_path: Option<PathBuf> = ctx.config.trust.trust_store.clone();
     let rules_path = ctx.config.process.rules_file.clone();
     let (mut trust_seen, mut rules_seen) = seen;
+    let (mut trust_digest, mut rules_digest) = digests;
     loop {
         tokio::time::sleep(interval).await;
         if let Some(path) = &trust_path {
             let m = mtime(path);
             if m != trust_seen {
                 trust_seen = m;
-                match load_verifier(&ctx.config) {
+                let digest = file_digest(path);
+                let detail = match load_verifier(&ctx.config) {
                     Ok(v) => {
                         tracing::info!(keys = v.store().len(), "trust store reloaded");
+                        let detail = format!("applied: {} keys", v.store().len());
                         ctx.verifier.set(v);
                         ctx.metrics.trust_reloads.with_label_values(&["ok"]).inc();
+                        detail
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "trust store reload failed; keeping the previous one");
@@ -385,7 +414,24 @@ async fn reload_loop(ctx: &Ctx, seen: (Option<SystemTime>, Option<SystemTime>)) 
                             .trust_reloads
                             .with_label_values(&["error"])
                             .inc();
+                        format!("refused, the previous one kept: {e}")
                     }
+                };
+                let applied = detail.starts_with("applied");
+                if let Some(audit) = &audit {
+                    audit
+                        .record(Reload {
+                            action: "trust_store_reloaded",
+                            path,
+                            before: trust_digest.clone(),
+                            after: digest.clone(),
+                            detail,
+                            at: (ctx.clock)(),
+                        })
+                        .await;
+                }
+                if applied {
+                    trust_digest = digest;
                 }
             }
         }
@@ -393,24 +439,37 @@ async fn reload_loop(ctx: &Ctx, seen: (Option<SystemTime>, Option<SystemTime>)) 
             let m = mtime(path);
             if m != rules_seen {
                 rules_seen = m;
-                match load_rules(&ctx.config.process) {
-                    Ok(rules) => {
-                        tracing::info!(rules = rules.len(), "rules reloaded");
-                        match rule_set(&ctx.config.process, rules) {
-                            Ok(set) => {
-                                ctx.rules.set(set);
-                                ctx.metrics.rule_reloads.with_label_values(&["ok"]).inc();
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "rules reload failed; keeping the previous rules");
-                                ctx.metrics.rule_reloads.with_label_values(&["error"]).inc();
-                            }
-                        }
+                let digest = file_digest(path);
+                let loaded = load_rules(&ctx.config.process)
+                    .and_then(|rules| Ok((rules.len(), rule_set(&ctx.config.process, rules)?)));
+                let detail = match loaded {
+                    Ok((n, set)) => {
+                        tracing::info!(rules = n, "rules reloaded");
+                        ctx.rules.set(set);
+                        ctx.metrics.rule_reloads.with_label_values(&["ok"]).inc();
+                        format!("applied: {n} rules")
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "rules reload failed; keeping the previous rules");
                         ctx.metrics.rule_reloads.with_label_values(&["error"]).inc();
+                        format!("refused, the previous rules kept: {e}")
                     }
+                };
+                let applied = detail.starts_with("applied");
+                if let Some(audit) = &audit {
+                    audit
+                        .record(Reload {
+                            action: "rules_reloaded",
+                            path,
+                            before: rules_digest.clone(),
+                            after: digest.clone(),
+                            detail,
+                            at: (ctx.clock)(),
+                        })
+                        .await;
+                }
+                if applied {
+                    rules_digest = digest;
                 }
             }
         }

@@ -49,6 +49,19 @@ pub struct ProcessSettings {
     /// Heartbeats and silent sources (`source_silent`, `source_backlog`).
     pub sources: SourceSettings,
     pub admin: AdminSettings,
+    /// Audit records of trust-store and rules reloads ([`crate::audit`]).
+    pub audit: ProcessAuditSettings,
+}
+
+/// The `[process.audit]` section.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessAuditSettings {
+    /// The processor's own Ed25519 key (PKCS#8 PEM, mode 0600), in the trust store with
+    /// role `service` and service `process`. Unset: no audit records.
+    pub signing_key_file: Option<PathBuf>,
+    /// Its id in the trust store.
+    pub key_id: String,
 }
 
 impl Default for ProcessSettings {
@@ -72,6 +85,7 @@ impl Default for ProcessSettings {
             alerts: AlertSettings::default(),
             sources: SourceSettings::default(),
             admin: AdminSettings::default(),
+            audit: ProcessAuditSettings::default(),
         }
     }
 }
@@ -97,6 +111,9 @@ impl ProcessSettings {
             if secs > 30 * 24 * 3600 {
                 p.push(format!("process.{name}: at most 30 days"));
             }
+        }
+        if self.audit.signing_key_file.is_some() && self.audit.key_id.is_empty() {
+            p.push("process.audit.key_id: needed with process.audit.signing_key_file".into());
         }
         if self.replay_max_ids == 0 {
             p.push("process.replay_max_ids: must be at least 1".into());
