@@ -2635,37 +2635,12 @@ type Refusal = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// Every record of `topic`: (key, value), as the broker holds them.
 fn topic_records(net: &Net, topic: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
-    use ewn_kafka::{AssignedReader, StartAt};
-    let total: i64 = ewn_kafka::admin::record_counts(&net.settings, |t| t == topic)
-        .unwrap()
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
-    if total == 0 {
-        return Vec::new();
-    }
-    let reader = AssignedReader::new(
-        &net.settings,
-        "test-read",
-        topic,
-        |t| t == topic,
-        StartAt::Beginning,
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (out.len() as i64) < total && Instant::now() < deadline {
-        reader
-            .poll(Duration::from_millis(100), |r| {
-                out.push((
-                    r.key.unwrap_or_default().to_vec(),
-                    r.value.unwrap_or_default().to_vec(),
-                ))
-            })
-            .unwrap();
-    }
-    assert_eq!(out.len() as i64, total, "read every record of {topic}");
-    out
+    common::read_topic(&net.settings, topic, |r| {
+        (
+            r.key.unwrap_or_default().to_vec(),
+            r.value.unwrap_or_default().to_vec(),
+        )
+    })
 }
 
 fn bytes_contain(haystack: &[u8], needle: &str) -> bool {
