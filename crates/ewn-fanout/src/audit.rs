@@ -158,7 +158,12 @@ pub async fn writer<F, Fut>(
         metrics.audit_queue.dec();
         let object = record.object.clone();
         let ok = match sign_record(&signer, record, now()).map(|r| r.to_avro()) {
-            Ok(Ok(value)) => produce(object, value).await,
+            Ok(Ok(value)) => {
+                metrics.audit_unconfirmed.set(1);
+                let ok = produce(object, value).await;
+                metrics.audit_unconfirmed.set(0);
+                ok
+            }
             _ => false,
         };
         let outcome = if ok { "written" } else { "failed" };

@@ -42,6 +42,7 @@ pub struct FanoutMetrics {
     /// Audit records waiting to be signed and written, and the queue's bound.
     pub audit_queue: IntGauge,
     pub audit_queue_bound: IntGauge,
+    pub audit_unconfirmed: IntGauge,
     /// Audit records by outcome (`AUDIT_OUTCOMES`).
     pub audit_records: IntCounterVec,
     /// Desks' case requests by outcome (`CASE_OUTCOMES`).
@@ -229,6 +230,11 @@ impl FanoutMetrics {
             audit_queue_bound: m.gauge(
                 "ewn_fanout_audit_queue_bound_records",
                 "fanout.audit.queue_max: past it a new audit record is dropped and counted",
+            )?,
+            audit_unconfirmed: m.gauge(
+                "ewn_fanout_audit_unconfirmed_records",
+                "audit records handed to the broker and not yet confirmed (the writer writes one \
+                 at a time: 1 for long means a stalled broker)",
             )?,
             alerts: m.counter_vec(
                 "ewn_fanout_alerts_total",

@@ -171,7 +171,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             timeout_secs,
         } => {
             let settings = global.settings(Vec::new())?;
-            let since = since.as_deref().map(parse_since).transpose()?;
+            let since = since
+                .as_deref()
+                .map(|s| crate::cmd::parse_since(s).map_err(|e| anyhow::anyhow!("--since {e}")))
+                .transpose()?;
             let store = match (verify, trust_store) {
                 (true, Some(p)) => Some(TrustStore::load(&p)?),
                 _ => None,
@@ -226,31 +229,6 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(u8::from(!report.ok())))
         }
     }
-}
-
-/// `--since`: RFC 3339, or a duration back from now.
-fn parse_since(s: &str) -> anyhow::Result<i64> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
-    }
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = n.parse().with_context(|| {
-        format!(
-            "--since `{}`: an RFC 3339 time or 90s, 30m, 6h, 2d",
-            printable(s)
-        )
-    })?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!(
-            "--since `{}`: an RFC 3339 time or 90s, 30m, 6h, 2d",
-            printable(s)
-        ),
-    };
-    Ok(now_ms() - n.saturating_mul(secs * 1000))
 }
 
 /// The records of `<prefix>audit`, filtered, one JSON object each, in the order of their

@@ -23,6 +23,37 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// `--since`: an RFC 3339 time, or a duration back from now (90s, 30m, 6h, 2d), as
+/// milliseconds since the Unix epoch.
+pub fn parse_since(s: &str) -> Result<i64, String> {
+    parse_since_at(s, now_ms())
+}
+
+/// [`parse_since`] with the clock given.
+fn parse_since_at(s: &str, now: i64) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    let (number, unit) = s
+        .char_indices()
+        .last()
+        .map_or(("", ' '), |(i, c)| (&s[..i], c));
+    let scale = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        _ => 0,
+    };
+    match number.parse::<i64>() {
+        Ok(n) if scale > 0 && n >= 0 => Ok(now.saturating_sub(n.saturating_mul(scale))),
+        _ => Err(format!(
+            "`{}` is neither an RFC 3339 time nor a duration such as 90s, 30m, 6h, 2d",
+            ewn_model::validate::printable(s)
+        )),
+    }
+}
+
 /// A flag set on Ctrl-C or SIGTERM, for the services' loops to poll.
 pub fn shutdown_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     use std::sync::Arc;
@@ -90,4 +121,29 @@ where
     let _ = server.await;
     result?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_times_and_durations() {
+        assert_eq!(parse_since("2027-01-01T00:00:00Z"), Ok(1_798_761_600_000));
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_since_at("6h", now), Ok(now - 6 * 3_600_000));
+        assert_eq!(parse_since_at("90s", now), Ok(now - 90_000));
+        assert_eq!(parse_since_at("2d", now), Ok(now - 2 * 86_400_000));
+        assert_eq!(parse_since_at("0m", now), Ok(now));
+        assert!(parse_since_at("9223372036854775807d", now).is_ok_and(|t| t < 0));
+        for bad in ["6x", "h", "", "-1h", "6й", "1.5h", "6 h"] {
+            let e = parse_since_at(bad, now).unwrap_err();
+            assert!(e.contains("is neither an RFC 3339 time"), "{bad}: {e}");
+        }
+        assert!(
+            parse_since_at("\u{1b}[31m6x", now)
+                .unwrap_err()
+                .contains("`?[31m6x`")
+        );
+    }
 }
