@@ -18,7 +18,8 @@
 //! `EWN_CHAOS_BROKER_RESTARTS` (0 by default; `make chaos` runs 3; see the README for the open
 //! dead-letter loss across them), `EWN_CHAOS_SECS` of load (60), `EWN_CHAOS_RATE`
 //! background reports per second (10), `EWN_CHAOS_SEED` (printed; replays the schedule),
-//! `EWN_CHAOS_DYNAMIC=1` (dynamic group membership instead of `kafka.group_instance_id`).
+//! `EWN_CHAOS_DYNAMIC=1` (dynamic group membership instead of `kafka.group_instance_id`),
+//! `EWN_CHAOS_KEEP=1` (the services' logs are kept; `EWN_TEST_LOG=info` makes them say more).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -680,6 +681,11 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
         ..settings.clone()
     });
     let dir = net.dir.path().to_path_buf();
+    if std::env::var("EWN_CHAOS_KEEP").is_ok_and(|v| v == "1") {
+        // the services' whole logs and configurations, for a failure's diagnosis
+        net.dir.disable_cleanup(true);
+        eprintln!("chaos: EWN_CHAOS_KEEP=1: logs kept in {}", dir.display());
+    }
     let hooks = Hooks::start();
     let fanout_config = fanout_toml(&dir, &settings, &hooks);
     let gateway_port = free_port();

@@ -26,6 +26,7 @@ pub struct KafkaMetrics {
     producer_in_flight: IntGaugeVec,
     producer_full: IntCounterVec,
     producer_renewals: IntCounterVec,
+    rejoins: IntCounterVec,
     /// Lag series set per client, so a partition this client no longer owns stops being
     /// reported (a frozen value would mislead after a rebalance).
     lag_series: Arc<Mutex<LagSeries>>,
@@ -53,6 +54,11 @@ impl KafkaMetrics {
             producer_renewals: m.counter_vec(
                 "ewn_kafka_producer_renewals_total",
                 "producers replaced by a new one (a new idempotent producer id) after a record timed out or the broker stopped serving them",
+                &["client"],
+            )?,
+            rejoins: m.counter_vec(
+                "ewn_kafka_consumer_rejoins_total",
+                "times a consumer-group member left without partitions after a rebalance (or a revocation not followed by an assignment) left the group and joined it again",
                 &["client"],
             )?,
             queue_messages: m.gauge_vec(
@@ -105,6 +111,7 @@ impl KafkaMetrics {
         self.queue_bytes.with_label_values(&[client]);
         if group_member {
             self.assigned.with_label_values(&[client]);
+            self.rejoins.with_label_values(&[client]);
             self.group_members
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -117,6 +124,11 @@ impl KafkaMetrics {
         self.assigned
             .with_label_values(&[client])
             .set(partitions as i64);
+    }
+
+    /// Counts a re-join of a consumer-group member (see `ewn_kafka::consumer`).
+    pub fn rejoined(&self, client: &str) {
+        self.rejoins.with_label_values(&[client]).inc();
     }
 
     /// The in-flight gauge, queue-full counter and renewal counter of a producer, all
