@@ -145,17 +145,13 @@ impl Rejoin {
                 self.attempts = 0;
                 self.empty_since = None;
             }
-            Some((at, Some(_))) => {
-                if self.empty_since.is_none_or(|(_, e)| e == Empty::Revoked) {
-                    self.empty_since = Some((at, Empty::Assigned));
-                }
+            Some((at, Some(_))) if self.empty_since.is_none_or(|(_, e)| e == Empty::Revoked) => {
+                self.empty_since = Some((at, Empty::Assigned));
             }
-            Some((at, None)) => {
-                if self.empty_since.is_none() {
-                    self.empty_since = Some((at, Empty::Revoked));
-                }
+            Some((at, None)) if self.empty_since.is_none() => {
+                self.empty_since = Some((at, Empty::Revoked));
             }
-            None => {}
+            _ => {}
         }
         let Some((since, kind)) = self.empty_since else {
             return false;
