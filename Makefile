@@ -35,9 +35,10 @@ CHAOS_KILLS ?= 20
 CHAOS_BROKER_RESTARTS ?= 3
 CHAOS_LINK_CUTS ?= 5
 CHAOS_SECS ?= 600
+CHAOS_TIMEOUT_MS ?= 5000
 .PHONY: chaos
-chaos: broker ## Chaos campaign: 2 processors + 2 fan-outs + a gateway under load, SIGKILLs (CHAOS_KILLS per service), broker restarts, gateway link cuts, a flaky desk; EWN_CHAOS_SEED=<seed> replays
-	EWN_CHAOS_KILLS=$(CHAOS_KILLS) EWN_CHAOS_BROKER_RESTARTS=$(CHAOS_BROKER_RESTARTS) EWN_CHAOS_LINK_CUTS=$(CHAOS_LINK_CUTS) EWN_CHAOS_SECS=$(CHAOS_SECS) $(CARGO) test --locked -p ewn --test chaos -- --include-ignored --nocapture
+chaos: broker ## Chaos campaign: 2 processors + 2 fan-outs + a gateway under load, SIGKILLs (CHAOS_KILLS per service), broker restarts, gateway link cuts, a flaky desk, the services' records timing out after CHAOS_TIMEOUT_MS; EWN_CHAOS_SEED=<seed> replays
+	EWN_CHAOS_KILLS=$(CHAOS_KILLS) EWN_CHAOS_BROKER_RESTARTS=$(CHAOS_BROKER_RESTARTS) EWN_CHAOS_LINK_CUTS=$(CHAOS_LINK_CUTS) EWN_CHAOS_SECS=$(CHAOS_SECS) EWN_CHAOS_TIMEOUT_MS=$(CHAOS_TIMEOUT_MS) $(CARGO) test --locked -p ewn --test chaos -- --include-ignored --nocapture
 
 HANG_SECS ?= 600
 CLEARANCE_CASES ?= 100000

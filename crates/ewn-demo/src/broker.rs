@@ -9,6 +9,9 @@ use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -233,6 +236,49 @@ impl LocalBroker {
             .join("\n")
     }
 
+    /// A thread that restarts this broker on its data whenever its log reports a new panic
+    /// (Tansu 0.6.0's storage: see [`LocalBroker::panics`]), as a liveness probe would,
+    /// checking every `every`; `on_restart` hears the number of each restart, or the error
+    /// of one that failed. It stops when the [`Supervisor`] is dropped.
+    pub fn supervise(
+        &self,
+        every: Duration,
+        on_restart: impl Fn(std::result::Result<usize, String>) + Send + 'static,
+    ) -> Supervisor {
+        let stop = Arc::new(AtomicBool::new(false));
+        let restarts = Arc::new(AtomicUsize::new(0));
+        let lock = Arc::new(Mutex::new(()));
+        let broker = LocalBroker {
+            addr: self.addr.clone(),
+            dir: self.dir.clone(),
+        };
+        let thread = {
+            let (stop, restarts, lock) = (stop.clone(), restarts.clone(), lock.clone());
+            std::thread::spawn(move || {
+                let mut seen = broker.panics();
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(every);
+                    let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    if stop.load(Ordering::Acquire) || broker.panics() <= seen {
+                        continue;
+                    }
+                    let result = broker.kill9().and_then(|()| broker.restart());
+                    seen = broker.panics();
+                    on_restart(match result {
+                        Ok(()) => Ok(restarts.fetch_add(1, Ordering::AcqRel) + 1),
+                        Err(e) => Err(e.to_string()),
+                    });
+                }
+            })
+        };
+        Supervisor {
+            stop,
+            restarts,
+            lock,
+            thread: Some(thread),
+        }
+    }
+
     /// Stops the broker now (rather than when this process ends) and waits until its port
     /// is closed and its directory removed, up to 10 s.
     pub fn stop(&self) -> Result<()> {
@@ -250,6 +296,35 @@ impl LocalBroker {
             self.addr,
             STOP_TIMEOUT.as_secs()
         )))
+    }
+}
+
+/// See [`LocalBroker::supervise`].
+pub struct Supervisor {
+    stop: Arc<AtomicBool>,
+    restarts: Arc<AtomicUsize>,
+    lock: Arc<Mutex<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    /// How many times it restarted the broker.
+    pub fn restarts(&self) -> usize {
+        self.restarts.load(Ordering::Acquire)
+    }
+
+    /// Holds the supervisor off while the caller kills or restarts the broker itself.
+    pub fn hold(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
