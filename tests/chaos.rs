@@ -678,13 +678,20 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
     // its producer waits on a broker that answers only errors; what it had in flight is
     // sent again).
     let began_at = Instant::now();
-    let supervisor = broker.supervise(Duration::from_secs(1), move |restart| {
-        eprintln!(
-            "chaos: {:>6.1} s from the start (at {}) the broker's storage panicked: restarted on its data ({restart:?})",
-            began_at.elapsed().as_secs_f64(),
-            now_ms()
-        );
-    });
+    let failed_restarts = Arc::new(Mutex::new(Vec::new()));
+    let supervisor = {
+        let failed = failed_restarts.clone();
+        broker.supervise(Duration::from_secs(1), move |restart| {
+            eprintln!(
+                "chaos: {:>6.1} s from the start (at {}) the broker's storage panicked: restarted on its data ({restart:?})",
+                began_at.elapsed().as_secs_f64(),
+                now_ms()
+            );
+            if let Err(e) = restart {
+                failed.lock().unwrap().push(e);
+            }
+        })
+    };
     let settings = KafkaSettings {
         brokers: relay.addr.clone(),
         topic_prefix: unique_prefix("chaos"),
@@ -1298,6 +1305,11 @@ fn chaos_kills_restarts_and_a_flaky_desk_lose_nothing() {
             }
         }
     }
+    let failed = failed_restarts.lock().unwrap().clone();
+    assert!(
+        failed.is_empty(),
+        "the supervisor's restarts failed: {failed:?}"
+    );
     let left = processes_mentioning(&dir.display().to_string());
     assert!(left.is_empty(), "processes left behind: {left:?}");
     let left = processes_mentioning(&settings.topic_prefix);

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::relay::LinkRelay;
 
+/// The line the watchdog writes to Tansu's log before each restart.
+const RESTARTED: &str = "--- restarted ---";
+
 /// Where the Tansu binary is: `explicit` (a flag, or `TANSU_BIN`), else `tansu` in one of
 /// the directories of `search_path` (the caller's `PATH`), else `<home>/.cargo/bin/tansu`
 /// (where `make broker` installs it; `/root` without a home). The caller reads the
@@ -122,7 +125,7 @@ impl LocalBroker {
              run; \
              while kill -0 {parent} 2>/dev/null && [ ! -e stop ]; do \
                if [ -e start ]; then kill -9 $child 2>/dev/null; wait $child 2>/dev/null; \
-                 echo '--- restarted ---' >>tansu.log; run; rm -f start; fi; \
+                 echo '{RESTARTED}' >>tansu.log; run; rm -f start; fi; \
                sleep 0.1; \
              done; \
              kill $child 2>/dev/null; wait $child 2>/dev/null; cd /; rm -rf '{dir}'",
@@ -217,12 +220,16 @@ impl LocalBroker {
         log_tail(&self.dir.join("tansu.log"))
     }
 
-    /// How many panics Tansu's log reports (every run of it). Tansu 0.6.0's storage can
-    /// panic under load ("more or less than one row" on a produce) and then answers
-    /// nothing but errors while its process lives on: a supervisor restarts it.
-    pub fn panics(&self) -> usize {
+    /// How many panics the running Tansu's log reports (since its last restart). Tansu
+    /// 0.6.0's storage can panic under load ("more or less than one row" on a produce) and
+    /// then answers nothing but errors while its process lives on: a [`Supervisor`]
+    /// restarts it.
+    pub fn panics_since_restart(&self) -> usize {
         let text = std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default();
-        text.lines().filter(|l| l.contains("panicked at")).count()
+        let run = text
+            .rsplit_once(RESTARTED)
+            .map_or(text.as_str(), |(_, run)| run);
+        run.lines().filter(|l| l.contains("panicked at")).count()
     }
 
     /// The first `n` lines of the broker's log that report an error or a panic: where a
@@ -236,10 +243,11 @@ impl LocalBroker {
             .join("\n")
     }
 
-    /// A thread that restarts this broker on its data whenever its log reports a new panic
-    /// (Tansu 0.6.0's storage: see [`LocalBroker::panics`]), as a liveness probe would,
-    /// checking every `every`; `on_restart` hears the number of each restart, or the error
-    /// of one that failed. It stops when the [`Supervisor`] is dropped.
+    /// A thread that restarts this broker on its data whenever the running broker's log
+    /// reports a panic (Tansu 0.6.0's storage: see [`LocalBroker::panics_since_restart`]),
+    /// as a liveness probe would, checking every `every`; `on_restart` hears the number of
+    /// each restart, or the error of one that failed. It stops when the [`Supervisor`] is
+    /// dropped.
     pub fn supervise(
         &self,
         every: Duration,
@@ -255,15 +263,15 @@ impl LocalBroker {
         let thread = {
             let (stop, restarts, lock) = (stop.clone(), restarts.clone(), lock.clone());
             std::thread::spawn(move || {
-                let mut seen = broker.panics();
                 while !stop.load(Ordering::Acquire) {
                     std::thread::sleep(every);
                     let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    if stop.load(Ordering::Acquire) || broker.panics() <= seen {
+                    // only the running broker's panics: one restarted meanwhile (by this
+                    // thread or by whoever held it off) is not restarted again for the last
+                    if stop.load(Ordering::Acquire) || broker.panics_since_restart() == 0 {
                         continue;
                     }
                     let result = broker.kill9().and_then(|()| broker.restart());
-                    seen = broker.panics();
                     on_restart(match result {
                         Ok(()) => Ok(restarts.fetch_add(1, Ordering::AcqRel) + 1),
                         Err(e) => Err(e.to_string()),

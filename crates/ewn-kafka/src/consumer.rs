@@ -103,7 +103,7 @@ pub struct GroupConsumer {
     rejoin: Mutex<Rejoin>,
 }
 
-/// Tansu 0.6.0 workarounds, harmless on Apache Kafka:
+/// Tansu 0.6.0 workarounds:
 ///
 /// - when a group's leader dies, a member that joined meanwhile can be handed an empty
 ///   assignment that no later rebalance corrects. A member left with no partitions after a
@@ -111,14 +111,18 @@ pub struct GroupConsumer {
 ///   group legitimately leaves some members idle);
 /// - after a broker restart a member can have its partitions revoked and then never be given
 ///   an assignment at all, empty or not (seen in the chaos campaign: the correlate group
-///   held nothing until the next broker restart). A member whose revocation is not followed
-///   by an assignment within [`LIMBO_AFTER`] re-joins, with backoff up to [`LIMBO_MAX`] and
-///   no bound on attempts: holding nothing without being told so is never legitimate.
+///   held nothing until the next broker restart). A member that holds nothing and was given
+///   no assignment for [`LIMBO_AFTER`] since its revocation (or since it subscribed) re-joins,
+///   with backoff up to [`LIMBO_MAX`] and no bound on attempts: holding nothing without
+///   being told so is never the steady state.
 ///
-/// Each re-join is counted in `ewn_kafka_consumer_rejoins_total{client}`.
+/// On Apache Kafka the second costs, at most, a repeated join in a rebalance that takes
+/// longer than [`LIMBO_AFTER`] (a member slower than that to poll again: the processor's
+/// stages confirm their outputs for up to `message_timeout_ms`, 30 s by default, before
+/// polling). Each re-join is counted in `ewn_kafka_consumer_rejoins_total{client}`.
 struct Rejoin {
     /// Since when the member holds nothing, and whether it was told so (an empty
-    /// assignment) or only lost its partitions (a revocation).
+    /// assignment) or only lost its partitions (a revocation, or none yet).
     empty_since: Option<(Instant, Empty)>,
     attempts: u32,
 }
@@ -129,49 +133,74 @@ enum Empty {
     Revoked,
 }
 
+impl Empty {
+    fn label(self) -> &'static str {
+        match self {
+            Empty::Assigned => "an empty assignment",
+            Empty::Revoked => "no assignment since a revocation or the subscription",
+        }
+    }
+}
+
 const REJOIN_AFTER: Duration = Duration::from_secs(3);
 const REJOIN_ATTEMPTS: u32 = 6;
-/// A rebalance on a loaded 2-core machine takes a few seconds; the session timeout is 10 s.
-const LIMBO_AFTER: Duration = Duration::from_secs(20);
-const LIMBO_MAX: Duration = Duration::from_secs(120);
+/// Twice the default `message_timeout_ms` (how long a stage may take to poll again while it
+/// confirms its outputs), so that an ordinary rebalance is not joined again.
+const LIMBO_AFTER: Duration = Duration::from_secs(60);
+const LIMBO_MAX: Duration = Duration::from_secs(240);
 
 impl Rejoin {
+    /// A member that has just subscribed: it holds nothing, and has not been told anything.
+    fn subscribed(now: Instant) -> Rejoin {
+        Rejoin {
+            empty_since: Some((now, Empty::Revoked)),
+            attempts: 0,
+        }
+    }
+
     /// Whether to re-join now, given what the rebalance callbacks reported since the last
     /// call (`event`: when, and how many partitions were assigned, or `None` for a
-    /// revocation) and whether the member holds no partition now.
-    fn due(&mut self, event: Option<(Instant, Option<usize>)>, empty: bool, now: Instant) -> bool {
+    /// revocation) and whether the member holds no partition now. Returns the case.
+    fn due(
+        &mut self,
+        event: Option<(Instant, Option<usize>)>,
+        empty: bool,
+        now: Instant,
+    ) -> Option<Empty> {
+        let enter = |at: Instant, kind: Empty, r: &mut Rejoin| {
+            if r.empty_since.is_none_or(|(_, k)| k != kind) {
+                // each case counts its own attempts
+                r.attempts = 0;
+                r.empty_since = Some((at, kind));
+            }
+        };
         match event {
             Some((_, Some(n))) if n > 0 => {
                 self.attempts = 0;
                 self.empty_since = None;
             }
-            Some((at, Some(_))) if self.empty_since.is_none_or(|(_, e)| e == Empty::Revoked) => {
-                self.empty_since = Some((at, Empty::Assigned));
-            }
-            Some((at, None)) if self.empty_since.is_none() => {
-                self.empty_since = Some((at, Empty::Revoked));
-            }
+            Some((at, Some(_))) => enter(at, Empty::Assigned, self),
+            Some((at, None)) if self.empty_since.is_none() => enter(at, Empty::Revoked, self),
             _ => {}
         }
-        let Some((since, kind)) = self.empty_since else {
-            return false;
-        };
+        let (since, kind) = self.empty_since?;
         let wait = match kind {
-            Empty::Assigned if self.attempts >= REJOIN_ATTEMPTS => return false,
+            Empty::Assigned if self.attempts >= REJOIN_ATTEMPTS => return None,
             Empty::Assigned => REJOIN_AFTER * 2u32.pow(self.attempts.min(6)),
             Empty::Revoked => (LIMBO_AFTER * 2u32.pow(self.attempts.min(6))).min(LIMBO_MAX),
         };
         if now.saturating_duration_since(since) < wait {
-            return false;
+            return None;
         }
         if !empty {
             self.attempts = 0;
             self.empty_since = None;
-            return false;
+            return None;
         }
         self.attempts += 1;
+        // after the re-join, nothing is assigned until the group says so
         self.empty_since = Some((now, kind));
-        true
+        Some(kind)
     }
 }
 
@@ -204,10 +233,7 @@ impl GroupConsumer {
         consumer
             .subscribe(&refs)
             .map_err(Error::kafka("subscribe"))?;
-        let rejoin = Mutex::new(Rejoin {
-            empty_since: None,
-            attempts: 0,
-        });
+        let rejoin = Mutex::new(Rejoin::subscribed(Instant::now()));
         Ok(GroupConsumer {
             consumer,
             topics,
@@ -231,12 +257,13 @@ impl GroupConsumer {
             .assignment()
             .map(|a| a.count() == 0)
             .unwrap_or(false);
-        if !r.due(event, empty, Instant::now()) {
+        let Some(kind) = r.due(event, empty, Instant::now()) else {
             return Ok(());
-        }
+        };
         tracing::warn!(
             attempt = r.attempts,
-            "no partitions after a rebalance or a revocation; re-joining the group"
+            after = kind.label(),
+            "holding no partitions; re-joining the group"
         );
         if let Some((m, role)) = &self.consumer.context().metrics {
             m.rejoined(role);
@@ -325,91 +352,106 @@ impl GroupConsumer {
 mod tests {
     use super::*;
 
-    fn fresh() -> Rejoin {
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// A member that has held partitions (nothing pending).
+    fn settled() -> Rejoin {
         Rejoin {
             empty_since: None,
             attempts: 0,
         }
     }
 
+    /// The re-joins in `span` seconds of a member that stays empty, polled every second,
+    /// as gaps between them (the first from `t`).
+    fn gaps(r: &mut Rejoin, t: Instant, span: u64) -> Vec<u64> {
+        let mut last = t;
+        let mut out = Vec::new();
+        for n in 1..=span {
+            let at = t + secs(n);
+            if r.due(None, true, at).is_some() {
+                out.push((at - last).as_secs());
+                last = at;
+            }
+        }
+        out
+    }
+
     #[test]
     fn a_member_holding_partitions_never_rejoins() {
         let t0 = Instant::now();
-        let mut r = fresh();
-        assert!(!r.due(Some((t0, Some(3))), false, t0));
-        for s in [1, 30, 600] {
-            assert!(!r.due(None, false, t0 + Duration::from_secs(s)));
+        let mut r = Rejoin::subscribed(t0);
+        assert_eq!(r.due(Some((t0, Some(3))), false, t0), None);
+        for n in [1, 30, 600, 6000] {
+            assert_eq!(r.due(None, false, t0 + secs(n)), None);
         }
     }
 
     #[test]
     fn an_empty_assignment_rejoins_with_backoff_a_bounded_number_of_times() {
         let t0 = Instant::now();
-        let mut r = fresh();
-        assert!(!r.due(Some((t0, Some(0))), true, t0));
-        assert!(!r.due(None, true, t0 + Duration::from_secs(2)));
-        let mut at = t0 + REJOIN_AFTER;
-        let mut joins = 0;
-        for _ in 0..100 {
-            if r.due(None, true, at) {
-                joins += 1;
-            }
-            at += Duration::from_secs(60);
-        }
+        let mut r = settled();
+        assert_eq!(r.due(Some((t0, Some(0))), true, t0), None);
+        assert_eq!(r.due(None, true, t0 + secs(2)), None);
+        let g = gaps(&mut r, t0, 3600);
         assert_eq!(
-            joins, REJOIN_ATTEMPTS,
+            g,
+            [3, 6, 12, 24, 48, 96],
             "an idle member of a large group stays idle"
         );
+        assert_eq!(g.len(), REJOIN_ATTEMPTS as usize);
     }
 
     #[test]
     fn a_revocation_not_followed_by_an_assignment_rejoins_until_one_comes() {
         let t0 = Instant::now();
-        let mut r = fresh();
-        assert!(!r.due(Some((t0, None)), true, t0));
-        // an ordinary rebalance: the assignment comes within the wait
-        assert!(!r.due(None, true, t0 + Duration::from_secs(5)));
-        assert!(!r.due(
-            Some((t0 + Duration::from_secs(6), Some(2))),
-            false,
-            t0 + Duration::from_secs(6)
-        ));
-        assert!(!r.due(None, false, t0 + Duration::from_secs(60)));
+        let mut r = settled();
+        // an ordinary rebalance, slow but within the wait: no re-join
+        assert_eq!(r.due(Some((t0, None)), true, t0), None);
+        assert_eq!(r.due(None, true, t0 + secs(45)), None);
+        assert_eq!(
+            r.due(Some((t0 + secs(50), Some(2))), false, t0 + secs(50)),
+            None
+        );
+        assert_eq!(r.due(None, false, t0 + secs(600)), None);
 
         // limbo: revoked, and nothing after
-        let t1 = t0 + Duration::from_secs(100);
-        assert!(!r.due(Some((t1, None)), true, t1));
-        assert!(!r.due(None, true, t1 + LIMBO_AFTER - Duration::from_millis(1)));
-        assert!(r.due(None, true, t1 + LIMBO_AFTER));
+        let t1 = t0 + secs(1000);
+        assert_eq!(r.due(Some((t1, None)), true, t1), None);
+        let before = t1 + LIMBO_AFTER - Duration::from_millis(1);
+        assert_eq!(r.due(None, true, before), None);
+        assert_eq!(r.due(None, true, t1 + LIMBO_AFTER), Some(Empty::Revoked));
         // backoff doubles up to LIMBO_MAX, and it never gives up
-        let mut at = t1 + LIMBO_AFTER;
-        let mut gaps = Vec::new();
-        let mut last = at;
-        for _ in 0..2000 {
-            at += Duration::from_secs(1);
-            if r.due(None, true, at) {
-                gaps.push((at - last).as_secs());
-                last = at;
-            }
-        }
-        assert_eq!(gaps[..3], [40, 80, 120]);
-        assert!(gaps.len() > REJOIN_ATTEMPTS as usize);
-        assert!(gaps.iter().all(|g| *g <= LIMBO_MAX.as_secs()));
+        let g = gaps(&mut r, t1 + LIMBO_AFTER, 4000);
+        assert_eq!(g[..3], [120, 240, 240]);
+        assert!(g.len() > REJOIN_ATTEMPTS as usize);
         // an assignment ends it
-        assert!(!r.due(Some((at, Some(1))), false, at));
+        let end = t1 + secs(5000);
+        assert_eq!(r.due(Some((end, Some(1))), false, end), None);
         assert_eq!((r.attempts, r.empty_since), (0, None));
     }
 
     #[test]
-    fn an_empty_assignment_after_a_revocation_is_bounded_again() {
+    fn a_member_never_assigned_anything_since_it_subscribed_rejoins() {
         let t0 = Instant::now();
-        let mut r = fresh();
-        assert!(!r.due(Some((t0, None)), true, t0));
-        assert!(!r.due(
-            Some((t0 + Duration::from_secs(1), Some(0))),
-            true,
-            t0 + Duration::from_secs(1)
-        ));
+        let mut r = Rejoin::subscribed(t0);
+        assert_eq!(r.due(None, true, t0 + secs(59)), None);
+        assert_eq!(r.due(None, true, t0 + LIMBO_AFTER), Some(Empty::Revoked));
+    }
+
+    #[test]
+    fn each_case_counts_its_own_attempts() {
+        let t0 = Instant::now();
+        let mut r = settled();
+        assert_eq!(r.due(Some((t0, None)), true, t0), None);
+        let g = gaps(&mut r, t0, 3000);
+        assert!(g.len() > REJOIN_ATTEMPTS as usize, "{g:?}");
+        // then an empty assignment: its own six attempts, from 3 s
+        let t1 = t0 + secs(3001);
+        assert_eq!(r.due(Some((t1, Some(0))), true, t1), None);
         assert_eq!(r.empty_since.map(|(_, e)| e), Some(Empty::Assigned));
+        assert_eq!(gaps(&mut r, t1, 3600), [3, 6, 12, 24, 48, 96]);
     }
 }

@@ -100,8 +100,8 @@ Exit codes: 0 read (and, with --verify, every record verified), 1 a record did n
     Log {
         /// Only records at or after this time: RFC 3339, or a duration back from now (90s,
         /// 30m, 6h, 2d).
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
+        #[arg(long, value_name = "TIME", value_parser = crate::cmd::parse_since)]
+        since: Option<i64>,
         /// Only records of this actor.
         #[arg(long)]
         actor: Option<String>,
@@ -171,10 +171,6 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<ExitCode> {
             timeout_secs,
         } => {
             let settings = global.settings(Vec::new())?;
-            let since = since
-                .as_deref()
-                .map(|s| crate::cmd::parse_since(s).map_err(|e| anyhow::anyhow!("--since {e}")))
-                .transpose()?;
             let store = match (verify, trust_store) {
                 (true, Some(p)) => Some(TrustStore::load(&p)?),
                 _ => None,
