@@ -625,7 +625,8 @@ fn reads_past_their_bound_are_429_and_with_the_audit_queue_full_503() {
         assert!(!body.contains("records"), "{body}");
     }
     assert_eq!(metric("ewn_fanout_audit_queue_records", ""), 1.0);
-    // A read now: its record cannot be queued, so it is refused at once.
+    // A read now: its record cannot be queued, so it is refused without waiting for a
+    // confirmation (its record counted `dropped`, not sent).
     let dropped = metric("ewn_fanout_audit_records_total", "outcome=\"dropped\"");
     let (status, body) = get(&url, Some(OVERSIGHT_TOKEN));
     assert_eq!(status, 503, "{body}");
